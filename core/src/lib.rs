@@ -1,0 +1,17 @@
+//! Parley's pure domain logic.
+//!
+//! Nothing in this crate performs I/O, spawns tasks or knows about a database, a socket or an
+//! actor runtime. Every rule that decides something about a meeting lives here as plain types and
+//! functions so that it can be unit-tested exhaustively and reused by the REST API, the live
+//! meeting actors and (later) the cluster placement code.
+//!
+//! - [`model`]: the vocabulary shared by every layer (meeting types, statuses, roles, settings).
+//! - [`recurrence`]: expands a recurrence rule into occurrence instants, in the meeting's own
+//!   IANA time zone, so a 10:00 daily series stays at 10:00 local across DST changes.
+//! - [`join`]: the join decision (the seed's QUERY 2) over already-loaded facts.
+//! - [`validate`]: field validation of user input (emails, titles, durations, time zones).
+
+pub mod join;
+pub mod model;
+pub mod recurrence;
+pub mod validate;

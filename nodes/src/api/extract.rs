@@ -1,0 +1,140 @@
+//! Request extractors whose rejections are [`ApiError`]s, so every malformed request gets the
+//! same JSON error shape and the right 4xx — never axum's plain-text defaults.
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::auth::TokenError;
+
+/// A JSON body. 400 for bad syntax or fields, 413 over the body limit, 415 without JSON type.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(r: JsonRejection) -> ApiError {
+    let text = r.body_text();
+    match r {
+        JsonRejection::JsonDataError(_) => ApiError::invalid_field(text),
+        JsonRejection::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", text),
+        JsonRejection::MissingJsonContentType(_) => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "expected Content-Type: application/json",
+        ),
+        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "the request body is over the 1 MiB limit",
+        ),
+        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", other.body_text()),
+    }
+}
+
+/// Query parameters. 400 `invalid_query` when they do not parse.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| ApiQuery(v))
+            .map_err(|r: QueryRejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+    }
+}
+
+/// Parses an id from the path; 400 `invalid_id` if it is not a UUID.
+pub fn parse_id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw)
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", format!("`{raw}` is not a valid {what} id")))
+}
+
+/// The authenticated caller, from `Authorization: Bearer <token>`.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// The token's subject.
+    pub subject: String,
+    /// Operator rights.
+    pub admin: bool,
+}
+
+impl Caller {
+    /// The caller as a user id; 401 for an operator token whose subject is not a user.
+    pub fn user_id(&self) -> Result<Uuid, ApiError> {
+        Uuid::parse_str(&self.subject).map_err(|_| ApiError::unauthorized("this token does not identify a user"))
+    }
+
+    /// 403 unless the token has operator rights.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin { Ok(()) } else { Err(ApiError::forbidden("an operator (admin) token is required")) }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let app = AppState::from_ref(state);
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let value = header.to_str().map_err(|_| ApiError::unauthorized("unreadable Authorization header"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+        match app.tokens.verify(token.trim()) {
+            Ok(c) => Ok(Caller { subject: c.sub, admin: c.adm }),
+            Err(TokenError::Expired) => Err(ApiError::unauthorized("token expired")),
+            Err(TokenError::Invalid(_)) => Err(ApiError::unauthorized("invalid token")),
+        }
+    }
+}
+
+/// A JSON body that may be absent: an empty body yields `T::default()`.
+pub struct ApiJsonOrEmpty<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOrEmpty<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| {
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is over the 1 MiB limit",
+                )
+            } else {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+            }
+        })?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(ApiJsonOrEmpty(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(ApiJsonOrEmpty).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::invalid_field(e.to_string()),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
+        })
+    }
+}

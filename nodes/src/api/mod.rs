@@ -1,0 +1,97 @@
+//! The REST API (axum 0.8): routes, shared state and the layers every request passes.
+//!
+//! Handlers are thin: parse and validate input (core), call the store, shape the reply.
+//! Authorisation that needs stored data (is the caller the host?) is decided by the store in the
+//! same statement/transaction that acts, so it cannot race.
+
+mod error;
+mod extract;
+mod join_guard;
+mod meetings;
+mod reports;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use parley_store::Store;
+use serde_json::json;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+use crate::auth::TokenKeys;
+
+/// Largest request body accepted, in bytes (1 MiB).
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub tokens: Arc<TokenKeys>,
+    /// Base of join links, e.g. `http://127.0.0.1:8080`.
+    pub public_url: Arc<str>,
+    pub node_name: Arc<str>,
+    /// Slows down password guessing on join-check.
+    pub join_guard: Arc<join_guard::JoinGuard>,
+}
+
+impl AppState {
+    pub fn new(store: Store, tokens: TokenKeys, public_url: &str, node_name: &str) -> AppState {
+        AppState {
+            store,
+            tokens: Arc::new(tokens),
+            public_url: public_url.into(),
+            node_name: node_name.into(),
+            join_guard: Arc::new(join_guard::JoinGuard::default()),
+        }
+    }
+
+    /// The link a participant follows to join.
+    pub fn join_url(&self, meeting_id: uuid::Uuid) -> String {
+        format!("{}/j/{meeting_id}", self.public_url)
+    }
+}
+
+/// Builds the router with all routes and layers.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/users", post(users::create))
+        .route("/meetings", post(meetings::create))
+        .route("/meetings/upcoming", get(reports::upcoming))
+        .route("/meetings/{id}", get(meetings::get).patch(meetings::update).delete(meetings::cancel))
+        .route("/meetings/{id}/join-check", post(meetings::join_check))
+        .route("/series/{id}", get(meetings::get_series).delete(meetings::cancel_series))
+        .route("/analytics/meetings", get(reports::analytics));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api", api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// 200 while the database answers (the node only listens once migrations are applied).
+async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
+    match app.store.ping().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok", "node": &*app.node_name}))).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route")
+}

@@ -1,0 +1,131 @@
+//! Identity: HS256 bearer tokens and argon2 meeting passwords.
+//!
+//! A token's `sub` is the caller's identity; nothing in a request body can change it. `adm`
+//! marks an operator token (user administration, later the admin cluster API). Tokens are
+//! verified with a 30-second leeway for clock skew between nodes.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Issuer written into and required from every token.
+pub const ISSUER: &str = "parley";
+/// Default token lifetime: 12 hours.
+pub const DEFAULT_TTL_SECS: u64 = 12 * 3600;
+/// Longest lifetime `parley token` will mint: 30 days.
+pub const MAX_TTL_SECS: u64 = 30 * 24 * 3600;
+
+/// The claims Parley puts in a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The caller: a user id (UUID), or any name for an operator token.
+    pub sub: String,
+    /// Operator rights.
+    #[serde(default)]
+    pub adm: bool,
+    pub iat: u64,
+    pub exp: u64,
+    pub iss: String,
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+}
+
+/// Signs and checks tokens with one secret.
+#[derive(Clone)]
+pub struct TokenKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenKeys {
+    pub fn new(secret: &[u8]) -> TokenKeys {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        validation.leeway = 30;
+        TokenKeys { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+    }
+
+    /// Mints a token for `sub` valid for `ttl_secs`.
+    pub fn mint(&self, sub: &str, admin: bool, ttl_secs: u64) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = Claims { sub: sub.to_owned(), adm: admin, iat: now, exp: now + ttl_secs, iss: ISSUER.to_owned() };
+        // Encoding HS256 claims of plain strings and integers cannot fail.
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
+    }
+
+    /// Verifies signature, algorithm, issuer and expiry.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid(e.to_string()),
+            }
+        })
+    }
+}
+
+/// Hashes a meeting password (argon2id, random salt) into a PHC string. CPU-heavy by design:
+/// call it off the async executor.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// Checks a password against a PHC string; a malformed stored hash never verifies.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_reject_tampering() {
+        let k = TokenKeys::new(b"0123456789abcdef-test");
+        let t = k.mint("user-1", true, 60);
+        let c = k.verify(&t).unwrap();
+        assert_eq!((c.sub.as_str(), c.adm, c.iss.as_str()), ("user-1", true, ISSUER));
+        let other = TokenKeys::new(b"another-secret-of-16+");
+        assert!(matches!(other.verify(&t), Err(TokenError::Invalid(_))));
+        let mut bad = t.clone();
+        bad.push('x');
+        assert!(k.verify(&bad).is_err());
+        assert!(k.verify("not.a.token").is_err());
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let k = TokenKeys::new(b"0123456789abcdef-test");
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let claims = Claims { sub: "u".into(), adm: false, iat: now - 3600, exp: now - 600, iss: ISSUER.into() };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(b"0123456789abcdef-test"),
+        )
+        .unwrap();
+        assert!(matches!(k.verify(&t), Err(TokenError::Expired)));
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let h = hash_password("s3cret").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("s3cret", &h));
+        assert!(!verify_password("S3cret", &h));
+        assert!(!verify_password("s3cret", "not-a-hash"));
+    }
+}

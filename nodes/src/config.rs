@@ -1,0 +1,341 @@
+//! Configuration: `cluster.toml` (optional), overridden by `PARLEY_*` environment variables,
+//! falling back to embedded defaults that need no external server.
+//!
+//! Resolution order for every setting: environment variable, then the node's own `[[nodes]]`
+//! entry (for addresses), then the `[cluster]` section, then the default. The result is a
+//! [`Settings`] value; nothing else in the program reads the environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The file read when `--config` / `PARLEY_CONFIG` are not given (if it exists).
+pub const DEFAULT_CONFIG_FILE: &str = "cluster.toml";
+/// Where a standalone node listens by default.
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+/// Where the embedded database and generated secret live by default.
+pub const DEFAULT_DATA_DIR: &str = "data";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not valid: {source}")]
+    Parse { path: PathBuf, source: Box<toml::de::Error> },
+    #[error("{name} = `{value}` is not a valid socket address (host:port)")]
+    BadAddr { name: &'static str, value: String },
+    #[error("node `{0}` is not listed in [[nodes]] of the configuration")]
+    UnknownNode(String),
+    #[error("the token secret must be at least 16 bytes (got {0})")]
+    WeakSecret(usize),
+    #[error("cannot create or read the secret file {path}: {source}")]
+    SecretFile { path: PathBuf, source: std::io::Error },
+}
+
+/// The `[cluster]` section: deployment-wide settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// A name for the deployment, shown in logs.
+    pub name: Option<String>,
+    /// Shared secret authenticating cluster peers to each other (used by the cluster layer).
+    pub cookie: Option<String>,
+    /// HS256 secret signing API/WebSocket tokens. At least 16 bytes.
+    pub secret: Option<String>,
+    /// `postgres://…` or `sqlite://…`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// `redis://…`; default: none (in-process presence, single node).
+    pub redis_url: Option<String>,
+    /// Directory for the embedded database, the generated secret and PID files.
+    pub data_dir: Option<String>,
+    /// Listen address of a standalone node (nodes listed in `[[nodes]]` use their own).
+    pub http_addr: Option<String>,
+    /// Base URL put in join links; default `http://<http_addr>`.
+    pub public_url: Option<String>,
+}
+
+/// One `[[nodes]]` entry: a member of the cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// Unique node name, e.g. `node-a`.
+    pub name: String,
+    /// Interface the node binds and peers dial.
+    pub host: String,
+    /// HTTP/WebSocket port.
+    pub http_port: u16,
+    /// ractor_cluster port (used by the cluster layer).
+    pub cluster_port: Option<u16>,
+    /// WebRTC media UDP port (used by the media layer).
+    pub media_port: Option<u16>,
+    /// Most live meetings this node takes.
+    pub max_meetings: Option<u32>,
+    /// Most connected participants this node takes.
+    pub max_participants: Option<u32>,
+}
+
+/// The whole `cluster.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default)]
+    pub cluster: ClusterSection,
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+impl ConfigFile {
+    /// Reads and parses a configuration file.
+    pub fn load(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+    }
+}
+
+/// Fully resolved settings of one process.
+#[derive(Clone)]
+pub struct Settings {
+    /// The deployment's name (`[cluster] name`), for logs.
+    pub cluster_name: String,
+    /// Shared cluster cookie, when configured (used by the cluster layer).
+    pub cookie: Option<String>,
+    /// This node's `[[nodes]]` entry, when it is a listed member.
+    pub member: Option<NodeEntry>,
+    /// This node's name (`standalone` when not a listed cluster member).
+    pub node_name: String,
+    pub http_addr: SocketAddr,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub public_url: String,
+    /// Token signing secret.
+    pub secret: Vec<u8>,
+    /// Where the secret came from, for the startup log (never the secret itself).
+    pub secret_source: &'static str,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("cluster_name", &self.cluster_name)
+            .field("cookie", &self.cookie.as_ref().map(|_| "***"))
+            .field("member", &self.member)
+            .field("node_name", &self.node_name)
+            .field("http_addr", &self.http_addr)
+            .field("database", &redact_url(&self.database_url))
+            .field("redis", &self.redis_url.as_deref().map(redact_url))
+            .field("data_dir", &self.data_dir)
+            .field("public_url", &self.public_url)
+            .field("secret_source", &self.secret_source)
+            .finish()
+    }
+}
+
+/// `postgres://user:pw@host/db` → `postgres://user:***@host/db`, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{}:***{}", &url[..s + 3], user, &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Where to read the environment from: the process, or a map in tests.
+pub trait Env {
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<&str, &str> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).map(|v| v.to_string())
+    }
+}
+
+/// Finds and loads the configuration file: `explicit`, else `PARLEY_CONFIG`, else
+/// `./cluster.toml` if present, else none (all defaults).
+pub fn load_file(explicit: Option<&Path>, env: &dyn Env) -> Result<(Option<PathBuf>, ConfigFile), ConfigError> {
+    let path = explicit.map(Path::to_path_buf).or_else(|| env.var("PARLEY_CONFIG").map(PathBuf::from));
+    match path {
+        Some(p) => Ok((Some(p.clone()), ConfigFile::load(&p)?)),
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => {
+            let p = PathBuf::from(DEFAULT_CONFIG_FILE);
+            Ok((Some(p.clone()), ConfigFile::load(&p)?))
+        }
+        None => Ok((None, ConfigFile::default())),
+    }
+}
+
+impl Settings {
+    /// Resolves settings for node `node` (from `--name` or `PARLEY_NODE`; `None` = standalone).
+    pub fn resolve(file: &ConfigFile, node: Option<&str>, env: &dyn Env) -> Result<Settings, ConfigError> {
+        let c = &file.cluster;
+        let node_name = node.map(str::to_owned).or_else(|| env.var("PARLEY_NODE"));
+        let entry = match &node_name {
+            Some(n) => {
+                Some(file.nodes.iter().find(|e| &e.name == n).ok_or_else(|| ConfigError::UnknownNode(n.clone()))?)
+            }
+            None => None,
+        };
+        let http_raw = env
+            .var("PARLEY_HTTP_ADDR")
+            .or_else(|| entry.map(|e| format!("{}:{}", e.host, e.http_port)))
+            .or_else(|| c.http_addr.clone())
+            .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
+        let http_addr: SocketAddr =
+            http_raw.parse().map_err(|_| ConfigError::BadAddr { name: "http_addr", value: http_raw.clone() })?;
+        let data_dir = PathBuf::from(
+            env.var("PARLEY_DATA_DIR").or_else(|| c.data_dir.clone()).unwrap_or_else(|| DEFAULT_DATA_DIR.to_owned()),
+        );
+        let database_url = env.var("PARLEY_DATABASE_URL").or_else(|| c.database_url.clone()).unwrap_or_else(|| {
+            let file = match &node_name {
+                Some(n) => format!("parley-{n}.db"),
+                None => "parley.db".to_owned(),
+            };
+            format!("sqlite://{}", data_dir.join(file).display())
+        });
+        let redis_url = env.var("PARLEY_REDIS_URL").or_else(|| c.redis_url.clone());
+        let public_url = env
+            .var("PARLEY_PUBLIC_URL")
+            .or_else(|| c.public_url.clone())
+            .unwrap_or_else(|| format!("http://{http_addr}"))
+            .trim_end_matches('/')
+            .to_owned();
+        let (secret, secret_source) = match (env.var("PARLEY_SECRET"), &c.secret) {
+            (Some(s), _) => (s.into_bytes(), "PARLEY_SECRET"),
+            (None, Some(s)) => (s.clone().into_bytes(), "configuration file"),
+            (None, None) => (load_or_create_secret(&data_dir)?, "generated secret file in data_dir"),
+        };
+        if secret.len() < 16 {
+            return Err(ConfigError::WeakSecret(secret.len()));
+        }
+        Ok(Settings {
+            cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
+            cookie: c.cookie.clone(),
+            member: entry.cloned(),
+            node_name: node_name.unwrap_or_else(|| "standalone".to_owned()),
+            http_addr,
+            database_url,
+            redis_url,
+            data_dir,
+            public_url,
+            secret,
+            secret_source,
+        })
+    }
+}
+
+/// With no secret configured, a random one is created once in `data_dir/secret` (mode 0600)
+/// and reused, so `parley token` and `parley node` on one machine agree without setup.
+fn load_or_create_secret(data_dir: &Path) -> Result<Vec<u8>, ConfigError> {
+    let path = data_dir.join("secret");
+    let err = |source| ConfigError::SecretFile { path: path.clone(), source };
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        return Ok(s.trim().as_bytes().to_vec());
+    }
+    std::fs::create_dir_all(data_dir).map_err(err)?;
+    let secret: String = (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
+    std::fs::write(&path, &secret).map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    Ok(secret.into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> ConfigFile {
+        toml::from_str(
+            r#"
+            [cluster]
+            name = "t"
+            secret = "0123456789abcdef0123"
+            database_url = "postgres://parley:pw@db/parley"
+            [[nodes]]
+            name = "node-a"
+            host = "127.0.0.1"
+            http_port = 8081
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn node_entry_gives_the_address_and_env_overrides_everything() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let s = Settings::resolve(&file(), Some("node-a"), &env).unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8081");
+        assert_eq!(s.database_url, "postgres://parley:pw@db/parley");
+        assert_eq!(s.public_url, "http://127.0.0.1:8081");
+        assert_eq!(s.secret_source, "configuration file");
+
+        let env: HashMap<&str, &str> = HashMap::from([
+            ("PARLEY_HTTP_ADDR", "127.0.0.1:9999"),
+            ("PARLEY_DATABASE_URL", "sqlite://x.db"),
+            ("PARLEY_SECRET", "a-much-longer-secret-from-env"),
+            ("PARLEY_REDIS_URL", "redis://127.0.0.1:6379"),
+        ]);
+        let s = Settings::resolve(&file(), Some("node-a"), &env).unwrap();
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:9999");
+        assert_eq!(s.database_url, "sqlite://x.db");
+        assert_eq!(s.secret, b"a-much-longer-secret-from-env");
+        assert_eq!(s.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(!format!("{s:?}").contains("pw@"), "debug output redacts passwords");
+    }
+
+    #[test]
+    fn unknown_node_and_weak_secret_and_bad_addr_are_errors() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        assert!(matches!(Settings::resolve(&file(), Some("nope"), &env), Err(ConfigError::UnknownNode(_))));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_SECRET", "short")]);
+        assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::WeakSecret(5))));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_HTTP_ADDR", "localhost")]);
+        assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::BadAddr { .. })));
+    }
+
+    #[test]
+    fn defaults_need_no_server_and_generate_a_stable_secret() {
+        let dir = std::env::temp_dir().join(format!("parley-cfg-{}", std::process::id()));
+        let d = dir.to_str().unwrap();
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_DATA_DIR", d)]);
+        let s = Settings::resolve(&ConfigFile::default(), None, &env).unwrap();
+        assert_eq!(s.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert!(s.database_url.starts_with("sqlite://") && s.database_url.ends_with("parley.db"));
+        assert!(s.redis_url.is_none());
+        let again = Settings::resolve(&ConfigFile::default(), None, &env).unwrap();
+        assert_eq!(s.secret, again.secret, "the generated secret is reused");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<ConfigFile>("[cluster]\ndatabse_url = \"x\"").is_err());
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+}

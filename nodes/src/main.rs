@@ -1,0 +1,97 @@
+//! `parley`: the Parley node binary.
+//!
+//! - `parley node [--name NODE]`: migrate the database, then serve the HTTP API until SIGINT/SIGTERM.
+//! - `parley migrate`: apply pending migrations with progress, then exit.
+//! - `parley token --user ID [--admin] [--ttl SECS]`: print a signed bearer token.
+//!
+//! Configuration comes from `cluster.toml` (or `--config` / `PARLEY_CONFIG`) and `PARLEY_*`
+//! environment variables; see `config.rs`. Logs go to stderr; the one line a script may parse,
+//! `parley node <name> ready: http://ADDR`, goes to stdout.
+
+mod api;
+mod auth;
+mod config;
+mod node;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "parley", version, about = "Parley: actor-based, distributed video conferencing backend")]
+struct Cli {
+    /// Configuration file (default: $PARLEY_CONFIG, else ./cluster.toml if present).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node: migrate, then serve HTTP until interrupted.
+    Node {
+        /// This node's name in [[nodes]] of the configuration (default: $PARLEY_NODE, else standalone).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print a signed bearer token.
+    Token {
+        /// The user id (UUID) the token speaks for; any name for an operator token.
+        #[arg(long)]
+        user: String,
+        /// Give the token operator rights.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime in seconds (default 12 h, at most 30 days).
+        #[arg(long, default_value_t = auth::DEFAULT_TTL_SECS)]
+        ttl: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    node::init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("parley: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (path, file) = config::load_file(cli.config.as_deref(), &config::ProcessEnv)?;
+    match cli.command {
+        Command::Node { name } => {
+            let settings = config::Settings::resolve(&file, name.as_deref(), &config::ProcessEnv)?;
+            node::run(settings, path).await
+        }
+        Command::Migrate => {
+            let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
+            node::migrate_only(&settings).await
+        }
+        Command::Token { user, admin, ttl } => {
+            anyhow::ensure!(
+                (1..=auth::MAX_TTL_SECS).contains(&ttl),
+                "--ttl must be between 1 and {} seconds",
+                auth::MAX_TTL_SECS
+            );
+            anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
+            let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
+            println!("{}", auth::TokenKeys::new(&settings.secret).mint(user.trim(), admin, ttl));
+            Ok(())
+        }
+    }
+}

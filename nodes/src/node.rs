@@ -1,0 +1,132 @@
+//! Wiring of one node: configuration → store (migrated) → HTTP server, with graceful shutdown.
+//! Each lifecycle event is one readable log line.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use parley_store::Store;
+use tokio::net::TcpListener;
+use tracing_subscriber::EnvFilter;
+
+use crate::api::{self, AppState};
+use crate::auth::TokenKeys;
+use crate::config::{Settings, redact_url};
+
+/// Logs to stderr; `PARLEY_LOG` (or `RUST_LOG`) sets the filter, default `info`.
+pub fn init_logging() {
+    let filter = std::env::var("PARLEY_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info,sqlx=warn,sea_orm_migration=warn,tower_http=warn".to_owned());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+/// Connects to the database, creating the SQLite data directory when needed.
+async fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    if settings.database_url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&settings.data_dir)
+            .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
+    }
+    Store::connect(&settings.database_url)
+        .await
+        .with_context(|| format!("cannot connect to the database at {}", redact_url(&settings.database_url)))
+}
+
+/// Applies pending migrations, printing one line per step.
+async fn migrate(store: &Store) -> anyhow::Result<usize> {
+    let pending = store.pending_migrations().await?;
+    if pending.is_empty() {
+        tracing::info!("database schema is up to date");
+        return Ok(0);
+    }
+    tracing::info!(pending = pending.len(), "applying database migrations");
+    let started = Instant::now();
+    let n = store
+        .migrate(|step| {
+            tracing::info!(
+                "migration [{}/{}] {} applied in {} ms",
+                step.index,
+                step.total,
+                step.name,
+                step.elapsed.as_millis()
+            );
+        })
+        .await
+        .context("migration failed")?;
+    tracing::info!("{n} migrations applied in {} ms", started.elapsed().as_millis());
+    Ok(n)
+}
+
+/// `parley migrate`.
+pub async fn migrate_only(settings: &Settings) -> anyhow::Result<()> {
+    let store = connect(settings).await?;
+    tracing::info!(database = %redact_url(&settings.database_url), "connected");
+    migrate(&store).await?;
+    Ok(())
+}
+
+/// `parley node`: migrate, serve, shut down gracefully on SIGINT/SIGTERM.
+pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    tracing::info!(
+        cluster = %settings.cluster_name,
+        node = %settings.node_name,
+        config = %config_path.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(none, defaults)".into()),
+        database = %redact_url(&settings.database_url),
+        secret = settings.secret_source,
+        "node starting"
+    );
+    if let Some(m) = &settings.member {
+        tracing::info!(
+            node = %m.name,
+            host = %m.host,
+            cluster_port = ?m.cluster_port,
+            media_port = ?m.media_port,
+            max_meetings = ?m.max_meetings,
+            max_participants = ?m.max_participants,
+            "cluster member entry (cluster and media ports are not served yet)"
+        );
+    }
+    let store = connect(&settings).await?;
+    let applied = migrate(&store).await?;
+    let listener = TcpListener::bind(settings.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.http_addr))?;
+    let addr = listener.local_addr()?;
+    // A node bound to port 0 (tests) advertises the port it really got.
+    let public_url =
+        if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
+    let state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name);
+    let app = api::router(state);
+    tracing::info!(node = %settings.node_name, %addr, migrations_applied = applied, "node ready");
+    println!("parley node {} ready: http://{addr}", settings.node_name);
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    tracing::info!(node = %settings.node_name, "node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
