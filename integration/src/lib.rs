@@ -1,1 +1,451 @@
+//! Test harness for black-box tests: real `parley` processes, real PostgreSQL, real HTTP.
+//!
+//! - [`TestNode::start`] spawns `parley node` on port 0 with its own data directory, secret and
+//!   database (a fresh PostgreSQL database per node, or the embedded SQLite file), waits for its
+//!   `ready:` line and kills it on drop.
+//! - [`TestNode::sql`] reads the node's database directly, so tests assert stored rows, not only
+//!   what the API says.
+//! - [`ThrowawayPostgres`] runs a private PostgreSQL server that a test may stop and restart.
+//!
+//! Environment: `PARLEY_BIN` (default `<workspace>/target/debug/parley`) and
+//! `PARLEY_TEST_PG_URL`, an admin URL of a PostgreSQL server where test databases are created
+//! (`make test` sets both; default `postgres://postgres@127.0.0.1:5432/postgres`).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection, DbBackend, QueryResult, Statement};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Which database a node runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// The `parley` binary under test.
+pub fn parley_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("PARLEY_BIN") {
+        return PathBuf::from(p);
+    }
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/parley");
+    assert!(p.exists(), "{} not found: build it first (`cargo build -p parley-node`) or set PARLEY_BIN", p.display());
+    p
+}
+
+/// Admin URL of the PostgreSQL server tests create databases on.
+pub fn pg_admin_url() -> String {
+    std::env::var("PARLEY_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Replaces the database name at the end of a PostgreSQL URL.
+pub fn with_db(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let cut = base.rfind('/').map(|i| &base[..i]).unwrap_or(base);
+    format!("{cut}/{db}{query}")
+}
+
+/// A database created for one test and dropped afterwards.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub async fn create(admin_url: &str) -> TestDatabase {
+        let name = format!("parley_it_{}", Uuid::new_v4().simple());
+        let admin = Database::connect(admin_url)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"));
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+        admin.close().await.ok();
+        TestDatabase { url: with_db(admin_url, &name), name, admin_url: admin_url.to_owned() }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs outside any runtime guarantee: use a private one on a helper thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let admin = Database::connect(&admin_url).await.ok()?;
+                admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Options for starting a node.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    pub backend: Backend,
+    /// Use this database URL instead of creating a database.
+    pub database_url: Option<String>,
+    /// Extra environment variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl NodeOptions {
+    pub fn new(backend: Backend) -> NodeOptions {
+        NodeOptions { backend, database_url: None, env: Vec::new() }
+    }
+}
+
+/// A running `parley node`, killed on drop.
+pub struct TestNode {
+    child: Child,
+    pub base: String,
+    pub secret: String,
+    pub database_url: String,
+    pub backend: Backend,
+    pub data_dir: tempfile::TempDir,
+    http: reqwest::Client,
+    db: DatabaseConnection,
+    _database: Option<TestDatabase>,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh database of `backend`.
+    pub async fn start(backend: Backend) -> TestNode {
+        TestNode::start_with(NodeOptions::new(backend)).await
+    }
+
+    pub async fn start_with(opts: NodeOptions) -> TestNode {
+        let data_dir = tempfile::tempdir().expect("tempdir");
+        let secret = format!("it-secret-{}", Uuid::new_v4().simple());
+        let (database, database_url) = match (&opts.database_url, opts.backend) {
+            (Some(url), _) => (None, url.clone()),
+            (None, Backend::Postgres) => {
+                let db = TestDatabase::create(&pg_admin_url()).await;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+            (None, Backend::Sqlite) => (None, format!("sqlite://{}", data_dir.path().join("parley.db").display())),
+        };
+        let empty_config = data_dir.path().join("empty.toml");
+        std::fs::write(&empty_config, "").expect("write config");
+        let mut cmd = Command::new(parley_bin());
+        cmd.arg("node")
+            .env("PARLEY_CONFIG", &empty_config)
+            .env("PARLEY_HTTP_ADDR", "127.0.0.1:0")
+            .env("PARLEY_DATA_DIR", data_dir.path())
+            .env("PARLEY_SECRET", &secret)
+            .env("PARLEY_LOG", "info")
+            .env_remove("PARLEY_NODE")
+            .env_remove("PARLEY_REDIS_URL")
+            .env_remove("PARLEY_PUBLIC_URL")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(data_dir.path().join("node.log")).expect("log file")));
+        // An explicit URL for SQLite too, so the test reads the same file the node writes.
+        cmd.env("PARLEY_DATABASE_URL", &database_url);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn parley node");
+        let stdout = child.stdout.take().expect("stdout");
+        let log = data_dir.path().join("node.log");
+        let base = tokio::task::spawn_blocking(move || wait_ready(stdout, Duration::from_secs(60)))
+            .await
+            .expect("join")
+            .unwrap_or_else(|e| {
+                panic!(
+                    "node did not become ready: {e}\n--- node log ---\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            });
+        let db = Database::connect(database_url.as_str()).await.expect("test connection to the node's database");
+        TestNode {
+            child,
+            base,
+            secret,
+            database_url,
+            backend: opts.backend,
+            data_dir,
+            http: reqwest::Client::new(),
+            db,
+            _database: database,
+        }
+    }
+
+    /// The node's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("node.log")).unwrap_or_default()
+    }
+
+    /// Mints a token with the real `parley token` command and this node's secret.
+    pub fn token(&self, sub: &str, admin: bool) -> String {
+        let mut cmd = Command::new(parley_bin());
+        cmd.args(["token", "--user", sub])
+            .env("PARLEY_SECRET", &self.secret)
+            .env("PARLEY_CONFIG", self.data_dir.path().join("empty.toml"));
+        if admin {
+            cmd.arg("--admin");
+        }
+        let out = cmd.output().expect("run parley token");
+        assert!(out.status.success(), "parley token failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.token("it-operator", true)
+    }
+
+    /// Registers a user through the API; returns its id and a token for it.
+    pub async fn user(&self, email: &str, name: &str) -> (Uuid, String) {
+        let (status, body) = self
+            .call(
+                Method::POST,
+                "/api/users",
+                Some(&self.admin_token()),
+                Some(serde_json::json!({"email": email, "display_name": name})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create user: {body}");
+        let id: Uuid = body["user_id"].as_str().and_then(|s| s.parse().ok()).expect("user_id");
+        (id, self.token(&id.to_string(), false))
+    }
+
+    /// Sends a JSON request; returns the status and the JSON body (`Null` if empty/not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Sends raw bytes with an optional content type.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, format!("{}{}", self.base, path)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.expect("HTTP request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Runs a query directly on the node's database.
+    pub async fn sql(&self, sql: &str) -> Vec<QueryResult> {
+        let backend = match self.backend {
+            Backend::Postgres => DbBackend::Postgres,
+            Backend::Sqlite => DbBackend::Sqlite,
+        };
+        self.db
+            .query_all_raw(Statement::from_string(backend, sql.to_owned()))
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    /// Runs a statement directly on the node's database.
+    pub async fn exec(&self, sql: &str) {
+        self.db.execute_unprepared(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// `SELECT count(*) FROM <table> [WHERE …]`.
+    pub async fn count(&self, table_and_filter: &str) -> i64 {
+        let rows = self.sql(&format!("SELECT COUNT(*) AS n FROM {table_and_filter}")).await;
+        rows[0].try_get::<i64>("", "n").expect("count")
+    }
+
+    /// A UUID as an SQL literal for this node's engine (PostgreSQL `uuid`, SQLite blob).
+    pub fn id_lit(&self, id: Uuid) -> String {
+        match self.backend {
+            Backend::Postgres => format!("'{id}'"),
+            Backend::Sqlite => format!("X'{}'", id.simple()),
+        }
+    }
+
+    /// A timestamp as an SQL literal both engines store and compare like the node does.
+    pub fn ts_lit(&self, t: chrono::DateTime<chrono::Utc>) -> String {
+        format!("'{}'", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_ready(stdout: std::process::ChildStdout, timeout: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + timeout;
+    let mut lines = BufReader::new(stdout).lines();
+    while Instant::now() < deadline {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(url) = line.split("ready: ").nth(1) {
+                    let url = url.trim().to_owned();
+                    // Keep draining stdout so the node never blocks on a full pipe.
+                    std::thread::spawn(move || for _ in lines {});
+                    return Ok(url);
+                }
+            }
+            Some(Err(e)) => return Err(e.to_string()),
+            None => return Err("the process exited before it was ready".into()),
+        }
+    }
+    Err("timed out".into())
+}
+
+/// A private PostgreSQL server (initdb into a temp dir) that a test can stop and start, to see
+/// what the node does while its database is gone. Needs the server binaries
+/// (`/usr/lib/postgresql/*/bin`) and, as root, the `postgres` OS user.
+pub struct ThrowawayPostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl ThrowawayPostgres {
+    pub fn bin_dir() -> Option<PathBuf> {
+        if let Ok(dir) = std::env::var("PARLEY_PG_BIN") {
+            return Some(PathBuf::from(dir)).filter(|d| d.join("pg_ctl").exists());
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .collect();
+        dirs.sort();
+        dirs.pop().filter(|d| d.join("pg_ctl").exists())
+    }
+
+    fn as_postgres(&self, args: &[&str]) -> std::process::Output {
+        let is_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        let mut cmd = if is_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(args[0]));
+            c
+        } else {
+            Command::new(self.bin.join(args[0]))
+        };
+        cmd.args(&args[1..]).output().expect("run PostgreSQL tool")
+    }
+
+    pub fn start_new() -> ThrowawayPostgres {
+        let bin = ThrowawayPostgres::bin_dir().expect("PostgreSQL server binaries (apt-get install postgresql)");
+        let dir = std::env::temp_dir().join(format!("parley-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("pg dir");
+        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(&dir).status();
+        let port = free_port();
+        let pg = ThrowawayPostgres { port, dir, bin };
+        let data = pg.dir.join("data");
+        let out = pg.as_postgres(&[
+            "initdb",
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-D",
+            data.to_str().unwrap_or_default(),
+        ]);
+        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
+        pg.start();
+        pg
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+
+    pub fn start(&self) {
+        let data = self.dir.join("data");
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", self.port, self.dir.display());
+        let log = self.dir.join("pg.log");
+        let out = self.as_postgres(&[
+            "pg_ctl",
+            "-w",
+            "-D",
+            data.to_str().unwrap_or_default(),
+            "-l",
+            log.to_str().unwrap_or_default(),
+            "-o",
+            &opts,
+            "start",
+        ]);
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn stop(&self) {
+        let data = self.dir.join("data");
+        let out = self.as_postgres(&["pg_ctl", "-w", "-D", data.to_str().unwrap_or_default(), "-m", "fast", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for ThrowawayPostgres {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let _ = self.as_postgres(&["pg_ctl", "-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A TCP port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}

@@ -97,7 +97,9 @@ pub async fn create(
         (Some(t), _) => t,
         (None, MeetingType::Instant) => now,
         (None, _) => {
-            return Err(ApiError::invalid_field("scheduled_time: required (RFC 3339) unless meeting_type is `instant`"));
+            return Err(ApiError::invalid_field(
+                "scheduled_time: required (RFC 3339) unless meeting_type is `instant`",
+            ));
         }
     };
     if scheduled_time < now - PAST_TOLERANCE {

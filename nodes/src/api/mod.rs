@@ -75,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(close_after_unread_body))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -86,6 +87,15 @@ async fn healthz(State(app): State<AppState>) -> impl IntoResponse {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ok", "node": &*app.node_name}))).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+/// A 413 leaves the rest of the oversized body unread on the connection, so the connection
+/// cannot carry another request: tell the client to open a new one instead of reusing it.
+async fn close_after_unread_body(mut resp: axum::response::Response) -> axum::response::Response {
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 async fn not_found() -> ApiError {
