@@ -9,9 +9,13 @@
 //! - [`recurrence`]: expands a recurrence rule into occurrence instants, in the meeting's own
 //!   IANA time zone, so a 10:00 daily series stays at 10:00 local across DST changes.
 //! - [`join`]: the join decision (the seed's QUERY 2) over already-loaded facts.
+//! - [`meeting`]: the live meeting state machine (requests in, reply and effects out).
 //! - [`validate`]: field validation of user input (emails, titles, durations, time zones).
+//! - [`protocol`]: the WebSocket protocol's requests, replies and events, JSON and MessagePack.
 
 pub mod join;
+pub mod meeting;
 pub mod model;
+pub mod protocol;
 pub mod recurrence;
 pub mod validate;

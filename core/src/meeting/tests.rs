@@ -1,0 +1,361 @@
+use super::*;
+use crate::model::MeetingSettings;
+
+const T0: i64 = 1_000_000;
+
+struct World {
+    m: LiveMeeting,
+    host: Caller,
+}
+
+fn caller(name: &str, role: Option<Role>) -> Caller {
+    Caller { user_id: Uuid::new_v4(), display_name: name.to_owned(), invited_role: role }
+}
+
+fn world(settings: MeetingSettings) -> World {
+    let host = caller("Host", Some(Role::Host));
+    let cfg = MeetingConfig { meeting_id: Uuid::new_v4(), host: host.user_id, settings };
+    let mut w = World { m: LiveMeeting::new(cfg, T0), host };
+    let h = w.host.clone();
+    assert!(matches!(w.join(&h), Ok(ReplyData::Joined { .. })));
+    w
+}
+
+fn open_settings() -> MeetingSettings {
+    MeetingSettings { waiting_room: false, ..MeetingSettings::default() }
+}
+
+impl World {
+    fn req(&mut self, who: &Caller, r: Request) -> Outcome {
+        self.m.handle(T0 + 1000, who, &r)
+    }
+    fn join(&mut self, who: &Caller) -> Result<ReplyData, (ErrorCode, String)> {
+        self.req(who, Request::Join { meeting_id: self.m.meeting_id(), password: None, display_name: None })
+            .reply
+            .unwrap()
+    }
+    fn joined(&mut self, name: &str, role: Option<Role>) -> Caller {
+        let c = caller(name, role);
+        assert!(matches!(self.join(&c), Ok(ReplyData::Joined { .. })), "{name} joins directly");
+        c
+    }
+    fn code(&mut self, who: &Caller, r: Request) -> ErrorCode {
+        self.req(who, r).reply.unwrap().unwrap_err().0
+    }
+    fn ok(&mut self, who: &Caller, r: Request) -> Vec<Effect> {
+        let o = self.req(who, r);
+        assert!(o.reply.as_ref().unwrap().is_ok(), "{:?}", o.reply);
+        o.effects
+    }
+}
+
+fn events(fx: &[Effect]) -> Vec<&Event> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send { event, .. } | Effect::Broadcast { event, .. } => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn host_joins_directly_and_others_wait_then_get_admitted_in_order() {
+    let mut w = world(MeetingSettings::default());
+    let (a, b) = (caller("Alice", Some(Role::Attendee)), caller("Bob", None));
+    assert_eq!(w.join(&a), Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 }));
+    let o =
+        w.req(&b, Request::Join { meeting_id: w.m.meeting_id(), password: None, display_name: Some("Bobby".into()) });
+    assert_eq!(o.reply.unwrap(), Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 2 }));
+    assert!(o.effects.iter().any(|e| matches!(
+        e,
+        Effect::Broadcast { scope: Scope::Moderators, event: Event::WaitingRoomUser { position: 2, .. } }
+    )));
+    assert_eq!(
+        w.join(&a),
+        Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 }),
+        "joining again keeps the place"
+    );
+
+    // Waiting users can do nothing but leave or heartbeat.
+    assert_eq!(w.code(&a, Request::RaiseHand), ErrorCode::NotInMeeting);
+    // Only moderators admit.
+    assert_eq!(w.code(&a, Request::AdmitAll), ErrorCode::NotInMeeting);
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::Admit { user_id: b.user_id });
+    assert!(fx.iter().any(
+        |e| matches!(e, Effect::Send { to, event: Event::Admitted { meeting: Some(_), .. } } if *to == b.user_id)
+    ));
+    assert!(fx.contains(&Effect::WaitingRoomChanged(vec![WaitingView {
+        user_id: a.user_id,
+        display_name: "Alice".into(),
+        since: T0 + 1000
+    }])));
+    assert_eq!(w.m.participant(b.user_id).unwrap().display_name, "Bobby");
+    assert_eq!(w.code(&h, Request::Admit { user_id: b.user_id }), ErrorCode::UserNotFound);
+    w.ok(&h, Request::AdmitAll);
+    assert_eq!(w.m.participant_count(), 3);
+    assert!(!w.m.is_waiting(a.user_id));
+    assert_eq!(w.code(&b, Request::Admit { user_id: a.user_id }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn co_hosts_skip_the_waiting_room_and_deny_detaches() {
+    let mut w = world(MeetingSettings::default());
+    let co = caller("Co", Some(Role::CoHost));
+    assert!(matches!(w.join(&co), Ok(ReplyData::Joined { .. })));
+    let x = caller("X", None);
+    w.join(&x).unwrap();
+    let fx = w.ok(&co, Request::Deny { user_id: x.user_id });
+    assert!(fx.contains(&Effect::Detach { user_id: x.user_id, reason: LeaveReason::Denied }));
+    assert!(events(&fx).contains(&&Event::Denied { user_id: x.user_id }));
+    assert!(!w.m.is_waiting(x.user_id));
+}
+
+#[test]
+fn lock_keeps_newcomers_out_but_not_moderators() {
+    let mut w = world(open_settings());
+    let h = w.host.clone();
+    w.ok(&h, Request::Lock { locked: true });
+    let a = caller("A", None);
+    assert_eq!(w.join(&a).unwrap_err().0, ErrorCode::MeetingLocked);
+    let co = caller("Co", Some(Role::CoHost));
+    assert!(w.join(&co).is_ok());
+    w.ok(&h, Request::Lock { locked: false });
+    assert!(w.join(&a).is_ok());
+}
+
+#[test]
+fn mute_on_entry_spares_moderators_and_nobody_is_forced_unmuted() {
+    let mut w = world(MeetingSettings {
+        waiting_room: false,
+        mute_on_entry: true,
+        video_on_entry: false,
+        ..MeetingSettings::default()
+    });
+    assert!(!w.m.participant(w.host.user_id).unwrap().audio_muted);
+    let a = w.joined("A", None);
+    let p = w.m.participant(a.user_id).unwrap();
+    assert!(p.audio_muted && !p.video_on);
+    let fx = w.ok(&a, Request::Mute { muted: false });
+    assert!(events(&fx).contains(&&Event::Muted { user_id: a.user_id, muted: false, by: None }));
+
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::MuteParticipant { user_id: a.user_id });
+    assert!(events(&fx).contains(&&Event::Muted { user_id: a.user_id, muted: true, by: Some(h.user_id) }));
+    // There is no request to unmute someone else; asking is all a moderator can do.
+    let fx = w.ok(&h, Request::AskUnmute { user_id: a.user_id });
+    assert_eq!(fx, vec![Effect::Send { to: a.user_id, event: Event::AskedToUnmute { by: h.user_id } }]);
+    assert!(w.m.participant(a.user_id).unwrap().audio_muted);
+    assert_eq!(w.code(&a, Request::MuteParticipant { user_id: h.user_id }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn mute_all_spares_moderators_and_co_hosts_cannot_touch_the_host() {
+    let mut w = world(open_settings());
+    let co = w.joined("Co", Some(Role::CoHost));
+    let (a, b) = (w.joined("A", None), w.joined("B", None));
+    let fx = w.ok(&co, Request::MuteAll);
+    let muted: Vec<Uuid> = events(&fx)
+        .iter()
+        .filter_map(|e| match e {
+            Event::Muted { user_id, muted: true, .. } => Some(*user_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(muted.len(), 2);
+    assert!(muted.contains(&a.user_id) && muted.contains(&b.user_id));
+    assert!(!w.m.participant(w.host.user_id).unwrap().audio_muted);
+    let host = w.host.user_id;
+    assert_eq!(w.code(&co, Request::MuteParticipant { user_id: host }), ErrorCode::Forbidden);
+    assert_eq!(w.code(&co, Request::Remove { user_id: host }), ErrorCode::Forbidden);
+    assert_eq!(w.code(&co, Request::EndMeeting), ErrorCode::Forbidden);
+    assert_eq!(w.code(&co, Request::SetRole { user_id: a.user_id, role: Role::CoHost }), ErrorCode::Forbidden);
+}
+
+#[test]
+fn hands_video_and_roles() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    let b = w.joined("B", None);
+    w.ok(&a, Request::RaiseHand);
+    assert!(w.m.participant(a.user_id).unwrap().hand_raised);
+    assert_eq!(w.code(&b, Request::LowerHand { user_id: Some(a.user_id) }), ErrorCode::Forbidden);
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::LowerHand { user_id: Some(a.user_id) });
+    assert!(events(&fx).contains(&&Event::HandLowered { user_id: a.user_id, by: Some(h.user_id) }));
+    w.ok(&b, Request::Video { on: false });
+    assert!(!w.m.participant(b.user_id).unwrap().video_on);
+
+    let fx = w.ok(&h, Request::SetRole { user_id: a.user_id, role: Role::CoHost });
+    assert!(fx.contains(&Effect::PersistRole { user_id: a.user_id, role: Role::CoHost }));
+    assert_eq!(w.m.participant(a.user_id).unwrap().role, Role::CoHost);
+    w.ok(&a, Request::AdmitAll);
+    assert_eq!(w.code(&h, Request::SetRole { user_id: a.user_id, role: Role::Host }), ErrorCode::NotAllowed);
+    assert_eq!(w.code(&h, Request::SetRole { user_id: h.user_id, role: Role::Attendee }), ErrorCode::NotAllowed);
+}
+
+#[test]
+fn chat_goes_to_the_room_or_one_person_and_can_be_disabled() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    let b = w.joined("B", None);
+    let fx = w.ok(&a, Request::Chat { text: "hello".into(), to: None });
+    assert!(matches!(&fx[0], Effect::PersistChat(m) if m.seq == 1 && m.text == "hello"));
+    assert!(matches!(&fx[1], Effect::Broadcast { scope: Scope::Room(None), event: Event::Chat { .. } }));
+    let fx = w.ok(&a, Request::Chat { text: "psst".into(), to: Some(b.user_id) });
+    assert!(matches!(&fx[1], Effect::Send { to, .. } if *to == b.user_id));
+    // Private messages appear only in the snapshots of sender and recipient.
+    let host = w.host.user_id;
+    assert_eq!(w.m.snapshot(host).chat.len(), 1);
+    assert_eq!(w.m.snapshot(b.user_id).chat.len(), 2);
+    assert_eq!(w.code(&a, Request::Chat { text: "x".into(), to: Some(Uuid::new_v4()) }), ErrorCode::UserNotFound);
+
+    let h = w.host.clone();
+    assert_eq!(w.code(&a, Request::SetChat { enabled: false }), ErrorCode::Forbidden);
+    w.ok(&h, Request::SetChat { enabled: false });
+    assert_eq!(w.code(&a, Request::Chat { text: "x".into(), to: None }), ErrorCode::ChatDisabled);
+    w.ok(&h, Request::Chat { text: "moderators still may".into(), to: None });
+}
+
+#[test]
+fn one_screen_sharer_at_a_time_within_policy() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    assert_eq!(w.code(&a, Request::ScreenShareStart), ErrorCode::NotAllowed, "host_only by default");
+
+    let mut w = world(MeetingSettings {
+        waiting_room: false,
+        screen_share: ScreenSharePolicy::All,
+        ..MeetingSettings::default()
+    });
+    let a = w.joined("A", None);
+    let b = w.joined("B", None);
+    w.ok(&a, Request::ScreenShareStart);
+    assert_eq!(w.code(&b, Request::ScreenShareStart), ErrorCode::ScreenShareBusy);
+    assert_eq!(w.code(&b, Request::ScreenShareStop), ErrorCode::Forbidden);
+    // The sharer leaving stops the share.
+    let fx = w.ok(&a, Request::Leave);
+    assert!(events(&fx).contains(&&Event::ScreenShareStopped { user_id: a.user_id }));
+    w.ok(&b, Request::ScreenShareStart);
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::ScreenShareStop);
+    assert!(events(&fx).contains(&&Event::ScreenShareStopped { user_id: b.user_id }), "a moderator may stop it");
+}
+
+#[test]
+fn removed_people_cannot_come_back() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::Remove { user_id: a.user_id });
+    assert!(fx.contains(&Effect::Detach { user_id: a.user_id, reason: LeaveReason::Removed }));
+    assert!(events(&fx).contains(&&Event::ParticipantLeft { user_id: a.user_id, reason: LeaveReason::Removed }));
+    assert_eq!(w.join(&a).unwrap_err().0, ErrorCode::RemovedFromMeeting);
+    assert_eq!(w.code(&h, Request::Remove { user_id: h.user_id }), ErrorCode::NotAllowed);
+}
+
+#[test]
+fn breakout_rooms_round_trip() {
+    let mut w = world(open_settings());
+    let (a, b, c) = (w.joined("A", None), w.joined("B", None), w.joined("C", None));
+    let h = w.host.clone();
+    assert_eq!(w.code(&h, Request::BreakoutsOpen), ErrorCode::NoBreakouts);
+    assert_eq!(w.code(&a, Request::BreakoutsCreate { count: Some(2), assignments: None }), ErrorCode::Forbidden);
+    w.ok(&h, Request::BreakoutsCreate { count: Some(2), assignments: None });
+    w.ok(&h, Request::BreakoutsOpen);
+    let rooms: Vec<Option<u32>> =
+        [a.user_id, b.user_id, c.user_id].iter().map(|u| w.m.participant(*u).unwrap().room).collect();
+    assert!(rooms.iter().all(|r| r.is_some()), "{rooms:?}");
+    assert_eq!(w.m.participant(h.user_id).unwrap().room, None, "moderators stay in the main room");
+    assert_eq!(w.code(&h, Request::BreakoutsCreate { count: Some(3), assignments: None }), ErrorCode::NotAllowed);
+
+    // Chat stays inside a room.
+    let room_a = w.m.participant(a.user_id).unwrap().room;
+    let fx = w.ok(&a, Request::Chat { text: "in room".into(), to: None });
+    assert!(matches!(&fx[1], Effect::Broadcast { scope: Scope::Room(r), .. } if *r == room_a));
+    assert!(w.m.audience(Scope::Room(room_a)).contains(&a.user_id));
+    assert!(!w.m.audience(Scope::Room(room_a)).contains(&h.user_id));
+
+    assert_eq!(w.code(&b, Request::BreakoutJoin { room: 9 }), ErrorCode::InvalidRoom);
+    w.ok(&b, Request::BreakoutJoin { room: 1 });
+    assert_eq!(w.m.participant(b.user_id).unwrap().room, Some(1));
+    w.ok(&c, Request::BreakoutReturn);
+    assert_eq!(w.m.participant(c.user_id).unwrap().room, None);
+    w.ok(&h, Request::BreakoutsBroadcast { text: "2 minutes".into() });
+    let fx = w.ok(&h, Request::BreakoutsClose);
+    assert!(events(&fx).contains(&&Event::BreakoutsClosed));
+    assert!([a.user_id, b.user_id, c.user_id].iter().all(|u| w.m.participant(*u).unwrap().room.is_none()));
+    assert_eq!(w.code(&h, Request::BreakoutsClose), ErrorCode::NoBreakouts);
+
+    let ghost = Uuid::new_v4();
+    let assignments = [(a.user_id, 1), (ghost, 2)].into_iter().collect();
+    assert_eq!(
+        w.code(&h, Request::BreakoutsCreate { count: None, assignments: Some(assignments) }),
+        ErrorCode::UserNotFound
+    );
+}
+
+#[test]
+fn the_host_ends_the_meeting_with_analytics() {
+    let mut w = world(MeetingSettings::default());
+    let h = w.host.clone();
+    let a = caller("A", None);
+    w.join(&a).unwrap();
+    // The meeting started at T0; host and A are both in from T0+1 s (admitted).
+    w.ok(&h, Request::Admit { user_id: a.user_id });
+    let waiting = caller("W", None);
+    w.join(&waiting).unwrap();
+    let a_leaves = w.m.handle(T0 + 3000, &a, &Request::Leave);
+    assert!(a_leaves.reply.unwrap().is_ok());
+    let o = w.m.handle(T0 + 5000, &h, &Request::EndMeeting);
+    assert!(o.reply.unwrap().is_ok());
+    let fx = o.effects;
+    assert!(fx.contains(&Effect::Detach { user_id: h.user_id, reason: LeaveReason::MeetingEnded }));
+    assert!(
+        fx.contains(&Effect::Detach { user_id: waiting.user_id, reason: LeaveReason::MeetingEnded }),
+        "the waiting room is told too"
+    );
+    let Some(Effect::Ended { reason, analytics }) = fx.last() else { panic!("{fx:?}") };
+    assert_eq!(*reason, EndReason::HostEnded);
+    assert_eq!(analytics.total_participants, 2);
+    assert_eq!(analytics.peak_participants, 2);
+    assert_eq!(analytics.duration_ms, 5000);
+    // Nobody for 1 s, 2 people for 2 s, 1 for 2 s: 6 person-seconds over 5 s.
+    assert_eq!(analytics.avg_participants, 1.2);
+    assert!(w.m.is_ended());
+    assert_eq!(w.code(&h, Request::Heartbeat), ErrorCode::MeetingNotActive);
+}
+
+#[test]
+fn the_last_one_out_starts_the_grace_period() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    let host = w.host.user_id;
+    let o = w.m.disconnected(T0 + 2000, host, LeaveReason::Timeout);
+    assert!(events(&o.effects).contains(&&Event::ParticipantLeft { user_id: host, reason: LeaveReason::Timeout }));
+    assert!(!o.effects.contains(&Effect::BecameEmpty));
+    let o = w.m.disconnected(T0 + 2500, a.user_id, LeaveReason::Disconnected);
+    assert!(o.effects.contains(&Effect::BecameEmpty));
+    // Somebody coming back during the grace period keeps the meeting alive.
+    let b = w.joined("B", None);
+    assert_eq!(w.m.grace_expired(T0 + 9000), Outcome::default());
+    w.m.disconnected(T0 + 9500, b.user_id, LeaveReason::Left);
+    let o = w.m.grace_expired(T0 + 20_000);
+    assert!(matches!(o.effects.last(), Some(Effect::Ended { reason: EndReason::Empty, .. })));
+}
+
+#[test]
+fn snapshots_show_the_waiting_room_to_moderators_only() {
+    let mut w = world(MeetingSettings::default());
+    let x = caller("X", None);
+    w.join(&x).unwrap();
+    let h = w.host.clone();
+    assert_eq!(w.m.snapshot(h.user_id).waiting.len(), 1);
+    let a = caller("A", None);
+    w.join(&a).unwrap();
+    w.ok(&h, Request::Admit { user_id: a.user_id });
+    assert!(w.m.snapshot(a.user_id).waiting.is_empty());
+    let o = w.req(&a, Request::Join { meeting_id: w.m.meeting_id(), password: None, display_name: None });
+    assert!(matches!(o.reply, Some(Ok(ReplyData::Joined { .. }))), "rejoining is idempotent");
+    assert!(o.effects.is_empty());
+}

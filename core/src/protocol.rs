@@ -1,0 +1,776 @@
+//! The WebSocket protocol: requests, replies and events, and their two encodings.
+//!
+//! Text frames carry JSON, binary frames carry MessagePack (rmp-serde, maps with field names) of
+//! the same types; a reply uses the encoding of the request it answers. The same types cross the
+//! cluster, so every one of them round-trips through both encodings.
+//!
+//! - Request: `{"id": <u64>, "type": "<name>", …fields}`.
+//! - Reply: `{"reply_to": <id>, "ok": true, …}` or
+//!   `{"reply_to": <id>, "ok": false, "error": {"code", "message"}}`.
+//! - Event: `{"event": "<name>", "meeting_id": "…", …}`.
+//!
+//! [`decode_request`] reads a frame in two stages (a generic value, then the typed request) so
+//! that every failure has its own error code: not a map, no `id`, unknown `type`, missing or
+//! mistyped field. Limits ([`MAX_FRAME_BYTES`], [`MAX_TEXT_BYTES`]) are enforced here too.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::model::Role;
+
+/// Largest frame accepted, in bytes (64 KiB).
+pub const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Longest chat/broadcast text, in bytes (4 KiB).
+pub const MAX_TEXT_BYTES: usize = 4 * 1024;
+/// Longest display name, in characters.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+/// Most breakout rooms.
+pub const MAX_BREAKOUT_ROOMS: u32 = 50;
+
+/// Which encoding a frame used; replies use the same one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// A text frame with JSON.
+    Json,
+    /// A binary frame with MessagePack.
+    MessagePack,
+}
+
+/// A client request (the `type` tag selects the variant).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Host (or co-host) starts a scheduled meeting and joins it.
+    Start {
+        meeting_id: Uuid,
+    },
+    /// Join a live meeting (may land in the waiting room).
+    Join {
+        meeting_id: Uuid,
+        #[serde(default)]
+        password: Option<String>,
+        #[serde(default)]
+        display_name: Option<String>,
+    },
+    /// Leave the meeting (the connection stays open).
+    Leave,
+    /// Keeps presence alive; send every 10 s.
+    Heartbeat,
+    /// Moderator: let one waiting user in.
+    Admit {
+        user_id: Uuid,
+    },
+    /// Moderator: let everybody waiting in.
+    AdmitAll,
+    /// Moderator: refuse a waiting user.
+    Deny {
+        user_id: Uuid,
+    },
+    /// Mute or unmute oneself.
+    Mute {
+        muted: bool,
+    },
+    /// Moderator: mute one participant (never unmute: see `ask_unmute`).
+    MuteParticipant {
+        user_id: Uuid,
+    },
+    /// Moderator: mute everybody except moderators.
+    MuteAll,
+    /// Moderator: ask a participant to unmute themselves.
+    AskUnmute {
+        user_id: Uuid,
+    },
+    /// Turn one's camera on or off.
+    Video {
+        on: bool,
+    },
+    RaiseHand,
+    /// Lower one's own hand, or (moderator) someone else's.
+    LowerHand {
+        #[serde(default)]
+        user_id: Option<Uuid>,
+    },
+    /// Chat to everyone in one's room, or privately `to` one participant.
+    Chat {
+        text: String,
+        #[serde(default)]
+        to: Option<Uuid>,
+    },
+    /// Moderator: allow or disable participant chat.
+    SetChat {
+        enabled: bool,
+    },
+    ScreenShareStart,
+    ScreenShareStop,
+    /// Host: make someone co-host (or back to attendee/panelist).
+    SetRole {
+        user_id: Uuid,
+        role: Role,
+    },
+    /// Moderator: remove a participant (they cannot rejoin this session).
+    Remove {
+        user_id: Uuid,
+    },
+    /// Moderator: lock (nobody new may join) or unlock.
+    Lock {
+        locked: bool,
+    },
+    /// Moderator: start or stop recording.
+    Recording {
+        on: bool,
+    },
+    /// Host: end the meeting for everybody.
+    EndMeeting,
+    /// Moderator: plan breakout rooms, `count` rooms filled round-robin or explicit assignments.
+    BreakoutsCreate {
+        #[serde(default)]
+        count: Option<u32>,
+        #[serde(default)]
+        assignments: Option<BTreeMap<Uuid, u32>>,
+    },
+    /// Moderator: send everybody to their assigned rooms.
+    BreakoutsOpen,
+    /// Moderator: bring everybody back to the main room.
+    BreakoutsClose,
+    /// Move oneself to a room (while rooms are open).
+    BreakoutJoin {
+        room: u32,
+    },
+    /// Go back to the main room.
+    BreakoutReturn,
+    /// Moderator: a message to every room.
+    BreakoutsBroadcast {
+        text: String,
+    },
+}
+
+/// Every request `type`, for telling an unknown type from a malformed known one.
+pub const REQUEST_TYPES: &[&str] = &[
+    "start",
+    "join",
+    "leave",
+    "heartbeat",
+    "admit",
+    "admit_all",
+    "deny",
+    "mute",
+    "mute_participant",
+    "mute_all",
+    "ask_unmute",
+    "video",
+    "raise_hand",
+    "lower_hand",
+    "chat",
+    "set_chat",
+    "screen_share_start",
+    "screen_share_stop",
+    "set_role",
+    "remove",
+    "lock",
+    "recording",
+    "end_meeting",
+    "breakouts_create",
+    "breakouts_open",
+    "breakouts_close",
+    "breakout_join",
+    "breakout_return",
+    "breakouts_broadcast",
+];
+
+/// Machine-readable error codes of replies (and of close reasons).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON / MessagePack, or not a map.
+    MalformedFrame,
+    /// Over [`MAX_FRAME_BYTES`].
+    FrameTooLarge,
+    /// No `id`, or not an unsigned integer.
+    InvalidId,
+    /// `type` missing or not one we know.
+    UnknownType,
+    /// A field is missing, mistyped or out of range.
+    InvalidField,
+    /// A text over [`MAX_TEXT_BYTES`].
+    TextTooLong,
+    /// Too many requests; slow down.
+    RateLimited,
+    /// The token is missing, invalid or expired.
+    Unauthorized,
+    /// Only a host/co-host (or the host alone) may do that.
+    Forbidden,
+    /// The request needs a joined meeting.
+    NotInMeeting,
+    /// Already in a meeting on this connection.
+    AlreadyInMeeting,
+    /// No such meeting.
+    MeetingNotFound,
+    /// The meeting is not live (not started, ended or cancelled).
+    MeetingNotActive,
+    /// The meeting is locked.
+    MeetingLocked,
+    /// Wrong or missing meeting password.
+    WrongPassword,
+    /// Removed from this meeting earlier.
+    RemovedFromMeeting,
+    /// Chat is disabled by the host.
+    ChatDisabled,
+    /// Someone else is sharing.
+    ScreenShareBusy,
+    /// The meeting's policy does not allow that.
+    NotAllowed,
+    /// The user is not a participant / not waiting.
+    UserNotFound,
+    /// No breakout rooms planned / not open.
+    NoBreakouts,
+    /// The room does not exist.
+    InvalidRoom,
+    /// Recording is not allowed for this meeting.
+    RecordingNotAllowed,
+    /// The server cannot serve right now (storage unavailable).
+    Unavailable,
+    /// A bug; logged.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::MalformedFrame => "malformed_frame",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::InvalidId => "invalid_id",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidField => "invalid_field",
+            ErrorCode::TextTooLong => "text_too_long",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotInMeeting => "not_in_meeting",
+            ErrorCode::AlreadyInMeeting => "already_in_meeting",
+            ErrorCode::MeetingNotFound => "meeting_not_found",
+            ErrorCode::MeetingNotActive => "meeting_not_active",
+            ErrorCode::MeetingLocked => "meeting_locked",
+            ErrorCode::WrongPassword => "wrong_password",
+            ErrorCode::RemovedFromMeeting => "removed_from_meeting",
+            ErrorCode::ChatDisabled => "chat_disabled",
+            ErrorCode::ScreenShareBusy => "screen_share_busy",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::UserNotFound => "user_not_found",
+            ErrorCode::NoBreakouts => "no_breakouts",
+            ErrorCode::InvalidRoom => "invalid_room",
+            ErrorCode::RecordingNotAllowed => "recording_not_allowed",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+/// The `error` object of a failed reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// A request that could not be decoded: the id (if one was readable) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub id: Option<u64>,
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl DecodeError {
+    fn new(id: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Self {
+        DecodeError { id, code, message: message.into() }
+    }
+}
+
+/// Decodes one frame into `(id, request)`, validating limits.
+pub fn decode_request(frame: &[u8], encoding: Encoding) -> Result<(u64, Request), DecodeError> {
+    if frame.len() > MAX_FRAME_BYTES {
+        return Err(DecodeError::new(
+            None,
+            ErrorCode::FrameTooLarge,
+            format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
+        ));
+    }
+    let value: Value = match encoding {
+        Encoding::Json => serde_json::from_slice(frame)
+            .map_err(|e| DecodeError::new(None, ErrorCode::MalformedFrame, format!("not JSON: {e}")))?,
+        Encoding::MessagePack => rmp_serde::from_slice(frame)
+            .map_err(|e| DecodeError::new(None, ErrorCode::MalformedFrame, format!("not MessagePack: {e}")))?,
+    };
+    let Value::Object(mut map) = value else {
+        return Err(DecodeError::new(None, ErrorCode::MalformedFrame, "a request is a map with `id` and `type`"));
+    };
+    let id = match map.remove("id") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| DecodeError::new(None, ErrorCode::InvalidId, "`id` must be an unsigned 64-bit integer"))?,
+        Some(_) => return Err(DecodeError::new(None, ErrorCode::InvalidId, "`id` must be an unsigned 64-bit integer")),
+        None => return Err(DecodeError::new(None, ErrorCode::InvalidId, "`id` is required")),
+    };
+    match map.get("type") {
+        Some(Value::String(t)) if REQUEST_TYPES.contains(&t.as_str()) => {}
+        Some(Value::String(t)) => {
+            let shown: String = t.chars().take(64).collect();
+            return Err(DecodeError::new(Some(id), ErrorCode::UnknownType, format!("unknown request type `{shown}`")));
+        }
+        _ => return Err(DecodeError::new(Some(id), ErrorCode::UnknownType, "`type` (a string) is required")),
+    }
+    let request: Request = serde_json::from_value(Value::Object(map))
+        .map_err(|e| DecodeError::new(Some(id), ErrorCode::InvalidField, e.to_string()))?;
+    request.validate().map_err(|(code, message)| DecodeError::new(Some(id), code, message))?;
+    Ok((id, request))
+}
+
+impl Request {
+    /// Limits that serde cannot express.
+    fn validate(&self) -> Result<(), (ErrorCode, String)> {
+        let text_limit = |t: &str| {
+            if t.len() > MAX_TEXT_BYTES {
+                Err((ErrorCode::TextTooLong, format!("text is limited to {MAX_TEXT_BYTES} bytes")))
+            } else if t.trim().is_empty() {
+                Err((ErrorCode::InvalidField, "text must not be empty".to_owned()))
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Request::Chat { text, .. } | Request::BreakoutsBroadcast { text } => text_limit(text),
+            Request::Join { display_name: Some(n), .. }
+                if n.trim().is_empty() || n.chars().count() > MAX_DISPLAY_NAME_CHARS =>
+            {
+                Err((ErrorCode::InvalidField, format!("display_name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters")))
+            }
+            Request::Join { password: Some(p), .. } if p.len() > 256 => {
+                Err((ErrorCode::InvalidField, "password is too long".to_owned()))
+            }
+            Request::BreakoutsCreate { count, assignments } => match (count, assignments) {
+                (Some(c), None) if (1..=MAX_BREAKOUT_ROOMS).contains(c) => Ok(()),
+                (None, Some(a)) if !a.is_empty() && a.values().all(|r| (1..=MAX_BREAKOUT_ROOMS).contains(r)) => Ok(()),
+                _ => Err((
+                    ErrorCode::InvalidField,
+                    format!(
+                        "give either `count` (1..={MAX_BREAKOUT_ROOMS}) or non-empty `assignments` of rooms 1..={MAX_BREAKOUT_ROOMS}"
+                    ),
+                )),
+            },
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Why someone is no longer in the meeting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// They sent `leave`.
+    Left,
+    /// Their connection closed.
+    Disconnected,
+    /// Their presence expired (no heartbeat within the TTL).
+    Timeout,
+    /// A moderator removed them.
+    Removed,
+    /// A moderator refused them in the waiting room.
+    Denied,
+    /// The meeting ended.
+    MeetingEnded,
+    /// They joined again from another connection.
+    Replaced,
+}
+
+/// Why a meeting ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The host sent `end_meeting`.
+    HostEnded,
+    /// Everybody left and the grace period passed.
+    Empty,
+}
+
+/// A participant as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantView {
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub role: Role,
+    pub audio_muted: bool,
+    pub video_on: bool,
+    pub hand_raised: bool,
+    pub screen_sharing: bool,
+    /// Unix milliseconds.
+    pub joined_at: i64,
+    /// Breakout room, `None` in the main room.
+    pub room: Option<u32>,
+}
+
+/// Someone in the waiting room (shown to moderators).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingView {
+    pub user_id: Uuid,
+    pub display_name: String,
+    /// Unix milliseconds.
+    pub since: i64,
+}
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// Order within the meeting, from 1.
+    pub seq: u64,
+    pub from: Uuid,
+    pub from_name: String,
+    /// A private message's recipient.
+    pub to: Option<Uuid>,
+    /// The breakout room it was sent in (`None`: main room).
+    pub room: Option<u32>,
+    pub text: String,
+    /// Unix milliseconds.
+    pub at: i64,
+}
+
+/// Planned or open breakout rooms.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakoutsView {
+    pub rooms: u32,
+    pub assignments: BTreeMap<Uuid, u32>,
+    pub open: bool,
+}
+
+/// The live state of a meeting as one participant may see it (sent on join/admission).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeetingSnapshot {
+    pub meeting_id: Uuid,
+    pub host_user_id: Uuid,
+    pub locked: bool,
+    pub chat_enabled: bool,
+    pub recording: bool,
+    pub screen_sharer: Option<Uuid>,
+    pub participants: Vec<ParticipantView>,
+    /// Only moderators see the waiting room.
+    pub waiting: Vec<WaitingView>,
+    pub breakouts: Option<BreakoutsView>,
+    /// The recent messages this participant may see, oldest first.
+    pub chat: Vec<ChatMessage>,
+}
+
+/// A server event (the `event` tag selects the variant); sent wrapped in an [`EventFrame`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    ParticipantJoined {
+        participant: ParticipantView,
+    },
+    ParticipantLeft {
+        user_id: Uuid,
+        reason: LeaveReason,
+    },
+    /// To moderators: someone is waiting.
+    WaitingRoomUser {
+        user_id: Uuid,
+        display_name: String,
+        position: usize,
+    },
+    /// To moderators: someone left the waiting room without being admitted.
+    WaitingRoomLeft {
+        user_id: Uuid,
+        reason: LeaveReason,
+    },
+    /// To the admitted user (with the meeting) and to everybody (without).
+    Admitted {
+        user_id: Uuid,
+        meeting: Option<Box<MeetingSnapshot>>,
+    },
+    /// To the refused user.
+    Denied {
+        user_id: Uuid,
+    },
+    Muted {
+        user_id: Uuid,
+        muted: bool,
+        by: Option<Uuid>,
+    },
+    /// To one participant: a moderator asks them to unmute.
+    AskedToUnmute {
+        by: Uuid,
+    },
+    VideoChanged {
+        user_id: Uuid,
+        on: bool,
+    },
+    HandRaised {
+        user_id: Uuid,
+    },
+    HandLowered {
+        user_id: Uuid,
+        by: Option<Uuid>,
+    },
+    Chat {
+        message: ChatMessage,
+    },
+    ChatSettingChanged {
+        enabled: bool,
+    },
+    ScreenShareStarted {
+        user_id: Uuid,
+    },
+    ScreenShareStopped {
+        user_id: Uuid,
+    },
+    RoleChanged {
+        user_id: Uuid,
+        role: Role,
+    },
+    /// To the removed user.
+    Removed {
+        user_id: Uuid,
+        by: Uuid,
+    },
+    LockChanged {
+        locked: bool,
+    },
+    RecordingStarted {
+        by: Uuid,
+    },
+    RecordingStopped {
+        by: Uuid,
+    },
+    BreakoutsCreated {
+        breakouts: BreakoutsView,
+    },
+    BreakoutsOpened {
+        breakouts: BreakoutsView,
+    },
+    BreakoutMoved {
+        user_id: Uuid,
+        room: Option<u32>,
+    },
+    BreakoutsClosed,
+    BreakoutsBroadcast {
+        from: Uuid,
+        text: String,
+    },
+    MeetingEnded {
+        ended_by: Option<Uuid>,
+        reason: EndReason,
+    },
+}
+
+/// An event on the wire: `{"event": …, "meeting_id": …, …}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFrame {
+    pub meeting_id: Uuid,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// What a successful reply carries besides `ok` (tagged by `result`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum ReplyData {
+    /// In the meeting: its state and one's own view.
+    Joined { meeting: Box<MeetingSnapshot>, you: ParticipantView },
+    /// Held in the waiting room at `position` (1 = next).
+    Waiting { meeting_id: Uuid, position: usize },
+    /// The request was carried out.
+    Done,
+    /// A chat message was sent.
+    ChatSent { message: ChatMessage },
+}
+
+/// A reply to request `reply_to` (`None` when the request's id was unreadable).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    pub reply_to: Option<u64>,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<ReplyData>,
+}
+
+impl Reply {
+    pub fn ok(reply_to: u64, data: ReplyData) -> Reply {
+        Reply { reply_to: Some(reply_to), ok: true, error: None, data: Some(data) }
+    }
+
+    pub fn err(reply_to: Option<u64>, code: ErrorCode, message: impl Into<String>) -> Reply {
+        Reply { reply_to, ok: false, error: Some(ErrorBody { code, message: message.into() }), data: None }
+    }
+}
+
+/// Encodes any protocol value in `encoding`.
+pub fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Vec<u8> {
+    match encoding {
+        // Serialising these plain data types cannot fail; an empty frame would be a bug.
+        Encoding::Json => serde_json::to_vec(value).unwrap_or_default(),
+        Encoding::MessagePack => rmp_serde::to_vec_named(value).unwrap_or_default(),
+    }
+}
+
+/// Decodes any protocol value (used by clients, tests and the cluster).
+pub fn decode<T: DeserializeOwned>(frame: &[u8], encoding: Encoding) -> Result<T, String> {
+    match encoding {
+        Encoding::Json => serde_json::from_slice(frame).map_err(|e| e.to_string()),
+        Encoding::MessagePack => rmp_serde::from_slice(frame).map_err(|e| e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn json_req(v: Value) -> Result<(u64, Request), DecodeError> {
+        decode_request(&serde_json::to_vec(&v).unwrap(), Encoding::Json)
+    }
+
+    fn msgpack_req(v: Value) -> Result<(u64, Request), DecodeError> {
+        decode_request(&rmp_serde::to_vec_named(&v).unwrap(), Encoding::MessagePack)
+    }
+
+    #[test]
+    fn the_same_request_decodes_from_json_and_messagepack() {
+        let m = Uuid::new_v4();
+        let v = json!({"id": 7, "type": "join", "meeting_id": m, "password": "pw"});
+        let expected = (7, Request::Join { meeting_id: m, password: Some("pw".into()), display_name: None });
+        assert_eq!(json_req(v.clone()).unwrap(), expected);
+        assert_eq!(msgpack_req(v).unwrap(), expected);
+        assert_eq!(json_req(json!({"id": 1, "type": "admit_all"})).unwrap(), (1, Request::AdmitAll));
+    }
+
+    #[test]
+    fn every_request_type_is_listed_and_round_trips() {
+        let u = Uuid::new_v4();
+        let all = vec![
+            Request::Start { meeting_id: u },
+            Request::Join { meeting_id: u, password: None, display_name: Some("A".into()) },
+            Request::Leave,
+            Request::Heartbeat,
+            Request::Admit { user_id: u },
+            Request::AdmitAll,
+            Request::Deny { user_id: u },
+            Request::Mute { muted: true },
+            Request::MuteParticipant { user_id: u },
+            Request::MuteAll,
+            Request::AskUnmute { user_id: u },
+            Request::Video { on: false },
+            Request::RaiseHand,
+            Request::LowerHand { user_id: None },
+            Request::Chat { text: "hi".into(), to: Some(u) },
+            Request::SetChat { enabled: false },
+            Request::ScreenShareStart,
+            Request::ScreenShareStop,
+            Request::SetRole { user_id: u, role: Role::CoHost },
+            Request::Remove { user_id: u },
+            Request::Lock { locked: true },
+            Request::Recording { on: true },
+            Request::EndMeeting,
+            Request::BreakoutsCreate { count: Some(2), assignments: None },
+            Request::BreakoutsOpen,
+            Request::BreakoutsClose,
+            Request::BreakoutJoin { room: 1 },
+            Request::BreakoutReturn,
+            Request::BreakoutsBroadcast { text: "5 minutes left".into() },
+        ];
+        assert_eq!(all.len(), REQUEST_TYPES.len());
+        for (i, r) in all.into_iter().enumerate() {
+            let mut v = serde_json::to_value(&r).unwrap();
+            assert_eq!(v["type"], REQUEST_TYPES[i], "REQUEST_TYPES is in declaration order");
+            v["id"] = json!(i);
+            for enc in [Encoding::Json, Encoding::MessagePack] {
+                let frame = match enc {
+                    Encoding::Json => serde_json::to_vec(&v).unwrap(),
+                    Encoding::MessagePack => rmp_serde::to_vec_named(&v).unwrap(),
+                };
+                assert_eq!(decode_request(&frame, enc).unwrap(), (i as u64, r.clone()));
+            }
+        }
+    }
+
+    #[test]
+    fn each_kind_of_bad_frame_has_its_code() {
+        let code = |r: Result<(u64, Request), DecodeError>| r.unwrap_err().code;
+        assert_eq!(code(decode_request(b"{not json", Encoding::Json)), ErrorCode::MalformedFrame);
+        assert_eq!(code(decode_request(&[0xc1, 0xff, 0x00], Encoding::MessagePack)), ErrorCode::MalformedFrame);
+        assert_eq!(code(json_req(json!([1, 2]))), ErrorCode::MalformedFrame);
+        assert_eq!(code(json_req(json!({"type": "leave"}))), ErrorCode::InvalidId);
+        assert_eq!(code(json_req(json!({"id": -1, "type": "leave"}))), ErrorCode::InvalidId);
+        assert_eq!(code(json_req(json!({"id": 1e300, "type": "leave"}))), ErrorCode::InvalidId);
+        let e = json_req(json!({"id": 3, "type": "dance"})).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(3), ErrorCode::UnknownType));
+        assert_eq!(code(json_req(json!({"id": 3}))), ErrorCode::UnknownType);
+        assert_eq!(code(json_req(json!({"id": 3, "type": 5}))), ErrorCode::UnknownType);
+        let e = json_req(json!({"id": 4, "type": "join"})).unwrap_err();
+        assert_eq!((e.id, e.code), (Some(4), ErrorCode::InvalidField));
+        assert!(e.message.contains("meeting_id"), "{}", e.message);
+        assert_eq!(code(json_req(json!({"id": 4, "type": "mute", "muted": "yes"}))), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json_req(json!({"id": 4, "type": "mute", "muted": true, "extra": 1}))),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(code(json_req(json!({"id": 4, "type": "breakout_join", "room": 1e20}))), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json_req(json!({"id": 5, "type": "chat", "text": "x".repeat(MAX_TEXT_BYTES + 1)}))),
+            ErrorCode::TextTooLong
+        );
+        assert_eq!(code(json_req(json!({"id": 5, "type": "chat", "text": "   "}))), ErrorCode::InvalidField);
+        assert_eq!(code(json_req(json!({"id": 6, "type": "breakouts_create"}))), ErrorCode::InvalidField);
+        assert_eq!(code(json_req(json!({"id": 6, "type": "breakouts_create", "count": 0}))), ErrorCode::InvalidField);
+        let big = vec![b' '; MAX_FRAME_BYTES + 1];
+        assert_eq!(code(decode_request(&big, Encoding::Json)), ErrorCode::FrameTooLarge);
+    }
+
+    #[test]
+    fn replies_and_events_round_trip_in_both_encodings() {
+        let m = Uuid::new_v4();
+        let u = Uuid::new_v4();
+        let frames = vec![
+            EventFrame { meeting_id: m, event: Event::Muted { user_id: u, muted: true, by: None } },
+            EventFrame { meeting_id: m, event: Event::BreakoutsClosed },
+            EventFrame { meeting_id: m, event: Event::ParticipantLeft { user_id: u, reason: LeaveReason::Timeout } },
+        ];
+        for f in &frames {
+            for enc in [Encoding::Json, Encoding::MessagePack] {
+                assert_eq!(&decode::<EventFrame>(&encode(f, enc), enc).unwrap(), f);
+            }
+        }
+        let v = serde_json::to_value(&frames[0]).unwrap();
+        assert_eq!(v, json!({"event": "muted", "meeting_id": m, "user_id": u, "muted": true, "by": null}));
+
+        let replies = vec![
+            Reply::ok(1, ReplyData::Done),
+            Reply::ok(2, ReplyData::Waiting { meeting_id: m, position: 3 }),
+            Reply::err(Some(3), ErrorCode::Forbidden, "hosts only"),
+            Reply::err(None, ErrorCode::MalformedFrame, "not JSON"),
+        ];
+        for r in &replies {
+            for enc in [Encoding::Json, Encoding::MessagePack] {
+                assert_eq!(&decode::<Reply>(&encode(r, enc), enc).unwrap(), r);
+            }
+        }
+        assert_eq!(serde_json::to_value(&replies[0]).unwrap(), json!({"reply_to": 1, "ok": true, "result": "done"}));
+        assert_eq!(
+            serde_json::to_value(&replies[2]).unwrap(),
+            json!({"reply_to": 3, "ok": false, "error": {"code": "forbidden", "message": "hosts only"}})
+        );
+    }
+
+    #[test]
+    fn error_codes_serialise_as_their_str() {
+        for c in
+            [ErrorCode::MalformedFrame, ErrorCode::ScreenShareBusy, ErrorCode::RecordingNotAllowed, ErrorCode::Internal]
+        {
+            assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+        }
+    }
+}
