@@ -9,8 +9,12 @@
 # throwaway server is initialised in a temporary directory on a free port, stopped and deleted
 # when the command ends. Tests create (and drop) one database per test on it.
 #
-# Set PARLEY_THROWAWAY_PG=1 to always use a throwaway server.
-# Exports: PARLEY_TEST_PG_URL (admin URL, database `postgres`), PARLEY_PG_BIN (server binaries).
+# Redis: one answering on 127.0.0.1:6379 is used as it is; otherwise redis-server is installed
+# if absent and a throwaway instance (no persistence) runs on a free port until the command ends.
+#
+# Set PARLEY_THROWAWAY_PG=1 / PARLEY_THROWAWAY_REDIS=1 to always use throwaway servers.
+# Exports: PARLEY_TEST_PG_URL (admin URL, database `postgres`), PARLEY_PG_BIN (server binaries),
+# PARLEY_TEST_REDIS_URL.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -68,7 +72,32 @@ ensure_postgres() {
   if [ -z "$PARLEY_PG_BIN" ]; then apt_install postgresql; export PARLEY_PG_BIN="$(pg_bin_dir)"; fi
 }
 
+ensure_redis() {
+  if [ "${PARLEY_THROWAWAY_REDIS:-0}" != 1 ] && command -v redis-cli >/dev/null \
+     && [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = PONG ]; then
+    export PARLEY_TEST_REDIS_URL="redis://127.0.0.1:6379"
+    log "using the Redis server on 127.0.0.1:6379"
+    return
+  fi
+  command -v redis-server >/dev/null && command -v redis-cli >/dev/null || apt_install redis-server redis-tools
+  local port
+  port="$(free_port)"
+  REDIS_THROWAWAY_PORT="$port"
+  log "starting a throwaway Redis on 127.0.0.1:$port"
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --logfile "/tmp/parley-redis-$port.log" >/dev/null
+  for _ in $(seq 1 50); do
+    [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && break
+    sleep 0.1
+  done
+  export PARLEY_TEST_REDIS_URL="redis://127.0.0.1:$port"
+}
+
 cleanup() {
+  if [ -n "${REDIS_THROWAWAY_PORT:-}" ]; then
+    log "stopping the throwaway Redis"
+    redis-cli -p "$REDIS_THROWAWAY_PORT" shutdown nosave >/dev/null 2>&1 || true
+  fi
   if [ -n "${PG_THROWAWAY_DIR:-}" ]; then
     log "stopping the throwaway PostgreSQL"
     if [ "$(id -u)" = 0 ]; then
@@ -83,4 +112,5 @@ trap cleanup EXIT
 
 command -v python3 >/dev/null || apt_install python3
 ensure_postgres
+ensure_redis
 "$@"

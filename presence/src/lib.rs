@@ -1,0 +1,297 @@
+//! The live presence mirror: who is in which meeting right now, in what state, who is waiting,
+//! which node carries the meeting — so any node can find any meeting.
+//!
+//! Two implementations behind one [`Presence`] handle:
+//! - [`Presence::redis`]: the seed's Redis schema (keys below), shared by every node.
+//! - [`Presence::local`]: an in-process map with the same semantics (TTL expiry included), for
+//!   a single node with no Redis (`make run`).
+//!
+//! Redis keys (the `{ID}` braces are a cluster hash tag: one meeting's keys share a slot, so
+//! multi-key pipelines and transactions stay on one shard):
+//!
+//! | key | type | content |
+//! |---|---|---|
+//! | `meeting:{ID}:participants` | set | user ids of participants (not the waiting room) |
+//! | `meeting:{ID}:user:{UID}` | hash, TTL | `connection_id`, `node`, `display_name`, `role`, `audio`, `video`, `screen_share`, `hand`, `room`, `joined_at`, `last_heartbeat`; expires `ttl` after the last heartbeat |
+//! | `meeting:{ID}:waiting_room` | list | FIFO of JSON `{user_id, display_name, since}` |
+//! | `meeting:{ID}:media_server` | string | the node carrying the meeting |
+//! | `meeting:{ID}:events` | pub/sub channel | every event of the meeting, JSON |
+//!
+//! The meeting actor is the only writer of its meeting's keys. A participant whose hash expired
+//! is reported by [`Presence::expired`]; the actor then removes them (`participant_left`,
+//! reason `timeout`).
+
+mod local;
+mod redis;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_core::protocol::{ParticipantView, WaitingView};
+use uuid::Uuid;
+
+/// Default time a participant's hash lives after its last heartbeat.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
+
+/// Presence could not be read or written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PresenceError {
+    /// The store cannot be reached (Redis down); the caller may retry.
+    #[error("presence store unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data is not what this code writes.
+    #[error("corrupt presence data: {0}")]
+    Corrupt(String),
+}
+
+/// A participant as mirrored: their view plus where they are connected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRecord {
+    pub view: ParticipantView,
+    /// Identifies the WebSocket connection (unique per node).
+    pub connection_id: String,
+    /// The node the connection is on.
+    pub node: String,
+}
+
+/// Key names, in one place.
+pub mod keys {
+    use uuid::Uuid;
+
+    pub fn participants(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:participants")
+    }
+    pub fn user(meeting: Uuid, user: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:user:{user}")
+    }
+    pub fn waiting_room(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:waiting_room")
+    }
+    pub fn media_server(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:media_server")
+    }
+    pub fn events(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:events")
+    }
+}
+
+/// The presence store of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Presence {
+    inner: Inner,
+    ttl: Duration,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Local(Arc<local::LocalPresence>),
+    Redis(redis::RedisPresence),
+}
+
+impl Presence {
+    /// An in-process store for a single node.
+    pub fn local(ttl: Duration) -> Presence {
+        Presence { inner: Inner::Local(Arc::new(local::LocalPresence::default())), ttl }
+    }
+
+    /// Connects to Redis at `url` (reconnecting by itself when the connection drops).
+    pub async fn redis(url: &str, ttl: Duration) -> Result<Presence, PresenceError> {
+        Ok(Presence { inner: Inner::Redis(redis::RedisPresence::connect(url).await?), ttl })
+    }
+
+    /// `redis` or `in-process`, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self.inner {
+            Inner::Local(_) => "in-process",
+            Inner::Redis(_) => "redis",
+        }
+    }
+
+    /// How long a participant's hash lives without a heartbeat.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Adds or refreshes a participant (also their heartbeat: the TTL starts again).
+    pub async fn upsert(&self, meeting: Uuid, rec: &PresenceRecord, now_ms: i64) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.upsert(meeting, rec, now_ms, self.ttl);
+                Ok(())
+            }
+            Inner::Redis(r) => r.upsert(meeting, rec, now_ms, self.ttl).await,
+        }
+    }
+
+    /// Removes a participant.
+    pub async fn remove(&self, meeting: Uuid, user: Uuid) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.remove(meeting, user);
+                Ok(())
+            }
+            Inner::Redis(r) => r.remove(meeting, user).await,
+        }
+    }
+
+    /// Replaces the waiting room with `list` (in order).
+    pub async fn set_waiting(&self, meeting: Uuid, list: &[WaitingView]) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.set_waiting(meeting, list);
+                Ok(())
+            }
+            Inner::Redis(r) => r.set_waiting(meeting, list).await,
+        }
+    }
+
+    /// The waiting room, in order.
+    pub async fn waiting(&self, meeting: Uuid) -> Result<Vec<WaitingView>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.waiting(meeting)),
+            Inner::Redis(r) => r.waiting(meeting).await,
+        }
+    }
+
+    /// Records the node carrying the meeting.
+    pub async fn set_media_server(&self, meeting: Uuid, node: &str) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.set_media_server(meeting, node);
+                Ok(())
+            }
+            Inner::Redis(r) => r.set_media_server(meeting, node).await,
+        }
+    }
+
+    /// The node carrying the meeting, if live.
+    pub async fn media_server(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.media_server(meeting)),
+            Inner::Redis(r) => r.media_server(meeting).await,
+        }
+    }
+
+    /// Participant ids in the meeting's set.
+    pub async fn participants(&self, meeting: Uuid) -> Result<Vec<Uuid>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.participants(meeting)),
+            Inner::Redis(r) => r.participants(meeting).await,
+        }
+    }
+
+    /// Of `users`, those whose hash no longer exists (heartbeat missed for a whole TTL).
+    pub async fn expired(&self, meeting: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.expired(meeting, users)),
+            Inner::Redis(r) => r.expired(meeting, users).await,
+        }
+    }
+
+    /// Publishes an encoded event on the meeting's channel.
+    pub async fn publish(&self, meeting: Uuid, payload: &str) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(_) => Ok(()),
+            Inner::Redis(r) => r.publish(meeting, payload).await,
+        }
+    }
+
+    /// Deletes every key of the meeting (it ended).
+    pub async fn clear(&self, meeting: Uuid, users: &[Uuid]) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.clear(meeting);
+                Ok(())
+            }
+            Inner::Redis(r) => r.clear(meeting, users).await,
+        }
+    }
+}
+
+/// The hash fields of a record (shared by both implementations and by tests).
+pub fn record_fields(rec: &PresenceRecord, now_ms: i64) -> Vec<(&'static str, String)> {
+    let v = &rec.view;
+    vec![
+        ("connection_id", rec.connection_id.clone()),
+        ("node", rec.node.clone()),
+        ("display_name", v.display_name.clone()),
+        ("role", v.role.as_str().to_owned()),
+        ("audio", (!v.audio_muted).to_string()),
+        ("video", v.video_on.to_string()),
+        ("screen_share", v.screen_sharing.to_string()),
+        ("hand", v.hand_raised.to_string()),
+        ("room", v.room.map(|r| r.to_string()).unwrap_or_default()),
+        ("joined_at", v.joined_at.to_string()),
+        ("last_heartbeat", now_ms.to_string()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use parley_core::model::Role;
+
+    fn rec(user: Uuid) -> PresenceRecord {
+        PresenceRecord {
+            view: ParticipantView {
+                user_id: user,
+                display_name: "A".into(),
+                role: Role::Attendee,
+                audio_muted: true,
+                video_on: false,
+                hand_raised: true,
+                screen_sharing: false,
+                joined_at: 5,
+                room: Some(2),
+            },
+            connection_id: "c1".into(),
+            node: "n1".into(),
+        }
+    }
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let m = Uuid::nil();
+        for k in [
+            keys::participants(m),
+            keys::user(m, Uuid::nil()),
+            keys::waiting_room(m),
+            keys::media_server(m),
+            keys::events(m),
+        ] {
+            assert!(k.starts_with(&format!("meeting:{{{m}}}:")), "{k}");
+        }
+    }
+
+    #[test]
+    fn record_fields_say_audio_enabled_not_muted() {
+        let f: std::collections::HashMap<_, _> = record_fields(&rec(Uuid::nil()), 99).into_iter().collect();
+        assert_eq!(f["audio"], "false");
+        assert_eq!(f["hand"], "true");
+        assert_eq!(f["room"], "2");
+        assert_eq!(f["last_heartbeat"], "99");
+    }
+
+    #[tokio::test]
+    async fn local_presence_expires_without_heartbeat() {
+        let p = Presence::local(Duration::from_millis(50));
+        let (m, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        p.upsert(m, &rec(a), 1).await.unwrap();
+        p.upsert(m, &rec(b), 1).await.unwrap();
+        assert_eq!(p.participants(m).await.unwrap().len(), 2);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        p.upsert(m, &rec(b), 2).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert_eq!(p.expired(m, &[a, b]).await.unwrap(), vec![a], "b's heartbeat kept it alive");
+        p.remove(m, a).await.unwrap();
+        assert_eq!(p.participants(m).await.unwrap(), vec![b]);
+        let w = vec![WaitingView { user_id: a, display_name: "A".into(), since: 3 }];
+        p.set_waiting(m, &w).await.unwrap();
+        assert_eq!(p.waiting(m).await.unwrap(), w);
+        p.set_media_server(m, "node-a").await.unwrap();
+        assert_eq!(p.media_server(m).await.unwrap().as_deref(), Some("node-a"));
+        p.clear(m, &[b]).await.unwrap();
+        assert!(p.participants(m).await.unwrap().is_empty());
+        assert!(p.media_server(m).await.unwrap().is_none());
+    }
+}

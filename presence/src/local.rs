@@ -1,0 +1,77 @@
+//! In-process presence for a single node: the same operations and TTL semantics as Redis.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use parley_core::protocol::WaitingView;
+use uuid::Uuid;
+
+use crate::PresenceRecord;
+
+#[derive(Default)]
+struct MeetingPresence {
+    /// Participant → when their record expires.
+    participants: HashMap<Uuid, (PresenceRecord, Instant)>,
+    waiting: Vec<WaitingView>,
+    media_server: Option<String>,
+}
+
+#[derive(Default)]
+pub(crate) struct LocalPresence {
+    meetings: Mutex<HashMap<Uuid, MeetingPresence>>,
+}
+
+impl LocalPresence {
+    fn with<R>(&self, meeting: Uuid, f: impl FnOnce(&mut MeetingPresence) -> R) -> R {
+        // A poisoned lock only means another thread panicked mid-update of plain data.
+        let mut map = self.meetings.lock().unwrap_or_else(|p| p.into_inner());
+        f(map.entry(meeting).or_default())
+    }
+
+    pub(crate) fn upsert(&self, meeting: Uuid, rec: &PresenceRecord, _now_ms: i64, ttl: Duration) {
+        self.with(meeting, |m| {
+            m.participants.insert(rec.view.user_id, (rec.clone(), Instant::now() + ttl));
+        });
+    }
+
+    pub(crate) fn remove(&self, meeting: Uuid, user: Uuid) {
+        self.with(meeting, |m| {
+            m.participants.remove(&user);
+        });
+    }
+
+    pub(crate) fn set_waiting(&self, meeting: Uuid, list: &[WaitingView]) {
+        self.with(meeting, |m| m.waiting = list.to_vec());
+    }
+
+    pub(crate) fn waiting(&self, meeting: Uuid) -> Vec<WaitingView> {
+        self.with(meeting, |m| m.waiting.clone())
+    }
+
+    pub(crate) fn set_media_server(&self, meeting: Uuid, node: &str) {
+        self.with(meeting, |m| m.media_server = Some(node.to_owned()));
+    }
+
+    pub(crate) fn media_server(&self, meeting: Uuid) -> Option<String> {
+        self.with(meeting, |m| m.media_server.clone())
+    }
+
+    /// Like Redis's set: membership does not expire with the hash.
+    pub(crate) fn participants(&self, meeting: Uuid) -> Vec<Uuid> {
+        let mut v: Vec<Uuid> = self.with(meeting, |m| m.participants.keys().copied().collect());
+        v.sort();
+        v
+    }
+
+    pub(crate) fn expired(&self, meeting: Uuid, users: &[Uuid]) -> Vec<Uuid> {
+        let now = Instant::now();
+        self.with(meeting, |m| {
+            users.iter().copied().filter(|u| m.participants.get(u).is_none_or(|(_, exp)| *exp <= now)).collect()
+        })
+    }
+
+    pub(crate) fn clear(&self, meeting: Uuid) {
+        self.meetings.lock().unwrap_or_else(|p| p.into_inner()).remove(&meeting);
+    }
+}

@@ -1,0 +1,126 @@
+//! Redis presence (fred 10): the seed's keys, written in pipelines/transactions so one
+//! meeting's update is one round trip.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use parley_core::protocol::WaitingView;
+use uuid::Uuid;
+
+use crate::{PresenceError, PresenceRecord, keys, record_fields};
+
+/// How long a command may wait (including while reconnecting) before failing as unavailable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Clone)]
+pub(crate) struct RedisPresence {
+    client: Client,
+}
+
+fn unavailable(e: Error) -> PresenceError {
+    PresenceError::Unavailable(e.to_string())
+}
+
+impl RedisPresence {
+    pub(crate) async fn connect(url: &str) -> Result<RedisPresence, PresenceError> {
+        let config = Config::from_url(url).map_err(unavailable)?;
+        let client = Builder::from_config(config)
+            .with_performance_config(|p| {
+                p.default_command_timeout = COMMAND_TIMEOUT;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = COMMAND_TIMEOUT;
+                c.internal_command_timeout = COMMAND_TIMEOUT;
+            })
+            // Reconnect forever with capped exponential backoff: Redis coming back must heal us.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2))
+            .build()
+            .map_err(unavailable)?;
+        client.init().await.map_err(unavailable)?;
+        Ok(RedisPresence { client })
+    }
+
+    pub(crate) async fn upsert(
+        &self,
+        meeting: Uuid,
+        rec: &PresenceRecord,
+        now_ms: i64,
+        ttl: Duration,
+    ) -> Result<(), PresenceError> {
+        let key = keys::user(meeting, rec.view.user_id);
+        let fields: Vec<(String, String)> =
+            record_fields(rec, now_ms).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        let p = self.client.pipeline();
+        let _: () = p.sadd(keys::participants(meeting), rec.view.user_id.to_string()).await.map_err(unavailable)?;
+        let _: () = p.hset(&key, fields).await.map_err(unavailable)?;
+        let _: () = p.pexpire(&key, ttl.as_millis() as i64, None).await.map_err(unavailable)?;
+        let _: Vec<Value> = p.all().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn remove(&self, meeting: Uuid, user: Uuid) -> Result<(), PresenceError> {
+        let p = self.client.pipeline();
+        let _: () = p.srem(keys::participants(meeting), user.to_string()).await.map_err(unavailable)?;
+        let _: () = p.del(keys::user(meeting, user)).await.map_err(unavailable)?;
+        let _: Vec<Value> = p.all().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn set_waiting(&self, meeting: Uuid, list: &[WaitingView]) -> Result<(), PresenceError> {
+        let key = keys::waiting_room(meeting);
+        let tx = self.client.multi();
+        let _: () = tx.del(&key).await.map_err(unavailable)?;
+        if !list.is_empty() {
+            let items: Vec<String> = list.iter().map(|w| serde_json::to_string(w).unwrap_or_default()).collect();
+            let _: () = tx.rpush(&key, items).await.map_err(unavailable)?;
+        }
+        let _: Value = tx.exec(true).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn waiting(&self, meeting: Uuid) -> Result<Vec<WaitingView>, PresenceError> {
+        let items: Vec<String> = self.client.lrange(keys::waiting_room(meeting), 0, -1).await.map_err(unavailable)?;
+        items.iter().map(|s| serde_json::from_str(s).map_err(|e| PresenceError::Corrupt(e.to_string()))).collect()
+    }
+
+    pub(crate) async fn set_media_server(&self, meeting: Uuid, node: &str) -> Result<(), PresenceError> {
+        let _: () = self.client.set(keys::media_server(meeting), node, None, None, false).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn media_server(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
+        self.client.get(keys::media_server(meeting)).await.map_err(unavailable)
+    }
+
+    pub(crate) async fn participants(&self, meeting: Uuid) -> Result<Vec<Uuid>, PresenceError> {
+        let ids: Vec<String> = self.client.smembers(keys::participants(meeting)).await.map_err(unavailable)?;
+        let mut v: Vec<Uuid> = ids.iter().filter_map(|s| s.parse().ok()).collect();
+        v.sort();
+        Ok(v)
+    }
+
+    pub(crate) async fn expired(&self, meeting: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, PresenceError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.client.pipeline();
+        for u in users {
+            let _: () = p.exists(keys::user(meeting, *u)).await.map_err(unavailable)?;
+        }
+        let found: Vec<i64> = p.all().await.map_err(unavailable)?;
+        Ok(users.iter().zip(found).filter(|(_, n)| *n == 0).map(|(u, _)| *u).collect())
+    }
+
+    pub(crate) async fn publish(&self, meeting: Uuid, payload: &str) -> Result<(), PresenceError> {
+        let _: i64 = self.client.publish(keys::events(meeting), payload).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn clear(&self, meeting: Uuid, users: &[Uuid]) -> Result<(), PresenceError> {
+        let mut all = vec![keys::participants(meeting), keys::waiting_room(meeting), keys::media_server(meeting)];
+        let members = self.participants(meeting).await.unwrap_or_default();
+        all.extend(users.iter().chain(members.iter()).map(|u| keys::user(meeting, *u)));
+        let _: i64 = self.client.del(all).await.map_err(unavailable)?;
+        Ok(())
+    }
+}

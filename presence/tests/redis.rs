@@ -1,0 +1,112 @@
+//! The Redis implementation against a real Redis (`PARLEY_TEST_REDIS_URL`, default
+//! redis://127.0.0.1:6379; `make test` provides one). Keys are asserted with a second client.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use parley_core::model::Role;
+use parley_core::protocol::{ParticipantView, WaitingView};
+use parley_presence::{Presence, PresenceRecord, keys};
+use uuid::Uuid;
+
+fn url() -> String {
+    std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+async fn raw() -> Client {
+    let c = Builder::from_config(Config::from_url(&url()).unwrap()).build().unwrap();
+    c.init().await.unwrap_or_else(|e| panic!("Redis at {} is required: {e}", url()));
+    c
+}
+
+fn rec(user: Uuid, muted: bool) -> PresenceRecord {
+    PresenceRecord {
+        view: ParticipantView {
+            user_id: user,
+            display_name: "Alice".into(),
+            role: Role::CoHost,
+            audio_muted: muted,
+            video_on: true,
+            hand_raised: false,
+            screen_sharing: false,
+            joined_at: 1_700_000_000_000,
+            room: None,
+        },
+        connection_id: "conn-1".into(),
+        node: "node-a".into(),
+    }
+}
+
+#[tokio::test]
+async fn writes_the_seed_keys_and_expires_hashes() {
+    let p = Presence::redis(&url(), Duration::from_millis(800)).await.unwrap();
+    let r = raw().await;
+    let (m, a, b) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    p.upsert(m, &rec(a, true), 1234).await.unwrap();
+    p.upsert(m, &rec(b, false), 1234).await.unwrap();
+
+    let members: Vec<String> = r.smembers(keys::participants(m)).await.unwrap();
+    assert_eq!(members.len(), 2);
+    let h: std::collections::HashMap<String, String> = r.hgetall(keys::user(m, a)).await.unwrap();
+    assert_eq!(h["connection_id"], "conn-1");
+    assert_eq!(h["audio"], "false");
+    assert_eq!(h["video"], "true");
+    assert_eq!(h["role"], "co_host");
+    assert_eq!(h["last_heartbeat"], "1234");
+    let ttl: i64 = r.pttl(keys::user(m, a)).await.unwrap();
+    assert!(ttl > 0 && ttl <= 800, "hash has the TTL: {ttl}");
+
+    // b keeps heartbeating, a does not.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    p.upsert(m, &rec(b, false), 2000).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(p.expired(m, &[a, b]).await.unwrap(), vec![a]);
+
+    let w = vec![
+        WaitingView { user_id: Uuid::new_v4(), display_name: "W1".into(), since: 1 },
+        WaitingView { user_id: Uuid::new_v4(), display_name: "W2".into(), since: 2 },
+    ];
+    p.set_waiting(m, &w).await.unwrap();
+    let raw_list: Vec<String> = r.lrange(keys::waiting_room(m), 0, -1).await.unwrap();
+    assert_eq!(raw_list.len(), 2);
+    assert!(raw_list[0].contains("W1"), "FIFO order: {raw_list:?}");
+    assert_eq!(p.waiting(m).await.unwrap(), w);
+    p.set_waiting(m, &w[1..]).await.unwrap();
+    assert_eq!(p.waiting(m).await.unwrap(), w[1..].to_vec());
+
+    p.set_media_server(m, "node-b").await.unwrap();
+    let ms: String = r.get(keys::media_server(m)).await.unwrap();
+    assert_eq!(ms, "node-b");
+
+    p.remove(m, a).await.unwrap();
+    assert_eq!(p.participants(m).await.unwrap(), vec![b]);
+
+    p.clear(m, &[b]).await.unwrap();
+    let n: i64 = r
+        .exists(vec![keys::participants(m), keys::user(m, b), keys::waiting_room(m), keys::media_server(m)])
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "every key of the meeting is gone");
+}
+
+#[tokio::test]
+async fn publishes_events_on_the_meeting_channel() {
+    let p = Presence::redis(&url(), Duration::from_secs(5)).await.unwrap();
+    let sub = Builder::from_config(Config::from_url(&url()).unwrap()).build_subscriber_client().unwrap();
+    sub.init().await.unwrap();
+    let m = Uuid::new_v4();
+    let mut rx = sub.message_rx();
+    sub.subscribe(keys::events(m)).await.unwrap();
+    p.publish(m, r#"{"event":"chat"}"#).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a message").unwrap();
+    assert_eq!(msg.channel.to_string(), keys::events(m));
+    assert_eq!(msg.value.as_string().unwrap(), r#"{"event":"chat"}"#);
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_is_reported_not_hung() {
+    let started = std::time::Instant::now();
+    let r = Presence::redis("redis://127.0.0.1:1", Duration::from_secs(5)).await;
+    assert!(matches!(r, Err(parley_presence::PresenceError::Unavailable(_))));
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
