@@ -10,12 +10,15 @@
 //!   IANA time zone, so a 10:00 daily series stays at 10:00 local across DST changes.
 //! - [`join`]: the join decision (the seed's QUERY 2) over already-loaded facts.
 //! - [`meeting`]: the live meeting state machine (requests in, reply and effects out).
+//! - [`password`], [`throttle`]: argon2 meeting passwords and password-guess throttling.
 //! - [`validate`]: field validation of user input (emails, titles, durations, time zones).
 //! - [`protocol`]: the WebSocket protocol's requests, replies and events, JSON and MessagePack.
 
 pub mod join;
 pub mod meeting;
 pub mod model;
+pub mod password;
 pub mod protocol;
 pub mod recurrence;
+pub mod throttle;
 pub mod validate;

@@ -350,8 +350,12 @@ impl LiveMeeting {
             avg_participants: (avg * 100.0).round() / 100.0,
             duration_ms,
         };
-        let mut fx =
-            vec![Effect::Broadcast { scope: Scope::Everyone, event: Event::MeetingEnded { ended_by: by, reason } }];
+        // Addressed one by one: the participant list is emptied below, within this same step.
+        let mut fx: Vec<Effect> = self
+            .participants
+            .keys()
+            .map(|u| Effect::Send { to: *u, event: Event::MeetingEnded { ended_by: by, reason } })
+            .collect();
         for w in self.waiting.drain(..) {
             fx.push(Effect::Send { to: w.user_id, event: Event::MeetingEnded { ended_by: by, reason } });
             fx.push(Effect::Detach { user_id: w.user_id, reason: LeaveReason::MeetingEnded });

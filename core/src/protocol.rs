@@ -609,11 +609,22 @@ impl Reply {
 }
 
 /// Encodes any protocol value in `encoding`.
+///
+/// MessagePack is written as maps with field names and in serde's *human-readable* mode, so
+/// that ids travel as the same strings as in JSON (not as 16-byte arrays): one schema, two
+/// encodings.
 pub fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Vec<u8> {
     match encoding {
         // Serialising these plain data types cannot fail; an empty frame would be a bug.
         Encoding::Json => serde_json::to_vec(value).unwrap_or_default(),
-        Encoding::MessagePack => rmp_serde::to_vec_named(value).unwrap_or_default(),
+        Encoding::MessagePack => {
+            let mut buf = Vec::new();
+            let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map().with_human_readable();
+            match value.serialize(&mut ser) {
+                Ok(()) => buf,
+                Err(_) => Vec::new(),
+            }
+        }
     }
 }
 
@@ -621,7 +632,10 @@ pub fn encode<T: Serialize>(value: &T, encoding: Encoding) -> Vec<u8> {
 pub fn decode<T: DeserializeOwned>(frame: &[u8], encoding: Encoding) -> Result<T, String> {
     match encoding {
         Encoding::Json => serde_json::from_slice(frame).map_err(|e| e.to_string()),
-        Encoding::MessagePack => rmp_serde::from_slice(frame).map_err(|e| e.to_string()),
+        Encoding::MessagePack => {
+            let mut de = rmp_serde::Deserializer::from_read_ref(frame).with_human_readable();
+            T::deserialize(&mut de).map_err(|e| e.to_string())
+        }
     }
 }
 
@@ -744,6 +758,8 @@ mod tests {
                 assert_eq!(&decode::<EventFrame>(&encode(f, enc), enc).unwrap(), f);
             }
         }
+        let packed: Value = rmp_serde::from_slice(&encode(&frames[0], Encoding::MessagePack)).unwrap();
+        assert_eq!(packed["user_id"], json!(u.to_string()), "ids are strings in MessagePack too");
         let v = serde_json::to_value(&frames[0]).unwrap();
         assert_eq!(v, json!({"event": "muted", "meeting_id": m, "user_id": u, "muted": true, "by": null}));
 

@@ -102,6 +102,30 @@ impl NodeOptions {
     pub fn new(backend: Backend) -> NodeOptions {
         NodeOptions { backend, database_url: None, env: Vec::new() }
     }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: impl Into<String>) -> NodeOptions {
+        self.env.push((key.to_owned(), value.into()));
+        self
+    }
+
+    /// Uses the test Redis (`PARLEY_TEST_REDIS_URL`) for presence.
+    pub fn with_redis(self) -> NodeOptions {
+        self.env("PARLEY_REDIS_URL", redis_url())
+    }
+}
+
+/// The Redis tests use (`make test` provides one).
+pub fn redis_url() -> String {
+    std::env::var("PARLEY_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A plain Redis client for asserting keys directly.
+pub async fn redis_client() -> fred::prelude::Client {
+    use fred::prelude::*;
+    let c = Builder::from_config(Config::from_url(&redis_url()).expect("redis url")).build().expect("redis client");
+    c.init().await.unwrap_or_else(|e| panic!("Redis at {} is required: {e}", redis_url()));
+    c
 }
 
 /// A running `parley node`, killed on drop.
@@ -448,4 +472,132 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     false
+}
+
+pub mod ws {
+    //! A WebSocket test client speaking Parley's protocol (JSON text or MessagePack binary).
+
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use futures_util::{SinkExt, StreamExt};
+    use serde_json::{Value, json};
+    use tokio::net::TcpStream;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+    use super::TestNode;
+
+    /// How long a test waits for an expected frame.
+    pub const WAIT: Duration = Duration::from_secs(10);
+
+    pub struct WsClient {
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        next_id: u64,
+        /// Events (and stray replies) read while waiting for something else.
+        pub buffered: VecDeque<Value>,
+        /// Close frame seen, if any: (code, reason).
+        pub closed: Option<(u16, String)>,
+    }
+
+    impl WsClient {
+        pub async fn connect(node: &TestNode, token: &str) -> WsClient {
+            let url = format!("{}/ws?token={token}", node.base.replacen("http://", "ws://", 1));
+            let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
+            WsClient { ws, next_id: 1, buffered: VecDeque::new(), closed: None }
+        }
+
+        /// Sends raw text.
+        pub async fn send_text(&mut self, text: impl Into<String>) {
+            self.ws.send(Message::Text(text.into().into())).await.expect("send text");
+        }
+
+        /// Sends raw binary.
+        pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+            self.ws.send(Message::Binary(bytes.into())).await.expect("send binary");
+        }
+
+        /// Reads the next frame as JSON (MessagePack frames are decoded too).
+        pub async fn next_frame(&mut self, wait: Duration) -> Option<Value> {
+            loop {
+                let msg = match tokio::time::timeout(wait, self.ws.next()).await {
+                    Ok(Some(Ok(m))) => m,
+                    _ => return None,
+                };
+                match msg {
+                    Message::Text(t) => return Some(serde_json::from_str(t.as_str()).expect("server sends JSON text")),
+                    Message::Binary(b) => {
+                        return Some(rmp_serde::from_slice(&b).expect("server sends MessagePack binary"));
+                    }
+                    Message::Close(f) => {
+                        self.closed =
+                            Some(f.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or((1005, String::new())));
+                        return None;
+                    }
+                    _ => continue,
+                }
+            }
+        }
+
+        /// Sends a request (an object without `id`) as JSON and returns its reply.
+        pub async fn request(&mut self, mut req: Value) -> Value {
+            let id = self.next_id;
+            self.next_id += 1;
+            req["id"] = json!(id);
+            self.send_text(req.to_string()).await;
+            self.reply_to(id).await
+        }
+
+        /// Sends a request as MessagePack and returns its reply (decoded from MessagePack).
+        pub async fn request_msgpack(&mut self, mut req: Value) -> Value {
+            let id = self.next_id;
+            self.next_id += 1;
+            req["id"] = json!(id);
+            self.send_binary(rmp_serde::to_vec_named(&req).expect("encode")).await;
+            self.reply_to(id).await
+        }
+
+        /// Waits for the reply to `id`, buffering events met on the way.
+        pub async fn reply_to(&mut self, id: u64) -> Value {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let frame = self
+                    .next_frame(left)
+                    .await
+                    .unwrap_or_else(|| panic!("no reply to {id} (closed: {:?})", self.closed));
+                if frame.get("reply_to") == Some(&json!(id)) {
+                    return frame;
+                }
+                self.buffered.push_back(frame);
+            }
+        }
+
+        /// The next event named `name` (from the buffer or the socket), skipping others.
+        pub async fn event(&mut self, name: &str) -> Value {
+            self.try_event(name, WAIT)
+                .await
+                .unwrap_or_else(|| panic!("no `{name}` event; buffered: {:?}", self.buffered))
+        }
+
+        pub async fn try_event(&mut self, name: &str, wait: Duration) -> Option<Value> {
+            if let Some(pos) = self.buffered.iter().position(|f| f["event"] == name) {
+                return self.buffered.remove(pos);
+            }
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let frame = self.next_frame(left).await?;
+                if frame["event"] == name {
+                    return Some(frame);
+                }
+                self.buffered.push_back(frame);
+            }
+        }
+
+        /// Closes the socket.
+        pub async fn close(mut self) {
+            let _ = self.ws.close(None).await;
+        }
+    }
 }

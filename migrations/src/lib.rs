@@ -14,6 +14,7 @@ mod m20261124_000004_meeting_participants;
 mod m20261124_000005_recurring_occurrences;
 mod m20261124_000006_meeting_recordings;
 mod m20261124_000007_meeting_analytics;
+mod m20261125_000008_meeting_chat_messages;
 
 /// Applies Parley's schema. `parley migrate` and `parley node` run it.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_recurring_occurrences::Migration),
             Box::new(m20261124_000006_meeting_recordings::Migration),
             Box::new(m20261124_000007_meeting_analytics::Migration),
+            Box::new(m20261125_000008_meeting_chat_messages::Migration),
         ]
     }
 }

@@ -1,4 +1,4 @@
-//! Identity: HS256 bearer tokens and argon2 meeting passwords.
+//! Identity: HS256 bearer tokens.
 //!
 //! A token's `sub` is the caller's identity; nothing in a request body can change it. `adm`
 //! marks an operator token (user administration, later the admin cluster API). Tokens are
@@ -6,8 +6,6 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -76,18 +74,6 @@ impl TokenKeys {
     }
 }
 
-/// Hashes a meeting password (argon2id, random salt) into a PHC string. CPU-heavy by design:
-/// call it off the async executor.
-pub fn hash_password(password: &str) -> Result<String, String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-}
-
-/// Checks a password against a PHC string; a malformed stored hash never verifies.
-pub fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,14 +104,5 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(k.verify(&t), Err(TokenError::Expired)));
-    }
-
-    #[test]
-    fn passwords_hash_and_verify() {
-        let h = hash_password("s3cret").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password("s3cret", &h));
-        assert!(!verify_password("S3cret", &h));
-        assert!(!verify_password("s3cret", "not-a-hash"));
     }
 }

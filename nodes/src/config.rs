@@ -27,6 +27,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: Box<toml::de::Error> },
     #[error("{name} = `{value}` is not a valid socket address (host:port)")]
     BadAddr { name: &'static str, value: String },
+    #[error("{name} = `{value}` is not a whole number")]
+    BadNumber { name: &'static str, value: String },
     #[error("node `{0}` is not listed in [[nodes]] of the configuration")]
     UnknownNode(String),
     #[error("the token secret must be at least 16 bytes (got {0})")]
@@ -55,6 +57,12 @@ pub struct ClusterSection {
     pub http_addr: Option<String>,
     /// Base URL put in join links; default `http://<http_addr>`.
     pub public_url: Option<String>,
+    /// A participant's presence lives this long after their last heartbeat (default 60 000).
+    pub heartbeat_ttl_ms: Option<u64>,
+    /// How often a meeting checks for expired presence (default 5 000).
+    pub sweep_interval_ms: Option<u64>,
+    /// How long an empty meeting waits before it ends (default 60 000).
+    pub empty_grace_ms: Option<u64>,
 }
 
 /// One `[[nodes]]` entry: a member of the cluster.
@@ -114,6 +122,12 @@ pub struct Settings {
     pub public_url: String,
     /// Token signing secret.
     pub secret: Vec<u8>,
+    /// Presence TTL after the last heartbeat.
+    pub heartbeat_ttl: std::time::Duration,
+    /// Presence expiry check interval.
+    pub sweep_interval: std::time::Duration,
+    /// Grace period of an empty meeting.
+    pub empty_grace: std::time::Duration,
     /// Where the secret came from, for the startup log (never the secret itself).
     pub secret_source: &'static str,
 }
@@ -226,6 +240,17 @@ impl Settings {
         if secret.len() < 16 {
             return Err(ConfigError::WeakSecret(secret.len()));
         }
+        let millis =
+            |name: &'static str, file: Option<u64>, default: u64| -> Result<std::time::Duration, ConfigError> {
+                let v = match env.var(name) {
+                    Some(raw) => raw.parse::<u64>().map_err(|_| ConfigError::BadNumber { name, value: raw })?,
+                    None => file.unwrap_or(default),
+                };
+                Ok(std::time::Duration::from_millis(v.max(1)))
+            };
+        let heartbeat_ttl = millis("PARLEY_HEARTBEAT_TTL_MS", c.heartbeat_ttl_ms, 60_000)?;
+        let sweep_interval = millis("PARLEY_SWEEP_INTERVAL_MS", c.sweep_interval_ms, 5_000)?;
+        let empty_grace = millis("PARLEY_EMPTY_GRACE_MS", c.empty_grace_ms, 60_000)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: c.cookie.clone(),
@@ -238,6 +263,9 @@ impl Settings {
             public_url,
             secret,
             secret_source,
+            heartbeat_ttl,
+            sweep_interval,
+            empty_grace,
         })
     }
 }

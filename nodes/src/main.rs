@@ -12,6 +12,7 @@ mod api;
 mod auth;
 mod config;
 mod node;
+mod ws;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,7 +9,13 @@ use parley_store::Store;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use crate::api::{self, AppState};
+use std::sync::Arc;
+
+use parley_actors::{LiveConfig, LiveServices, MeetingSupervisor};
+use parley_core::throttle::JoinGuard;
+use parley_presence::Presence;
+
+use crate::api::{self, AppState, Live};
 use crate::auth::TokenKeys;
 use crate::config::{Settings, redact_url};
 
@@ -101,13 +107,41 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     // A node bound to port 0 (tests) advertises the port it really got.
     let public_url =
         if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
-    let state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name);
+    let live = start_live(&settings, store.clone()).await?;
+    let state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
     let app = api::router(state);
     tracing::info!(node = %settings.node_name, %addr, migrations_applied = applied, "node ready");
     println!("parley node {} ready: http://{addr}", settings.node_name);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
     tracing::info!(node = %settings.node_name, "node stopped");
     Ok(())
+}
+
+/// Presence (Redis if configured, else in-process) and the meeting supervisor.
+async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
+    let presence = match &settings.redis_url {
+        Some(url) => Presence::redis(url, settings.heartbeat_ttl)
+            .await
+            .with_context(|| format!("cannot connect to Redis at {}", redact_url(url)))?,
+        None => Presence::local(settings.heartbeat_ttl),
+    };
+    tracing::info!(presence = presence.kind(), ttl_ms = settings.heartbeat_ttl.as_millis() as u64, "presence ready");
+    let services = Arc::new(LiveServices {
+        store,
+        presence,
+        node: settings.node_name.clone(),
+        config: LiveConfig {
+            sweep_interval: settings.sweep_interval,
+            empty_grace: settings.empty_grace,
+            ..LiveConfig::default()
+        },
+        join_guard: Arc::new(JoinGuard::default()),
+    });
+    let (supervisor, _) =
+        ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())
+            .await
+            .context("cannot start the meeting supervisor")?;
+    Ok(Live { supervisor, services })
 }
 
 async fn shutdown_signal() {

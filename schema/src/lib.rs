@@ -14,9 +14,11 @@
 //! - `recurring_series` + `recurring_occurrences`: a series and the meeting row of each occurrence.
 //! - `meeting_recordings`: the recording pipeline's status and outputs.
 //! - `meeting_analytics`: one row per ended meeting.
+//! - `meeting_chat_messages`: chat of live meetings, so a restarted meeting keeps its history.
 
 pub mod meeting;
 pub mod meeting_analytics;
+pub mod meeting_chat_message;
 pub mod meeting_participant;
 pub mod meeting_recording;
 pub mod recurring_occurrence;
@@ -27,6 +29,7 @@ pub mod user;
 pub mod prelude {
     pub use crate::meeting::Entity as Meetings;
     pub use crate::meeting_analytics::Entity as MeetingAnalytics;
+    pub use crate::meeting_chat_message::Entity as MeetingChatMessages;
     pub use crate::meeting_participant::Entity as MeetingParticipants;
     pub use crate::meeting_recording::Entity as MeetingRecordings;
     pub use crate::recurring_occurrence::Entity as RecurringOccurrences;

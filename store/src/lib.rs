@@ -8,10 +8,12 @@
 //! - [`meetings`]: the transactional create (meeting + participants + series + occurrences),
 //!   reads, updates and cancellation.
 //! - [`queries`]: the seed's three queries — upcoming meetings, join check, per-day analytics.
+//! - [`live`]: what live meetings write — start, chat, role changes, end with analytics.
 //!
 //! The same code runs on PostgreSQL and on SQLite (the embedded default). The one place where
 //! SQL differs by engine (a timestamp's UTC date) is marked.
 
+pub mod live;
 pub mod meetings;
 pub mod queries;
 pub mod users;

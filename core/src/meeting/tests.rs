@@ -311,6 +311,14 @@ fn the_host_ends_the_meeting_with_analytics() {
     assert!(o.reply.unwrap().is_ok());
     let fx = o.effects;
     assert!(fx.contains(&Effect::Detach { user_id: h.user_id, reason: LeaveReason::MeetingEnded }));
+    let told: Vec<Uuid> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { to, event: Event::MeetingEnded { .. } } => Some(*to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, vec![h.user_id, waiting.user_id], "everyone still connected is told, by name");
     assert!(
         fx.contains(&Effect::Detach { user_id: waiting.user_id, reason: LeaveReason::MeetingEnded }),
         "the waiting room is told too"

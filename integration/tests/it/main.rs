@@ -4,6 +4,7 @@
 mod cli;
 mod database_outage;
 mod errors;
+mod live;
 mod meetings;
 mod queries;
 mod recurring;

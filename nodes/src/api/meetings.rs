@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use parley_core::join::JoinStatus;
 use parley_core::model::{Frequency, MeetingSettings, MeetingSettingsPatch, MeetingType, Role};
+use parley_core::password;
 use parley_core::recurrence::RecurrenceRule;
 use parley_core::validate;
 use parley_store::StoreError;
@@ -17,7 +18,6 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiJsonOrEmpty, Caller, parse_id};
-use crate::auth;
 
 /// How far in the past a scheduled time may be (clock skew, slow clients).
 const PAST_TOLERANCE: Duration = Duration::minutes(5);
@@ -66,7 +66,7 @@ pub struct MeetingReply<T: Serialize> {
 
 /// Hashes off the async executor: argon2 is deliberately slow.
 async fn hash(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || auth::hash_password(&password))
+    tokio::task::spawn_blocking(move || password::hash_password(&password))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)
@@ -256,7 +256,7 @@ pub async fn join_check(
             ));
         }
         if let (Some(pw), Some(phc)) = (req.password, facts.password_hash) {
-            password_ok = tokio::task::spawn_blocking(move || auth::verify_password(&pw, &phc))
+            password_ok = tokio::task::spawn_blocking(move || password::verify_password(&pw, &phc))
                 .await
                 .map_err(ApiError::internal)?;
         }

@@ -6,7 +6,6 @@
 
 mod error;
 mod extract;
-mod join_guard;
 mod meetings;
 mod reports;
 mod users;
@@ -18,6 +17,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use parley_core::throttle::JoinGuard;
 use parley_store::Store;
 use serde_json::json;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -38,18 +38,28 @@ pub struct AppState {
     /// Base of join links, e.g. `http://127.0.0.1:8080`.
     pub public_url: Arc<str>,
     pub node_name: Arc<str>,
-    /// Slows down password guessing on join-check.
-    pub join_guard: Arc<join_guard::JoinGuard>,
+    /// Slows down password guessing on join-check (shared with WebSocket joins).
+    pub join_guard: Arc<JoinGuard>,
+    /// The live-meeting side: supervisor and the services its actors use.
+    pub live: Live,
+}
+
+/// Handles to the live-meeting actors.
+#[derive(Clone)]
+pub struct Live {
+    pub supervisor: parley_actors::SupervisorRef,
+    pub services: Arc<parley_actors::LiveServices>,
 }
 
 impl AppState {
-    pub fn new(store: Store, tokens: TokenKeys, public_url: &str, node_name: &str) -> AppState {
+    pub fn new(store: Store, tokens: TokenKeys, public_url: &str, node_name: &str, live: Live) -> AppState {
         AppState {
             store,
             tokens: Arc::new(tokens),
             public_url: public_url.into(),
             node_name: node_name.into(),
-            join_guard: Arc::new(join_guard::JoinGuard::default()),
+            join_guard: live.services.join_guard.clone(),
+            live,
         }
     }
 
@@ -71,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/analytics/meetings", get(reports::analytics));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

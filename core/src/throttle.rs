@@ -1,4 +1,4 @@
-//! Throttles password guessing: after [`MAX_FAILURES`] wrong passwords for one (meeting, user)
+//! Throttles meeting-password guessing (REST join-check and WebSocket join share one): after [`MAX_FAILURES`] wrong passwords for one (meeting, user)
 //! within [`WINDOW`], further attempts are refused until the window passes. Per node, in memory:
 //! a guesser spreading over nodes gets at most `nodes × MAX_FAILURES` tries per window.
 
@@ -15,6 +15,7 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 /// Entries kept before expired ones are swept.
 const SWEEP_AT: usize = 10_000;
 
+/// Counts wrong passwords per (meeting, user).
 #[derive(Default)]
 pub struct JoinGuard {
     failures: Mutex<HashMap<(Uuid, Uuid), (u32, Instant)>>,

@@ -1,0 +1,361 @@
+//! `ParticipantActor`: one per WebSocket connection. Decodes frames (JSON or MessagePack),
+//! rate-limits, authorises `start`/`join` against the database (status, role, password),
+//! forwards requests to the meeting actor, and encodes replies and events in the encoding the
+//! client last used. The socket itself belongs to the connection task (nodes/src/ws.rs); this
+//! actor talks to it through a bounded channel of [`Outbound`] items.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parley_core::meeting::Caller;
+use parley_core::model::{MeetingStatus, Role};
+use parley_core::password;
+use parley_core::protocol::{
+    DecodeError, Encoding, ErrorCode, EventFrame, LeaveReason, Reply, ReplyData, Request, decode_request, encode,
+};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::LiveServices;
+use crate::meeting::{MeetingMsg, MeetingRef};
+use crate::supervisor::{SupervisorMsg, SupervisorRef};
+
+pub type ParticipantRef = ActorRef<ParticipantMsg>;
+
+/// How long a request may wait for its meeting's reply.
+const MEETING_CALL_TIMEOUT_MS: u64 = 10_000;
+/// Consecutive rate-limited frames after which the connection is closed.
+const MAX_RATE_VIOLATIONS: u32 = 500;
+
+/// What the connection task should write.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A frame: text (JSON) or binary (MessagePack).
+    Frame { data: Vec<u8>, encoding: Encoding },
+    /// Close the socket with a code and reason.
+    Close { code: u16, reason: String },
+}
+
+/// Messages to a participant actor.
+pub enum ParticipantMsg {
+    /// A frame from the client.
+    Frame { data: Vec<u8>, encoding: Encoding },
+    /// An event of the meeting.
+    Event(Arc<EventFrame>),
+    /// The meeting let go of this connection (removed, denied, ended, replaced, timed out).
+    Detached { meeting_id: Uuid, reason: LeaveReason },
+    /// The socket closed.
+    SocketClosed,
+}
+
+pub struct ParticipantArgs {
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub outbound: mpsc::Sender<Outbound>,
+    pub supervisor: SupervisorRef,
+    pub services: Arc<LiveServices>,
+}
+
+pub struct ParticipantActor;
+
+pub struct ParticipantState {
+    user_id: Uuid,
+    display_name: String,
+    outbound: mpsc::Sender<Outbound>,
+    supervisor: SupervisorRef,
+    services: Arc<LiveServices>,
+    /// The meeting this connection is in (or waiting for), with the caller facts used.
+    meeting: Option<(Uuid, MeetingRef, Caller)>,
+    encoding: Encoding,
+    bucket: TokenBucket,
+    violations: u32,
+}
+
+/// A token bucket: `burst` tokens, refilled at `per_sec`.
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_sec: f64,
+    last: Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: u32, per_sec: u32) -> Self {
+        TokenBucket {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            per_sec: f64::from(per_sec),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl ParticipantState {
+    fn send(&self, data: Vec<u8>, encoding: Encoding) {
+        // A client that does not read fills its queue: it is closed rather than buffered forever.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.outbound.try_send(Outbound::Frame { data, encoding }) {
+            let _ =
+                self.outbound.try_send(Outbound::Close { code: 1008, reason: "too slow: outbound queue full".into() });
+        }
+    }
+
+    fn reply(&self, reply: &Reply) {
+        self.send(encode(reply, self.encoding), self.encoding);
+    }
+}
+
+type Answer = Result<ReplyData, (ErrorCode, String)>;
+
+fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
+    Err((code, message.into()))
+}
+
+impl Actor for ParticipantActor {
+    type Msg = ParticipantMsg;
+    type State = ParticipantState;
+    type Arguments = ParticipantArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<ParticipantMsg>,
+        a: ParticipantArgs,
+    ) -> Result<ParticipantState, ActorProcessingErr> {
+        let bucket = TokenBucket::new(a.services.config.rate_burst, a.services.config.rate_per_sec);
+        Ok(ParticipantState {
+            user_id: a.user_id,
+            display_name: a.display_name,
+            outbound: a.outbound,
+            supervisor: a.supervisor,
+            services: a.services,
+            meeting: None,
+            encoding: Encoding::Json,
+            bucket,
+            violations: 0,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<ParticipantMsg>,
+        msg: ParticipantMsg,
+        state: &mut ParticipantState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            ParticipantMsg::Frame { data, encoding } => {
+                state.encoding = encoding;
+                if !state.bucket.take() {
+                    state.violations += 1;
+                    if state.violations >= MAX_RATE_VIOLATIONS {
+                        let _ = state
+                            .outbound
+                            .try_send(Outbound::Close { code: 1008, reason: "rate limit exceeded".into() });
+                        return Ok(());
+                    }
+                    let id = decode_request(&data, encoding).ok().map(|(id, _)| id);
+                    state.reply(&Reply::err(id, ErrorCode::RateLimited, "too many requests; slow down"));
+                    return Ok(());
+                }
+                state.violations = 0;
+                let (id, request) = match decode_request(&data, encoding) {
+                    Ok(ok) => ok,
+                    Err(DecodeError { id, code, message }) => {
+                        state.reply(&Reply::err(id, code, message));
+                        return Ok(());
+                    }
+                };
+                let answer = handle_request(&myself, state, request).await;
+                let reply = match answer {
+                    Ok(data) => Reply::ok(id, data),
+                    Err((code, message)) => Reply::err(Some(id), code, message),
+                };
+                state.reply(&reply);
+            }
+            ParticipantMsg::Event(frame) => {
+                state.send(encode(&*frame, state.encoding), state.encoding);
+            }
+            ParticipantMsg::Detached { meeting_id, reason } => {
+                if state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id) {
+                    state.meeting = None;
+                    tracing::debug!(user = %state.user_id, %meeting_id, ?reason, "detached from meeting");
+                }
+            }
+            ParticipantMsg::SocketClosed => {
+                if let Some((_, meeting, _)) = state.meeting.take() {
+                    let _ = meeting.cast(MeetingMsg::Disconnected { user_id: state.user_id, conn: myself.get_id() });
+                }
+                myself.stop(Some("socket closed".to_owned()));
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, request: Request) -> Answer {
+    match request {
+        Request::Start { meeting_id } => start(myself, state, meeting_id).await,
+        Request::Join { meeting_id, ref password, ref display_name } => {
+            if let Some((current, _, _)) = &state.meeting
+                && *current != meeting_id
+            {
+                return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
+            }
+            let caller = authorise_join(state, meeting_id, password.as_deref()).await?;
+            let meeting = running_meeting(state, meeting_id).await?;
+            let req = Request::Join { meeting_id, password: None, display_name: display_name.clone() };
+            let answer = call_meeting(&meeting, &caller, myself, req).await?;
+            state.meeting = Some((meeting_id, meeting, caller));
+            Ok(answer)
+        }
+        other => {
+            let Some((meeting_id, meeting, caller)) = state.meeting.clone() else {
+                return fail(ErrorCode::NotInMeeting, "join a meeting first");
+            };
+            let leaving = matches!(other, Request::Leave);
+            let answer = match call_meeting(&meeting, &caller, myself, other.clone()).await {
+                // The meeting actor is gone (crashed or ended): find or restart it once.
+                Err((ErrorCode::Unavailable, _)) => {
+                    let meeting = state_meeting_reopen(state, meeting_id).await?;
+                    call_meeting(&meeting, &caller, myself, other).await
+                }
+                a => a,
+            };
+            if leaving && answer.is_ok() {
+                state.meeting = None;
+            }
+            answer
+        }
+    }
+}
+
+async fn state_meeting_reopen(
+    state: &mut ParticipantState,
+    meeting_id: Uuid,
+) -> Result<MeetingRef, (ErrorCode, String)> {
+    let m = open_meeting(&state.supervisor, meeting_id).await?;
+    if let Some((_, r, _)) = state.meeting.as_mut() {
+        *r = m.clone();
+    }
+    Ok(m)
+}
+
+/// `start`: only the host or a co-host, only a scheduled or active meeting.
+async fn start(myself: &ParticipantRef, state: &mut ParticipantState, meeting_id: Uuid) -> Answer {
+    if state.meeting.is_some() {
+        return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
+    }
+    let facts = state
+        .services
+        .store
+        .join_facts(meeting_id, state.user_id)
+        .await
+        .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
+        .ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_owned()))?;
+    if !facts.facts.caller_role.is_some_and(Role::is_moderator) {
+        return fail(ErrorCode::Forbidden, "only the host or a co-host may start the meeting");
+    }
+    if !matches!(facts.facts.status, MeetingStatus::Scheduled | MeetingStatus::Active) {
+        return fail(ErrorCode::MeetingNotActive, format!("the meeting is {}", facts.facts.status));
+    }
+    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
+    let caller = Caller {
+        user_id: state.user_id,
+        display_name: state.display_name.clone(),
+        invited_role: facts.facts.caller_role,
+    };
+    let req = Request::Join { meeting_id, password: None, display_name: None };
+    let answer = call_meeting(&meeting, &caller, myself, req).await?;
+    state.meeting = Some((meeting_id, meeting, caller));
+    Ok(answer)
+}
+
+/// The join decision's database half: the meeting exists and is live, the password is right.
+async fn authorise_join(
+    state: &ParticipantState,
+    meeting_id: Uuid,
+    pw: Option<&str>,
+) -> Result<Caller, (ErrorCode, String)> {
+    let s = &state.services;
+    let facts = s
+        .store
+        .join_facts(meeting_id, state.user_id)
+        .await
+        .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
+        .ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_owned()))?;
+    match facts.facts.status {
+        MeetingStatus::Active => {}
+        MeetingStatus::Scheduled => {
+            return fail(ErrorCode::MeetingNotActive, "the host has not started the meeting yet");
+        }
+        other => return fail(ErrorCode::MeetingNotActive, format!("the meeting is {other}")),
+    }
+    if facts.facts.needs_password() {
+        if !s.join_guard.allowed(meeting_id, state.user_id) {
+            return fail(ErrorCode::RateLimited, "too many wrong passwords; try again later");
+        }
+        let ok = match (pw.map(str::to_owned), facts.password_hash) {
+            (Some(pw), Some(phc)) => {
+                tokio::task::spawn_blocking(move || password::verify_password(&pw, &phc)).await.unwrap_or(false)
+            }
+            _ => false,
+        };
+        if !ok {
+            s.join_guard.failed(meeting_id, state.user_id);
+            return fail(ErrorCode::WrongPassword, "wrong or missing meeting password");
+        }
+        s.join_guard.succeeded(meeting_id, state.user_id);
+    }
+    Ok(Caller {
+        user_id: state.user_id,
+        display_name: state.display_name.clone(),
+        invited_role: facts.facts.caller_role,
+    })
+}
+
+/// The running actor of an active meeting; re-activates it on this node if none runs (after a
+/// restart) — the database said it is active.
+async fn running_meeting(state: &ParticipantState, meeting_id: Uuid) -> Result<MeetingRef, (ErrorCode, String)> {
+    let running = ractor::call_t!(
+        state.supervisor,
+        |reply| SupervisorMsg::Running { meeting_id, reply },
+        MEETING_CALL_TIMEOUT_MS
+    )
+    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    match running {
+        Some(m) => Ok(m),
+        None => open_meeting(&state.supervisor, meeting_id).await,
+    }
+}
+
+async fn open_meeting(supervisor: &SupervisorRef, meeting_id: Uuid) -> Result<MeetingRef, (ErrorCode, String)> {
+    ractor::call_t!(supervisor, |reply| SupervisorMsg::Open { meeting_id, reply }, MEETING_CALL_TIMEOUT_MS)
+        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
+}
+
+async fn call_meeting(meeting: &MeetingRef, caller: &Caller, conn: &ParticipantRef, request: Request) -> Answer {
+    let caller = caller.clone();
+    let conn = conn.clone();
+    match meeting
+        .call(
+            move |reply| MeetingMsg::Request { caller, conn, request, reply },
+            Some(Duration::from_millis(MEETING_CALL_TIMEOUT_MS)),
+        )
+        .await
+    {
+        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+        Ok(_) => fail(ErrorCode::Unavailable, "the meeting did not answer in time"),
+        Err(_) => fail(ErrorCode::Unavailable, "the meeting is not running"),
+    }
+}

@@ -1,0 +1,111 @@
+//! `MeetingSupervisor`: finds or starts the actor of a live meeting, and notices when one stops.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parley_core::protocol::ErrorCode;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use uuid::Uuid;
+
+use crate::LiveServices;
+use crate::meeting::{MeetingActor, MeetingArgs, MeetingRef};
+
+pub type SupervisorRef = ActorRef<SupervisorMsg>;
+
+/// Requests to the supervisor.
+pub enum SupervisorMsg {
+    /// The running actor of a meeting, starting it if needed (the meeting must be startable).
+    Open { meeting_id: Uuid, reply: RpcReplyPort<Result<MeetingRef, (ErrorCode, String)>> },
+    /// The running actor of a meeting, if any.
+    Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
+    /// How many meetings run here.
+    Count { reply: RpcReplyPort<usize> },
+}
+
+pub struct MeetingSupervisor;
+
+pub struct SupervisorState {
+    services: Arc<LiveServices>,
+    meetings: HashMap<Uuid, MeetingRef>,
+    by_actor: HashMap<ActorId, Uuid>,
+}
+
+impl Actor for MeetingSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<LiveServices>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        services: Arc<LiveServices>,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
+        Ok(SupervisorState { services, meetings: HashMap::new(), by_actor: HashMap::new() })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Open { meeting_id, reply } => {
+                if let Some(m) = state.meetings.get(&meeting_id) {
+                    let _ = reply.send(Ok(m.clone()));
+                    return Ok(());
+                }
+                let args = MeetingArgs { meeting_id, services: state.services.clone() };
+                match Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await {
+                    Ok((actor, _)) => {
+                        state.by_actor.insert(actor.get_id(), meeting_id);
+                        state.meetings.insert(meeting_id, actor.clone());
+                        let _ = reply.send(Ok(actor));
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        let code = if msg.contains("unavailable") {
+                            ErrorCode::Unavailable
+                        } else {
+                            ErrorCode::MeetingNotActive
+                        };
+                        tracing::warn!(%meeting_id, error = %msg, "meeting could not start");
+                        let _ = reply.send(Err((code, "the meeting cannot be started now".to_owned())));
+                    }
+                }
+            }
+            SupervisorMsg::Running { meeting_id, reply } => {
+                let _ = reply.send(state.meetings.get(&meeting_id).cloned());
+            }
+            SupervisorMsg::Count { reply } => {
+                let _ = reply.send(state.meetings.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Never stop the supervisor because a child did (ractor's default would).
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                if let Some(id) = state.by_actor.remove(&cell.get_id()) {
+                    state.meetings.remove(&id);
+                    tracing::info!(meeting_id = %id, reason = reason.as_deref().unwrap_or("ended"), "meeting actor stopped");
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(id) = state.by_actor.remove(&cell.get_id()) {
+                    state.meetings.remove(&id);
+                    tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; it restarts on the next request");
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}

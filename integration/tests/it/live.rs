@@ -1,0 +1,286 @@
+//! Live meetings over real WebSockets against a node with real PostgreSQL and real Redis:
+//! the seed's flows (start, waiting room, admit, mute, chat, screen share, breakouts, end) with
+//! Redis keys and PostgreSQL rows asserted directly.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use fred::prelude::*;
+use parley_integration::ws::WsClient;
+use parley_integration::{Backend, NodeOptions, TestNode, redis_client};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::{create_meeting, id_of, in_hours, meeting_body};
+
+fn key(meeting: Uuid, rest: &str) -> String {
+    format!("meeting:{{{meeting}}}:{rest}")
+}
+
+async fn live_node(extra: &[(&str, &str)]) -> TestNode {
+    let mut opts = NodeOptions::new(Backend::Postgres).with_redis();
+    for (k, v) in extra {
+        opts = opts.env(k, *v);
+    }
+    TestNode::start_with(opts).await
+}
+
+/// A node, a host and a meeting (waiting room on, password `pw`) with Alice invited.
+async fn setup(settings: Value) -> (TestNode, Uuid, String, String, Uuid) {
+    let node = live_node(&[]).await;
+    let (_, host) = node.user("host@example.com", "Hannah Host").await;
+    let (alice_id, alice) = node.user("alice@example.com", "Alice").await;
+    let mut body = meeting_body("Live", in_hours(1));
+    body["password"] = json!("pw");
+    body["settings"] = settings;
+    body["participants"] = json!([{"email": "alice@example.com"}]);
+    let m = id_of(&create_meeting(&node, &host, body).await, "meeting_id");
+    (node, m, host, alice, alice_id)
+}
+
+fn ok(reply: &Value) -> &Value {
+    assert_eq!(reply["ok"], true, "expected success: {reply}");
+    reply
+}
+
+fn err_code(reply: &Value) -> String {
+    assert_eq!(reply["ok"], false, "expected an error: {reply}");
+    reply["error"]["code"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_waiting_room_admit_mute_chat_share_and_end() {
+    let (node, m, host_token, alice_token, alice_id) =
+        setup(json!({"waiting_room": true, "screen_share": "all"})).await;
+    let redis = redis_client().await;
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut alice = WsClient::connect(&node, &alice_token).await;
+
+    // Nobody joins before the host starts.
+    let r = alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
+    assert_eq!(err_code(&r), "meeting_not_active");
+    assert_eq!(err_code(&alice.request(json!({"type": "start", "meeting_id": m})).await), "forbidden");
+
+    let r = host.request(json!({"type": "start", "meeting_id": m})).await;
+    assert_eq!(ok(&r)["result"], "joined", "{r}");
+    assert_eq!(r["you"]["role"], "host");
+    let rows = node.sql(&format!("SELECT status, assigned_node FROM meetings WHERE id = '{m}'")).await;
+    assert_eq!(rows[0].try_get::<String>("", "status").unwrap(), "active");
+    let media: String = redis.get(key(m, "media_server")).await.unwrap();
+    assert_eq!(media, "standalone");
+
+    // Password, then the waiting room.
+    assert_eq!(
+        err_code(&alice.request(json!({"type": "join", "meeting_id": m, "password": "nope"})).await),
+        "wrong_password"
+    );
+    let r = alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
+    assert_eq!((ok(&r)["result"].as_str(), r["position"].as_u64()), (Some("waiting"), Some(1)));
+    let e = host.event("waiting_room_user").await;
+    assert_eq!(
+        (e["user_id"].as_str(), e["meeting_id"].as_str()),
+        (Some(alice_id.to_string().as_str()), Some(m.to_string().as_str()))
+    );
+    let waiting: Vec<String> = redis.lrange(key(m, "waiting_room"), 0, -1).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert!(waiting[0].contains(&alice_id.to_string()));
+    assert_eq!(err_code(&alice.request(json!({"type": "raise_hand"})).await), "not_in_meeting");
+
+    ok(&host.request(json!({"type": "admit", "user_id": alice_id})).await);
+    let admitted = alice.event("admitted").await;
+    assert_eq!(admitted["meeting"]["participants"].as_array().unwrap().len(), 2, "{admitted}");
+    let joined = host.event("participant_joined").await;
+    assert_eq!(joined["participant"]["display_name"], "Alice");
+    let members: Vec<String> = redis.smembers(key(m, "participants")).await.unwrap();
+    assert_eq!(members.len(), 2);
+    let waiting: Vec<String> = redis.lrange(key(m, "waiting_room"), 0, -1).await.unwrap();
+    assert!(waiting.is_empty());
+    let h: HashMap<String, String> = redis.hgetall(key(m, &format!("user:{alice_id}"))).await.unwrap();
+    for field in ["connection_id", "audio", "video", "screen_share", "hand", "joined_at", "last_heartbeat"] {
+        assert!(h.contains_key(field), "{field} in {h:?}");
+    }
+    assert_eq!(h["audio"], "true");
+    let ttl: i64 = redis.pttl(key(m, &format!("user:{alice_id}"))).await.unwrap();
+    assert!(ttl > 0, "participant hash has a TTL");
+
+    // Host mutes Alice; only Alice can unmute herself.
+    ok(&host.request(json!({"type": "mute_participant", "user_id": alice_id})).await);
+    let e = alice.event("muted").await;
+    assert_eq!((e["muted"].as_bool(), e["user_id"].as_str()), (Some(true), Some(alice_id.to_string().as_str())));
+    let h: HashMap<String, String> = redis.hgetall(key(m, &format!("user:{alice_id}"))).await.unwrap();
+    assert_eq!(h["audio"], "false");
+    assert_eq!(err_code(&alice.request(json!({"type": "mute_participant", "user_id": alice_id})).await), "forbidden");
+    ok(&host.request(json!({"type": "ask_unmute", "user_id": alice_id})).await);
+    alice.event("asked_to_unmute").await;
+    ok(&alice.request(json!({"type": "mute", "muted": false})).await);
+    host.event("muted").await;
+
+    // Chat reaches the host and is kept.
+    let r = alice.request(json!({"type": "chat", "text": "hello everyone"})).await;
+    assert_eq!(ok(&r)["result"], "chat_sent");
+    let e = host.event("chat").await;
+    assert_eq!(e["message"]["text"], "hello everyone");
+    assert_eq!(node.count(&format!("meeting_chat_messages WHERE meeting_id = '{m}'")).await, 1);
+
+    // Screen share: one at a time.
+    ok(&alice.request(json!({"type": "screen_share_start"})).await);
+    host.event("screen_share_started").await;
+    assert_eq!(err_code(&host.request(json!({"type": "screen_share_start"})).await), "screen_share_busy");
+    let h: HashMap<String, String> = redis.hgetall(key(m, &format!("user:{alice_id}"))).await.unwrap();
+    assert_eq!(h["screen_share"], "true");
+    ok(&alice.request(json!({"type": "screen_share_stop"})).await);
+    host.event("screen_share_stopped").await;
+
+    ok(&alice.request(json!({"type": "raise_hand"})).await);
+    host.event("hand_raised").await;
+
+    // Only the host ends it; everyone hears; PostgreSQL and Redis are settled.
+    assert_eq!(err_code(&alice.request(json!({"type": "end_meeting"})).await), "forbidden");
+    ok(&host.request(json!({"type": "end_meeting"})).await);
+    let e = alice.event("meeting_ended").await;
+    assert_eq!(e["reason"], "host_ended");
+    let rows =
+        node.sql(&format!("SELECT status, ended_at, actual_duration_seconds FROM meetings WHERE id = '{m}'")).await;
+    assert_eq!(rows[0].try_get::<String>("", "status").unwrap(), "ended");
+    assert!(rows[0].try_get::<Option<i64>>("", "actual_duration_seconds").unwrap().is_some());
+    let rows = node
+        .sql(&format!("SELECT total_participants, peak_participants FROM meeting_analytics WHERE meeting_id = '{m}'"))
+        .await;
+    assert_eq!(rows.len(), 1, "analytics row written");
+    assert_eq!(rows[0].try_get::<i32>("", "total_participants").unwrap(), 2);
+    assert_eq!(rows[0].try_get::<i32>("", "peak_participants").unwrap(), 2);
+    let n: i64 = redis
+        .exists(vec![
+            key(m, "participants"),
+            key(m, "waiting_room"),
+            key(m, "media_server"),
+            key(m, &format!("user:{alice_id}")),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "Redis keys deleted");
+    assert_eq!(err_code(&alice.request(json!({"type": "chat", "text": "anyone?"})).await), "not_in_meeting");
+    let r = alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
+    assert_eq!(err_code(&r), "meeting_not_active");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakout_rooms_round_trip_and_removal() {
+    let (node, m, host_token, alice_token, alice_id) = setup(json!({"waiting_room": false})).await;
+    let (bob_id, bob_token) = node.user("bob@example.com", "Bob").await;
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut alice = WsClient::connect(&node, &alice_token).await;
+    let mut bob = WsClient::connect(&node, &bob_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    assert_eq!(
+        ok(&alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await)["result"],
+        "joined"
+    );
+    ok(&bob.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await);
+
+    let assignments = json!({alice_id.to_string(): 1, bob_id.to_string(): 2});
+    assert_eq!(err_code(&alice.request(json!({"type": "breakouts_create", "count": 2})).await), "forbidden");
+    ok(&host.request(json!({"type": "breakouts_create", "assignments": assignments})).await);
+    ok(&host.request(json!({"type": "breakouts_open"})).await);
+    alice.event("breakouts_opened").await;
+    // Chat stays in the room: Bob (room 2) does not hear Alice (room 1).
+    ok(&alice.request(json!({"type": "chat", "text": "room one only"})).await);
+    assert!(bob.try_event("chat", Duration::from_millis(500)).await.is_none());
+    ok(&bob.request(json!({"type": "breakout_join", "room": 1})).await);
+    ok(&alice.request(json!({"type": "chat", "text": "now together"})).await);
+    assert_eq!(bob.event("chat").await["message"]["text"], "now together");
+    ok(&host.request(json!({"type": "breakouts_broadcast", "text": "one minute"})).await);
+    assert_eq!(bob.event("breakouts_broadcast").await["text"], "one minute");
+    ok(&host.request(json!({"type": "breakouts_close"})).await);
+    alice.event("breakouts_closed").await;
+
+    // Removal: Bob is out and cannot come back.
+    ok(&host.request(json!({"type": "remove", "user_id": bob_id})).await);
+    bob.event("removed").await;
+    let left = alice.event("participant_left").await;
+    assert_eq!(left["reason"], "removed");
+    let r = bob.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
+    assert_eq!(err_code(&r), "removed_from_meeting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_participants_time_out_and_the_last_one_out_ends_the_meeting() {
+    let node = live_node(&[
+        ("PARLEY_HEARTBEAT_TTL_MS", "1500"),
+        ("PARLEY_SWEEP_INTERVAL_MS", "200"),
+        ("PARLEY_EMPTY_GRACE_MS", "1500"),
+    ])
+    .await;
+    let redis = redis_client().await;
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (carl_id, carl_token) = node.user("carl@example.com", "Carl").await;
+    let mut body = meeting_body("Heartbeats", in_hours(1));
+    body["settings"] = json!({"waiting_room": false});
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut carl = WsClient::connect(&node, &carl_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    ok(&carl.request(json!({"type": "join", "meeting_id": m})).await);
+
+    // The host heartbeats, Carl stays silent (his socket stays open).
+    let mut left = None;
+    for _ in 0..20 {
+        ok(&host.request(json!({"type": "heartbeat"})).await);
+        if let Some(e) = host.try_event("participant_left", Duration::from_millis(400)).await {
+            left = Some(e);
+            break;
+        }
+    }
+    let left = left.expect("Carl timed out");
+    assert_eq!(
+        (left["user_id"].as_str(), left["reason"].as_str()),
+        (Some(carl_id.to_string().as_str()), Some("timeout"))
+    );
+    let members: Vec<String> = redis.smembers(key(m, "participants")).await.unwrap();
+    assert_eq!(members.len(), 1, "Carl is gone from the participants set");
+    assert_eq!(err_code(&carl.request(json!({"type": "chat", "text": "hello?"})).await), "not_in_meeting");
+
+    // The host leaves; after the grace period the meeting ends by itself.
+    ok(&host.request(json!({"type": "leave"})).await);
+    let ended = parley_integration::eventually(Duration::from_secs(10), || async {
+        node.count(&format!("meetings WHERE id = '{m}' AND status = 'ended'")).await == 1
+    })
+    .await;
+    assert!(ended, "the empty meeting ended:\n{}", node.log());
+    assert_eq!(node.count(&format!("meeting_analytics WHERE meeting_id = '{m}'")).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_get_error_replies_and_the_connection_stays_up() {
+    let (node, m, host_token, _, _) = setup(json!({"waiting_room": false})).await;
+    let mut c = WsClient::connect(&node, &host_token).await;
+    let cases: Vec<(String, &str)> = vec![
+        ("{not json".into(), "malformed_frame"),
+        ("[1,2,3]".into(), "malformed_frame"),
+        (json!({"type": "leave"}).to_string(), "invalid_id"),
+        (json!({"id": 1, "type": "teleport"}).to_string(), "unknown_type"),
+        (json!({"id": 2, "type": "join"}).to_string(), "invalid_field"),
+        (json!({"id": 3, "type": "mute", "muted": "loud"}).to_string(), "invalid_field"),
+        (json!({"id": 4, "type": "chat", "text": "x".repeat(4097)}).to_string(), "text_too_long"),
+        (json!({"id": 5, "type": "chat", "text": "y".repeat(70_000)}).to_string(), "frame_too_large"),
+        (json!({"id": 6, "type": "raise_hand"}).to_string(), "not_in_meeting"),
+        (json!({"id": 7, "type": "join", "meeting_id": Uuid::new_v4()}).to_string(), "meeting_not_found"),
+    ];
+    for (frame, code) in cases {
+        c.send_text(frame.clone()).await;
+        let r = c
+            .next_frame(Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|| panic!("no answer to {}", &frame[..frame.len().min(60)]));
+        assert_eq!(r["ok"], false, "{r}");
+        assert_eq!(r["error"]["code"], code, "frame {}: {r}", &frame[..frame.len().min(60)]);
+    }
+    // MessagePack in, MessagePack out.
+    let r = c.request_msgpack(json!({"type": "start", "meeting_id": m})).await;
+    assert_eq!(r["result"], "joined");
+    c.send_binary(vec![0xc1, 0x00, 0xff]).await;
+    let r = c.next_frame(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(r["error"]["code"], "malformed_frame");
+    // Still up and serving.
+    assert_eq!(c.request(json!({"type": "heartbeat"})).await["ok"], true);
+}

@@ -1,0 +1,125 @@
+//! `GET /ws`: the WebSocket endpoint. Authenticates the upgrade (`?token=` or
+//! `Authorization: Bearer`), then pumps frames between the socket and the connection's
+//! `ParticipantActor`: text frames are JSON, binary frames MessagePack. Frames up to
+//! [`MAX_MESSAGE_BYTES`] reach the actor (which answers over-limit ones with `frame_too_large`);
+//! larger ones, invalid UTF-8 text or protocol violations close the socket with a reason.
+
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use parley_actors::{Outbound, ParticipantActor, ParticipantArgs, ParticipantMsg};
+use parley_core::protocol::Encoding;
+use ractor::Actor;
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::api::{ApiError, AppState};
+
+/// Largest WebSocket message read at all (bigger ones close the connection, code 1009).
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Frames queued for a client before it counts as too slow and is closed.
+pub const OUTBOUND_QUEUE: usize = 4096;
+
+#[derive(Deserialize)]
+pub struct WsParams {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Query(p): Query<WsParams>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = p.token.or(bearer) else {
+        return ApiError::unauthorized("pass the token as ?token= or Authorization: Bearer").into_response();
+    };
+    let claims = match app.tokens.verify(&token) {
+        Ok(c) => c,
+        Err(e) => return ApiError::unauthorized(e.to_string()).into_response(),
+    };
+    let Ok(user_id) = claims.sub.parse::<Uuid>() else {
+        return ApiError::unauthorized("this token does not identify a user").into_response();
+    };
+    let user = match app.store.user(user_id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return ApiError::forbidden("the token's user does not exist").into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    ws.max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| connection(socket, app, user_id, user.display_name))
+}
+
+async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_name: String) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
+    let args = ParticipantArgs {
+        user_id,
+        display_name,
+        outbound: tx.clone(),
+        supervisor: app.live.supervisor.clone(),
+        services: Arc::clone(&app.live.services),
+    };
+    let actor = match Actor::spawn(None, ParticipantActor, args).await {
+        Ok((actor, _)) => actor,
+        Err(e) => {
+            tracing::error!(error = %e, "participant actor did not start");
+            let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "internal error".into() }))).await;
+            return;
+        }
+    };
+    let mut writer = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            let msg = match out {
+                Outbound::Frame { data, encoding: Encoding::Json } => match String::from_utf8(data) {
+                    Ok(text) => Message::Text(text.into()),
+                    Err(_) => continue,
+                },
+                Outbound::Frame { data, encoding: Encoding::MessagePack } => Message::Binary(data.into()),
+                Outbound::Close { code, reason } => {
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                    break;
+                }
+            };
+            if sink.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        tokio::select! {
+            msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let _ = actor.cast(ParticipantMsg::Frame { data: text.as_bytes().to_vec(), encoding: Encoding::Json });
+                }
+                Some(Ok(Message::Binary(bytes))) => {
+                    let _ = actor.cast(ParticipantMsg::Frame { data: bytes.to_vec(), encoding: Encoding::MessagePack });
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(Message::Close(_))) | None => break,
+                Some(Err(e)) => {
+                    // Oversized message, invalid UTF-8, protocol violation: say why, then close.
+                    let text = e.to_string();
+                    let code = if text.contains("too long") || text.contains("too big") { 1009 } else { 1002 };
+                    let _ = tx.try_send(Outbound::Close { code, reason: text.chars().take(120).collect() });
+                    break;
+                }
+            },
+            _ = &mut writer => break,
+        }
+    }
+    let _ = actor.cast(ParticipantMsg::SocketClosed);
+    drop(tx);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+}

@@ -1,0 +1,174 @@
+//! What live meetings write: start (status `active`), chat, role changes, and the end
+//! (status `ended`, duration, analytics row) — each one statement or one transaction.
+
+use chrono::{DateTime, Utc};
+use parley_core::meeting::Analytics;
+use parley_core::model::{InviteStatus, MeetingSettings, MeetingStatus, Role};
+use parley_core::protocol::ChatMessage;
+use parley_schema::{meeting, meeting_analytics, meeting_chat_message, meeting_participant, user};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::meetings::Meeting;
+use crate::{Store, StoreError};
+
+/// What a meeting actor needs to run a meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveMeetingInfo {
+    pub meeting_id: Uuid,
+    pub host: Uuid,
+    pub title: String,
+    pub settings: MeetingSettings,
+    pub started_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Marks a scheduled meeting active on `node` (or confirms an already active one, when a
+    /// meeting is re-activated after a restart). Ended/cancelled meetings cannot start.
+    pub async fn start_meeting(&self, id: Uuid, node: &str) -> Result<LiveMeetingInfo, StoreError> {
+        let now = Utc::now();
+        let m = meeting::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound("meeting"))?;
+        let status: MeetingStatus = m.status.parse().map_err(crate::users::corrupt)?;
+        let started_at = match status {
+            MeetingStatus::Scheduled => {
+                let res = meeting::Entity::update_many()
+                    .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Active.as_str()))
+                    .col_expr(meeting::Column::StartedAt, Expr::value(now))
+                    .col_expr(meeting::Column::AssignedNode, Expr::value(node))
+                    .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
+                    .filter(meeting::Column::Id.eq(id))
+                    .filter(meeting::Column::Status.eq(MeetingStatus::Scheduled.as_str()))
+                    .exec(&self.db)
+                    .await?;
+                if res.rows_affected == 0 {
+                    // Started concurrently by someone else: fine, it is active now.
+                    return Box::pin(self.start_meeting(id, node)).await;
+                }
+                now
+            }
+            MeetingStatus::Active => {
+                meeting::Entity::update_many()
+                    .col_expr(meeting::Column::AssignedNode, Expr::value(node))
+                    .filter(meeting::Column::Id.eq(id))
+                    .exec(&self.db)
+                    .await?;
+                m.started_at.unwrap_or(now)
+            }
+            MeetingStatus::Ended | MeetingStatus::Cancelled => {
+                return Err(StoreError::Rule(format!("the meeting is {status}")));
+            }
+        };
+        let view = Meeting::try_from(m)?;
+        Ok(LiveMeetingInfo {
+            meeting_id: id,
+            host: view.host_user_id,
+            title: view.title,
+            settings: view.settings,
+            started_at,
+        })
+    }
+
+    /// Ends a live meeting: status, end time, real duration and the analytics row, in one
+    /// transaction. Idempotent: a second call changes nothing.
+    pub async fn end_meeting(&self, id: Uuid, analytics: &Analytics) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let m = meeting::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("meeting"))?;
+        if m.status == MeetingStatus::Ended.as_str() {
+            return Ok(());
+        }
+        let duration = m.started_at.map(|s| (now - s).num_seconds().max(0)).unwrap_or(analytics.duration_ms / 1000);
+        meeting::Entity::update_many()
+            .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Ended.as_str()))
+            .col_expr(meeting::Column::EndedAt, Expr::value(now))
+            .col_expr(meeting::Column::ActualDurationSeconds, Expr::value(duration))
+            .col_expr(meeting::Column::AssignedNode, Expr::value(Option::<String>::None))
+            .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
+            .filter(meeting::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+        meeting_analytics::Entity::insert(meeting_analytics::ActiveModel {
+            meeting_id: Set(id),
+            total_participants: Set(analytics.total_participants as i32),
+            avg_participants: Set(analytics.avg_participants),
+            peak_participants: Set(analytics.peak_participants as i32),
+            total_duration_seconds: Set(duration),
+            created_at: Set(now),
+        })
+        .on_conflict(OnConflict::column(meeting_analytics::Column::MeetingId).do_nothing().to_owned())
+        .exec_without_returning(&txn)
+        .await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Keeps one chat message.
+    pub async fn insert_chat(&self, meeting_id: Uuid, m: &ChatMessage) -> Result<(), StoreError> {
+        meeting_chat_message::ActiveModel {
+            meeting_id: Set(meeting_id),
+            seq: Set(m.seq as i64),
+            from_user_id: Set(m.from),
+            from_name: Set(m.from_name.chars().take(100).collect()),
+            to_user_id: Set(m.to),
+            room: Set(m.room.map(|r| r as i32)),
+            body: Set(m.text.clone()),
+            sent_at: Set(m.at),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// The last `limit` chat messages of a meeting, oldest first.
+    pub async fn chat_history(&self, meeting_id: Uuid, limit: u64) -> Result<Vec<ChatMessage>, StoreError> {
+        let mut rows = meeting_chat_message::Entity::find()
+            .filter(meeting_chat_message::Column::MeetingId.eq(meeting_id))
+            .order_by_desc(meeting_chat_message::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.reverse();
+        Ok(rows
+            .into_iter()
+            .map(|r| ChatMessage {
+                seq: r.seq as u64,
+                from: r.from_user_id,
+                from_name: r.from_name,
+                to: r.to_user_id,
+                room: r.room.map(|x| x as u32),
+                text: r.body,
+                at: r.sent_at,
+            })
+            .collect())
+    }
+
+    /// Records a role given during the meeting (inviting the user if they were not invited).
+    pub async fn set_participant_role(&self, meeting_id: Uuid, user_id: Uuid, role: Role) -> Result<(), StoreError> {
+        let res = meeting_participant::Entity::update_many()
+            .col_expr(meeting_participant::Column::Role, Expr::value(role.as_str()))
+            .filter(meeting_participant::Column::MeetingId.eq(meeting_id))
+            .filter(meeting_participant::Column::UserId.eq(user_id))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected > 0 {
+            return Ok(());
+        }
+        let u = user::Entity::find_by_id(user_id).one(&self.db).await?.ok_or(StoreError::NotFound("user"))?;
+        let m = meeting::Entity::find_by_id(meeting_id).one(&self.db).await?.ok_or(StoreError::NotFound("meeting"))?;
+        meeting_participant::ActiveModel {
+            meeting_id: Set(meeting_id),
+            user_id: Set(user_id),
+            role: Set(role.as_str().to_owned()),
+            email: Set(u.email),
+            invite_status: Set(InviteStatus::Accepted.as_str().to_owned()),
+            invited_at: Set(Utc::now()),
+            scheduled_time: Set(m.scheduled_time),
+        }
+        .insert(&self.db)
+        .await?;
+        Ok(())
+    }
+}
