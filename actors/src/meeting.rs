@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use parley_core::meeting::{Caller, Effect, LiveMeeting, MeetingConfig, Outcome};
+use parley_core::meeting::{CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot};
 use parley_core::protocol::{ErrorCode, EventFrame, LeaveReason, ReplyData, Request};
 use parley_presence::PresenceRecord;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -32,6 +32,16 @@ pub enum MeetingMsg {
     Sweep,
     /// The grace period that started at generation `generation` is over.
     GraceExpired { generation: u64 },
+    /// A connection of a known user re-attaches after this actor restarted.
+    Attach { user_id: Uuid, conn: ParticipantRef },
+    /// Fault injection (operators' drills, tests): panic, as a bug would.
+    Crash,
+}
+
+/// The process group of a meeting's connections: survives the meeting actor, so a restarted
+/// actor can find them.
+pub fn connections_group(meeting_id: Uuid) -> String {
+    format!("meeting-connections:{meeting_id}")
 }
 
 pub struct MeetingArgs {
@@ -46,6 +56,9 @@ pub struct MeetingState {
     conns: HashMap<Uuid, ParticipantRef>,
     services: Arc<LiveServices>,
     grace_generation: u64,
+    /// The flags last mirrored to presence.
+    mirrored_flags: Option<DurableFlags>,
+    rehydrated: bool,
 }
 
 impl Actor for MeetingActor {
@@ -64,10 +77,56 @@ impl Actor for MeetingActor {
             tracing::warn!(meeting_id = %args.meeting_id, error = %e, "presence: media server not recorded");
         }
         let cfg = MeetingConfig { meeting_id: info.meeting_id, host: info.host, settings: info.settings };
-        let meeting = LiveMeeting::new(cfg, info.started_at.timestamp_millis());
+        let started = info.started_at.timestamp_millis();
+        let (meeting, rehydrated) = if info.was_active {
+            (LiveMeeting::restore(cfg, started, now_ms(), saved_state(s, args.meeting_id).await), true)
+        } else {
+            (LiveMeeting::new(cfg, started), false)
+        };
         myself.send_interval(s.config.sweep_interval, || MeetingMsg::Sweep);
-        tracing::info!(meeting_id = %args.meeting_id, node = %s.node, title = %info.title, "meeting live");
-        Ok(MeetingState { meeting, conns: HashMap::new(), services: args.services, grace_generation: 0 })
+        tracing::info!(
+            meeting_id = %args.meeting_id,
+            node = %s.node,
+            title = %info.title,
+            participants = meeting.participant_count(),
+            "{}",
+            if rehydrated { "meeting re-activated from saved state" } else { "meeting live" }
+        );
+        let mirrored_flags = rehydrated.then(|| meeting.flags());
+        Ok(MeetingState {
+            meeting,
+            conns: HashMap::new(),
+            services: args.services,
+            grace_generation: 0,
+            mirrored_flags,
+            rehydrated,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        myself: ActorRef<MeetingMsg>,
+        state: &mut MeetingState,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.rehydrated {
+            // Tell the connections still open for this meeting where it lives now.
+            let group = connections_group(state.meeting.meeting_id());
+            let members = ractor::pg::get_local_members(&group);
+            tracing::info!(meeting_id = %state.meeting.meeting_id(), connections = members.len(), "asking connections to re-attach");
+            for cell in members {
+                let _ = cell.send_message(ParticipantMsg::Reattach {
+                    meeting_id: state.meeting.meeting_id(),
+                    meeting: myself.clone(),
+                });
+            }
+            if state.meeting.participant_count() == 0 {
+                // Nobody came back with it: the usual grace period, then it ends.
+                state.grace_generation += 1;
+                let generation = state.grace_generation;
+                myself.send_after(state.services.config.empty_grace, move || MeetingMsg::GraceExpired { generation });
+            }
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -128,6 +187,12 @@ impl Actor for MeetingActor {
                     }
                 }
             }
+            MeetingMsg::Attach { user_id, conn } => {
+                if state.meeting.participant(user_id).is_some() || state.meeting.is_waiting(user_id) {
+                    state.conns.insert(user_id, conn);
+                }
+            }
+            MeetingMsg::Crash => panic!("fault injection: meeting {} crashed on purpose", state.meeting.meeting_id()),
             MeetingMsg::GraceExpired { generation } => {
                 if generation == state.grace_generation {
                     let outcome = state.meeting.grace_expired(now_ms());
@@ -139,8 +204,55 @@ impl Actor for MeetingActor {
     }
 }
 
-/// Performs a step's effects, in order.
+/// What a restarted meeting restores: presence (participants, waiting room, flags) and the
+/// database (chat history). Unreadable parts are logged and start empty.
+async fn saved_state(s: &LiveServices, meeting_id: Uuid) -> Snapshot {
+    let participants = match s.presence.records(meeting_id).await {
+        Ok(r) => r.into_iter().map(|r| r.view).collect(),
+        Err(e) => {
+            tracing::warn!(%meeting_id, error = %e, "rehydrate: participants unreadable");
+            Vec::new()
+        }
+    };
+    let waiting = s.presence.waiting(meeting_id).await.unwrap_or_else(|e| {
+        tracing::warn!(%meeting_id, error = %e, "rehydrate: waiting room unreadable");
+        Vec::new()
+    });
+    let flags = match s.presence.flags(meeting_id).await {
+        Ok(Some(json)) => serde_json::from_str(&json).ok(),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(%meeting_id, error = %e, "rehydrate: flags unreadable");
+            None
+        }
+    };
+    let chat = s.store.chat_history(meeting_id, CHAT_HISTORY as u64).await.unwrap_or_else(|e| {
+        tracing::warn!(%meeting_id, error = %e, "rehydrate: chat history unreadable");
+        Vec::new()
+    });
+    Snapshot { participants, waiting, flags, chat }
+}
+
+/// Performs a step's effects, in order, then mirrors the flags if they changed.
 async fn perform(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, effects: Vec<Effect>) {
+    perform_effects(myself, state, effects).await;
+    if state.meeting.is_ended() {
+        return;
+    }
+    let flags = state.meeting.flags();
+    if state.mirrored_flags.as_ref() != Some(&flags) {
+        let meeting_id = state.meeting.meeting_id();
+        match serde_json::to_string(&flags) {
+            Ok(json) => match state.services.presence.set_flags(meeting_id, &json).await {
+                Ok(()) => state.mirrored_flags = Some(flags),
+                Err(e) => tracing::warn!(%meeting_id, error = %e, "presence: flags not mirrored"),
+            },
+            Err(e) => tracing::error!(%meeting_id, error = %e, "flags not serialisable"),
+        }
+    }
+}
+
+async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, effects: Vec<Effect>) {
     let meeting_id = state.meeting.meeting_id();
     let s = state.services.clone();
     for effect in effects {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::LiveServices;
-use crate::meeting::{MeetingMsg, MeetingRef};
+use crate::meeting::{MeetingMsg, MeetingRef, connections_group};
 use crate::supervisor::{SupervisorMsg, SupervisorRef};
 
 pub type ParticipantRef = ActorRef<ParticipantMsg>;
@@ -47,6 +47,8 @@ pub enum ParticipantMsg {
     Detached { meeting_id: Uuid, reason: LeaveReason },
     /// The socket closed.
     SocketClosed,
+    /// The meeting's actor restarted: here is the new one.
+    Reattach { meeting_id: Uuid, meeting: MeetingRef },
 }
 
 pub struct ParticipantArgs {
@@ -186,9 +188,18 @@ impl Actor for ParticipantActor {
             ParticipantMsg::Event(frame) => {
                 state.send(encode(&*frame, state.encoding), state.encoding);
             }
+            ParticipantMsg::Reattach { meeting_id, meeting } => {
+                if let Some((m, r, _)) = state.meeting.as_mut()
+                    && *m == meeting_id
+                {
+                    *r = meeting.clone();
+                    let _ = meeting.cast(MeetingMsg::Attach { user_id: state.user_id, conn: myself.clone() });
+                }
+            }
             ParticipantMsg::Detached { meeting_id, reason } => {
                 if state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id) {
                     state.meeting = None;
+                    ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
                     tracing::debug!(user = %state.user_id, %meeting_id, ?reason, "detached from meeting");
                 }
             }
@@ -216,6 +227,7 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             let meeting = running_meeting(state, meeting_id).await?;
             let req = Request::Join { meeting_id, password: None, display_name: display_name.clone() };
             let answer = call_meeting(&meeting, &caller, myself, req).await?;
+            ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
             state.meeting = Some((meeting_id, meeting, caller));
             Ok(answer)
         }
@@ -234,6 +246,7 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             };
             if leaving && answer.is_ok() {
                 state.meeting = None;
+                ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
             }
             answer
         }
@@ -277,6 +290,7 @@ async fn start(myself: &ParticipantRef, state: &mut ParticipantState, meeting_id
     };
     let req = Request::Join { meeting_id, password: None, display_name: None };
     let answer = call_meeting(&meeting, &caller, myself, req).await?;
+    ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
     state.meeting = Some((meeting_id, meeting, caller));
     Ok(answer)
 }

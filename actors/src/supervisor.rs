@@ -20,6 +20,8 @@ pub enum SupervisorMsg {
     Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
     /// How many meetings run here.
     Count { reply: RpcReplyPort<usize> },
+    /// Fault injection: make a running meeting actor panic. Replies whether one was running.
+    Crash { meeting_id: Uuid, reply: RpcReplyPort<bool> },
 }
 
 pub struct MeetingSupervisor;
@@ -80,13 +82,20 @@ impl Actor for MeetingSupervisor {
             SupervisorMsg::Count { reply } => {
                 let _ = reply.send(state.meetings.len());
             }
+            SupervisorMsg::Crash { meeting_id, reply } => {
+                let running = state.meetings.get(&meeting_id);
+                if let Some(m) = running {
+                    let _ = m.cast(crate::meeting::MeetingMsg::Crash);
+                }
+                let _ = reply.send(running.is_some());
+            }
         }
         Ok(())
     }
 
     async fn handle_supervisor_evt(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         evt: SupervisionEvent,
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
@@ -101,7 +110,17 @@ impl Actor for MeetingSupervisor {
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = state.by_actor.remove(&cell.get_id()) {
                     state.meetings.remove(&id);
-                    tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; it restarts on the next request");
+                    tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; restarting it from saved state");
+                    let args = MeetingArgs { meeting_id: id, services: state.services.clone() };
+                    match Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await {
+                        Ok((actor, _)) => {
+                            state.by_actor.insert(actor.get_id(), id);
+                            state.meetings.insert(id, actor);
+                        }
+                        Err(e) => {
+                            tracing::error!(meeting_id = %id, error = %e, "meeting could not be restarted; it restarts on the next request")
+                        }
+                    }
                 }
             }
             _ => {}

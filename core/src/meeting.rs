@@ -19,6 +19,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::{MeetingSettings, Role, ScreenSharePolicy};
@@ -115,6 +116,29 @@ impl Outcome {
     }
 }
 
+/// The meeting-wide state that must survive a restart of the meeting actor, besides the
+/// participants and the waiting room (mirrored on their own) and chat (in the database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurableFlags {
+    pub locked: bool,
+    pub chat_enabled: bool,
+    pub recording: bool,
+    pub breakouts: Option<BreakoutsView>,
+    /// Removed users (they may not rejoin this session).
+    pub removed: Vec<Uuid>,
+    /// Roles given during the meeting and invited roles of waiting users.
+    pub roles: BTreeMap<Uuid, Role>,
+}
+
+/// What a restarted meeting actor restores from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Snapshot {
+    pub participants: Vec<ParticipantView>,
+    pub waiting: Vec<WaitingView>,
+    pub flags: Option<DurableFlags>,
+    pub chat: Vec<ChatMessage>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Breakouts {
     rooms: u32,
@@ -177,6 +201,42 @@ impl LiveMeeting {
             chat_seq: 0,
             ended: false,
             stats: Stats { started_at: now, distinct: BTreeSet::new(), peak: 0, presence_ms: 0, last_change: now },
+        }
+    }
+
+    /// Rebuilds a running meeting after its actor restarted: participants (with their mute,
+    /// hand, share and room), waiting-room order, flags and chat history come back as they were.
+    pub fn restore(cfg: MeetingConfig, started_at: i64, now: i64, saved: Snapshot) -> LiveMeeting {
+        let mut m = LiveMeeting::new(cfg, started_at);
+        if let Some(f) = saved.flags {
+            m.locked = f.locked;
+            m.chat_enabled = f.chat_enabled;
+            m.recording = f.recording;
+            m.breakouts = f.breakouts.map(|b| Breakouts { rooms: b.rooms, assignments: b.assignments, open: b.open });
+            m.removed = f.removed.into_iter().collect();
+            m.roles = f.roles;
+        }
+        m.sharer = saved.participants.iter().find(|p| p.screen_sharing).map(|p| p.user_id);
+        m.stats.distinct = saved.participants.iter().map(|p| p.user_id).collect();
+        m.stats.peak = saved.participants.len() as u32;
+        m.stats.last_change = now;
+        m.participants = saved.participants.into_iter().map(|p| (p.user_id, p)).collect();
+        m.waiting = saved.waiting.into();
+        m.chat_seq = saved.chat.iter().map(|c| c.seq).max().unwrap_or(0);
+        let skip = saved.chat.len().saturating_sub(CHAT_HISTORY);
+        m.chat = saved.chat.into_iter().skip(skip).collect();
+        m
+    }
+
+    /// The flags to mirror so a restart can restore them.
+    pub fn flags(&self) -> DurableFlags {
+        DurableFlags {
+            locked: self.locked,
+            chat_enabled: self.chat_enabled,
+            recording: self.recording,
+            breakouts: self.breakouts.as_ref().map(Breakouts::view),
+            removed: self.removed.iter().copied().collect(),
+            roles: self.roles.clone(),
         }
     }
 

@@ -63,6 +63,8 @@ pub struct ClusterSection {
     pub sweep_interval_ms: Option<u64>,
     /// How long an empty meeting waits before it ends (default 60 000).
     pub empty_grace_ms: Option<u64>,
+    /// Enables `POST /api/admin/meetings/{id}/crash` (failure drills). Default false.
+    pub fault_injection: Option<bool>,
 }
 
 /// One `[[nodes]]` entry: a member of the cluster.
@@ -128,6 +130,8 @@ pub struct Settings {
     pub sweep_interval: std::time::Duration,
     /// Grace period of an empty meeting.
     pub empty_grace: std::time::Duration,
+    /// Whether the fault-injection admin endpoint is enabled.
+    pub fault_injection: bool,
     /// Where the secret came from, for the startup log (never the secret itself).
     pub secret_source: &'static str,
 }
@@ -266,6 +270,11 @@ impl Settings {
             heartbeat_ttl,
             sweep_interval,
             empty_grace,
+            fault_injection: env
+                .var("PARLEY_FAULT_INJECTION")
+                .map(|v| v == "1" || v == "true")
+                .or(c.fault_injection)
+                .unwrap_or(false),
         })
     }
 }

@@ -108,7 +108,11 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     let public_url =
         if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
     let live = start_live(&settings, store.clone()).await?;
-    let state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
+    let mut state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
+    state.fault_injection = settings.fault_injection;
+    if settings.fault_injection {
+        tracing::warn!("fault injection enabled: POST /api/admin/meetings/{{id}}/crash is live");
+    }
     let app = api::router(state);
     tracing::info!(node = %settings.node_name, %addr, migrations_applied = applied, "node ready");
     println!("parley node {} ready: http://{addr}", settings.node_name);

@@ -16,6 +16,7 @@
 //! | `meeting:{ID}:waiting_room` | list | FIFO of JSON `{user_id, display_name, since}` |
 //! | `meeting:{ID}:media_server` | string | the node carrying the meeting |
 //! | `meeting:{ID}:events` | pub/sub channel | every event of the meeting, JSON |
+//! | `meeting:{ID}:state` | string | JSON of the meeting's durable flags (lock, chat, recording, breakouts, removed, roles) |
 //!
 //! The meeting actor is the only writer of its meeting's keys. A participant whose hash expired
 //! is reported by [`Presence::expired`]; the actor then removes them (`participant_left`,
@@ -72,6 +73,9 @@ pub mod keys {
     }
     pub fn events(meeting: Uuid) -> String {
         format!("meeting:{{{meeting}}}:events")
+    }
+    pub fn state(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:state")
     }
 }
 
@@ -188,6 +192,33 @@ impl Presence {
         }
     }
 
+    /// Every participant record still alive (their hash exists), for rehydration.
+    pub async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.records(meeting)),
+            Inner::Redis(r) => r.records(meeting).await,
+        }
+    }
+
+    /// Stores the meeting's durable flags (opaque JSON).
+    pub async fn set_flags(&self, meeting: Uuid, json: &str) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => {
+                l.set_flags(meeting, json);
+                Ok(())
+            }
+            Inner::Redis(r) => r.set_flags(meeting, json).await,
+        }
+    }
+
+    /// The meeting's durable flags, if stored.
+    pub async fn flags(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.flags(meeting)),
+            Inner::Redis(r) => r.flags(meeting).await,
+        }
+    }
+
     /// Publishes an encoded event on the meeting's channel.
     pub async fn publish(&self, meeting: Uuid, payload: &str) -> Result<(), PresenceError> {
         match &self.inner {
@@ -226,6 +257,36 @@ pub fn record_fields(rec: &PresenceRecord, now_ms: i64) -> Vec<(&'static str, St
     ]
 }
 
+/// Reads a record back from its hash fields (inverse of [`record_fields`]).
+pub fn record_from_fields(
+    user_id: Uuid,
+    f: &std::collections::HashMap<String, String>,
+) -> Result<PresenceRecord, PresenceError> {
+    let get = |k: &str| f.get(k).cloned().ok_or_else(|| PresenceError::Corrupt(format!("field {k} missing")));
+    let flag = |k: &str| get(k).map(|v| v == "true");
+    let role = get("role")?.parse().map_err(|e| PresenceError::Corrupt(format!("{e}")))?;
+    let room = get("room")?;
+    Ok(PresenceRecord {
+        view: ParticipantView {
+            user_id,
+            display_name: get("display_name")?,
+            role,
+            audio_muted: !flag("audio")?,
+            video_on: flag("video")?,
+            hand_raised: flag("hand")?,
+            screen_sharing: flag("screen_share")?,
+            joined_at: get("joined_at")?.parse().map_err(|_| PresenceError::Corrupt("joined_at".into()))?,
+            room: if room.is_empty() {
+                None
+            } else {
+                Some(room.parse().map_err(|_| PresenceError::Corrupt("room".into()))?)
+            },
+        },
+        connection_id: get("connection_id")?,
+        node: get("node")?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +322,13 @@ mod tests {
         ] {
             assert!(k.starts_with(&format!("meeting:{{{m}}}:")), "{k}");
         }
+    }
+
+    #[test]
+    fn records_round_trip_through_hash_fields() {
+        let r = rec(Uuid::new_v4());
+        let f = record_fields(&r, 7).into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+        assert_eq!(record_from_fields(r.view.user_id, &f).unwrap(), r);
     }
 
     #[test]

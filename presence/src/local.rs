@@ -15,6 +15,7 @@ struct MeetingPresence {
     participants: HashMap<Uuid, (PresenceRecord, Instant)>,
     waiting: Vec<WaitingView>,
     media_server: Option<String>,
+    flags: Option<String>,
 }
 
 #[derive(Default)]
@@ -69,6 +70,22 @@ impl LocalPresence {
         self.with(meeting, |m| {
             users.iter().copied().filter(|u| m.participants.get(u).is_none_or(|(_, exp)| *exp <= now)).collect()
         })
+    }
+
+    pub(crate) fn records(&self, meeting: Uuid) -> Vec<PresenceRecord> {
+        let now = Instant::now();
+        let mut v: Vec<PresenceRecord> = self
+            .with(meeting, |m| m.participants.values().filter(|(_, exp)| *exp > now).map(|(r, _)| r.clone()).collect());
+        v.sort_by_key(|r| r.view.user_id);
+        v
+    }
+
+    pub(crate) fn set_flags(&self, meeting: Uuid, json: &str) {
+        self.with(meeting, |m| m.flags = Some(json.to_owned()));
+    }
+
+    pub(crate) fn flags(&self, meeting: Uuid) -> Option<String> {
+        self.with(meeting, |m| m.flags.clone())
     }
 
     pub(crate) fn clear(&self, meeting: Uuid) {

@@ -7,7 +7,7 @@ use fred::prelude::*;
 use parley_core::protocol::WaitingView;
 use uuid::Uuid;
 
-use crate::{PresenceError, PresenceRecord, keys, record_fields};
+use crate::{PresenceError, PresenceRecord, keys, record_fields, record_from_fields};
 
 /// How long a command may wait (including while reconnecting) before failing as unavailable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
@@ -111,13 +111,41 @@ impl RedisPresence {
         Ok(users.iter().zip(found).filter(|(_, n)| *n == 0).map(|(u, _)| *u).collect())
     }
 
+    pub(crate) async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
+        let users = self.participants(meeting).await?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.client.pipeline();
+        for u in &users {
+            let _: () = p.hgetall(keys::user(meeting, *u)).await.map_err(unavailable)?;
+        }
+        let hashes: Vec<std::collections::HashMap<String, String>> = p.all().await.map_err(unavailable)?;
+        // An empty hash is an expired participant: skip it.
+        users.into_iter().zip(hashes).filter(|(_, h)| !h.is_empty()).map(|(u, h)| record_from_fields(u, &h)).collect()
+    }
+
+    pub(crate) async fn set_flags(&self, meeting: Uuid, json: &str) -> Result<(), PresenceError> {
+        let _: () = self.client.set(keys::state(meeting), json, None, None, false).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn flags(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
+        self.client.get(keys::state(meeting)).await.map_err(unavailable)
+    }
+
     pub(crate) async fn publish(&self, meeting: Uuid, payload: &str) -> Result<(), PresenceError> {
         let _: i64 = self.client.publish(keys::events(meeting), payload).await.map_err(unavailable)?;
         Ok(())
     }
 
     pub(crate) async fn clear(&self, meeting: Uuid, users: &[Uuid]) -> Result<(), PresenceError> {
-        let mut all = vec![keys::participants(meeting), keys::waiting_room(meeting), keys::media_server(meeting)];
+        let mut all = vec![
+            keys::participants(meeting),
+            keys::waiting_room(meeting),
+            keys::media_server(meeting),
+            keys::state(meeting),
+        ];
         let members = self.participants(meeting).await.unwrap_or_default();
         all.extend(users.iter().chain(members.iter()).map(|u| keys::user(meeting, *u)));
         let _: i64 = self.client.del(all).await.map_err(unavailable)?;

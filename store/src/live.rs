@@ -23,6 +23,8 @@ pub struct LiveMeetingInfo {
     pub title: String,
     pub settings: MeetingSettings,
     pub started_at: DateTime<Utc>,
+    /// It was already active: a restarted actor must rehydrate instead of starting fresh.
+    pub was_active: bool,
 }
 
 impl Store {
@@ -32,6 +34,7 @@ impl Store {
         let now = Utc::now();
         let m = meeting::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound("meeting"))?;
         let status: MeetingStatus = m.status.parse().map_err(crate::users::corrupt)?;
+        let was_active = status == MeetingStatus::Active;
         let started_at = match status {
             MeetingStatus::Scheduled => {
                 let res = meeting::Entity::update_many()
@@ -68,6 +71,7 @@ impl Store {
             title: view.title,
             settings: view.settings,
             started_at,
+            was_active,
         })
     }
 

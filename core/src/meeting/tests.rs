@@ -367,3 +367,40 @@ fn snapshots_show_the_waiting_room_to_moderators_only() {
     assert!(matches!(o.reply, Some(Ok(ReplyData::Joined { .. }))), "rejoining is idempotent");
     assert!(o.effects.is_empty());
 }
+
+#[test]
+fn a_restored_meeting_is_the_meeting_it_was() {
+    let mut w = world(MeetingSettings { screen_share: ScreenSharePolicy::All, ..MeetingSettings::default() });
+    let h = w.host.clone();
+    let a = caller("A", Some(Role::Panelist));
+    w.join(&a).unwrap();
+    w.ok(&h, Request::Admit { user_id: a.user_id });
+    let (x, y) = (caller("X", None), caller("Y", None));
+    w.join(&x).unwrap();
+    w.join(&y).unwrap();
+    w.ok(&a, Request::RaiseHand);
+    w.ok(&a, Request::ScreenShareStart);
+    w.ok(&a, Request::Chat { text: "before the crash".into(), to: None });
+    w.ok(&h, Request::Lock { locked: true });
+    w.ok(&h, Request::BreakoutsCreate { count: Some(1), assignments: None });
+    let saved = Snapshot {
+        participants: w.m.participants.values().cloned().collect(),
+        waiting: w.m.waiting.iter().cloned().collect(),
+        flags: Some(w.m.flags()),
+        chat: w.m.chat.iter().cloned().collect(),
+    };
+    let restored = LiveMeeting::restore(w.m.cfg.clone(), T0, T0 + 5000, saved);
+    assert_eq!(restored.snapshot(h.user_id), w.m.snapshot(h.user_id), "same view for the host");
+    assert_eq!(restored.participant(a.user_id).unwrap().role, Role::Panelist, "roles kept");
+    assert_eq!(
+        restored.waiting.iter().map(|v| v.user_id).collect::<Vec<_>>(),
+        vec![x.user_id, y.user_id],
+        "waiting order kept"
+    );
+    let mut r = restored;
+    let o = r.handle(T0 + 6000, &a, &Request::Chat { text: "after".into(), to: None });
+    assert!(
+        matches!(o.reply, Some(Ok(ReplyData::ChatSent { message })) if message.seq == 2),
+        "chat numbering continues"
+    );
+}

@@ -284,3 +284,104 @@ async fn bad_frames_get_error_replies_and_the_connection_stays_up() {
     // Still up and serving.
     assert_eq!(c.request(json!({"type": "heartbeat"})).await["ok"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_meeting_actor_comes_back_with_its_state() {
+    let node = live_node(&[("PARLEY_FAULT_INJECTION", "1")]).await;
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (alice_id, alice_token) = node.user("alice@example.com", "Alice").await;
+    let (bob_id, bob_token) = node.user("bob@example.com", "Bob").await;
+    let (carol_id, carol_token) = node.user("carol@example.com", "Carol").await;
+    let mut body = meeting_body("Resilient", in_hours(1));
+    body["participants"] = json!([{"email": "alice@example.com", "role": "co_host"}]);
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut alice = WsClient::connect(&node, &alice_token).await;
+    let mut bob = WsClient::connect(&node, &bob_token).await;
+    let mut carol = WsClient::connect(&node, &carol_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    assert_eq!(
+        ok(&alice.request(json!({"type": "join", "meeting_id": m})).await)["result"],
+        "joined",
+        "co-hosts skip the waiting room"
+    );
+    assert_eq!(ok(&bob.request(json!({"type": "join", "meeting_id": m})).await)["position"], 1);
+    assert_eq!(ok(&carol.request(json!({"type": "join", "meeting_id": m})).await)["position"], 2);
+    ok(&alice.request(json!({"type": "raise_hand"})).await);
+    ok(&alice.request(json!({"type": "chat", "text": "before the crash"})).await);
+    ok(&host.request(json!({"type": "lock", "locked": true})).await);
+
+    let admin = node.admin_token();
+    let (status, body) =
+        node.call(reqwest::Method::POST, &format!("/api/admin/meetings/{m}/crash"), Some(&admin), None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let back = parley_integration::eventually(Duration::from_secs(10), || async {
+        node.log().contains("meeting re-activated from saved state")
+    })
+    .await;
+    assert!(back, "the supervisor restarted the meeting:\n{}", node.log());
+
+    // Waiting-room order survived: admitting the next one admits Bob, who is told on his open socket.
+    ok(&host.request(json!({"type": "admit", "user_id": bob_id})).await);
+    let admitted = bob.event("admitted").await;
+    let snapshot = &admitted["meeting"];
+    assert_eq!(snapshot["locked"], true, "the lock survived");
+    assert!(
+        snapshot["chat"].as_array().unwrap().iter().any(|c| c["text"] == "before the crash"),
+        "chat survived: {snapshot}"
+    );
+    let alice_view =
+        snapshot["participants"].as_array().unwrap().iter().find(|p| p["user_id"] == json!(alice_id)).cloned().unwrap();
+    assert_eq!((alice_view["role"].as_str(), alice_view["hand_raised"].as_bool()), (Some("co_host"), Some(true)));
+    // Alice is still a co-host to the rules, and her connection was re-attached: she hears Carol wait.
+    ok(&alice.request(json!({"type": "admit", "user_id": carol_id})).await);
+    carol.event("admitted").await;
+    ok(&carol.request(json!({"type": "chat", "text": "after the crash"})).await);
+    assert_eq!(alice.event("chat").await["message"]["text"], "before the crash");
+    assert_eq!(alice.event("chat").await["message"]["text"], "after the crash");
+    assert_eq!(
+        node.count(&format!("meeting_chat_messages WHERE meeting_id = '{m}'")).await,
+        2,
+        "numbering continued, nothing overwritten"
+    );
+    assert_eq!(node.count(&format!("meetings WHERE id = '{m}' AND status = 'active'")).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_injection_is_off_by_default() {
+    let node = TestNode::start(Backend::Sqlite).await;
+    let (status, _) = node
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/admin/meetings/{}/crash", Uuid::new_v4()),
+            Some(&node.admin_token()),
+            None,
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_default_runs_live_meetings_without_redis() {
+    // What `make run` gives: SQLite and in-process presence.
+    let node = TestNode::start(Backend::Sqlite).await;
+    assert!(node.log().contains("presence=\"in-process\""), "{}", node.log());
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (_, guest_token) = node.user("guest@example.com", "Guest").await;
+    let mut body = meeting_body("Embedded", in_hours(1));
+    body["settings"] = json!({"waiting_room": false, "mute_on_entry": true});
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut guest = WsClient::connect(&node, &guest_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    let r = guest.request_msgpack(json!({"type": "join", "meeting_id": m})).await;
+    assert_eq!(r["you"]["audio_muted"], true, "mute on entry: {r}");
+    assert_eq!(host.event("participant_joined").await["participant"]["display_name"], "Guest");
+    ok(&guest.request(json!({"type": "chat", "text": "hi from sqlite"})).await);
+    assert_eq!(host.event("chat").await["message"]["text"], "hi from sqlite");
+    ok(&host.request(json!({"type": "end_meeting"})).await);
+    guest.event("meeting_ended").await;
+    assert_eq!(node.count("meetings WHERE status = 'ended'").await, 1);
+    assert_eq!(node.count("meeting_analytics").await, 1);
+    assert_eq!(node.count("meeting_chat_messages").await, 1);
+}

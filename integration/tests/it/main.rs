@@ -9,6 +9,7 @@ mod meetings;
 mod queries;
 mod recurring;
 mod users;
+mod ws_abuse;
 
 use chrono::{DateTime, Utc};
 use parley_integration::{Backend, TestNode};

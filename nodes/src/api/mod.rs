@@ -4,6 +4,7 @@
 //! Authorisation that needs stored data (is the caller the host?) is decided by the store in the
 //! same statement/transaction that acts, so it cannot race.
 
+mod admin;
 mod error;
 mod extract;
 mod meetings;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub join_guard: Arc<JoinGuard>,
     /// The live-meeting side: supervisor and the services its actors use.
     pub live: Live,
+    /// Whether `POST /api/admin/meetings/{id}/crash` is enabled.
+    pub fault_injection: bool,
 }
 
 /// Handles to the live-meeting actors.
@@ -60,6 +63,7 @@ impl AppState {
             node_name: node_name.into(),
             join_guard: live.services.join_guard.clone(),
             live,
+            fault_injection: false,
         }
     }
 
@@ -78,7 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/{id}", get(meetings::get).patch(meetings::update).delete(meetings::cancel))
         .route("/meetings/{id}/join-check", post(meetings::join_check))
         .route("/series/{id}", get(meetings::get_series).delete(meetings::cancel_series))
-        .route("/analytics/meetings", get(reports::analytics));
+        .route("/analytics/meetings", get(reports::analytics))
+        .route("/admin/meetings/{id}/crash", post(admin::crash_meeting));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ws", get(crate::ws::upgrade))
