@@ -12,7 +12,7 @@ use parley_presence::PresenceRecord;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
-use crate::participant::{ParticipantMsg, ParticipantRef};
+use crate::participant::{ParticipantMsg, ParticipantRef, SharedEvent};
 use crate::{LiveServices, now_ms};
 
 pub type MeetingRef = ActorRef<MeetingMsg>;
@@ -259,19 +259,18 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
         match effect {
             Effect::Send { to, event } => {
                 if let Some(c) = state.conns.get(&to) {
-                    let _ = c.cast(ParticipantMsg::Event(Arc::new(EventFrame { meeting_id, event })));
+                    let _ = c.cast(ParticipantMsg::Event(SharedEvent::new(EventFrame { meeting_id, event })));
                 }
             }
             Effect::Broadcast { scope, event } => {
-                let frame = Arc::new(EventFrame { meeting_id, event });
+                let shared = SharedEvent::new(EventFrame { meeting_id, event });
                 for user in state.meeting.audience(scope) {
                     if let Some(c) = state.conns.get(&user) {
-                        let _ = c.cast(ParticipantMsg::Event(frame.clone()));
+                        let _ = c.cast(ParticipantMsg::Event(shared.clone()));
                     }
                 }
-                if let Ok(json) = serde_json::to_string(&*frame)
-                    && let Err(e) = s.presence.publish(meeting_id, &json).await
-                {
+                let json = shared.bytes(parley_core::protocol::Encoding::Json);
+                if let Err(e) = s.presence.publish(meeting_id, &String::from_utf8_lossy(json)).await {
                     tracing::warn!(%meeting_id, error = %e, "presence: event not published");
                 }
             }

@@ -41,14 +41,37 @@ pub enum Outbound {
 pub enum ParticipantMsg {
     /// A frame from the client.
     Frame { data: Vec<u8>, encoding: Encoding },
-    /// An event of the meeting.
-    Event(Arc<EventFrame>),
+    /// An event of the meeting (shared by every recipient; encoded once per encoding).
+    Event(Arc<SharedEvent>),
     /// The meeting let go of this connection (removed, denied, ended, replaced, timed out).
     Detached { meeting_id: Uuid, reason: LeaveReason },
     /// The socket closed.
     SocketClosed,
     /// The meeting's actor restarted: here is the new one.
     Reattach { meeting_id: Uuid, meeting: MeetingRef },
+}
+
+/// One event on its way to many connections: each encoding is produced at most once, by the
+/// first recipient that needs it, and reused by the others.
+pub struct SharedEvent {
+    pub frame: EventFrame,
+    json: std::sync::OnceLock<Vec<u8>>,
+    msgpack: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl SharedEvent {
+    pub fn new(frame: EventFrame) -> Arc<SharedEvent> {
+        Arc::new(SharedEvent { frame, json: std::sync::OnceLock::new(), msgpack: std::sync::OnceLock::new() })
+    }
+
+    /// The event in `encoding`.
+    pub fn bytes(&self, encoding: Encoding) -> &[u8] {
+        let cell = match encoding {
+            Encoding::Json => &self.json,
+            Encoding::MessagePack => &self.msgpack,
+        };
+        cell.get_or_init(|| encode(&self.frame, encoding))
+    }
 }
 
 pub struct ParticipantArgs {
@@ -185,8 +208,8 @@ impl Actor for ParticipantActor {
                 };
                 state.reply(&reply);
             }
-            ParticipantMsg::Event(frame) => {
-                state.send(encode(&*frame, state.encoding), state.encoding);
+            ParticipantMsg::Event(shared) => {
+                state.send(shared.bytes(state.encoding).to_vec(), state.encoding);
             }
             ParticipantMsg::Reattach { meeting_id, meeting } => {
                 if let Some((m, r, _)) = state.meeting.as_mut()

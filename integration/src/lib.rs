@@ -322,6 +322,11 @@ impl TestNode {
         format!("'{}'", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -65,6 +65,10 @@ pub struct ClusterSection {
     pub empty_grace_ms: Option<u64>,
     /// Enables `POST /api/admin/meetings/{id}/crash` (failure drills). Default false.
     pub fault_injection: Option<bool>,
+    /// Requests a WebSocket connection may burst (default 60).
+    pub rate_burst: Option<u32>,
+    /// Requests per second a WebSocket connection may sustain (default 30).
+    pub rate_per_sec: Option<u32>,
 }
 
 /// One `[[nodes]]` entry: a member of the cluster.
@@ -132,6 +136,10 @@ pub struct Settings {
     pub empty_grace: std::time::Duration,
     /// Whether the fault-injection admin endpoint is enabled.
     pub fault_injection: bool,
+    /// Per-connection request burst.
+    pub rate_burst: u32,
+    /// Per-connection sustained requests per second.
+    pub rate_per_sec: u32,
     /// Where the secret came from, for the startup log (never the secret itself).
     pub secret_source: &'static str,
 }
@@ -244,17 +252,21 @@ impl Settings {
         if secret.len() < 16 {
             return Err(ConfigError::WeakSecret(secret.len()));
         }
-        let millis =
-            |name: &'static str, file: Option<u64>, default: u64| -> Result<std::time::Duration, ConfigError> {
-                let v = match env.var(name) {
-                    Some(raw) => raw.parse::<u64>().map_err(|_| ConfigError::BadNumber { name, value: raw })?,
-                    None => file.unwrap_or(default),
-                };
-                Ok(std::time::Duration::from_millis(v.max(1)))
+        // A positive whole number: the env variable, else the file's value, else the default.
+        let number = |name: &'static str, file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+            let v = match env.var(name) {
+                Some(raw) => raw.parse::<u64>().map_err(|_| ConfigError::BadNumber { name, value: raw })?,
+                None => file.unwrap_or(default),
             };
+            Ok(v.max(1))
+        };
+        let millis = |name, file, default| number(name, file, default).map(std::time::Duration::from_millis);
         let heartbeat_ttl = millis("PARLEY_HEARTBEAT_TTL_MS", c.heartbeat_ttl_ms, 60_000)?;
         let sweep_interval = millis("PARLEY_SWEEP_INTERVAL_MS", c.sweep_interval_ms, 5_000)?;
         let empty_grace = millis("PARLEY_EMPTY_GRACE_MS", c.empty_grace_ms, 60_000)?;
+        let rate_burst = number("PARLEY_RATE_BURST", c.rate_burst.map(u64::from), 60)?.min(u64::from(u32::MAX)) as u32;
+        let rate_per_sec =
+            number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: c.cookie.clone(),
@@ -270,6 +282,8 @@ impl Settings {
             heartbeat_ttl,
             sweep_interval,
             empty_grace,
+            rate_burst,
+            rate_per_sec,
             fault_injection: env
                 .var("PARLEY_FAULT_INJECTION")
                 .map(|v| v == "1" || v == "true")
@@ -349,6 +363,14 @@ mod tests {
         assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::WeakSecret(5))));
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_HTTP_ADDR", "localhost")]);
         assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::BadAddr { .. })));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_HEARTBEAT_TTL_MS", "soon")]);
+        assert!(matches!(
+            Settings::resolve(&file(), None, &env),
+            Err(ConfigError::BadNumber { name: "PARLEY_HEARTBEAT_TTL_MS", .. })
+        ));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_RATE_PER_SEC", "5"), ("PARLEY_EMPTY_GRACE_MS", "250")]);
+        let s = Settings::resolve(&file(), None, &env).unwrap();
+        assert_eq!((s.rate_per_sec, s.rate_burst, s.empty_grace.as_millis()), (5, 60, 250));
     }
 
     #[test]

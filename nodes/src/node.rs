@@ -137,7 +137,8 @@ async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
         config: LiveConfig {
             sweep_interval: settings.sweep_interval,
             empty_grace: settings.empty_grace,
-            ..LiveConfig::default()
+            rate_burst: settings.rate_burst,
+            rate_per_sec: settings.rate_per_sec,
         },
         join_guard: Arc::new(JoinGuard::default()),
     });

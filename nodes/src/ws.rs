@@ -22,6 +22,8 @@ use crate::api::{ApiError, AppState};
 
 /// Largest WebSocket message read at all (bigger ones close the connection, code 1009).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Initial read and write buffer of each connection.
+pub const IO_BUFFER_BYTES: usize = 4 * 1024;
 /// Frames queued for a client before it counts as too slow and is closed.
 pub const OUTBOUND_QUEUE: usize = 4096;
 
@@ -58,6 +60,10 @@ pub async fn upgrade(
     };
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        // Small per-connection buffers (tungstenite's default is 128 KiB each way): they grow
+        // for a large message and most traffic is a few hundred bytes.
+        .read_buffer_size(IO_BUFFER_BYTES)
+        .write_buffer_size(IO_BUFFER_BYTES)
         .on_upgrade(move |socket| connection(socket, app, user_id, user.display_name))
 }
 
