@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use parley_core::meeting::{CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot};
 use parley_core::protocol::{ErrorCode, EventFrame, LeaveReason, ReplyData, Request};
@@ -56,6 +57,9 @@ pub struct MeetingState {
     conns: HashMap<Uuid, ParticipantRef>,
     services: Arc<LiveServices>,
     grace_generation: u64,
+    /// When each connected user was last heard from (any request counts as a heartbeat). The
+    /// owner decides expiry from this, not from Redis: a Redis restart must not evict anybody.
+    last_seen: HashMap<Uuid, Instant>,
     /// The flags last mirrored to presence.
     mirrored_flags: Option<DurableFlags>,
     rehydrated: bool,
@@ -93,11 +97,14 @@ impl Actor for MeetingActor {
             if rehydrated { "meeting re-activated from saved state" } else { "meeting live" }
         );
         let mirrored_flags = rehydrated.then(|| meeting.flags());
+        // Restored participants get a full TTL to show up again.
+        let last_seen = meeting.connected_users().into_iter().map(|u| (u, Instant::now())).collect();
         Ok(MeetingState {
             meeting,
             conns: HashMap::new(),
             services: args.services,
             grace_generation: 0,
+            last_seen,
             mirrored_flags,
             rehydrated,
         })
@@ -137,6 +144,7 @@ impl Actor for MeetingActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             MeetingMsg::Request { caller, conn, request, reply } => {
+                state.last_seen.insert(caller.user_id, Instant::now());
                 let is_join = matches!(request, Request::Join { .. });
                 let outcome = state.meeting.handle(now_ms(), &caller, &request);
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
@@ -166,27 +174,7 @@ impl Actor for MeetingActor {
                     perform(&myself, state, outcome.effects).await;
                 }
             }
-            MeetingMsg::Sweep => {
-                let users: Vec<Uuid> = state.meeting.audience(parley_core::meeting::Scope::Everyone);
-                match state.services.presence.expired(state.meeting.meeting_id(), &users).await {
-                    Ok(expired) => {
-                        for user in expired {
-                            tracing::info!(meeting_id = %state.meeting.meeting_id(), %user, "presence expired");
-                            if let Some(c) = state.conns.remove(&user) {
-                                let _ = c.cast(ParticipantMsg::Detached {
-                                    meeting_id: state.meeting.meeting_id(),
-                                    reason: LeaveReason::Timeout,
-                                });
-                            }
-                            let outcome = state.meeting.disconnected(now_ms(), user, LeaveReason::Timeout);
-                            perform(&myself, state, outcome.effects).await;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(meeting_id = %state.meeting.meeting_id(), error = %e, "presence sweep failed")
-                    }
-                }
-            }
+            MeetingMsg::Sweep => sweep(&myself, state).await,
             MeetingMsg::Attach { user_id, conn } => {
                 if state.meeting.participant(user_id).is_some() || state.meeting.is_waiting(user_id) {
                     state.conns.insert(user_id, conn);
@@ -202,6 +190,59 @@ impl Actor for MeetingActor {
         }
         Ok(())
     }
+}
+
+/// Expires participants silent for a whole TTL, and repairs presence a Redis restart lost for
+/// those who are alive.
+async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
+    let meeting_id = state.meeting.meeting_id();
+    let ttl = state.services.presence.ttl();
+    let connected = state.meeting.connected_users();
+    state.last_seen.retain(|u, _| connected.contains(u));
+    let (silent, alive): (Vec<Uuid>, Vec<Uuid>) =
+        connected.into_iter().partition(|u| state.last_seen.get(u).is_none_or(|t| t.elapsed() >= ttl));
+    for user in silent {
+        tracing::info!(%meeting_id, %user, "presence expired: no heartbeat within the TTL");
+        state.last_seen.remove(&user);
+        if let Some(c) = state.conns.remove(&user) {
+            let _ = c.cast(ParticipantMsg::Detached { meeting_id, reason: LeaveReason::Timeout });
+        }
+        let outcome = state.meeting.disconnected(now_ms(), user, LeaveReason::Timeout);
+        perform(myself, state, outcome.effects).await;
+    }
+    // The mirror may have been lost (Redis restarted empty) or may lack some participants:
+    // the meeting's own `media_server` key says whether the meeting-level keys survived.
+    let participants: Vec<Uuid> = alive.into_iter().filter(|u| state.meeting.participant(*u).is_some()).collect();
+    let node = state.services.node.clone();
+    let lost_meeting_keys = match state.services.presence.media_server(meeting_id).await {
+        Ok(owner) => owner.as_deref() != Some(node.as_str()),
+        Err(e) => {
+            tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
+            return;
+        }
+    };
+    let missing = match state.services.presence.expired(meeting_id, &participants).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
+            return;
+        }
+    };
+    if !lost_meeting_keys && missing.is_empty() {
+        return;
+    }
+    tracing::warn!(%meeting_id, lost_meeting_keys, missing = missing.len(), "presence lost (store restarted?): repairing");
+    let to_rewrite = if lost_meeting_keys { participants } else { missing };
+    let mut repairs: Vec<Effect> =
+        to_rewrite.iter().filter_map(|u| state.meeting.participant(*u).cloned()).map(Effect::PresenceUpsert).collect();
+    if lost_meeting_keys {
+        repairs.push(Effect::WaitingRoomChanged(state.meeting.waiting()));
+        if let Err(e) = state.services.presence.set_media_server(meeting_id, &node).await {
+            tracing::warn!(%meeting_id, error = %e, "presence: media server not repaired");
+        }
+        state.mirrored_flags = None;
+    }
+    perform(myself, state, repairs).await;
 }
 
 /// What a restarted meeting restores: presence (participants, waiting room, flags) and the

@@ -244,6 +244,15 @@ impl LiveMeeting {
         self.cfg.meeting_id
     }
 
+    pub fn host(&self) -> Uuid {
+        self.cfg.host
+    }
+
+    /// The waiting room, in order.
+    pub fn waiting(&self) -> Vec<WaitingView> {
+        self.waiting.iter().cloned().collect()
+    }
+
     pub fn is_ended(&self) -> bool {
         self.ended
     }

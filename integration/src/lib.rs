@@ -606,3 +606,63 @@ pub mod ws {
         }
     }
 }
+
+/// A private Redis server (no persistence) that a test may stop and start again on the same
+/// port — a restart loses every key, as a real one without persistence would.
+pub struct ThrowawayRedis {
+    pub port: u16,
+}
+
+impl ThrowawayRedis {
+    pub fn start_new() -> ThrowawayRedis {
+        let r = ThrowawayRedis { port: free_port() };
+        r.start();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start(&self) {
+        let ok = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "yes",
+            ])
+            .arg("--logfile")
+            .arg(std::env::temp_dir().join(format!("parley-it-redis-{}.log", self.port)))
+            .status()
+            .expect("redis-server (apt-get install redis-server)")
+            .success();
+        assert!(ok, "redis-server did not start");
+        let up = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+        assert!(up, "redis-server not listening on {}", self.port);
+    }
+
+    pub fn stop(&self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).status();
+        let down = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err()
+        });
+        assert!(down, "redis-server still up on {}", self.port);
+    }
+}
+
+impl Drop for ThrowawayRedis {
+    fn drop(&mut self) {
+        let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+    }
+}

@@ -79,11 +79,17 @@ pub mod keys {
     }
 }
 
+/// After a failed Redis command, how long calls fail at once instead of waiting on Redis.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
 /// The presence store of one node. Cheap to clone.
 #[derive(Clone)]
 pub struct Presence {
     inner: Inner,
     ttl: Duration,
+    /// Circuit breaker: while Redis is failing, callers (meeting actors) must not stall on
+    /// timeouts. Unix ms until which calls fail fast; 0 when closed.
+    open_until_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 #[derive(Clone)]
@@ -95,12 +101,39 @@ enum Inner {
 impl Presence {
     /// An in-process store for a single node.
     pub fn local(ttl: Duration) -> Presence {
-        Presence { inner: Inner::Local(Arc::new(local::LocalPresence::default())), ttl }
+        Presence { inner: Inner::Local(Arc::new(local::LocalPresence::default())), ttl, open_until_ms: Arc::default() }
     }
 
     /// Connects to Redis at `url` (reconnecting by itself when the connection drops).
     pub async fn redis(url: &str, ttl: Duration) -> Result<Presence, PresenceError> {
-        Ok(Presence { inner: Inner::Redis(redis::RedisPresence::connect(url).await?), ttl })
+        Ok(Presence {
+            inner: Inner::Redis(redis::RedisPresence::connect(url).await?),
+            ttl,
+            open_until_ms: Arc::default(),
+        })
+    }
+
+    /// Fails fast while the breaker is open; opens it when a call reports Redis unavailable.
+    /// (Called with the finished result: the breaker only skips calls made while it is open.)
+    fn guard<T>(&self, result: Result<T, PresenceError>) -> Result<T, PresenceError> {
+        if let Err(PresenceError::Unavailable(_)) = &result {
+            let until = unix_ms() + BREAKER_OPEN.as_millis() as i64;
+            self.open_until_ms.store(until, std::sync::atomic::Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Whether calls should fail at once (Redis failed within the last [`BREAKER_OPEN`]).
+    fn tripped(&self) -> bool {
+        matches!(self.inner, Inner::Redis(_))
+            && self.open_until_ms.load(std::sync::atomic::Ordering::Relaxed) > unix_ms()
+    }
+
+    fn fail_fast(&self) -> Result<(), PresenceError> {
+        if self.tripped() {
+            return Err(PresenceError::Unavailable("Redis failed moments ago; not retried yet".into()));
+        }
+        Ok(())
     }
 
     /// `redis` or `in-process`, for logs.
@@ -123,7 +156,10 @@ impl Presence {
                 l.upsert(meeting, rec, now_ms, self.ttl);
                 Ok(())
             }
-            Inner::Redis(r) => r.upsert(meeting, rec, now_ms, self.ttl).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.upsert(meeting, rec, now_ms, self.ttl).await)
+            }
         }
     }
 
@@ -134,7 +170,10 @@ impl Presence {
                 l.remove(meeting, user);
                 Ok(())
             }
-            Inner::Redis(r) => r.remove(meeting, user).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.remove(meeting, user).await)
+            }
         }
     }
 
@@ -145,7 +184,10 @@ impl Presence {
                 l.set_waiting(meeting, list);
                 Ok(())
             }
-            Inner::Redis(r) => r.set_waiting(meeting, list).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.set_waiting(meeting, list).await)
+            }
         }
     }
 
@@ -153,7 +195,10 @@ impl Presence {
     pub async fn waiting(&self, meeting: Uuid) -> Result<Vec<WaitingView>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.waiting(meeting)),
-            Inner::Redis(r) => r.waiting(meeting).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.waiting(meeting).await)
+            }
         }
     }
 
@@ -164,7 +209,10 @@ impl Presence {
                 l.set_media_server(meeting, node);
                 Ok(())
             }
-            Inner::Redis(r) => r.set_media_server(meeting, node).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.set_media_server(meeting, node).await)
+            }
         }
     }
 
@@ -172,7 +220,10 @@ impl Presence {
     pub async fn media_server(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.media_server(meeting)),
-            Inner::Redis(r) => r.media_server(meeting).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.media_server(meeting).await)
+            }
         }
     }
 
@@ -180,7 +231,10 @@ impl Presence {
     pub async fn participants(&self, meeting: Uuid) -> Result<Vec<Uuid>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.participants(meeting)),
-            Inner::Redis(r) => r.participants(meeting).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.participants(meeting).await)
+            }
         }
     }
 
@@ -188,7 +242,10 @@ impl Presence {
     pub async fn expired(&self, meeting: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.expired(meeting, users)),
-            Inner::Redis(r) => r.expired(meeting, users).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.expired(meeting, users).await)
+            }
         }
     }
 
@@ -196,7 +253,10 @@ impl Presence {
     pub async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.records(meeting)),
-            Inner::Redis(r) => r.records(meeting).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.records(meeting).await)
+            }
         }
     }
 
@@ -207,7 +267,10 @@ impl Presence {
                 l.set_flags(meeting, json);
                 Ok(())
             }
-            Inner::Redis(r) => r.set_flags(meeting, json).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.set_flags(meeting, json).await)
+            }
         }
     }
 
@@ -215,7 +278,10 @@ impl Presence {
     pub async fn flags(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.flags(meeting)),
-            Inner::Redis(r) => r.flags(meeting).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.flags(meeting).await)
+            }
         }
     }
 
@@ -223,7 +289,10 @@ impl Presence {
     pub async fn publish(&self, meeting: Uuid, payload: &str) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(_) => Ok(()),
-            Inner::Redis(r) => r.publish(meeting, payload).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.publish(meeting, payload).await)
+            }
         }
     }
 
@@ -234,9 +303,16 @@ impl Presence {
                 l.clear(meeting);
                 Ok(())
             }
-            Inner::Redis(r) => r.clear(meeting, users).await,
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.clear(meeting, users).await)
+            }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// The hash fields of a record (shared by both implementations and by tests).

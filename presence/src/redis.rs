@@ -10,7 +10,10 @@ use uuid::Uuid;
 use crate::{PresenceError, PresenceRecord, keys, record_fields, record_from_fields};
 
 /// How long a command may wait (including while reconnecting) before failing as unavailable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(3);
+/// Healthy commands take well under a millisecond on a LAN; a meeting actor must not stall long.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(750);
+/// How long the first connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 #[derive(Clone)]
 pub(crate) struct RedisPresence {
@@ -29,7 +32,7 @@ impl RedisPresence {
                 p.default_command_timeout = COMMAND_TIMEOUT;
             })
             .with_connection_config(|c| {
-                c.connection_timeout = COMMAND_TIMEOUT;
+                c.connection_timeout = CONNECT_TIMEOUT;
                 c.internal_command_timeout = COMMAND_TIMEOUT;
             })
             // Reconnect forever with capped exponential backoff: Redis coming back must heal us.

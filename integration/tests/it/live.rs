@@ -385,3 +385,59 @@ async fn the_embedded_default_runs_live_meetings_without_redis() {
     assert_eq!(node.count("meeting_analytics").await, 1);
     assert_eq!(node.count("meeting_chat_messages").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_and_restart_lose_nobody() {
+    let redis_server = parley_integration::ThrowawayRedis::start_new();
+    let opts = NodeOptions::new(Backend::Postgres)
+        .env("PARLEY_REDIS_URL", redis_server.url())
+        .env("PARLEY_HEARTBEAT_TTL_MS", "4000")
+        .env("PARLEY_SWEEP_INTERVAL_MS", "250");
+    let node = TestNode::start_with(opts).await;
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (guest_id, guest_token) = node.user("guest@example.com", "Guest").await;
+    let mut body = meeting_body("Outage", in_hours(1));
+    body["settings"] = json!({"waiting_room": false});
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut guest = WsClient::connect(&node, &guest_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+
+    // Redis goes away: the meeting goes on (events, replies, chat kept in PostgreSQL).
+    redis_server.stop();
+    let started = std::time::Instant::now();
+    ok(&guest.request(json!({"type": "chat", "text": "is Redis down?"})).await);
+    assert_eq!(host.event("chat").await["message"]["text"], "is Redis down?");
+    assert!(started.elapsed() < Duration::from_secs(3), "no long stall while Redis is down: {:?}", started.elapsed());
+    for _ in 0..6 {
+        ok(&host.request(json!({"type": "heartbeat"})).await);
+        ok(&guest.request(json!({"type": "heartbeat"})).await);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Redis comes back empty: presence is repaired, nobody was evicted.
+    redis_server.start();
+    let c = {
+        let c = Builder::from_config(Config::from_url(&redis_server.url()).unwrap()).build().unwrap();
+        c.init().await.unwrap();
+        c
+    };
+    let mut repaired = false;
+    for _ in 0..40 {
+        ok(&host.request(json!({"type": "heartbeat"})).await);
+        ok(&guest.request(json!({"type": "heartbeat"})).await);
+        let members: Vec<String> = c.smembers(key(m, "participants")).await.unwrap_or_default();
+        let media: Option<String> = c.get(key(m, "media_server")).await.unwrap_or(None);
+        if members.len() == 2 && media.is_some() {
+            repaired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(repaired, "presence rewritten after the restart:\n{}", node.log());
+    let h: HashMap<String, String> = c.hgetall(key(m, &format!("user:{guest_id}"))).await.unwrap();
+    assert_eq!(h["display_name"], "Guest");
+    assert!(host.try_event("participant_left", Duration::from_millis(300)).await.is_none(), "nobody was evicted");
+    assert_eq!(node.count(&format!("meeting_chat_messages WHERE meeting_id = '{m}'")).await, 1);
+}
