@@ -239,6 +239,7 @@ impl Actor for ParticipantActor {
 
 async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, request: Request) -> Answer {
     match request {
+        Request::Auth { .. } => fail(ErrorCode::InvalidField, "this connection is already authenticated"),
         Request::Start { meeting_id } => start(myself, state, meeting_id).await,
         Request::Join { meeting_id, ref password, ref display_name } => {
             if let Some((current, _, _)) = &state.meeting

@@ -461,7 +461,7 @@ impl LiveMeeting {
         let is_host = me.role == Role::Host;
         let need_moderator = || Outcome::error(ErrorCode::Forbidden, "only the host or a co-host may do that");
         match req {
-            Request::Join { .. } | Request::Start { .. } => {
+            Request::Join { .. } | Request::Start { .. } | Request::Auth { .. } => {
                 Outcome::error(ErrorCode::AlreadyInMeeting, "already in this meeting")
             }
             Request::Leave => Outcome::reply(ReplyData::Done, self.drop_user(now, user, LeaveReason::Left)),
@@ -535,56 +535,32 @@ impl LiveMeeting {
                 )
             }
             Request::Video { on } => {
-                let p = self.participants.get_mut(&user).expect("present: checked above");
-                p.video_on = *on;
-                let view = p.clone();
-                Outcome::reply(
-                    ReplyData::Done,
-                    vec![
-                        Effect::PresenceUpsert(view),
-                        Effect::Broadcast {
-                            scope: Scope::Everyone,
-                            event: Event::VideoChanged { user_id: user, on: *on },
-                        },
-                    ],
-                )
+                let on = *on;
+                let fx = self.update(user, Event::VideoChanged { user_id: user, on }, |p| {
+                    p.video_on = on;
+                    true
+                });
+                Outcome::reply(ReplyData::Done, fx)
             }
             Request::RaiseHand => {
-                let p = self.participants.get_mut(&user).expect("present: checked above");
-                if p.hand_raised {
-                    return Outcome::reply(ReplyData::Done, Vec::new());
-                }
-                p.hand_raised = true;
-                let view = p.clone();
-                Outcome::reply(
-                    ReplyData::Done,
-                    vec![
-                        Effect::PresenceUpsert(view),
-                        Effect::Broadcast { scope: Scope::Everyone, event: Event::HandRaised { user_id: user } },
-                    ],
-                )
+                let fx = self.update(user, Event::HandRaised { user_id: user }, |p| {
+                    !std::mem::replace(&mut p.hand_raised, true)
+                });
+                Outcome::reply(ReplyData::Done, fx)
             }
             Request::LowerHand { user_id } => {
                 let target = user_id.unwrap_or(user);
                 if target != user && !moderator {
                     return need_moderator();
                 }
-                let Some(p) = self.participants.get_mut(&target) else {
+                if !self.participants.contains_key(&target) {
                     return Outcome::error(ErrorCode::UserNotFound, "that user is not in the meeting");
-                };
-                if !p.hand_raised {
-                    return Outcome::reply(ReplyData::Done, Vec::new());
                 }
-                p.hand_raised = false;
-                let view = p.clone();
                 let by = (target != user).then_some(user);
-                Outcome::reply(
-                    ReplyData::Done,
-                    vec![
-                        Effect::PresenceUpsert(view),
-                        Effect::Broadcast { scope: Scope::Everyone, event: Event::HandLowered { user_id: target, by } },
-                    ],
-                )
+                let fx = self.update(target, Event::HandLowered { user_id: target, by }, |p| {
+                    std::mem::replace(&mut p.hand_raised, false)
+                });
+                Outcome::reply(ReplyData::Done, fx)
             }
             Request::Chat { text, to } => self.chat(now, &me, text, *to),
             Request::SetChat { enabled } => {
@@ -613,19 +589,11 @@ impl LiveMeeting {
                     None => {}
                 }
                 self.sharer = Some(user);
-                let p = self.participants.get_mut(&user).expect("present: checked above");
-                p.screen_sharing = true;
-                let view = p.clone();
-                Outcome::reply(
-                    ReplyData::Done,
-                    vec![
-                        Effect::PresenceUpsert(view),
-                        Effect::Broadcast {
-                            scope: Scope::Everyone,
-                            event: Event::ScreenShareStarted { user_id: user },
-                        },
-                    ],
-                )
+                let fx = self.update(user, Event::ScreenShareStarted { user_id: user }, |p| {
+                    p.screen_sharing = true;
+                    true
+                });
+                Outcome::reply(ReplyData::Done, fx)
             }
             Request::ScreenShareStop => {
                 let Some(sharer) = self.sharer else {
@@ -653,23 +621,17 @@ impl LiveMeeting {
                 if *role == Role::Host || *user_id == self.cfg.host {
                     return Outcome::error(ErrorCode::NotAllowed, "the host role cannot be given or taken");
                 }
-                let Some(p) = self.participants.get_mut(user_id) else {
+                if !self.participants.contains_key(user_id) {
                     return Outcome::error(ErrorCode::UserNotFound, "that user is not in the meeting");
-                };
-                p.role = *role;
-                let view = p.clone();
-                self.roles.insert(*user_id, *role);
-                Outcome::reply(
-                    ReplyData::Done,
-                    vec![
-                        Effect::PersistRole { user_id: *user_id, role: *role },
-                        Effect::PresenceUpsert(view),
-                        Effect::Broadcast {
-                            scope: Scope::Everyone,
-                            event: Event::RoleChanged { user_id: *user_id, role: *role },
-                        },
-                    ],
-                )
+                }
+                let (target, role) = (*user_id, *role);
+                self.roles.insert(target, role);
+                let mut fx = vec![Effect::PersistRole { user_id: target, role }];
+                fx.extend(self.update(target, Event::RoleChanged { user_id: target, role }, |p| {
+                    p.role = role;
+                    true
+                }));
+                Outcome::reply(ReplyData::Done, fx)
             }
             Request::Remove { user_id } => {
                 if !moderator {
@@ -887,34 +849,28 @@ impl LiveMeeting {
         Some(fx)
     }
 
-    fn set_muted(&mut self, user: Uuid, muted: bool, by: Option<Uuid>) -> Vec<Effect> {
+    /// Applies `change` to a participant; when it reports a change, mirrors the participant and
+    /// tells everyone `event`. Nothing happens for someone not in the meeting.
+    fn update(&mut self, user: Uuid, event: Event, change: impl FnOnce(&mut ParticipantView) -> bool) -> Vec<Effect> {
         let Some(p) = self.participants.get_mut(&user) else {
             return Vec::new();
         };
-        if p.audio_muted == muted {
+        if !change(p) {
             return Vec::new();
         }
-        p.audio_muted = muted;
-        let view = p.clone();
-        vec![
-            Effect::PresenceUpsert(view),
-            Effect::Broadcast { scope: Scope::Everyone, event: Event::Muted { user_id: user, muted, by } },
-        ]
+        vec![Effect::PresenceUpsert(p.clone()), Effect::Broadcast { scope: Scope::Everyone, event }]
+    }
+
+    fn set_muted(&mut self, user: Uuid, muted: bool, by: Option<Uuid>) -> Vec<Effect> {
+        self.update(user, Event::Muted { user_id: user, muted, by }, |p| {
+            std::mem::replace(&mut p.audio_muted, muted) != muted
+        })
     }
 
     fn move_to(&mut self, user: Uuid, room: Option<u32>) -> Vec<Effect> {
-        let Some(p) = self.participants.get_mut(&user) else {
-            return Vec::new();
-        };
-        if p.room == room {
-            return Vec::new();
-        }
-        p.room = room;
-        let view = p.clone();
-        vec![
-            Effect::PresenceUpsert(view),
-            Effect::Broadcast { scope: Scope::Everyone, event: Event::BreakoutMoved { user_id: user, room } },
-        ]
+        self.update(user, Event::BreakoutMoved { user_id: user, room }, |p| {
+            std::mem::replace(&mut p.room, room) != room
+        })
     }
 
     fn chat(&mut self, now: i64, me: &ParticipantView, text: &str, to: Option<Uuid>) -> Outcome {

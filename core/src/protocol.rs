@@ -44,6 +44,10 @@ pub enum Encoding {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
+    /// Authenticate a connection opened without a token; only valid as its first frame.
+    Auth {
+        token: String,
+    },
     /// Host (or co-host) starts a scheduled meeting and joins it.
     Start {
         meeting_id: Uuid,
@@ -150,6 +154,7 @@ pub enum Request {
 
 /// Every request `type`, for telling an unknown type from a malformed known one.
 pub const REQUEST_TYPES: &[&str] = &[
+    "auth",
     "start",
     "join",
     "leave",
@@ -666,6 +671,7 @@ mod tests {
     fn every_request_type_is_listed_and_round_trips() {
         let u = Uuid::new_v4();
         let all = vec![
+            Request::Auth { token: "t".into() },
             Request::Start { meeting_id: u },
             Request::Join { meeting_id: u, password: None, display_name: Some("A".into()) },
             Request::Leave,

@@ -506,6 +506,13 @@ pub mod ws {
     }
 
     impl WsClient {
+        /// Opens a connection without a token (it must send `auth` first).
+        pub async fn connect_anonymous(node: &TestNode) -> WsClient {
+            let url = format!("{}/ws", node.base.replacen("http://", "ws://", 1));
+            let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
+            WsClient { ws, next_id: 1, buffered: VecDeque::new(), closed: None }
+        }
+
         pub async fn connect(node: &TestNode, token: &str) -> WsClient {
             let url = format!("{}/ws?token={token}", node.base.replacen("http://", "ws://", 1));
             let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");

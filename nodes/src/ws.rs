@@ -1,5 +1,6 @@
 //! `GET /ws`: the WebSocket endpoint. Authenticates the upgrade (`?token=` or
-//! `Authorization: Bearer`), then pumps frames between the socket and the connection's
+//! `Authorization: Bearer`) or, without either, the first frame (`{"type": "auth", "token"}`),
+//! then pumps frames between the socket and the connection's
 //! `ParticipantActor`: text frames are JSON, binary frames MessagePack. Frames up to
 //! [`MAX_MESSAGE_BYTES`] reach the actor (which answers over-limit ones with `frame_too_large`);
 //! larger ones, invalid UTF-8 text or protocol violations close the socket with a reason.
@@ -12,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use parley_actors::{Outbound, ParticipantActor, ParticipantArgs, ParticipantMsg};
-use parley_core::protocol::Encoding;
+use parley_core::protocol::{Encoding, ErrorCode, Reply, ReplyData, Request, decode_request, encode};
 use ractor::Actor;
 use serde::Deserialize;
 use tokio::sync::mpsc;
@@ -32,6 +33,22 @@ pub struct WsParams {
     token: Option<String>,
 }
 
+/// How long a connection opened without a token may take to send its `auth` frame.
+pub const AUTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Close code for a connection that failed to authenticate (4000–4999 are the application's).
+pub const CLOSE_UNAUTHORIZED: u16 = 4401;
+
+/// A token's user: id and display name, or why not.
+async fn authenticate(app: &AppState, token: &str) -> Result<(Uuid, String), ApiError> {
+    let claims = app.tokens.verify(token).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    let user_id: Uuid =
+        claims.sub.parse().map_err(|_| ApiError::unauthorized("this token does not identify a user"))?;
+    match app.store.user(user_id).await? {
+        Some(u) => Ok((user_id, u.display_name)),
+        None => Err(ApiError::forbidden("the token's user does not exist")),
+    }
+}
+
 pub async fn upgrade(
     State(app): State<AppState>,
     Query(p): Query<WsParams>,
@@ -43,20 +60,14 @@ pub async fn upgrade(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let Some(token) = p.token.or(bearer) else {
-        return ApiError::unauthorized("pass the token as ?token= or Authorization: Bearer").into_response();
-    };
-    let claims = match app.tokens.verify(&token) {
-        Ok(c) => c,
-        Err(e) => return ApiError::unauthorized(e.to_string()).into_response(),
-    };
-    let Ok(user_id) = claims.sub.parse::<Uuid>() else {
-        return ApiError::unauthorized("this token does not identify a user").into_response();
-    };
-    let user = match app.store.user(user_id).await {
-        Ok(Some(u)) => u,
-        Ok(None) => return ApiError::forbidden("the token's user does not exist").into_response(),
-        Err(e) => return ApiError::from(e).into_response(),
+    let identity = match p.token.or(bearer) {
+        Some(token) => match authenticate(&app, &token).await {
+            Ok(id) => Some(id),
+            Err(e) => return e.into_response(),
+        },
+        // No token on the upgrade: the first frame must be `auth` (browsers cannot set headers
+        // on a WebSocket, and query strings end up in access logs).
+        None => None,
     };
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -64,7 +75,56 @@ pub async fn upgrade(
         // for a large message and most traffic is a few hundred bytes.
         .read_buffer_size(IO_BUFFER_BYTES)
         .write_buffer_size(IO_BUFFER_BYTES)
-        .on_upgrade(move |socket| connection(socket, app, user_id, user.display_name))
+        .on_upgrade(move |socket| async move {
+            match identity {
+                Some((user_id, name)) => connection(socket, app, user_id, name).await,
+                None => authenticate_first_frame(socket, app).await,
+            }
+        })
+}
+
+/// Reads the `auth` frame of a connection opened without a token, then serves it.
+async fn authenticate_first_frame(mut socket: WebSocket, app: AppState) {
+    let first = tokio::time::timeout(AUTH_TIMEOUT, socket.recv()).await;
+    let (data, encoding) = match first {
+        Ok(Some(Ok(Message::Text(t)))) => (t.as_bytes().to_vec(), Encoding::Json),
+        Ok(Some(Ok(Message::Binary(b)))) => (b.to_vec(), Encoding::MessagePack),
+        Err(_) => return refuse(socket, None, Encoding::Json, "no auth frame within 10 s").await,
+        _ => return,
+    };
+    let (id, token) = match decode_request(&data, encoding) {
+        Ok((id, Request::Auth { token })) => (id, token),
+        Ok((id, _)) => {
+            return refuse(socket, Some(id), encoding, "authenticate first: send {\"type\": \"auth\", \"token\": …}")
+                .await;
+        }
+        Err(e) => return refuse(socket, e.id, encoding, &e.message).await,
+    };
+    match authenticate(&app, &token).await {
+        Ok((user_id, name)) => {
+            let ok = encode(&Reply::ok(id, ReplyData::Done), encoding);
+            let frame = match encoding {
+                Encoding::Json => Message::Text(String::from_utf8_lossy(&ok).into_owned().into()),
+                Encoding::MessagePack => Message::Binary(ok.into()),
+            };
+            if socket.send(frame).await.is_ok() {
+                connection(socket, app, user_id, name).await;
+            }
+        }
+        Err(e) => refuse(socket, Some(id), encoding, &e.message).await,
+    }
+}
+
+/// Answers `unauthorized` and closes with [`CLOSE_UNAUTHORIZED`].
+async fn refuse(mut socket: WebSocket, id: Option<u64>, encoding: Encoding, why: &str) {
+    let reply = encode(&Reply::err(id, ErrorCode::Unauthorized, why), encoding);
+    let frame = match encoding {
+        Encoding::Json => Message::Text(String::from_utf8_lossy(&reply).into_owned().into()),
+        Encoding::MessagePack => Message::Binary(reply.into()),
+    };
+    let _ = socket.send(frame).await;
+    let reason: String = why.chars().take(100).collect();
+    let _ = socket.send(Message::Close(Some(CloseFrame { code: CLOSE_UNAUTHORIZED, reason: reason.into() }))).await;
 }
 
 async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_name: String) {

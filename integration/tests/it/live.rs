@@ -441,3 +441,48 @@ async fn a_redis_outage_and_restart_lose_nobody() {
     assert!(host.try_event("participant_left", Duration::from_millis(300)).await.is_none(), "nobody was evicted");
     assert_eq!(node.count(&format!("meeting_chat_messages WHERE meeting_id = '{m}'")).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_outage_keeps_live_meetings_running() {
+    let pg = parley_integration::ThrowawayPostgres::start_new();
+    let opts = NodeOptions::new(Backend::Postgres).with_redis();
+    let mut opts = opts;
+    opts.database_url = Some(pg.url("postgres"));
+    let node = TestNode::start_with(opts).await;
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (_, guest_token) = node.user("guest@example.com", "Guest").await;
+    let (_, late_token) = node.user("late@example.com", "Late").await;
+    let mut body = meeting_body("Database outage", in_hours(1));
+    body["settings"] = json!({"waiting_room": false});
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut guest = WsClient::connect(&node, &guest_token).await;
+    let mut late = WsClient::connect(&node, &late_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+
+    pg.stop();
+    // The live meeting goes on: state changes and chat reach everyone.
+    ok(&guest.request(json!({"type": "raise_hand"})).await);
+    host.event("hand_raised").await;
+    ok(&guest.request(json!({"type": "chat", "text": "database is down"})).await);
+    assert_eq!(host.event("chat").await["message"]["text"], "database is down");
+    // A join needs the database (meeting status, password): a clear, retryable error.
+    let r = late.request(json!({"type": "join", "meeting_id": m})).await;
+    assert_eq!(err_code(&r), "unavailable", "{r}");
+
+    pg.start();
+    let mut joined = false;
+    for _ in 0..40 {
+        let r = late.request(json!({"type": "join", "meeting_id": m})).await;
+        if r["ok"] == true {
+            joined = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(joined, "joins work again once PostgreSQL is back:\n{}", node.log());
+    ok(&host.request(json!({"type": "end_meeting"})).await);
+    assert_eq!(node.count(&format!("meetings WHERE id = '{m}' AND status = 'ended'")).await, 1, "the end is persisted");
+    assert_eq!(node.count(&format!("meeting_analytics WHERE meeting_id = '{m}'")).await, 1);
+}

@@ -132,7 +132,6 @@ async fn upgrades_need_a_valid_user_token() {
     let node = TestNode::start(Backend::Sqlite).await;
     let ws = node.base.replacen("http://", "ws://", 1);
     for (q, status) in [
-        ("", StatusCode::UNAUTHORIZED),
         ("?token=garbage", StatusCode::UNAUTHORIZED),
         (&format!("?token={}", node.admin_token()), StatusCode::UNAUTHORIZED),
         (&format!("?token={}", node.token(&uuid::Uuid::new_v4().to_string(), false)), StatusCode::FORBIDDEN),
@@ -144,5 +143,39 @@ async fn upgrades_need_a_valid_user_token() {
             }
             other => panic!("{q}: {other}"),
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_without_token_authenticates_with_its_first_frame() {
+    let node = TestNode::start(Backend::Sqlite).await;
+    let (_, token) = node.user("first@example.com", "First").await;
+
+    let mut c = WsClient::connect_anonymous(&node).await;
+    let r = c.request(json!({"type": "auth", "token": token})).await;
+    assert_eq!((r["ok"].as_bool(), r["result"].as_str()), (Some(true), Some("done")), "{r}");
+    assert_eq!(
+        c.request(json!({"type": "heartbeat"})).await["error"]["code"],
+        "not_in_meeting",
+        "authenticated and served"
+    );
+    assert_eq!(c.request(json!({"type": "auth", "token": token})).await["error"]["code"], "invalid_field", "only once");
+
+    let mut c = WsClient::connect_anonymous(&node).await;
+    let r = c.request_msgpack(json!({"type": "auth", "token": token})).await;
+    assert_eq!(r["ok"], true, "MessagePack auth: {r}");
+
+    for first in [
+        json!({"type": "heartbeat"}),
+        json!({"type": "auth", "token": "forged"}),
+        json!({"type": "auth", "token": node.admin_token()}),
+    ] {
+        let mut c = WsClient::connect_anonymous(&node).await;
+        let r = c.request(first.clone()).await;
+        assert_eq!(r["error"]["code"], "unauthorized", "{first}: {r}");
+        assert!(c.next_frame(Duration::from_secs(5)).await.is_none());
+        let (code, reason) = c.closed.clone().expect("closed after a failed auth");
+        assert_eq!(code, 4401, "{reason}");
+        assert!(!reason.is_empty());
     }
 }
