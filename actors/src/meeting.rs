@@ -37,6 +37,8 @@ pub enum MeetingMsg {
     Attach { user_id: Uuid, conn: ParticipantRef },
     /// Fault injection (operators' drills, tests): panic, as a bug would.
     Crash,
+    /// Fault injection: make one participant's connection actor panic.
+    CrashParticipant { user_id: Uuid },
 }
 
 /// The process group of a meeting's connections: survives the meeting actor, so a restarted
@@ -178,6 +180,11 @@ impl Actor for MeetingActor {
             MeetingMsg::Attach { user_id, conn } => {
                 if state.meeting.participant(user_id).is_some() || state.meeting.is_waiting(user_id) {
                     state.conns.insert(user_id, conn);
+                }
+            }
+            MeetingMsg::CrashParticipant { user_id } => {
+                if let Some(c) = state.conns.get(&user_id) {
+                    let _ = c.cast(ParticipantMsg::Crash);
                 }
             }
             MeetingMsg::Crash => panic!("fault injection: meeting {} crashed on purpose", state.meeting.meeting_id()),

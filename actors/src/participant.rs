@@ -49,6 +49,8 @@ pub enum ParticipantMsg {
     SocketClosed,
     /// The meeting's actor restarted: here is the new one.
     Reattach { meeting_id: Uuid, meeting: MeetingRef },
+    /// Fault injection (drills, tests): panic, as a bug would.
+    Crash,
 }
 
 /// One event on its way to many connections: each encoding is produced at most once, by the
@@ -211,6 +213,7 @@ impl Actor for ParticipantActor {
             ParticipantMsg::Event(shared) => {
                 state.send(shared.bytes(state.encoding).to_vec(), state.encoding);
             }
+            ParticipantMsg::Crash => panic!("fault injection: connection of {} crashed on purpose", state.user_id),
             ParticipantMsg::Reattach { meeting_id, meeting } => {
                 if let Some((m, r, _)) = state.meeting.as_mut()
                     && *m == meeting_id

@@ -20,8 +20,9 @@ pub enum SupervisorMsg {
     Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
     /// How many meetings run here.
     Count { reply: RpcReplyPort<usize> },
-    /// Fault injection: make a running meeting actor panic. Replies whether one was running.
-    Crash { meeting_id: Uuid, reply: RpcReplyPort<bool> },
+    /// Fault injection: make a running meeting actor (or, with `participant`, that user's
+    /// connection actor) panic. Replies whether the meeting was running.
+    Crash { meeting_id: Uuid, participant: Option<Uuid>, reply: RpcReplyPort<bool> },
 }
 
 pub struct MeetingSupervisor;
@@ -82,10 +83,13 @@ impl Actor for MeetingSupervisor {
             SupervisorMsg::Count { reply } => {
                 let _ = reply.send(state.meetings.len());
             }
-            SupervisorMsg::Crash { meeting_id, reply } => {
+            SupervisorMsg::Crash { meeting_id, participant, reply } => {
                 let running = state.meetings.get(&meeting_id);
                 if let Some(m) = running {
-                    let _ = m.cast(crate::meeting::MeetingMsg::Crash);
+                    let _ = m.cast(match participant {
+                        Some(user_id) => crate::meeting::MeetingMsg::CrashParticipant { user_id },
+                        None => crate::meeting::MeetingMsg::Crash,
+                    });
                 }
                 let _ = reply.send(running.is_some());
             }

@@ -137,8 +137,8 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
         supervisor: app.live.supervisor.clone(),
         services: Arc::clone(&app.live.services),
     };
-    let actor = match Actor::spawn(None, ParticipantActor, args).await {
-        Ok((actor, _)) => actor,
+    let (actor, mut actor_done) = match Actor::spawn(None, ParticipantActor, args).await {
+        Ok(spawned) => spawned,
         Err(e) => {
             tracing::error!(error = %e, "participant actor did not start");
             let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "internal error".into() }))).await;
@@ -183,6 +183,13 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
                 }
             },
             _ = &mut writer => break,
+            // The connection's actor died (a bug): tell the client to reconnect rather than
+            // leave it talking to nobody. The meeting itself is not linked to it and goes on.
+            _ = &mut actor_done => {
+                tracing::error!(%user_id, "participant actor stopped; closing its socket");
+                let _ = tx.try_send(Outbound::Close { code: 1011, reason: "connection handler failed; please reconnect".into() });
+                break;
+            }
         }
     }
     let _ = actor.cast(ParticipantMsg::SocketClosed);

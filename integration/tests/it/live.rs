@@ -486,3 +486,39 @@ async fn a_postgres_outage_keeps_live_meetings_running() {
     assert_eq!(node.count(&format!("meetings WHERE id = '{m}' AND status = 'ended'")).await, 1, "the end is persisted");
     assert_eq!(node.count(&format!("meeting_analytics WHERE meeting_id = '{m}'")).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_connection_actor_closes_its_socket_and_leaves_the_meeting_alone() {
+    let node = live_node(&[("PARLEY_FAULT_INJECTION", "1")]).await;
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (guest_id, guest_token) = node.user("guest@example.com", "Guest").await;
+    let mut body = meeting_body("Connection crash", in_hours(1));
+    body["settings"] = json!({"waiting_room": false});
+    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(&node, &host_token).await;
+    let mut guest = WsClient::connect(&node, &guest_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+
+    let path = format!("/api/admin/meetings/{m}/crash?participant={guest_id}");
+    let (status, body) = node.call(reqwest::Method::POST, &path, Some(&node.admin_token()), None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    // The guest's socket is closed with a reason instead of going silent.
+    let mut closed = None;
+    for _ in 0..50 {
+        if guest.next_frame(Duration::from_millis(200)).await.is_none() && guest.closed.is_some() {
+            closed = guest.closed.clone();
+            break;
+        }
+    }
+    let (code, reason) = closed.expect("the guest's socket was closed");
+    assert_eq!(code, 1011, "{reason}");
+
+    // The meeting did not notice: the host goes on, and the guest comes back on a new socket.
+    ok(&host.request(json!({"type": "chat", "text": "still running"})).await);
+    let mut again = WsClient::connect(&node, &guest_token).await;
+    assert_eq!(ok(&again.request(json!({"type": "join", "meeting_id": m})).await)["result"], "joined");
+    ok(&again.request(json!({"type": "chat", "text": "back"})).await);
+    assert_eq!(host.event("chat").await["message"]["text"], "still running");
+    assert_eq!(host.event("chat").await["message"]["text"], "back");
+}
