@@ -224,8 +224,7 @@ impl Actor for ParticipantActor {
             }
             ParticipantMsg::Detached { meeting_id, reason } => {
                 if state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id) {
-                    state.meeting = None;
-                    ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
+                    leave_group(&myself, state);
                     tracing::debug!(user = %state.user_id, %meeting_id, ?reason, "detached from meeting");
                 }
             }
@@ -251,12 +250,7 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
                 return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
             }
             let caller = authorise_join(state, meeting_id, password.as_deref()).await?;
-            let meeting = running_meeting(state, meeting_id).await?;
-            let req = Request::Join { meeting_id, password: None, display_name: display_name.clone() };
-            let answer = call_meeting(&meeting, &caller, myself, req).await?;
-            ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
-            state.meeting = Some((meeting_id, meeting, caller));
-            Ok(answer)
+            enter(myself, state, meeting_id, caller, display_name.clone()).await
         }
         other => {
             let Some((meeting_id, meeting, caller)) = state.meeting.clone() else {
@@ -266,29 +260,44 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             let answer = match call_meeting(&meeting, &caller, myself, other.clone()).await {
                 // The meeting actor is gone (crashed or ended): find or restart it once.
                 Err((ErrorCode::Unavailable, _)) => {
-                    let meeting = state_meeting_reopen(state, meeting_id).await?;
+                    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
+                    if let Some((_, r, _)) = state.meeting.as_mut() {
+                        *r = meeting.clone();
+                    }
                     call_meeting(&meeting, &caller, myself, other).await
                 }
                 a => a,
             };
             if leaving && answer.is_ok() {
-                state.meeting = None;
-                ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
+                leave_group(myself, state);
             }
             answer
         }
     }
 }
 
-async fn state_meeting_reopen(
+/// Joins the running meeting (started or re-activated by the supervisor as needed) and, once
+/// in (or waiting), records it and joins its connections group.
+async fn enter(
+    myself: &ParticipantRef,
     state: &mut ParticipantState,
     meeting_id: Uuid,
-) -> Result<MeetingRef, (ErrorCode, String)> {
-    let m = open_meeting(&state.supervisor, meeting_id).await?;
-    if let Some((_, r, _)) = state.meeting.as_mut() {
-        *r = m.clone();
+    caller: Caller,
+    display_name: Option<String>,
+) -> Answer {
+    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
+    let answer =
+        call_meeting(&meeting, &caller, myself, Request::Join { meeting_id, password: None, display_name }).await?;
+    ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
+    state.meeting = Some((meeting_id, meeting, caller));
+    Ok(answer)
+}
+
+/// Forgets the meeting and leaves its connections group.
+fn leave_group(myself: &ParticipantRef, state: &mut ParticipantState) {
+    if let Some((meeting_id, _, _)) = state.meeting.take() {
+        ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
     }
-    Ok(m)
 }
 
 /// `start`: only the host or a co-host, only a scheduled or active meeting.
@@ -309,17 +318,12 @@ async fn start(myself: &ParticipantRef, state: &mut ParticipantState, meeting_id
     if !matches!(facts.facts.status, MeetingStatus::Scheduled | MeetingStatus::Active) {
         return fail(ErrorCode::MeetingNotActive, format!("the meeting is {}", facts.facts.status));
     }
-    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
     let caller = Caller {
         user_id: state.user_id,
         display_name: state.display_name.clone(),
         invited_role: facts.facts.caller_role,
     };
-    let req = Request::Join { meeting_id, password: None, display_name: None };
-    let answer = call_meeting(&meeting, &caller, myself, req).await?;
-    ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
-    state.meeting = Some((meeting_id, meeting, caller));
-    Ok(answer)
+    enter(myself, state, meeting_id, caller, None).await
 }
 
 /// The join decision's database half: the meeting exists and is live, the password is right.
@@ -365,21 +369,8 @@ async fn authorise_join(
     })
 }
 
-/// The running actor of an active meeting; re-activates it on this node if none runs (after a
-/// restart) — the database said it is active.
-async fn running_meeting(state: &ParticipantState, meeting_id: Uuid) -> Result<MeetingRef, (ErrorCode, String)> {
-    let running = ractor::call_t!(
-        state.supervisor,
-        |reply| SupervisorMsg::Running { meeting_id, reply },
-        MEETING_CALL_TIMEOUT_MS
-    )
-    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
-    match running {
-        Some(m) => Ok(m),
-        None => open_meeting(&state.supervisor, meeting_id).await,
-    }
-}
-
+/// The meeting's running actor: the supervisor finds it, or starts it (re-activating an active
+/// meeting from saved state after a restart).
 async fn open_meeting(supervisor: &SupervisorRef, meeting_id: Uuid) -> Result<MeetingRef, (ErrorCode, String)> {
     ractor::call_t!(supervisor, |reply| SupervisorMsg::Open { meeting_id, reply }, MEETING_CALL_TIMEOUT_MS)
         .map_err(|e| (ErrorCode::Internal, e.to_string()))?
