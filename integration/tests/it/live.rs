@@ -38,6 +38,28 @@ async fn setup(settings: Value) -> (TestNode, Uuid, String, String, Uuid) {
     (node, m, host, alice, alice_id)
 }
 
+/// A started meeting (no waiting room) with its host and one guest connected and in.
+struct InProgress {
+    m: Uuid,
+    host: WsClient,
+    guest: WsClient,
+    guest_id: Uuid,
+    guest_token: String,
+}
+
+async fn in_progress(node: &TestNode, title: &str) -> InProgress {
+    let (_, host_token) = node.user("host@example.com", "Host").await;
+    let (guest_id, guest_token) = node.user("guest@example.com", "Guest").await;
+    let mut body = meeting_body(title, in_hours(1));
+    body["settings"] = json!({"waiting_room": false});
+    let m = id_of(&create_meeting(node, &host_token, body).await, "meeting_id");
+    let mut host = WsClient::connect(node, &host_token).await;
+    let mut guest = WsClient::connect(node, &guest_token).await;
+    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
+    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+    InProgress { m, host, guest, guest_id, guest_token }
+}
+
 fn ok(reply: &Value) -> &Value {
     assert_eq!(reply["ok"], true, "expected success: {reply}");
     reply
@@ -212,15 +234,7 @@ async fn silent_participants_time_out_and_the_last_one_out_ends_the_meeting() {
     ])
     .await;
     let redis = redis_client().await;
-    let (_, host_token) = node.user("host@example.com", "Host").await;
-    let (carl_id, carl_token) = node.user("carl@example.com", "Carl").await;
-    let mut body = meeting_body("Heartbeats", in_hours(1));
-    body["settings"] = json!({"waiting_room": false});
-    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
-    let mut host = WsClient::connect(&node, &host_token).await;
-    let mut carl = WsClient::connect(&node, &carl_token).await;
-    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
-    ok(&carl.request(json!({"type": "join", "meeting_id": m})).await);
+    let InProgress { m, mut host, guest: mut carl, guest_id: carl_id, .. } = in_progress(&node, "Heartbeats").await;
 
     // The host heartbeats, Carl stays silent (his socket stays open).
     let mut left = None;
@@ -394,15 +408,7 @@ async fn a_redis_outage_and_restart_lose_nobody() {
         .env("PARLEY_HEARTBEAT_TTL_MS", "4000")
         .env("PARLEY_SWEEP_INTERVAL_MS", "250");
     let node = TestNode::start_with(opts).await;
-    let (_, host_token) = node.user("host@example.com", "Host").await;
-    let (guest_id, guest_token) = node.user("guest@example.com", "Guest").await;
-    let mut body = meeting_body("Outage", in_hours(1));
-    body["settings"] = json!({"waiting_room": false});
-    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
-    let mut host = WsClient::connect(&node, &host_token).await;
-    let mut guest = WsClient::connect(&node, &guest_token).await;
-    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
-    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+    let InProgress { m, mut host, mut guest, guest_id, .. } = in_progress(&node, "Outage").await;
 
     // Redis goes away: the meeting goes on (events, replies, chat kept in PostgreSQL).
     redis_server.stop();
@@ -449,17 +455,9 @@ async fn a_postgres_outage_keeps_live_meetings_running() {
     let mut opts = opts;
     opts.database_url = Some(pg.url("postgres"));
     let node = TestNode::start_with(opts).await;
-    let (_, host_token) = node.user("host@example.com", "Host").await;
-    let (_, guest_token) = node.user("guest@example.com", "Guest").await;
+    let InProgress { m, mut host, mut guest, .. } = in_progress(&node, "Database outage").await;
     let (_, late_token) = node.user("late@example.com", "Late").await;
-    let mut body = meeting_body("Database outage", in_hours(1));
-    body["settings"] = json!({"waiting_room": false});
-    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
-    let mut host = WsClient::connect(&node, &host_token).await;
-    let mut guest = WsClient::connect(&node, &guest_token).await;
     let mut late = WsClient::connect(&node, &late_token).await;
-    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
-    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
 
     pg.stop();
     // The live meeting goes on: state changes and chat reach everyone.
@@ -490,15 +488,7 @@ async fn a_postgres_outage_keeps_live_meetings_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_connection_actor_closes_its_socket_and_leaves_the_meeting_alone() {
     let node = live_node(&[("PARLEY_FAULT_INJECTION", "1")]).await;
-    let (_, host_token) = node.user("host@example.com", "Host").await;
-    let (guest_id, guest_token) = node.user("guest@example.com", "Guest").await;
-    let mut body = meeting_body("Connection crash", in_hours(1));
-    body["settings"] = json!({"waiting_room": false});
-    let m = id_of(&create_meeting(&node, &host_token, body).await, "meeting_id");
-    let mut host = WsClient::connect(&node, &host_token).await;
-    let mut guest = WsClient::connect(&node, &guest_token).await;
-    ok(&host.request(json!({"type": "start", "meeting_id": m})).await);
-    ok(&guest.request(json!({"type": "join", "meeting_id": m})).await);
+    let InProgress { m, mut host, mut guest, guest_id, guest_token } = in_progress(&node, "Connection crash").await;
 
     let path = format!("/api/admin/meetings/{m}/crash?participant={guest_id}");
     let (status, body) = node.call(reqwest::Method::POST, &path, Some(&node.admin_token()), None).await;
