@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build test test-unit test-integration lint fmt bench bench-db bench-live clean
+.PHONY: help run build cluster cluster-stop test test-unit test-integration lint fmt bench bench-db bench-live clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -22,6 +22,12 @@ run: build ## start one node on 127.0.0.1:8080 with embedded SQLite in ./data (n
 	@echo "  curl -s localhost:8080/api/meetings/upcoming -H \"Authorization: Bearer \$$TOKEN\""
 	@echo "API reference: README.md. Stop with Ctrl-C."
 	./target/release/parley node
+
+cluster: build ## start the three nodes of cluster.toml in the background (shared PostgreSQL + Redis; PID files data/<node>.pid)
+	scripts/cluster.sh start
+
+cluster-stop: ## stop the nodes started by `make cluster`
+	scripts/cluster.sh stop
 
 test: ## install/start PostgreSQL if needed; run unit + integration tests (PostgreSQL and SQLite)
 	scripts/services.sh $(MAKE) --no-print-directory test-unit test-integration

@@ -8,17 +8,28 @@
 //! ParticipantActor (one per WebSocket)       decodes frames, authorises joins (password, status),
 //!                                            forwards requests, encodes replies/events; its crash
 //!                                            or disconnect never touches the meeting
+//!
+//! NodeHost (one per node)                    the only actor peers see (serialisable messages,
+//!                                            see wire.rs): routes requests to meetings here and
+//!                                            events to connections here
 //! ```
 //!
 //! Actors are thin: every rule is in `parley-core`; I/O goes through `parley-store` (SQL) and
-//! `parley-presence` (Redis or in-process). Messages here are node-local (the cluster layer will
-//! add a serialisable `NodeHost` in front of them).
+//! `parley-presence` (Redis or in-process). Meeting and participant messages are node-local; a
+//! connection on one node reaches a meeting on another through the two nodes' `NodeHost`s
+//! (route.rs).
 
 pub mod meeting;
+pub mod membership;
+pub mod node_host;
 pub mod participant;
+pub mod route;
 pub mod supervisor;
+pub mod wire;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use parley_core::throttle::JoinGuard;
@@ -26,6 +37,8 @@ use parley_presence::Presence;
 use parley_store::Store;
 
 pub use meeting::{MeetingMsg, MeetingRef};
+pub use membership::{Membership, NodeSpec};
+pub use node_host::{NodeHost, NodeHostArgs};
 pub use participant::{Outbound, ParticipantActor, ParticipantArgs, ParticipantMsg};
 pub use supervisor::{MeetingSupervisor, SupervisorMsg, SupervisorRef};
 
@@ -60,6 +73,57 @@ pub struct LiveServices {
     pub node: String,
     pub config: LiveConfig,
     pub join_guard: Arc<JoinGuard>,
+    pub membership: Arc<Membership>,
+    pub meetings: MeetingTable,
+    pub resume: Arc<dyn ResumeTokens>,
+}
+
+/// Issues and checks `resume` tokens (signed by the node layer with the cluster's secret, so
+/// any node can check a token another node issued).
+pub trait ResumeTokens: Send + Sync {
+    fn issue(&self, meeting_id: uuid::Uuid, user_id: uuid::Uuid) -> String;
+    /// The `(meeting, user)` a valid token names.
+    fn verify(&self, token: &str) -> Option<(uuid::Uuid, uuid::Uuid)>;
+}
+
+/// The meetings running on this node, readable without asking the supervisor (the node host
+/// routes by it; placement counts it).
+#[derive(Clone, Default)]
+pub struct MeetingTable(Arc<RwLock<HashMap<uuid::Uuid, MeetingEntry>>>);
+
+#[derive(Clone)]
+pub struct MeetingEntry {
+    pub actor: MeetingRef,
+    /// Connected participants, kept current by the meeting actor.
+    pub participants: Arc<AtomicU32>,
+}
+
+impl MeetingTable {
+    pub fn get(&self, id: uuid::Uuid) -> Option<MeetingRef> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).get(&id).map(|e| e.actor.clone())
+    }
+
+    pub fn insert(&self, id: uuid::Uuid, entry: MeetingEntry) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).insert(id, entry);
+    }
+
+    pub fn remove(&self, id: uuid::Uuid) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// `(meetings, participants)` here.
+    pub fn load(&self) -> (u32, u32) {
+        let t = self.0.read().unwrap_or_else(|p| p.into_inner());
+        (t.len() as u32, t.values().map(|e| e.participants.load(Ordering::Relaxed)).sum())
+    }
+
+    /// Each meeting here with its participant count.
+    pub fn list(&self) -> Vec<(uuid::Uuid, u32)> {
+        let t = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = t.iter().map(|(id, e)| (*id, e.participants.load(Ordering::Relaxed))).collect();
+        v.sort();
+        v
+    }
 }
 
 /// Unix milliseconds now.

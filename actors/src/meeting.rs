@@ -8,13 +8,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use parley_core::meeting::{CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot};
-use parley_core::protocol::{ErrorCode, EventFrame, LeaveReason, ReplyData, Request};
+use parley_core::placement::Owner;
+use parley_core::protocol::{ErrorCode, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
 use parley_presence::PresenceRecord;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use parley_store::StoreError;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
-use crate::participant::{ParticipantMsg, ParticipantRef, SharedEvent};
+use crate::participant::{ParticipantMsg, SharedEvent};
+use crate::route::{Conn, MeetingHandle, cast_node};
+use crate::wire::{Body, ConnAddr};
 use crate::{LiveServices, now_ms};
+
+/// In a start error: another live node owns the meeting.
+pub const OWNED_ELSEWHERE: &str = "owned by another node";
 
 pub type MeetingRef = ActorRef<MeetingMsg>;
 
@@ -23,23 +30,25 @@ pub enum MeetingMsg {
     /// A participant's request; the reply goes back on `reply`.
     Request {
         caller: Caller,
-        conn: ParticipantRef,
+        conn: Conn,
         request: Request,
         reply: RpcReplyPort<Result<ReplyData, (ErrorCode, String)>>,
     },
     /// A participant's connection closed.
-    Disconnected { user_id: Uuid, conn: ActorId },
+    Disconnected { user_id: Uuid, conn: ConnAddr },
     /// Time to look for expired presence.
     Sweep,
     /// The grace period that started at generation `generation` is over.
     GraceExpired { generation: u64 },
-    /// A connection of a known user re-attaches after this actor restarted.
-    Attach { user_id: Uuid, conn: ParticipantRef },
+    /// A connection of a known user re-attaches after this actor restarted or moved.
+    Attach { user_id: Uuid, conn: Conn },
     /// Fault injection (operators' drills, tests): panic, as a bug would.
     Crash,
     /// Fault injection: make one participant's connection actor panic.
     CrashParticipant { user_id: Uuid },
 }
+
+impl ractor::Message for MeetingMsg {}
 
 /// The process group of a meeting's connections: survives the meeting actor, so a restarted
 /// actor can find them.
@@ -50,14 +59,23 @@ pub fn connections_group(meeting_id: Uuid) -> String {
 pub struct MeetingArgs {
     pub meeting_id: Uuid,
     pub services: Arc<LiveServices>,
+    /// The owner value of a dead node this activation may replace.
+    pub takeover_from: Option<String>,
+    /// Where to publish the connected-participant count (the node's meeting table).
+    pub participants: Arc<std::sync::atomic::AtomicU32>,
 }
 
 pub struct MeetingActor;
 
 pub struct MeetingState {
     meeting: LiveMeeting,
-    conns: HashMap<Uuid, ParticipantRef>,
+    conns: HashMap<Uuid, Conn>,
     services: Arc<LiveServices>,
+    /// The fencing epoch this activation holds; every database write carries it.
+    epoch: i64,
+    participants: Arc<std::sync::atomic::AtomicU32>,
+    /// Another node took the meeting over: stop acting for it.
+    fenced: bool,
     grace_generation: u64,
     /// When each connected user was last heard from (any request counts as a heartbeat). The
     /// owner decides expiry from this, not from Redis: a Redis restart must not evict anybody.
@@ -78,9 +96,23 @@ impl Actor for MeetingActor {
         args: MeetingArgs,
     ) -> Result<MeetingState, ActorProcessingErr> {
         let s = &args.services;
-        let info = s.store.start_meeting(args.meeting_id, &s.node).await.map_err(|e| format!("start: {e}"))?;
-        if let Err(e) = s.presence.set_media_server(args.meeting_id, &s.node).await {
-            tracing::warn!(meeting_id = %args.meeting_id, error = %e, "presence: media server not recorded");
+        let id = args.meeting_id;
+        // Claim first (compare-and-set in presence), then take a new epoch in the database,
+        // then record the epoch with the claim. A node alone may run without the claim when
+        // presence is down; in a cluster the claim is what keeps a meeting on one node.
+        let claim = Owner { node: s.node.clone(), epoch: 0 };
+        match s.presence.claim_owner(id, &claim, args.takeover_from.as_deref()).await {
+            Ok(true) => {}
+            Ok(false) => return Err(OWNED_ELSEWHERE.into()),
+            Err(e) if s.membership.is_standalone() => {
+                tracing::warn!(meeting_id = %id, error = %e, "presence: ownership not recorded");
+            }
+            Err(e) => return Err(format!("presence unavailable: {e}").into()),
+        }
+        let info = s.store.start_meeting(id, &s.node).await.map_err(|e| format!("start: {e}"))?;
+        let owner = Owner { node: s.node.clone(), epoch: info.epoch };
+        if let Err(e) = s.presence.claim_owner(id, &owner, None).await {
+            tracing::warn!(meeting_id = %id, error = %e, "presence: owner epoch not recorded");
         }
         let cfg = MeetingConfig { meeting_id: info.meeting_id, host: info.host, settings: info.settings };
         let started = info.started_at.timestamp_millis();
@@ -93,6 +125,7 @@ impl Actor for MeetingActor {
         tracing::info!(
             meeting_id = %args.meeting_id,
             node = %s.node,
+            epoch = info.epoch,
             title = %info.title,
             participants = meeting.participant_count(),
             "{}",
@@ -101,9 +134,13 @@ impl Actor for MeetingActor {
         let mirrored_flags = rehydrated.then(|| meeting.flags());
         // Restored participants get a full TTL to show up again.
         let last_seen = meeting.connected_users().into_iter().map(|u| (u, Instant::now())).collect();
+        args.participants.store(meeting.participant_count() as u32, std::sync::atomic::Ordering::Relaxed);
         Ok(MeetingState {
             meeting,
             conns: HashMap::new(),
+            epoch: info.epoch,
+            participants: args.participants,
+            fenced: false,
             services: args.services,
             grace_generation: 0,
             last_seen,
@@ -125,8 +162,13 @@ impl Actor for MeetingActor {
             for cell in members {
                 let _ = cell.send_message(ParticipantMsg::Reattach {
                     meeting_id: state.meeting.meeting_id(),
-                    meeting: myself.clone(),
+                    meeting: MeetingHandle::Local(myself.clone()),
                 });
+            }
+            // And the connections on other nodes (after a failover or a move).
+            let s = &state.services;
+            for peer in s.membership.peers() {
+                cast_node(s, &peer.name, Body::Moved { meeting_id: state.meeting.meeting_id(), owner: s.node.clone() });
             }
             if state.meeting.participant_count() == 0 {
                 // Nobody came back with it: the usual grace period, then it ends.
@@ -147,16 +189,19 @@ impl Actor for MeetingActor {
         match msg {
             MeetingMsg::Request { caller, conn, request, reply } => {
                 state.last_seen.insert(caller.user_id, Instant::now());
-                let is_join = matches!(request, Request::Join { .. });
-                let outcome = state.meeting.handle(now_ms(), &caller, &request);
+                let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
+                let mut outcome = state.meeting.handle(now_ms(), &caller, &request);
+                if let Some(Ok(ReplyData::Joined { media, .. })) = outcome.reply.as_mut() {
+                    let me = state.services.membership.me();
+                    *media =
+                        Some(MediaNode { node: me.name.clone(), media_addr: format!("{}:{}", me.host, me.media_port) });
+                }
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
+                    let node = state.services.node.clone();
                     if let Some(old) = state.conns.insert(caller.user_id, conn.clone())
-                        && old.get_id() != conn.get_id()
+                        && !old.same(&conn, &node)
                     {
-                        let _ = old.cast(ParticipantMsg::Detached {
-                            meeting_id: state.meeting.meeting_id(),
-                            reason: LeaveReason::Replaced,
-                        });
+                        detach(&state.services, &old, state.meeting.meeting_id(), LeaveReason::Replaced);
                     }
                 } else if state.meeting.participant(caller.user_id).is_some()
                     || state.meeting.is_waiting(caller.user_id)
@@ -170,7 +215,7 @@ impl Actor for MeetingActor {
                 let _ = reply.send(r.unwrap_or(Err((ErrorCode::Internal, "no reply".to_owned()))));
             }
             MeetingMsg::Disconnected { user_id, conn } => {
-                if state.conns.get(&user_id).is_some_and(|c| c.get_id() == conn) {
+                if state.conns.get(&user_id).is_some_and(|c| c.addr(&state.services.node) == conn) {
                     state.conns.remove(&user_id);
                     let outcome = state.meeting.disconnected(now_ms(), user_id, LeaveReason::Disconnected);
                     perform(&myself, state, outcome.effects).await;
@@ -183,7 +228,7 @@ impl Actor for MeetingActor {
                 }
             }
             MeetingMsg::CrashParticipant { user_id } => {
-                if let Some(c) = state.conns.get(&user_id) {
+                if let Some(Conn::Local(c)) = state.conns.get(&user_id) {
                     let _ = c.cast(ParticipantMsg::Crash);
                 }
             }
@@ -212,7 +257,7 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
         tracing::info!(%meeting_id, %user, "presence expired: no heartbeat within the TTL");
         state.last_seen.remove(&user);
         if let Some(c) = state.conns.remove(&user) {
-            let _ = c.cast(ParticipantMsg::Detached { meeting_id, reason: LeaveReason::Timeout });
+            detach(&state.services, &c, meeting_id, LeaveReason::Timeout);
         }
         let outcome = state.meeting.disconnected(now_ms(), user, LeaveReason::Timeout);
         perform(myself, state, outcome.effects).await;
@@ -220,9 +265,9 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     // The mirror may have been lost (Redis restarted empty) or may lack some participants:
     // the meeting's own `media_server` key says whether the meeting-level keys survived.
     let participants: Vec<Uuid> = alive.into_iter().filter(|u| state.meeting.participant(*u).is_some()).collect();
-    let node = state.services.node.clone();
-    let lost_meeting_keys = match state.services.presence.media_server(meeting_id).await {
-        Ok(owner) => owner.as_deref() != Some(node.as_str()),
+    let me = Owner { node: state.services.node.clone(), epoch: state.epoch };
+    let lost_meeting_keys = match state.services.presence.owner(meeting_id).await {
+        Ok(owner) => owner.as_ref() != Some(&me),
         Err(e) => {
             tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
             return;
@@ -244,8 +289,15 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
         to_rewrite.iter().filter_map(|u| state.meeting.participant(*u).cloned()).map(Effect::PresenceUpsert).collect();
     if lost_meeting_keys {
         repairs.push(Effect::WaitingRoomChanged(state.meeting.waiting()));
-        if let Err(e) = state.services.presence.set_media_server(meeting_id, &node).await {
-            tracing::warn!(%meeting_id, error = %e, "presence: media server not repaired");
+        match state.services.presence.claim_owner(meeting_id, &me, None).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Somebody else holds the meeting now: the database epochs decide.
+                tracing::warn!(%meeting_id, "another node claimed this meeting");
+                step_down(myself, state);
+                return;
+            }
+            Err(e) => tracing::warn!(%meeting_id, error = %e, "presence: owner not repaired"),
         }
         state.mirrored_flags = None;
     }
@@ -284,6 +336,11 @@ async fn saved_state(s: &LiveServices, meeting_id: Uuid) -> Snapshot {
 /// Performs a step's effects, in order, then mirrors the flags if they changed.
 async fn perform(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, effects: Vec<Effect>) {
     perform_effects(myself, state, effects).await;
+    state.participants.store(state.meeting.participant_count() as u32, std::sync::atomic::Ordering::Relaxed);
+    if state.fenced {
+        step_down(myself, state);
+        return;
+    }
     if state.meeting.is_ended() {
         return;
     }
@@ -307,24 +364,23 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
         match effect {
             Effect::Send { to, event } => {
                 if let Some(c) = state.conns.get(&to) {
-                    let _ = c.cast(ParticipantMsg::Event(SharedEvent::new(EventFrame { meeting_id, event })));
+                    deliver(&s, std::iter::once(c), &SharedEvent::new(EventFrame { meeting_id, event }));
                 }
             }
             Effect::Broadcast { scope, event } => {
                 let shared = SharedEvent::new(EventFrame { meeting_id, event });
-                for user in state.meeting.audience(scope) {
-                    if let Some(c) = state.conns.get(&user) {
-                        let _ = c.cast(ParticipantMsg::Event(shared.clone()));
-                    }
-                }
+                let audience = state.meeting.audience(scope);
+                deliver(&s, audience.iter().filter_map(|u| state.conns.get(u)), &shared);
                 let json = shared.bytes(parley_core::protocol::Encoding::Json);
                 if let Err(e) = s.presence.publish(meeting_id, &String::from_utf8_lossy(json)).await {
                     tracing::warn!(%meeting_id, error = %e, "presence: event not published");
                 }
             }
             Effect::PresenceUpsert(view) => {
-                let connection_id = state.conns.get(&view.user_id).map(|c| c.get_id().to_string()).unwrap_or_default();
-                let rec = PresenceRecord { view, connection_id, node: s.node.clone() };
+                let addr = state.conns.get(&view.user_id).map(|c| c.addr(&s.node));
+                let connection_id = addr.as_ref().map(|a| a.id.to_string()).unwrap_or_default();
+                let node = addr.map(|a| a.node).unwrap_or_else(|| s.node.clone());
+                let rec = PresenceRecord { view, connection_id, node };
                 if let Err(e) = s.presence.upsert(meeting_id, &rec, now_ms()).await {
                     tracing::warn!(%meeting_id, error = %e, "presence: participant not mirrored");
                 }
@@ -339,19 +395,21 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                     tracing::warn!(%meeting_id, error = %e, "presence: waiting room not mirrored");
                 }
             }
-            Effect::PersistChat(message) => {
-                if let Err(e) = s.store.insert_chat(meeting_id, &message).await {
-                    tracing::warn!(%meeting_id, error = %e, "chat message not persisted");
-                }
-            }
+            Effect::PersistChat(message) => match s.store.insert_chat(meeting_id, state.epoch, &message).await {
+                Err(StoreError::Fenced) => state.fenced = true,
+                Err(e) => tracing::warn!(%meeting_id, error = %e, "chat message not persisted"),
+                Ok(()) => {}
+            },
             Effect::PersistRole { user_id, role } => {
-                if let Err(e) = s.store.set_participant_role(meeting_id, user_id, role).await {
-                    tracing::warn!(%meeting_id, error = %e, "role change not persisted");
+                match s.store.set_participant_role(meeting_id, state.epoch, user_id, role).await {
+                    Err(StoreError::Fenced) => state.fenced = true,
+                    Err(e) => tracing::warn!(%meeting_id, error = %e, "role change not persisted"),
+                    Ok(()) => {}
                 }
             }
             Effect::Detach { user_id, reason } => {
                 if let Some(c) = state.conns.remove(&user_id) {
-                    let _ = c.cast(ParticipantMsg::Detached { meeting_id, reason });
+                    detach(&s, &c, meeting_id, reason);
                 }
             }
             Effect::BecameEmpty => {
@@ -360,15 +418,21 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 myself.send_after(s.config.empty_grace, move || MeetingMsg::GraceExpired { generation });
             }
             Effect::Ended { reason, analytics } => {
-                if let Err(e) = s.store.end_meeting(meeting_id, &analytics).await {
-                    tracing::error!(%meeting_id, error = %e, "meeting end not persisted");
+                match s.store.end_meeting(meeting_id, state.epoch, &analytics).await {
+                    Err(StoreError::Fenced) => {
+                        // Not ours to end any more: the new owner carries on.
+                        state.fenced = true;
+                        return;
+                    }
+                    Err(e) => tracing::error!(%meeting_id, error = %e, "meeting end not persisted"),
+                    Ok(()) => {}
                 }
                 let users: Vec<Uuid> = state.conns.keys().copied().collect();
                 if let Err(e) = s.presence.clear(meeting_id, &users).await {
                     tracing::warn!(%meeting_id, error = %e, "presence: keys not cleared");
                 }
                 for (_, c) in state.conns.drain() {
-                    let _ = c.cast(ParticipantMsg::Detached { meeting_id, reason: LeaveReason::MeetingEnded });
+                    detach(&s, &c, meeting_id, LeaveReason::MeetingEnded);
                 }
                 tracing::info!(
                     %meeting_id,
@@ -382,4 +446,43 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
             }
         }
     }
+}
+
+/// Sends one event to connections: local ones directly, remote ones in one message per node.
+fn deliver<'a>(s: &LiveServices, conns: impl Iterator<Item = &'a Conn>, shared: &Arc<SharedEvent>) {
+    let mut remote: HashMap<&str, Vec<u64>> = HashMap::new();
+    for c in conns {
+        match c {
+            Conn::Local(r) => {
+                let _ = r.cast(ParticipantMsg::Event(shared.clone()));
+            }
+            Conn::Remote(a) => remote.entry(a.node.as_str()).or_default().push(a.id),
+        }
+    }
+    for (node, ids) in remote {
+        let body = Body::Deliver { meeting_id: shared.frame.meeting_id, conns: ids, frame: shared.frame.clone() };
+        cast_node(s, node, body);
+    }
+}
+
+/// Tells a connection the meeting let go of it.
+fn detach(s: &LiveServices, conn: &Conn, meeting_id: Uuid, reason: LeaveReason) {
+    match conn {
+        Conn::Local(r) => {
+            let _ = r.cast(ParticipantMsg::Detached { meeting_id, reason });
+        }
+        Conn::Remote(a) => cast_node(s, &a.node, Body::Detached { meeting_id, conn: a.id, reason }),
+    }
+}
+
+/// Another node holds a newer epoch: stop without touching the meeting's shared state (it is
+/// the new owner's now). Connections find the new owner on their next request, or when it
+/// announces itself.
+fn step_down(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
+    tracing::warn!(
+        meeting_id = %state.meeting.meeting_id(),
+        epoch = state.epoch,
+        "fenced: another node took this meeting over; stopping here"
+    );
+    myself.stop(Some("fenced".to_owned()));
 }

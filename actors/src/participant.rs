@@ -5,7 +5,7 @@
 //! actor talks to it through a bounded channel of [`Outbound`] items.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use parley_core::meeting::Caller;
 use parley_core::model::{MeetingStatus, Role};
@@ -18,13 +18,11 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::LiveServices;
-use crate::meeting::{MeetingMsg, MeetingRef, connections_group};
-use crate::supervisor::{SupervisorMsg, SupervisorRef};
+use crate::meeting::connections_group;
+use crate::route::{MeetingHandle, locate};
+use crate::supervisor::SupervisorRef;
 
 pub type ParticipantRef = ActorRef<ParticipantMsg>;
-
-/// How long a request may wait for its meeting's reply.
-const MEETING_CALL_TIMEOUT_MS: u64 = 10_000;
 /// Consecutive rate-limited frames after which the connection is closed.
 const MAX_RATE_VIOLATIONS: u32 = 500;
 
@@ -47,11 +45,13 @@ pub enum ParticipantMsg {
     Detached { meeting_id: Uuid, reason: LeaveReason },
     /// The socket closed.
     SocketClosed,
-    /// The meeting's actor restarted: here is the new one.
-    Reattach { meeting_id: Uuid, meeting: MeetingRef },
+    /// The meeting's actor restarted or moved: here is the way to it now.
+    Reattach { meeting_id: Uuid, meeting: MeetingHandle },
     /// Fault injection (drills, tests): panic, as a bug would.
     Crash,
 }
+
+impl ractor::Message for ParticipantMsg {}
 
 /// One event on its way to many connections: each encoding is produced at most once, by the
 /// first recipient that needs it, and reused by the others.
@@ -93,7 +93,7 @@ pub struct ParticipantState {
     supervisor: SupervisorRef,
     services: Arc<LiveServices>,
     /// The meeting this connection is in (or waiting for), with the caller facts used.
-    meeting: Option<(Uuid, MeetingRef, Caller)>,
+    meeting: Option<(Uuid, MeetingHandle, Caller)>,
     encoding: Encoding,
     bucket: TokenBucket,
     violations: u32,
@@ -219,7 +219,7 @@ impl Actor for ParticipantActor {
                     && *m == meeting_id
                 {
                     *r = meeting.clone();
-                    let _ = meeting.cast(MeetingMsg::Attach { user_id: state.user_id, conn: myself.clone() });
+                    meeting.attach(&state.services, meeting_id, state.user_id, &myself);
                 }
             }
             ParticipantMsg::Detached { meeting_id, reason } => {
@@ -229,8 +229,8 @@ impl Actor for ParticipantActor {
                 }
             }
             ParticipantMsg::SocketClosed => {
-                if let Some((_, meeting, _)) = state.meeting.take() {
-                    let _ = meeting.cast(MeetingMsg::Disconnected { user_id: state.user_id, conn: myself.get_id() });
+                if let Some((meeting_id, meeting, _)) = state.meeting.take() {
+                    meeting.disconnected(&state.services, meeting_id, state.user_id, &myself);
                 }
                 myself.stop(Some("socket closed".to_owned()));
             }
@@ -252,19 +252,34 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             let caller = authorise_join(state, meeting_id, password.as_deref()).await?;
             enter(myself, state, meeting_id, caller, display_name.clone()).await
         }
+        Request::Resume { meeting_id, ref resume_token } => {
+            if state.meeting.as_ref().is_some_and(|(current, _, _)| *current != meeting_id) {
+                return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
+            }
+            if state.services.resume.verify(resume_token) != Some((meeting_id, state.user_id)) {
+                return fail(ErrorCode::ResumeFailed, "that resume token is not valid for you and this meeting");
+            }
+            // The token stands for the seat: no password, no waiting room. The role comes
+            // back from the meeting's saved state.
+            let caller =
+                Caller { user_id: state.user_id, display_name: state.display_name.clone(), invited_role: None };
+            let request = Request::Resume { meeting_id, resume_token: resume_token.clone() };
+            enter_with(myself, state, meeting_id, caller, request).await
+        }
         other => {
             let Some((meeting_id, meeting, caller)) = state.meeting.clone() else {
                 return fail(ErrorCode::NotInMeeting, "join a meeting first");
             };
             let leaving = matches!(other, Request::Leave);
-            let answer = match call_meeting(&meeting, &caller, myself, other.clone()).await {
-                // The meeting actor is gone (crashed or ended): find or restart it once.
+            let s = state.services.clone();
+            let answer = match meeting.call(&s, meeting_id, &caller, myself, other.clone()).await {
+                // The meeting actor is gone (crashed, moved, its node died): find it again once.
                 Err((ErrorCode::Unavailable, _)) => {
-                    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
+                    let meeting = locate(&s, &state.supervisor, meeting_id).await?;
                     if let Some((_, r, _)) = state.meeting.as_mut() {
                         *r = meeting.clone();
                     }
-                    call_meeting(&meeting, &caller, myself, other).await
+                    meeting.call(&s, meeting_id, &caller, myself, other).await
                 }
                 a => a,
             };
@@ -285,9 +300,30 @@ async fn enter(
     caller: Caller,
     display_name: Option<String>,
 ) -> Answer {
-    let meeting = open_meeting(&state.supervisor, meeting_id).await?;
-    let answer =
-        call_meeting(&meeting, &caller, myself, Request::Join { meeting_id, password: None, display_name }).await?;
+    enter_with(myself, state, meeting_id, caller, Request::Join { meeting_id, password: None, display_name }).await
+}
+
+/// [`enter`] with the request that takes the seat (`join` or `resume`). A joined reply gets a
+/// resume token for this seat.
+async fn enter_with(
+    myself: &ParticipantRef,
+    state: &mut ParticipantState,
+    meeting_id: Uuid,
+    caller: Caller,
+    request: Request,
+) -> Answer {
+    let s = state.services.clone();
+    let mut meeting = locate(&s, &state.supervisor, meeting_id).await?;
+    let mut answer = meeting.call(&s, meeting_id, &caller, myself, request.clone()).await;
+    if let Err((ErrorCode::Unavailable, _)) = answer {
+        // It moved between locating and asking: once more.
+        meeting = locate(&s, &state.supervisor, meeting_id).await?;
+        answer = meeting.call(&s, meeting_id, &caller, myself, request).await;
+    }
+    let mut answer = answer?;
+    if let ReplyData::Joined { resume_token, .. } = &mut answer {
+        *resume_token = Some(s.resume.issue(meeting_id, state.user_id));
+    }
     ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
     state.meeting = Some((meeting_id, meeting, caller));
     Ok(answer)
@@ -367,27 +403,4 @@ async fn authorise_join(
         display_name: state.display_name.clone(),
         invited_role: facts.facts.caller_role,
     })
-}
-
-/// The meeting's running actor: the supervisor finds it, or starts it (re-activating an active
-/// meeting from saved state after a restart).
-async fn open_meeting(supervisor: &SupervisorRef, meeting_id: Uuid) -> Result<MeetingRef, (ErrorCode, String)> {
-    ractor::call_t!(supervisor, |reply| SupervisorMsg::Open { meeting_id, reply }, MEETING_CALL_TIMEOUT_MS)
-        .map_err(|e| (ErrorCode::Internal, e.to_string()))?
-}
-
-async fn call_meeting(meeting: &MeetingRef, caller: &Caller, conn: &ParticipantRef, request: Request) -> Answer {
-    let caller = caller.clone();
-    let conn = conn.clone();
-    match meeting
-        .call(
-            move |reply| MeetingMsg::Request { caller, conn, request, reply },
-            Some(Duration::from_millis(MEETING_CALL_TIMEOUT_MS)),
-        )
-        .await
-    {
-        Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-        Ok(_) => fail(ErrorCode::Unavailable, "the meeting did not answer in time"),
-        Err(_) => fail(ErrorCode::Unavailable, "the meeting is not running"),
-    }
 }

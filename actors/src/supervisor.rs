@@ -15,15 +15,24 @@ pub type SupervisorRef = ActorRef<SupervisorMsg>;
 /// Requests to the supervisor.
 pub enum SupervisorMsg {
     /// The running actor of a meeting, starting it if needed (the meeting must be startable).
-    Open { meeting_id: Uuid, reply: RpcReplyPort<Result<MeetingRef, (ErrorCode, String)>> },
+    /// `takeover_from`: the owner value of a dead node this node may replace.
+    Open {
+        meeting_id: Uuid,
+        takeover_from: Option<String>,
+        reply: RpcReplyPort<Result<MeetingRef, (ErrorCode, String)>>,
+    },
     /// The running actor of a meeting, if any.
     Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
     /// How many meetings run here.
     Count { reply: RpcReplyPort<usize> },
+    /// Stop a meeting's actor here without ending the meeting (it moved to another node).
+    Release { meeting_id: Uuid },
     /// Fault injection: make a running meeting actor (or, with `participant`, that user's
     /// connection actor) panic. Replies whether the meeting was running.
     Crash { meeting_id: Uuid, participant: Option<Uuid>, reply: RpcReplyPort<bool> },
 }
+
+impl ractor::Message for SupervisorMsg {}
 
 pub struct MeetingSupervisor;
 
@@ -53,27 +62,26 @@ impl Actor for MeetingSupervisor {
         state: &mut SupervisorState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Open { meeting_id, reply } => {
+            SupervisorMsg::Open { meeting_id, takeover_from, reply } => {
                 if let Some(m) = state.meetings.get(&meeting_id) {
                     let _ = reply.send(Ok(m.clone()));
                     return Ok(());
                 }
-                let args = MeetingArgs { meeting_id, services: state.services.clone() };
-                match Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await {
-                    Ok((actor, _)) => {
-                        state.by_actor.insert(actor.get_id(), meeting_id);
-                        state.meetings.insert(meeting_id, actor.clone());
+                match spawn_meeting(&myself, state, meeting_id, takeover_from).await {
+                    Ok(actor) => {
                         let _ = reply.send(Ok(actor));
                     }
                     Err(e) => {
                         let msg = e.to_string();
-                        let code = if msg.contains("unavailable") {
-                            ErrorCode::Unavailable
+                        let (code, text) = if msg.contains(crate::meeting::OWNED_ELSEWHERE) {
+                            (ErrorCode::Unavailable, "the meeting is moving between nodes; retry")
+                        } else if msg.contains("unavailable") {
+                            (ErrorCode::Unavailable, "the meeting cannot be started now")
                         } else {
-                            ErrorCode::MeetingNotActive
+                            (ErrorCode::MeetingNotActive, "the meeting cannot be started now")
                         };
                         tracing::warn!(%meeting_id, error = %msg, "meeting could not start");
-                        let _ = reply.send(Err((code, "the meeting cannot be started now".to_owned())));
+                        let _ = reply.send(Err((code, text.to_owned())));
                     }
                 }
             }
@@ -82,6 +90,11 @@ impl Actor for MeetingSupervisor {
             }
             SupervisorMsg::Count { reply } => {
                 let _ = reply.send(state.meetings.len());
+            }
+            SupervisorMsg::Release { meeting_id } => {
+                if let Some(m) = state.meetings.get(&meeting_id) {
+                    m.stop(Some("moved".to_owned()));
+                }
             }
             SupervisorMsg::Crash { meeting_id, participant, reply } => {
                 let running = state.meetings.get(&meeting_id);
@@ -108,19 +121,17 @@ impl Actor for MeetingSupervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if let Some(id) = state.by_actor.remove(&cell.get_id()) {
                     state.meetings.remove(&id);
+                    state.services.meetings.remove(id);
                     tracing::info!(meeting_id = %id, reason = reason.as_deref().unwrap_or("ended"), "meeting actor stopped");
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = state.by_actor.remove(&cell.get_id()) {
                     state.meetings.remove(&id);
+                    state.services.meetings.remove(id);
                     tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; restarting it from saved state");
-                    let args = MeetingArgs { meeting_id: id, services: state.services.clone() };
-                    match Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await {
-                        Ok((actor, _)) => {
-                            state.by_actor.insert(actor.get_id(), id);
-                            state.meetings.insert(id, actor);
-                        }
+                    match spawn_meeting(&myself, state, id, None).await {
+                        Ok(_) => {}
                         Err(e) => {
                             tracing::error!(meeting_id = %id, error = %e, "meeting could not be restarted; it restarts on the next request")
                         }
@@ -131,4 +142,21 @@ impl Actor for MeetingSupervisor {
         }
         Ok(())
     }
+}
+
+/// Spawns a meeting's actor under the supervisor and lists it in the node's meeting table.
+async fn spawn_meeting(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    meeting_id: Uuid,
+    takeover_from: Option<String>,
+) -> Result<MeetingRef, ractor::SpawnErr> {
+    let participants = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let args =
+        MeetingArgs { meeting_id, services: state.services.clone(), takeover_from, participants: participants.clone() };
+    let (actor, _) = Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await?;
+    state.by_actor.insert(actor.get_id(), meeting_id);
+    state.meetings.insert(meeting_id, actor.clone());
+    state.services.meetings.insert(meeting_id, crate::MeetingEntry { actor: actor.clone(), participants });
+    Ok(actor)
 }

@@ -18,6 +18,7 @@ pub mod join;
 pub mod meeting;
 pub mod model;
 pub mod password;
+pub mod placement;
 pub mod protocol;
 pub mod recurrence;
 pub mod throttle;

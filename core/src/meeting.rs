@@ -40,7 +40,7 @@ pub struct MeetingConfig {
 }
 
 /// Who is asking, as the connection layer knows them (from the token and the database).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Caller {
     pub user_id: Uuid,
     /// The name to show (the user's display name unless they chose another on join).
@@ -447,6 +447,13 @@ impl LiveMeeting {
         if let Request::Join { display_name, .. } = req {
             return self.join(now, caller, display_name.clone());
         }
+        if let Request::Resume { .. } = req {
+            // The connection layer checked the token; the seat must still be here.
+            if !self.participants.contains_key(&user) && !self.is_waiting(user) {
+                return Outcome::error(ErrorCode::ResumeFailed, "that seat is gone (timed out or removed); join again");
+            }
+            return self.join(now, caller, None);
+        }
         if self.is_waiting(user) {
             return match req {
                 Request::Leave => Outcome::reply(ReplyData::Done, self.drop_user(now, user, LeaveReason::Left)),
@@ -461,7 +468,7 @@ impl LiveMeeting {
         let is_host = me.role == Role::Host;
         let need_moderator = || Outcome::error(ErrorCode::Forbidden, "only the host or a co-host may do that");
         match req {
-            Request::Join { .. } | Request::Start { .. } | Request::Auth { .. } => {
+            Request::Join { .. } | Request::Resume { .. } | Request::Start { .. } | Request::Auth { .. } => {
                 Outcome::error(ErrorCode::AlreadyInMeeting, "already in this meeting")
             }
             Request::Leave => Outcome::reply(ReplyData::Done, self.drop_user(now, user, LeaveReason::Left)),
@@ -798,7 +805,10 @@ impl LiveMeeting {
         if let Some(p) = self.participants.get(&user) {
             // Joining again (e.g. from a new connection) is idempotent.
             let you = p.clone();
-            return Outcome::reply(ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you }, Vec::new());
+            return Outcome::reply(
+                ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you, media: None, resume_token: None },
+                Vec::new(),
+            );
         }
         if let Some(pos) = self.waiting.iter().position(|w| w.user_id == user) {
             return Outcome::reply(
@@ -828,7 +838,10 @@ impl LiveMeeting {
         }
         let p = self.new_participant(now, user, name, role);
         let fx = self.add_participant(now, p.clone());
-        Outcome::reply(ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you: p }, fx)
+        Outcome::reply(
+            ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you: p, media: None, resume_token: None },
+            fx,
+        )
     }
 
     fn admit(&mut self, now: i64, user: Uuid) -> Option<Vec<Effect>> {

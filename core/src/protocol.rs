@@ -60,6 +60,12 @@ pub enum Request {
         #[serde(default)]
         display_name: Option<String>,
     },
+    /// Take one's seat back after a lost connection (e.g. its node died), on any node, without
+    /// the waiting room: `resume_token` is the one the `joined` reply gave.
+    Resume {
+        meeting_id: Uuid,
+        resume_token: String,
+    },
     /// Leave the meeting (the connection stays open).
     Leave,
     /// Keeps presence alive; send every 10 s.
@@ -157,6 +163,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "auth",
     "start",
     "join",
+    "resume",
     "leave",
     "heartbeat",
     "admit",
@@ -236,6 +243,8 @@ pub enum ErrorCode {
     InvalidRoom,
     /// Recording is not allowed for this meeting.
     RecordingNotAllowed,
+    /// The resume token is invalid, or the seat it names is gone (timed out, removed): join.
+    ResumeFailed,
     /// The server cannot serve right now (storage unavailable).
     Unavailable,
     /// A bug; logged.
@@ -269,6 +278,7 @@ impl ErrorCode {
             ErrorCode::NoBreakouts => "no_breakouts",
             ErrorCode::InvalidRoom => "invalid_room",
             ErrorCode::RecordingNotAllowed => "recording_not_allowed",
+            ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
         }
@@ -570,6 +580,13 @@ pub enum Event {
     },
 }
 
+/// Where a meeting's media flows: the owner node's name and its media (UDP) address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaNode {
+    pub node: String,
+    pub media_addr: String,
+}
+
 /// An event on the wire: `{"event": …, "meeting_id": …, …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventFrame {
@@ -583,7 +600,16 @@ pub struct EventFrame {
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum ReplyData {
     /// In the meeting: its state and one's own view.
-    Joined { meeting: Box<MeetingSnapshot>, you: ParticipantView },
+    Joined {
+        meeting: Box<MeetingSnapshot>,
+        you: ParticipantView,
+        /// The node carrying the meeting's media (filled in by the node that owns the meeting).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaNode>,
+        /// Proof of this seat for `resume` (filled in by the connection's node).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
+    },
     /// Held in the waiting room at `position` (1 = next).
     Waiting { meeting_id: Uuid, position: usize },
     /// The request was carried out.
@@ -674,6 +700,7 @@ mod tests {
             Request::Auth { token: "t".into() },
             Request::Start { meeting_id: u },
             Request::Join { meeting_id: u, password: None, display_name: Some("A".into()) },
+            Request::Resume { meeting_id: u, resume_token: "r".into() },
             Request::Leave,
             Request::Heartbeat,
             Request::Admit { user_id: u },

@@ -96,11 +96,13 @@ pub struct NodeOptions {
     pub database_url: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// A cluster member: the configuration file's text and this node's name in it.
+    pub member: Option<(String, String)>,
 }
 
 impl NodeOptions {
     pub fn new(backend: Backend) -> NodeOptions {
-        NodeOptions { backend, database_url: None, env: Vec::new() }
+        NodeOptions { backend, database_url: None, env: Vec::new(), member: None }
     }
 
     /// Adds an environment variable.
@@ -162,13 +164,21 @@ impl TestNode {
         let empty_config = data_dir.path().join("empty.toml");
         std::fs::write(&empty_config, "").expect("write config");
         let mut cmd = Command::new(parley_bin());
-        cmd.arg("node")
-            .env("PARLEY_CONFIG", &empty_config)
-            .env("PARLEY_HTTP_ADDR", "127.0.0.1:0")
-            .env("PARLEY_DATA_DIR", data_dir.path())
+        match &opts.member {
+            None => {
+                cmd.arg("node").env("PARLEY_CONFIG", &empty_config).env("PARLEY_HTTP_ADDR", "127.0.0.1:0");
+            }
+            Some((config, name)) => {
+                let path = data_dir.path().join("cluster.toml");
+                std::fs::write(&path, config).expect("write cluster config");
+                cmd.args(["node", "--name", name]).env("PARLEY_CONFIG", &path).env_remove("PARLEY_HTTP_ADDR");
+            }
+        }
+        cmd.env("PARLEY_DATA_DIR", data_dir.path())
             .env("PARLEY_SECRET", &secret)
             .env("PARLEY_LOG", "info")
             .env_remove("PARLEY_NODE")
+            .env_remove("PARLEY_COOKIE")
             .env_remove("PARLEY_REDIS_URL")
             .env_remove("PARLEY_PUBLIC_URL")
             .stdin(Stdio::null())
@@ -330,6 +340,94 @@ impl TestNode {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// `kill -9`: no shutdown, no goodbye to peers.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Several real `parley node` processes of one cluster: a generated `cluster.toml` (unique node
+/// names, free ports on 127.0.0.1), one shared PostgreSQL database, the test Redis.
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    pub names: Vec<String>,
+    pub config: String,
+    pub database: TestDatabase,
+}
+
+impl TestCluster {
+    /// Starts `n` members (the configuration lists `n + extra` nodes: the extra ones are
+    /// configured but not started) and waits until they see each other.
+    pub async fn start(n: usize, extra: usize, env: &[(&str, &str)]) -> TestCluster {
+        let database = TestDatabase::create(&pg_admin_url()).await;
+        let tag = &Uuid::new_v4().simple().to_string()[..8];
+        let names: Vec<String> = (0..n + extra).map(|i| format!("it{tag}-{}", (b'a' + i as u8) as char)).collect();
+        let mut config = format!(
+            "[cluster]\nname = \"it-{tag}\"\ncookie = \"it-cookie-{tag}\"\nsecret = \"it-secret-{tag}-0123456789\"\n\
+             database_url = \"{}\"\nredis_url = \"{}\"\n",
+            database.url,
+            redis_url()
+        );
+        for name in &names {
+            config.push_str(&format!(
+                "\n[[nodes]]\nname = \"{name}\"\nhost = \"127.0.0.1\"\nhttp_port = {}\ncluster_port = {}\n\
+                 media_port = {}\nmax_meetings = 1000\nmax_participants = 10000\n",
+                free_port(),
+                free_port(),
+                free_port()
+            ));
+        }
+        let mut c = TestCluster { nodes: Vec::new(), names, config, database };
+        for i in 0..n {
+            let node = c.start_member(i, env).await;
+            c.nodes.push(node);
+        }
+        for i in 0..n {
+            c.wait_sees(i, n).await;
+        }
+        c
+    }
+
+    /// Starts member `i` of the configuration.
+    pub async fn start_member(&self, i: usize, env: &[(&str, &str)]) -> TestNode {
+        let mut opts = NodeOptions::new(Backend::Postgres);
+        opts.database_url = Some(self.database.url.clone());
+        opts.member = Some((self.config.clone(), self.names[i].clone()));
+        for (k, v) in env {
+            opts = opts.env(k, *v);
+        }
+        opts = opts.env("PARLEY_SECRET", self.secret());
+        let mut node = TestNode::start_with(opts).await;
+        node.secret = self.secret();
+        node
+    }
+
+    /// The token secret of the cluster (from its configuration).
+    pub fn secret(&self) -> String {
+        let start = self.config.find("secret = \"").expect("secret") + 10;
+        let end = self.config[start..].find('"').expect("end") + start;
+        self.config[start..end].to_owned()
+    }
+
+    /// `GET /api/admin/cluster` on node `i`.
+    pub async fn view(&self, i: usize) -> Value {
+        let n = &self.nodes[i];
+        let (status, body) = n.call(Method::GET, "/api/admin/cluster", Some(&n.admin_token()), None).await;
+        assert_eq!(status, StatusCode::OK, "cluster view: {body}");
+        body
+    }
+
+    /// Waits until node `i` sees `count` alive members (itself included).
+    pub async fn wait_sees(&self, i: usize, count: usize) {
+        let ok = eventually(Duration::from_secs(30), || async {
+            let v = self.view(i).await;
+            v["nodes"].as_array().map(|a| a.iter().filter(|n| n["status"] == "alive").count()).unwrap_or(0) >= count
+        })
+        .await;
+        assert!(ok, "node {i} never saw {count} alive nodes: {}\n{}", self.view(i).await, self.nodes[i].log());
     }
 }
 

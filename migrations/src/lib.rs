@@ -15,6 +15,7 @@ mod m20261124_000005_recurring_occurrences;
 mod m20261124_000006_meeting_recordings;
 mod m20261124_000007_meeting_analytics;
 mod m20261125_000008_meeting_chat_messages;
+mod m20261125_000009_meeting_owner_epoch;
 
 /// Applies Parley's schema. `parley migrate` and `parley node` run it.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_meeting_recordings::Migration),
             Box::new(m20261124_000007_meeting_analytics::Migration),
             Box::new(m20261125_000008_meeting_chat_messages::Migration),
+            Box::new(m20261125_000009_meeting_owner_epoch::Migration),
         ]
     }
 }

@@ -74,9 +74,74 @@ impl TokenKeys {
     }
 }
 
+/// Issuer of resume tokens: distinct, so a resume token is never accepted as an access token.
+pub const RESUME_ISSUER: &str = "parley-resume";
+/// How long a seat can be resumed with one token (the meeting's own expiry decides sooner).
+const RESUME_TTL_SECS: u64 = 24 * 3600;
+
+#[derive(Serialize, Deserialize)]
+struct ResumeClaims {
+    sub: String,
+    mtg: String,
+    exp: u64,
+    iss: String,
+}
+
+/// Signs and checks `resume` tokens with the cluster's secret (any node checks any node's).
+pub struct ResumeKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl ResumeKeys {
+    pub fn new(secret: &[u8]) -> ResumeKeys {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[RESUME_ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        ResumeKeys {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+}
+
+impl parley_actors::ResumeTokens for ResumeKeys {
+    fn issue(&self, meeting_id: uuid::Uuid, user_id: uuid::Uuid) -> String {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let claims = ResumeClaims {
+            sub: user_id.to_string(),
+            mtg: meeting_id.to_string(),
+            exp: now + RESUME_TTL_SECS,
+            iss: RESUME_ISSUER.to_owned(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
+    }
+
+    fn verify(&self, token: &str) -> Option<(uuid::Uuid, uuid::Uuid)> {
+        let c = jsonwebtoken::decode::<ResumeClaims>(token, &self.decoding, &self.validation).ok()?.claims;
+        Some((c.mtg.parse().ok()?, c.sub.parse().ok()?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_tokens_name_their_seat_and_are_not_access_tokens() {
+        use parley_actors::ResumeTokens;
+        let secret = b"0123456789abcdef-test";
+        let r = ResumeKeys::new(secret);
+        let (m, u) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let t = r.issue(m, u);
+        assert_eq!(r.verify(&t), Some((m, u)));
+        assert!(TokenKeys::new(secret).verify(&t).is_err(), "not an access token");
+        assert_eq!(r.verify(&TokenKeys::new(secret).mint(&u.to_string(), false, 60)), None, "nor the reverse");
+        assert_eq!(ResumeKeys::new(b"another-secret-of-16+").verify(&t), None);
+        assert_eq!(r.verify("garbage"), None);
+    }
 
     #[test]
     fn tokens_round_trip_and_reject_tampering() {

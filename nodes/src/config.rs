@@ -69,6 +69,9 @@ pub struct ClusterSection {
     pub rate_burst: Option<u32>,
     /// Requests per second a WebSocket connection may sustain (default 30).
     pub rate_per_sec: Option<u32>,
+    /// Life of a node's Redis lease; refreshed every third of it. A dead node's meetings are
+    /// taken over once its lease lapses.
+    pub lease_ttl_ms: Option<u64>,
 }
 
 /// One `[[nodes]]` entry: a member of the cluster.
@@ -119,6 +122,9 @@ pub struct Settings {
     pub cookie: Option<String>,
     /// This node's `[[nodes]]` entry, when it is a listed member.
     pub member: Option<NodeEntry>,
+    /// Every member of the cluster (`[[nodes]]`).
+    pub nodes: Vec<NodeEntry>,
+    pub lease_ttl: std::time::Duration,
     /// This node's name (`standalone` when not a listed cluster member).
     pub node_name: String,
     pub http_addr: SocketAddr,
@@ -267,10 +273,13 @@ impl Settings {
         let rate_burst = number("PARLEY_RATE_BURST", c.rate_burst.map(u64::from), 60)?.min(u64::from(u32::MAX)) as u32;
         let rate_per_sec =
             number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
+        let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
-            cookie: c.cookie.clone(),
+            cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
             member: entry.cloned(),
+            nodes: file.nodes.clone(),
+            lease_ttl,
             node_name: node_name.unwrap_or_else(|| "standalone".to_owned()),
             http_addr,
             database_url,

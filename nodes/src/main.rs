@@ -10,6 +10,7 @@
 
 mod api;
 mod auth;
+mod cluster;
 mod config;
 mod node;
 mod ws;

@@ -95,7 +95,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
             media_port = ?m.media_port,
             max_meetings = ?m.max_meetings,
             max_participants = ?m.max_participants,
-            "cluster member entry (cluster and media ports are not served yet)"
+            "cluster member entry (the media port is not served yet)"
         );
     }
     let store = connect(&settings).await?;
@@ -141,11 +141,15 @@ async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
             rate_per_sec: settings.rate_per_sec,
         },
         join_guard: Arc::new(JoinGuard::default()),
+        membership: Arc::new(crate::cluster::membership(settings)),
+        meetings: Default::default(),
+        resume: Arc::new(crate::auth::ResumeKeys::new(&settings.secret)),
     });
     let (supervisor, _) =
         ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())
             .await
             .context("cannot start the meeting supervisor")?;
+    crate::cluster::start(settings, services.clone(), supervisor.clone()).await?;
     Ok(Live { supervisor, services })
 }
 

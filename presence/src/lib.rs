@@ -14,9 +14,10 @@
 //! | `meeting:{ID}:participants` | set | user ids of participants (not the waiting room) |
 //! | `meeting:{ID}:user:{UID}` | hash, TTL | `connection_id`, `node`, `display_name`, `role`, `audio`, `video`, `screen_share`, `hand`, `room`, `joined_at`, `last_heartbeat`; expires `ttl` after the last heartbeat |
 //! | `meeting:{ID}:waiting_room` | list | FIFO of JSON `{user_id, display_name, since}` |
-//! | `meeting:{ID}:media_server` | string | the node carrying the meeting |
+//! | `meeting:{ID}:media_server` | string | the owner: `node/epoch` (see `parley_core::placement::Owner`), claimed by compare-and-set |
 //! | `meeting:{ID}:events` | pub/sub channel | every event of the meeting, JSON |
 //! | `meeting:{ID}:state` | string | JSON of the meeting's durable flags (lock, chat, recording, breakouts, removed, roles) |
+//! | `node:{NAME}` | string, TTL | a node's lease: JSON [`NodeLease`], refreshed well within its TTL |
 //!
 //! The meeting actor is the only writer of its meeting's keys. A participant whose hash expired
 //! is reported by [`Presence::expired`]; the actor then removes them (`participant_left`,
@@ -28,6 +29,7 @@ mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use parley_core::placement::Owner;
 use parley_core::protocol::{ParticipantView, WaitingView};
 use uuid::Uuid;
 
@@ -77,6 +79,22 @@ pub mod keys {
     pub fn state(meeting: Uuid) -> String {
         format!("meeting:{{{meeting}}}:state")
     }
+    pub fn node_lease(node: &str) -> String {
+        format!("node:{node}")
+    }
+}
+
+/// What a node's lease says: its load and capacity, for placement and the operators' view.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct NodeLease {
+    #[serde(flatten)]
+    pub load: parley_core::placement::NodeLoad,
+    /// `host:port` of its HTTP/WebSocket listener.
+    pub http: String,
+    /// Its media (UDP) address.
+    pub media: String,
+    /// When it wrote this lease (Unix ms).
+    pub at_ms: i64,
 }
 
 /// After a failed Redis command, how long calls fail at once instead of waiting on Redis.
@@ -214,6 +232,51 @@ impl Presence {
                 self.guard(r.set_media_server(meeting, node).await)
             }
         }
+    }
+
+    /// Claims the meeting for `owner` (compare-and-set): succeeds when the key holds `expected`
+    /// (`None`: absent) or already names `owner.node` (a restarted actor re-claiming its own
+    /// meeting). Returns whether the claim took.
+    pub async fn claim_owner(
+        &self,
+        meeting: Uuid,
+        owner: &Owner,
+        expected: Option<&str>,
+    ) -> Result<bool, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.claim_owner(meeting, owner, expected)),
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.claim_owner(meeting, owner, expected).await)
+            }
+        }
+    }
+
+    /// The meeting's owner, if claimed (an unreadable value counts as none).
+    pub async fn owner(&self, meeting: Uuid) -> Result<Option<Owner>, PresenceError> {
+        Ok(self.media_server(meeting).await?.as_deref().and_then(Owner::parse))
+    }
+
+    /// Writes this node's lease, living `ttl`.
+    pub async fn put_lease(&self, lease: &NodeLease, ttl: Duration) -> Result<(), PresenceError> {
+        let json = serde_json::to_string(lease).map_err(|e| PresenceError::Corrupt(e.to_string()))?;
+        match &self.inner {
+            Inner::Local(l) => {
+                l.put_lease(&lease.load.node, json, ttl);
+                Ok(())
+            }
+            Inner::Redis(r) => self.guard(r.put_lease(&lease.load.node, &json, ttl).await),
+        }
+    }
+
+    /// The live leases of `nodes` (`None` where a lease lapsed or is unreadable), in order.
+    /// Not behind the circuit breaker: membership must see Redis come back at once.
+    pub async fn leases(&self, nodes: &[String]) -> Result<Vec<Option<NodeLease>>, PresenceError> {
+        let raw = match &self.inner {
+            Inner::Local(l) => nodes.iter().map(|n| l.lease(n)).collect(),
+            Inner::Redis(r) => r.leases(nodes).await?,
+        };
+        Ok(raw.into_iter().map(|j| j.and_then(|j| serde_json::from_str(&j).ok())).collect())
     }
 
     /// The node carrying the meeting, if live.

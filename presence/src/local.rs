@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parley_core::protocol::WaitingView;
 use uuid::Uuid;
 
-use crate::PresenceRecord;
+use crate::{Owner, PresenceRecord};
 
 #[derive(Default)]
 struct MeetingPresence {
@@ -21,6 +21,7 @@ struct MeetingPresence {
 #[derive(Default)]
 pub(crate) struct LocalPresence {
     meetings: Mutex<HashMap<Uuid, MeetingPresence>>,
+    leases: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 impl LocalPresence {
@@ -52,6 +53,27 @@ impl LocalPresence {
 
     pub(crate) fn set_media_server(&self, meeting: Uuid, node: &str) {
         self.with(meeting, |m| m.media_server = Some(node.to_owned()));
+    }
+
+    pub(crate) fn claim_owner(&self, meeting: Uuid, owner: &Owner, expected: Option<&str>) -> bool {
+        self.with(meeting, |m| {
+            let mine = m.media_server.as_deref().and_then(Owner::parse).is_some_and(|o| o.node == owner.node);
+            if mine || m.media_server.as_deref() == expected {
+                m.media_server = Some(owner.encode());
+                true
+            } else {
+                false
+            }
+        })
+    }
+
+    pub(crate) fn put_lease(&self, node: &str, json: String, ttl: Duration) {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner()).insert(node.to_owned(), (json, Instant::now() + ttl));
+    }
+
+    pub(crate) fn lease(&self, node: &str) -> Option<String> {
+        let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+        leases.get(node).filter(|(_, exp)| *exp > Instant::now()).map(|(j, _)| j.clone())
     }
 
     pub(crate) fn media_server(&self, meeting: Uuid) -> Option<String> {

@@ -7,7 +7,7 @@ use fred::prelude::*;
 use parley_core::protocol::WaitingView;
 use uuid::Uuid;
 
-use crate::{PresenceError, PresenceRecord, keys, record_fields, record_from_fields};
+use crate::{Owner, PresenceError, PresenceRecord, keys, record_fields, record_from_fields};
 
 /// How long a command may wait (including while reconnecting) before failing as unavailable.
 /// Healthy commands take well under a millisecond on a LAN; a meeting actor must not stall long.
@@ -89,6 +89,40 @@ impl RedisPresence {
     pub(crate) async fn set_media_server(&self, meeting: Uuid, node: &str) -> Result<(), PresenceError> {
         let _: () = self.client.set(keys::media_server(meeting), node, None, None, false).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    pub(crate) async fn claim_owner(
+        &self,
+        meeting: Uuid,
+        owner: &Owner,
+        expected: Option<&str>,
+    ) -> Result<bool, PresenceError> {
+        // One script, so the read and the write cannot interleave with another claimant.
+        const CLAIM: &str = r#"
+            local cur = redis.call('GET', KEYS[1])
+            local mine = cur and (cur == ARGV[3] or string.sub(cur, 1, string.len(ARGV[3]) + 1) == ARGV[3] .. '/')
+            if (not cur and ARGV[2] == '') or cur == ARGV[2] or mine then
+                redis.call('SET', KEYS[1], ARGV[1])
+                return 1
+            end
+            return 0"#;
+        let args = vec![owner.encode(), expected.unwrap_or_default().to_owned(), owner.node.clone()];
+        let took: i64 = self.client.eval(CLAIM, vec![keys::media_server(meeting)], args).await.map_err(unavailable)?;
+        Ok(took == 1)
+    }
+
+    pub(crate) async fn put_lease(&self, node: &str, json: &str, ttl: Duration) -> Result<(), PresenceError> {
+        let expire = Some(Expiration::PX(ttl.as_millis() as i64));
+        let _: () = self.client.set(keys::node_lease(node), json, expire, None, false).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(crate) async fn leases(&self, nodes: &[String]) -> Result<Vec<Option<String>>, PresenceError> {
+        if nodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = nodes.iter().map(|n| keys::node_lease(n)).collect();
+        self.client.mget(keys).await.map_err(unavailable)
     }
 
     pub(crate) async fn media_server(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {

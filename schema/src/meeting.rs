@@ -30,6 +30,8 @@ pub struct Model {
     pub actual_duration_seconds: Option<i64>,
     /// Name of the cluster node running the live meeting, while active.
     pub assigned_node: Option<String>,
+    /// Fencing epoch of the owner: incremented at each activation; the owner's writes must match it.
+    pub owner_epoch: i64,
     /// The series this meeting is an occurrence of.
     pub series_id: Option<Uuid>,
     pub created_at: DateTimeUtc,

@@ -50,6 +50,10 @@ pub enum StoreError {
     /// The request is well-formed but breaks a rule of the domain.
     #[error("{0}")]
     Rule(String),
+    /// A live meeting's owner wrote with an epoch that is no longer current: another node took
+    /// the meeting over. The writer must stop acting for it.
+    #[error("fenced: the meeting moved to another node")]
+    Fenced,
     /// The database could not be reached or timed out.
     #[error("database unavailable: {0}")]
     Unavailable(DbErr),

@@ -25,14 +25,28 @@ pub struct LiveMeetingInfo {
     pub started_at: DateTime<Utc>,
     /// It was already active: a restarted actor must rehydrate instead of starting fresh.
     pub was_active: bool,
+    /// The owner's fencing epoch, new with this activation: every later write carries it.
+    pub epoch: i64,
+}
+
+/// An active meeting and who carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveMeeting {
+    pub meeting_id: Uuid,
+    pub title: String,
+    pub node: Option<String>,
+    pub epoch: i64,
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
-    /// Marks a scheduled meeting active on `node` (or confirms an already active one, when a
-    /// meeting is re-activated after a restart). Ended/cancelled meetings cannot start.
+    /// Marks a scheduled meeting active on `node` (or re-activates an already active one there,
+    /// after a restart or a failover), incrementing its owner epoch. Ended/cancelled meetings
+    /// cannot start.
     pub async fn start_meeting(&self, id: Uuid, node: &str) -> Result<LiveMeetingInfo, StoreError> {
         let now = Utc::now();
-        let m = meeting::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound("meeting"))?;
+        let txn = self.db.begin().await?;
+        let m = meeting::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("meeting"))?;
         let status: MeetingStatus = m.status.parse().map_err(crate::users::corrupt)?;
         let was_active = status == MeetingStatus::Active;
         let started_at = match status {
@@ -41,13 +55,18 @@ impl Store {
                     .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Active.as_str()))
                     .col_expr(meeting::Column::StartedAt, Expr::value(now))
                     .col_expr(meeting::Column::AssignedNode, Expr::value(node))
+                    .col_expr(
+                        meeting::Column::OwnerEpoch,
+                        sea_orm::sea_query::ExprTrait::add(Expr::col(meeting::Column::OwnerEpoch), 1),
+                    )
                     .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
                     .filter(meeting::Column::Id.eq(id))
                     .filter(meeting::Column::Status.eq(MeetingStatus::Scheduled.as_str()))
-                    .exec(&self.db)
+                    .exec(&txn)
                     .await?;
                 if res.rows_affected == 0 {
                     // Started concurrently by someone else: fine, it is active now.
+                    txn.rollback().await?;
                     return Box::pin(self.start_meeting(id, node)).await;
                 }
                 now
@@ -55,8 +74,12 @@ impl Store {
             MeetingStatus::Active => {
                 meeting::Entity::update_many()
                     .col_expr(meeting::Column::AssignedNode, Expr::value(node))
+                    .col_expr(
+                        meeting::Column::OwnerEpoch,
+                        sea_orm::sea_query::ExprTrait::add(Expr::col(meeting::Column::OwnerEpoch), 1),
+                    )
                     .filter(meeting::Column::Id.eq(id))
-                    .exec(&self.db)
+                    .exec(&txn)
                     .await?;
                 m.started_at.unwrap_or(now)
             }
@@ -64,6 +87,15 @@ impl Store {
                 return Err(StoreError::Rule(format!("the meeting is {status}")));
             }
         };
+        // Read back inside the transaction: our own increment, serialised by the row lock.
+        let epoch = meeting::Entity::find_by_id(id)
+            .select_only()
+            .column(meeting::Column::OwnerEpoch)
+            .into_tuple::<i64>()
+            .one(&txn)
+            .await?
+            .ok_or(StoreError::NotFound("meeting"))?;
+        txn.commit().await?;
         let view = Meeting::try_from(m)?;
         Ok(LiveMeetingInfo {
             meeting_id: id,
@@ -72,17 +104,61 @@ impl Store {
             settings: view.settings,
             started_at,
             was_active,
+            epoch,
         })
     }
 
+    /// Active meetings with their owner node and epoch (all of them, or those on `node`).
+    pub async fn active_meetings(&self, node: Option<&str>) -> Result<Vec<ActiveMeeting>, StoreError> {
+        let mut q = meeting::Entity::find().filter(meeting::Column::Status.eq(MeetingStatus::Active.as_str()));
+        if let Some(n) = node {
+            q = q.filter(meeting::Column::AssignedNode.eq(n));
+        }
+        let rows = q.order_by_asc(meeting::Column::Id).all(&self.db).await?;
+        Ok(rows
+            .into_iter()
+            .map(|m| ActiveMeeting {
+                meeting_id: m.id,
+                title: m.title,
+                node: m.assigned_node,
+                epoch: m.owner_epoch,
+                started_at: m.started_at,
+            })
+            .collect())
+    }
+
+    /// The owner node and epoch of an active meeting (`None` if it is not active).
+    pub async fn meeting_owner(&self, id: Uuid) -> Result<Option<(String, i64)>, StoreError> {
+        let m = meeting::Entity::find_by_id(id)
+            .filter(meeting::Column::Status.eq(MeetingStatus::Active.as_str()))
+            .one(&self.db)
+            .await?;
+        Ok(m.and_then(|m| m.assigned_node.map(|n| (n, m.owner_epoch))))
+    }
+
+    /// Fails with [`StoreError::Fenced`] unless `epoch` is the meeting's current owner epoch.
+    async fn check_epoch<C: sea_orm::ConnectionTrait>(c: &C, id: Uuid, epoch: i64) -> Result<(), StoreError> {
+        let current = meeting::Entity::find_by_id(id)
+            .select_only()
+            .column(meeting::Column::OwnerEpoch)
+            .into_tuple::<i64>()
+            .one(c)
+            .await?
+            .ok_or(StoreError::NotFound("meeting"))?;
+        if current == epoch { Ok(()) } else { Err(StoreError::Fenced) }
+    }
+
     /// Ends a live meeting: status, end time, real duration and the analytics row, in one
-    /// transaction. Idempotent: a second call changes nothing.
-    pub async fn end_meeting(&self, id: Uuid, analytics: &Analytics) -> Result<(), StoreError> {
+    /// transaction, by the owner holding `epoch`. Idempotent: a second call changes nothing.
+    pub async fn end_meeting(&self, id: Uuid, epoch: i64, analytics: &Analytics) -> Result<(), StoreError> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let m = meeting::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("meeting"))?;
         if m.status == MeetingStatus::Ended.as_str() {
             return Ok(());
+        }
+        if m.owner_epoch != epoch {
+            return Err(StoreError::Fenced);
         }
         let duration = m.started_at.map(|s| (now - s).num_seconds().max(0)).unwrap_or(analytics.duration_ms / 1000);
         meeting::Entity::update_many()
@@ -92,6 +168,7 @@ impl Store {
             .col_expr(meeting::Column::AssignedNode, Expr::value(Option::<String>::None))
             .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
             .filter(meeting::Column::Id.eq(id))
+            .filter(meeting::Column::OwnerEpoch.eq(epoch))
             .exec(&txn)
             .await?;
         meeting_analytics::Entity::insert(meeting_analytics::ActiveModel {
@@ -109,8 +186,10 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps one chat message.
-    pub async fn insert_chat(&self, meeting_id: Uuid, m: &ChatMessage) -> Result<(), StoreError> {
+    /// Keeps one chat message, written by the owner holding `epoch`.
+    pub async fn insert_chat(&self, meeting_id: Uuid, epoch: i64, m: &ChatMessage) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        Self::check_epoch(&txn, meeting_id, epoch).await?;
         meeting_chat_message::ActiveModel {
             meeting_id: Set(meeting_id),
             seq: Set(m.seq as i64),
@@ -121,8 +200,9 @@ impl Store {
             body: Set(m.text.clone()),
             sent_at: Set(m.at),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -149,19 +229,29 @@ impl Store {
             .collect())
     }
 
-    /// Records a role given during the meeting (inviting the user if they were not invited).
-    pub async fn set_participant_role(&self, meeting_id: Uuid, user_id: Uuid, role: Role) -> Result<(), StoreError> {
+    /// Records a role given during the meeting (inviting the user if they were not invited),
+    /// written by the owner holding `epoch`.
+    pub async fn set_participant_role(
+        &self,
+        meeting_id: Uuid,
+        epoch: i64,
+        user_id: Uuid,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin().await?;
+        Self::check_epoch(&txn, meeting_id, epoch).await?;
         let res = meeting_participant::Entity::update_many()
             .col_expr(meeting_participant::Column::Role, Expr::value(role.as_str()))
             .filter(meeting_participant::Column::MeetingId.eq(meeting_id))
             .filter(meeting_participant::Column::UserId.eq(user_id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if res.rows_affected > 0 {
+            txn.commit().await?;
             return Ok(());
         }
-        let u = user::Entity::find_by_id(user_id).one(&self.db).await?.ok_or(StoreError::NotFound("user"))?;
-        let m = meeting::Entity::find_by_id(meeting_id).one(&self.db).await?.ok_or(StoreError::NotFound("meeting"))?;
+        let u = user::Entity::find_by_id(user_id).one(&txn).await?.ok_or(StoreError::NotFound("user"))?;
+        let m = meeting::Entity::find_by_id(meeting_id).one(&txn).await?.ok_or(StoreError::NotFound("meeting"))?;
         meeting_participant::ActiveModel {
             meeting_id: Set(meeting_id),
             user_id: Set(user_id),
@@ -171,8 +261,9 @@ impl Store {
             invited_at: Set(Utc::now()),
             scheduled_time: Set(m.scheduled_time),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await?;
+        txn.commit().await?;
         Ok(())
     }
 }

@@ -506,6 +506,7 @@ fn meeting_active_model(
         ended_at: Set(None),
         actual_duration_seconds: Set(None),
         assigned_node: Set(None),
+        owner_epoch: Set(0),
         series_id: Set(series_id),
         created_at: Set(now),
         updated_at: Set(now),

@@ -404,3 +404,25 @@ fn a_restored_meeting_is_the_meeting_it_was() {
         "chat numbering continues"
     );
 }
+
+#[test]
+fn resume_takes_back_a_seat_with_its_role_and_never_creates_one() {
+    let mut w = world(MeetingSettings::default()); // waiting room on
+    let co = w.joined("Co", Some(Role::CoHost));
+    let m = w.m.meeting_id();
+    let resume = || Request::Resume { meeting_id: m, resume_token: "checked by the connection layer".into() };
+    // The same user on a new connection: back in, no waiting room, role kept.
+    let same = Caller { invited_role: None, ..co.clone() };
+    match w.req(&same, resume()).reply.unwrap() {
+        Ok(ReplyData::Joined { you, .. }) => assert_eq!(you.role, Role::CoHost),
+        other => panic!("resume should rejoin: {other:?}"),
+    }
+    // Someone with no seat gets nothing, not even a waiting-room place.
+    let stranger = caller("Stranger", None);
+    assert_eq!(w.code(&stranger, resume()), ErrorCode::ResumeFailed);
+    assert!(!w.m.is_waiting(stranger.user_id));
+    // A removed participant cannot resume either.
+    let h = w.host.clone();
+    w.ok(&h, Request::Remove { user_id: co.user_id });
+    assert_eq!(w.code(&same, resume()), ErrorCode::ResumeFailed);
+}

@@ -89,7 +89,7 @@ async fn start_waiting_room_admit_mute_chat_share_and_end() {
     let rows = node.sql(&format!("SELECT status, assigned_node FROM meetings WHERE id = '{m}'")).await;
     assert_eq!(rows[0].try_get::<String>("", "status").unwrap(), "active");
     let media: String = redis.get(key(m, "media_server")).await.unwrap();
-    assert_eq!(media, "standalone");
+    assert_eq!(media, "standalone/1", "owner and its fencing epoch");
 
     // Password, then the waiting room.
     assert_eq!(

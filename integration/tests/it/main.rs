@@ -2,6 +2,7 @@
 //! One binary (faster to link); each test starts its own node and database.
 
 mod cli;
+mod cluster;
 mod database_outage;
 mod errors;
 mod live;

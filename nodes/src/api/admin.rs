@@ -43,3 +43,93 @@ pub async fn crash_meeting(
     tracing::warn!(meeting_id = %id, ?participant, operator = %caller.subject, "fault injection: actor crashed on purpose");
     Ok(Json(json!({"meeting_id": id, "participant": participant, "crashed": true})))
 }
+
+/// `GET /api/admin/cluster`: every node (status, load, lease age, session) and the active
+/// meetings per node with their owner epochs — what the supervisor dashboard draws.
+pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let s = &app.live.services;
+    let m = &s.membership;
+    let me = m.me();
+    let (meetings_here, participants_here) = s.meetings.load();
+    let mut nodes = vec![json!({
+        "name": me.name,
+        "self": true,
+        "status": if m.draining() { "draining" } else if m.lease_held() { "alive" } else { "isolated" },
+        "connected": true,
+        "meetings": meetings_here,
+        "participants": participants_here,
+        "max_meetings": me.max_meetings,
+        "max_participants": me.max_participants,
+        "http": format!("{}:{}", me.host, me.http_port),
+    })];
+    for p in m.peers() {
+        let st = m.peer(&p.name).unwrap_or_default();
+        let status = if m.is_dead(&p.name) {
+            "dead"
+        } else if st.lease.as_ref().is_some_and(|l| l.load.draining) {
+            "draining"
+        } else if st.lease.is_some() && st.connected {
+            "alive"
+        } else {
+            "suspect"
+        };
+        nodes.push(json!({
+            "name": p.name,
+            "self": false,
+            "status": status,
+            "connected": st.connected,
+            "meetings": st.lease.as_ref().map(|l| l.load.meetings),
+            "participants": st.lease.as_ref().map(|l| l.load.participants),
+            "max_meetings": p.max_meetings,
+            "max_participants": p.max_participants,
+            "http": format!("{}:{}", p.host, p.http_port),
+            "lease_age_ms": st.lease.as_ref().map(|l| (parley_actors::now_ms() - l.at_ms).max(0)),
+        }));
+    }
+    let active = s.store.active_meetings(None).await?;
+    let mut by_node = serde_json::Map::new();
+    for a in active {
+        let node = a.node.clone().unwrap_or_default();
+        let entry = by_node.entry(node).or_insert_with(|| json!([]));
+        if let Some(list) = entry.as_array_mut() {
+            list.push(
+                json!({"meeting_id": a.meeting_id, "title": a.title, "epoch": a.epoch, "started_at": a.started_at}),
+            );
+        }
+    }
+    let running_here: Vec<Value> =
+        s.meetings.list().into_iter().map(|(id, n)| json!({"meeting_id": id, "participants": n})).collect();
+    Ok(Json(json!({
+        "node": me.name,
+        "nodes": nodes,
+        "meetings_by_node": by_node,
+        "running_here": running_here,
+    })))
+}
+
+/// `POST /api/admin/nodes/{name}/drain`: that node takes no new meetings and moves its
+/// meetings to others (asked through the cluster when it is not this node).
+pub async fn drain(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require_admin()?;
+    let s = &app.live.services;
+    let (moved, remaining) = if name == s.node {
+        parley_actors::route::drain(s, &app.live.supervisor).await
+    } else {
+        if !s.membership.peers().iter().any(|p| p.name == name) {
+            return Err(ApiError::not_found(format!("no node named {name}")));
+        }
+        let timeout = std::time::Duration::from_secs(60);
+        match parley_actors::route::call_node(s, &name, parley_actors::wire::Body::Drain, timeout).await {
+            Ok(parley_actors::wire::Body::Drained { moved, remaining }) => (moved, remaining),
+            Ok(other) => return Err(ApiError::internal(format!("unexpected answer: {other:?}"))),
+            Err((_, e)) => return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)),
+        }
+    };
+    tracing::warn!(node = %name, moved, remaining, operator = %caller.subject, "node drained");
+    Ok(Json(json!({"node": name, "draining": true, "moved": moved, "remaining": remaining})))
+}

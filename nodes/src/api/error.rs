@@ -77,6 +77,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
             StoreError::Invalid(f) => f.into(),
             StoreError::Rule(m) => ApiError::unprocessable(m),
+            StoreError::Fenced => ApiError::new(StatusCode::CONFLICT, "conflict", "the meeting moved to another node"),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::new(

@@ -83,7 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/{id}/join-check", post(meetings::join_check))
         .route("/series/{id}", get(meetings::get_series).delete(meetings::cancel_series))
         .route("/analytics/meetings", get(reports::analytics))
-        .route("/admin/meetings/{id}/crash", post(admin::crash_meeting));
+        .route("/admin/meetings/{id}/crash", post(admin::crash_meeting))
+        .route("/admin/cluster", get(admin::cluster))
+        .route("/admin/nodes/{name}/drain", post(admin::drain));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/ws", get(crate::ws::upgrade))

@@ -1,0 +1,161 @@
+//! `NodeHost`: one per node, the only actor peers see. It turns cluster envelopes into local
+//! messages — requests into the meeting actors here, events out to the connections here — and
+//! never waits on a meeting itself: calls are answered from spawned tasks, so one slow meeting
+//! cannot hold up another's traffic.
+
+use std::sync::Arc;
+
+use parley_core::protocol::{ErrorCode, EventFrame};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use uuid::Uuid;
+
+use crate::LiveServices;
+use crate::meeting::{MeetingMsg, connections_group};
+use crate::membership::{NODES_GROUP, SCOPE, host_group};
+use crate::participant::{ParticipantMsg, SharedEvent};
+use crate::route::{Conn, MEETING_CALL_TIMEOUT, MeetingHandle, local_load, open_here};
+use crate::supervisor::SupervisorRef;
+use crate::wire::{Body, Envelope, NodeHostMsg};
+
+pub struct NodeHost;
+
+pub struct NodeHostArgs {
+    pub services: Arc<LiveServices>,
+    pub supervisor: SupervisorRef,
+}
+
+pub struct NodeHostState {
+    services: Arc<LiveServices>,
+    supervisor: SupervisorRef,
+}
+
+impl Actor for NodeHost {
+    type Msg = NodeHostMsg;
+    type State = NodeHostState;
+    type Arguments = NodeHostArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeHostMsg>,
+        a: NodeHostArgs,
+    ) -> Result<NodeHostState, ActorProcessingErr> {
+        let scope = SCOPE.to_owned();
+        ractor::pg::join_scoped(scope.clone(), NODES_GROUP.to_owned(), vec![myself.get_cell()]);
+        ractor::pg::join_scoped(scope, host_group(&a.services.node), vec![myself.get_cell()]);
+        Ok(NodeHostState { services: a.services, supervisor: a.supervisor })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<NodeHostMsg>,
+        msg: NodeHostMsg,
+        state: &mut NodeHostState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeHostMsg::Cast(env) => cast(state, env),
+            NodeHostMsg::Call(env, port) => {
+                let s = state.services.clone();
+                let supervisor = state.supervisor.clone();
+                let from = env.from.clone();
+                tokio::spawn(async move {
+                    let body = call(&s, &supervisor, env).await;
+                    if port.send(Envelope::new(&s.node, body)).is_err() {
+                        tracing::debug!(%from, "cluster: caller gave up before the answer");
+                    }
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) -> Body {
+    match env.body {
+        Body::GetLoad => Body::Load { load: local_load(s) },
+        Body::Drain => {
+            let (moved, remaining) = crate::route::drain(s, supervisor).await;
+            Body::Drained { moved, remaining }
+        }
+        Body::Activate { meeting_id, takeover_from } => {
+            if s.membership.draining() || !s.membership.lease_held() {
+                return Body::Activated { result: Err((ErrorCode::Unavailable, "node takes no new meetings".into())) };
+            }
+            Body::Activated { result: open_here(supervisor, meeting_id, takeover_from).await.map(|_| ()) }
+        }
+        Body::Request { meeting_id, caller, conn, request } => {
+            let Some(meeting) = s.meetings.get(meeting_id) else {
+                return Body::Answer {
+                    answer: Err((ErrorCode::Unavailable, "the meeting is not on this node".into())),
+                };
+            };
+            let conn = Conn::Remote(conn);
+            let answer = match meeting
+                .call(move |reply| MeetingMsg::Request { caller, conn, request, reply }, Some(MEETING_CALL_TIMEOUT))
+                .await
+            {
+                Ok(ractor::rpc::CallResult::Success(answer)) => answer,
+                Ok(_) => Err((ErrorCode::Unavailable, "the meeting did not answer in time".into())),
+                Err(_) => Err((ErrorCode::Unavailable, "the meeting is not running".into())),
+            };
+            Body::Answer { answer }
+        }
+        other => {
+            tracing::warn!(from = %env.from, body = ?other, "cluster: not a call; ignored");
+            Body::Answer { answer: Err((ErrorCode::Internal, "not a call".into())) }
+        }
+    }
+}
+
+/// The connections of a meeting on this node whose ids are in `ids`.
+fn local_conns(meeting_id: Uuid, ids: &[u64]) -> Vec<ractor::ActorCell> {
+    let wanted: std::collections::HashSet<u64> = ids.iter().copied().collect();
+    ractor::pg::get_local_members(&connections_group(meeting_id))
+        .into_iter()
+        .filter(|c| wanted.contains(&c.get_id().pid()))
+        .collect()
+}
+
+fn cast(state: &NodeHostState, env: Envelope) {
+    let s = &state.services;
+    match env.body {
+        Body::Deliver { meeting_id, conns, frame } => deliver(meeting_id, &conns, frame),
+        Body::Detached { meeting_id, conn, reason } => {
+            for c in local_conns(meeting_id, &[conn]) {
+                let _ = c.send_message(ParticipantMsg::Detached { meeting_id, reason });
+            }
+        }
+        Body::Disconnected { meeting_id, user_id, conn } => {
+            if let Some(m) = s.meetings.get(meeting_id) {
+                let _ = m.cast(MeetingMsg::Disconnected { user_id, conn });
+            }
+        }
+        Body::Attach { meeting_id, user_id, conn } => {
+            if let Some(m) = s.meetings.get(meeting_id) {
+                let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Remote(conn) });
+            }
+        }
+        Body::Moved { meeting_id, owner } => {
+            let handle = if owner == s.node {
+                match s.meetings.get(meeting_id) {
+                    Some(m) => MeetingHandle::Local(m),
+                    None => return,
+                }
+            } else {
+                MeetingHandle::Remote { node: owner }
+            };
+            let members = ractor::pg::get_local_members(&connections_group(meeting_id));
+            tracing::info!(%meeting_id, owner = %handle.node(&s.node), connections = members.len(), "meeting moved: re-attaching connections");
+            for c in members {
+                let _ = c.send_message(ParticipantMsg::Reattach { meeting_id, meeting: handle.clone() });
+            }
+        }
+        other => tracing::warn!(from = %env.from, body = ?other, "cluster: not a one-way message; ignored"),
+    }
+}
+
+fn deliver(meeting_id: Uuid, conns: &[u64], frame: EventFrame) {
+    let shared = SharedEvent::new(frame);
+    for c in local_conns(meeting_id, conns) {
+        let _ = c.send_message(ParticipantMsg::Event(shared.clone()));
+    }
+}
