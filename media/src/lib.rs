@@ -14,5 +14,6 @@
 pub mod error;
 pub mod peer;
 pub mod pli;
+pub mod rewrite;
 
 pub use error::{MediaError, Result};
