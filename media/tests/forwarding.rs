@@ -19,6 +19,7 @@ use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
 use parley_media::rewrite::StreamRewriter;
+use parley_media::vp8;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
@@ -402,9 +403,12 @@ async fn publisher_to_two_subscribers_through_the_sfu() {
     let outs: Vec<(OutTrack, OutTrack)> = subs.iter().map(|s| (s.video.clone(), s.audio.clone().unwrap())).collect();
     let forwarder = tokio::spawn(async move {
         let mut rewriters: HashMap<(usize, MediaKind), StreamRewriter> = HashMap::new();
-        let mut forwarded = 0u64;
+        let (mut forwarded, mut keyframes) = (0u64, 0u64);
         while let Some(IncomingRtp { kind, ssrc, packet, .. }) = rtp.recv().await {
             let arrival = Instant::now();
+            if kind == MediaKind::Video && vp8::is_keyframe(&packet.payload) {
+                keyframes += 1;
+            }
             for (i, (video, audio)) in outs.iter().enumerate() {
                 let (out, clock) = match kind {
                     MediaKind::Video => (video, 90_000),
@@ -420,7 +424,7 @@ async fn publisher_to_two_subscribers_through_the_sfu() {
                 forwarded += 1;
             }
         }
-        forwarded
+        (forwarded, keyframes)
     });
 
     // Send: video and audio interleaved, one packet of each per 1 ms.
@@ -537,8 +541,9 @@ async fn publisher_to_two_subscribers_through_the_sfu() {
     sfu_pub.close().await.unwrap();
     sfu_pub.close().await.unwrap();
     assert!(matches!(sfu_pub.create_offer().await, Err(MediaError::Closed)));
-    let forwarded = timeout(STEP, forwarder).await.expect("forwarder ends after close").unwrap();
+    let (forwarded, keyframes) = timeout(STEP, forwarder).await.expect("forwarder ends after close").unwrap();
     assert_eq!(forwarded, expected as u64);
+    assert_eq!(keyframes, u64::from(PACKETS.div_ceil(30)), "one keyframe every 30 video packets, seen in transit");
     for s in &subs {
         s.sfu.close().await.unwrap();
         s.client.pc.close().await.unwrap();
