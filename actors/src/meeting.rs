@@ -3,13 +3,16 @@
 //! roles and the end of the meeting. Presence/database failures while performing an effect are
 //! logged and do not stop the meeting: its memory stays authoritative while it runs.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use parley_core::meeting::{CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot};
+use parley_core::meeting::{
+    Analytics, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
+};
+use parley_core::model::Role;
 use parley_core::placement::Owner;
-use parley_core::protocol::{ErrorCode, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
+use parley_core::protocol::{ChatMessage, ErrorCode, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
 use parley_presence::PresenceRecord;
 use parley_store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -42,6 +45,11 @@ pub enum MeetingMsg {
     GraceExpired { generation: u64 },
     /// A connection of a known user re-attaches after this actor restarted or moved.
     Attach { user_id: Uuid, conn: Conn },
+    /// Another node activated this meeting with `epoch`: if that is newer than ours, stop here
+    /// (this node was presumed dead, e.g. cut off from Redis, while it still ran).
+    Superseded { epoch: i64 },
+    /// Try the deferred database writes again.
+    RetryWrites,
     /// Fault injection (operators' drills, tests): panic, as a bug would.
     Crash,
     /// Fault injection: make one participant's connection actor panic.
@@ -83,7 +91,29 @@ pub struct MeetingState {
     /// The flags last mirrored to presence.
     mirrored_flags: Option<DurableFlags>,
     rehydrated: bool,
+    /// Database writes not stored yet (the database was unreachable), oldest first; retried in
+    /// order before any newer write and on every sweep.
+    unsaved: VecDeque<Write>,
+    /// A [`MeetingMsg::RetryWrites`] is scheduled.
+    retry_armed: bool,
 }
+
+/// A database write of a live meeting.
+#[derive(Debug, Clone)]
+enum Write {
+    Chat(ChatMessage),
+    Role { user_id: Uuid, role: Role },
+}
+
+/// At most this many unsaved writes are kept while the database is away; beyond it the oldest
+/// are dropped (and logged) so that a long outage cannot exhaust memory.
+const MAX_UNSAVED: usize = 10_000;
+/// A live write normally takes milliseconds; one that takes longer than this is deferred.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How soon deferred writes are tried again.
+const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
+/// How long a meeting that ended during a database outage keeps retrying to record its end.
+const END_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
 
 impl Actor for MeetingActor {
     type Msg = MeetingMsg;
@@ -146,6 +176,8 @@ impl Actor for MeetingActor {
             last_seen,
             mirrored_flags,
             rehydrated,
+            unsaved: VecDeque::new(),
+            retry_armed: false,
         })
     }
 
@@ -168,7 +200,9 @@ impl Actor for MeetingActor {
             // And the connections on other nodes (after a failover or a move).
             let s = &state.services;
             for peer in s.membership.peers() {
-                cast_node(s, &peer.name, Body::Moved { meeting_id: state.meeting.meeting_id(), owner: s.node.clone() });
+                let body =
+                    Body::Moved { meeting_id: state.meeting.meeting_id(), owner: s.node.clone(), epoch: state.epoch };
+                cast_node(s, &peer.name, body);
             }
             if state.meeting.participant_count() == 0 {
                 // Nobody came back with it: the usual grace period, then it ends.
@@ -222,6 +256,18 @@ impl Actor for MeetingActor {
                 }
             }
             MeetingMsg::Sweep => sweep(&myself, state).await,
+            MeetingMsg::RetryWrites => {
+                state.retry_armed = false;
+                save(&myself, state).await;
+                if state.fenced {
+                    step_down(&myself, state);
+                }
+            }
+            MeetingMsg::Superseded { epoch } => {
+                if epoch > state.epoch {
+                    step_down(&myself, state);
+                }
+            }
             MeetingMsg::Attach { user_id, conn } => {
                 if state.meeting.participant(user_id).is_some() || state.meeting.is_waiting(user_id) {
                     state.conns.insert(user_id, conn);
@@ -248,6 +294,13 @@ impl Actor for MeetingActor {
 /// those who are alive.
 async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
+    if !state.unsaved.is_empty() {
+        save(myself, state).await;
+        if state.fenced {
+            step_down(myself, state);
+            return;
+        }
+    }
     let ttl = state.services.presence.ttl();
     let connected = state.meeting.connected_users();
     state.last_seen.retain(|u, _| connected.contains(u));
@@ -395,18 +448,8 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                     tracing::warn!(%meeting_id, error = %e, "presence: waiting room not mirrored");
                 }
             }
-            Effect::PersistChat(message) => match s.store.insert_chat(meeting_id, state.epoch, &message).await {
-                Err(StoreError::Fenced) => state.fenced = true,
-                Err(e) => tracing::warn!(%meeting_id, error = %e, "chat message not persisted"),
-                Ok(()) => {}
-            },
-            Effect::PersistRole { user_id, role } => {
-                match s.store.set_participant_role(meeting_id, state.epoch, user_id, role).await {
-                    Err(StoreError::Fenced) => state.fenced = true,
-                    Err(e) => tracing::warn!(%meeting_id, error = %e, "role change not persisted"),
-                    Ok(()) => {}
-                }
-            }
+            Effect::PersistChat(message) => persist(myself, state, Write::Chat(message)).await,
+            Effect::PersistRole { user_id, role } => persist(myself, state, Write::Role { user_id, role }).await,
             Effect::Detach { user_id, reason } => {
                 if let Some(c) = state.conns.remove(&user_id) {
                     detach(&s, &c, meeting_id, reason);
@@ -418,13 +461,23 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 myself.send_after(s.config.empty_grace, move || MeetingMsg::GraceExpired { generation });
             }
             Effect::Ended { reason, analytics } => {
-                match s.store.end_meeting(meeting_id, state.epoch, &analytics).await {
+                save(myself, state).await;
+                let ended = if state.unsaved.is_empty() {
+                    s.store.end_meeting(meeting_id, state.epoch, &analytics).await
+                } else {
+                    Err(StoreError::Rule("earlier writes are not stored yet".into()))
+                };
+                match ended {
                     Err(StoreError::Fenced) => {
                         // Not ours to end any more: the new owner carries on.
                         state.fenced = true;
                         return;
                     }
-                    Err(e) => tracing::error!(%meeting_id, error = %e, "meeting end not persisted"),
+                    Err(e) => {
+                        tracing::error!(%meeting_id, error = %e, "meeting end not stored yet; retrying in the background");
+                        let unsaved = std::mem::take(&mut state.unsaved);
+                        tokio::spawn(store_end_later(s.clone(), meeting_id, state.epoch, unsaved, analytics));
+                    }
                     Ok(()) => {}
                 }
                 let users: Vec<Uuid> = state.conns.keys().copied().collect();
@@ -446,6 +499,113 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
             }
         }
     }
+}
+
+/// Adds a write behind the unsaved ones (dropping the oldest past [`MAX_UNSAVED`]).
+fn queue(state: &mut MeetingState, w: Write) {
+    if state.unsaved.len() >= MAX_UNSAVED
+        && let Some(lost) = state.unsaved.pop_front()
+    {
+        tracing::error!(meeting_id = %state.meeting.meeting_id(), write = ?lost, "database away too long: write dropped");
+    }
+    state.unsaved.push_back(w);
+}
+
+/// Stores one write of this step. Normally it is stored before the reply goes out; while
+/// earlier writes wait for the database it only joins the queue (in order), so that a database
+/// outage never slows the meeting down.
+async fn persist(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, w: Write) {
+    let waiting = !state.unsaved.is_empty();
+    queue(state, w);
+    if !waiting {
+        save(myself, state).await;
+    }
+}
+
+/// Stores the unsaved writes in order, stopping at the first failure (kept, and retried after
+/// [`RETRY_WRITES_AFTER`]). A fenced write marks the meeting fenced: the rest belongs to the
+/// new owner.
+async fn save(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
+    let meeting_id = state.meeting.meeting_id();
+    let backlog = state.unsaved.len();
+    while let Some(w) = state.unsaved.front() {
+        let result = tokio::time::timeout(WRITE_TIMEOUT, write(&state.services, meeting_id, state.epoch, w))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Rule(format!("no answer within {WRITE_TIMEOUT:?}"))));
+        match result {
+            Ok(()) => {
+                state.unsaved.pop_front();
+            }
+            Err(StoreError::Fenced) => {
+                state.fenced = true;
+                state.unsaved.clear();
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%meeting_id, error = %e, unsaved = state.unsaved.len(), "database write deferred; will retry");
+                if !state.retry_armed {
+                    state.retry_armed = true;
+                    myself.send_after(RETRY_WRITES_AFTER, || MeetingMsg::RetryWrites);
+                }
+                return;
+            }
+        }
+    }
+    if backlog > 1 {
+        tracing::info!(%meeting_id, writes = backlog, "deferred database writes stored");
+    }
+}
+
+/// One write, fenced by `epoch`. Chat inserts are idempotent and role updates absolute, so a
+/// write that timed out after committing is safe to repeat.
+async fn write(s: &LiveServices, meeting_id: Uuid, epoch: i64, w: &Write) -> Result<(), StoreError> {
+    match w {
+        Write::Chat(m) => s.store.insert_chat(meeting_id, epoch, m).await,
+        Write::Role { user_id, role } => s.store.set_participant_role(meeting_id, epoch, *user_id, *role).await,
+    }
+}
+
+/// A meeting ended while its database was away: keep trying to store what it still owes (the
+/// deferred writes, then the end itself) once a second, for up to [`END_RETRY_FOR`].
+async fn store_end_later(
+    s: Arc<LiveServices>,
+    meeting_id: Uuid,
+    epoch: i64,
+    mut unsaved: VecDeque<Write>,
+    analytics: Analytics,
+) {
+    let started = Instant::now();
+    let mut attempts = 0u32;
+    while started.elapsed() < END_RETRY_FOR {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        attempts += 1;
+        let mut result = Ok(());
+        while let Some(w) = unsaved.front() {
+            result = write(&s, meeting_id, epoch, w).await;
+            if result.is_err() {
+                break;
+            }
+            unsaved.pop_front();
+        }
+        if result.is_ok() {
+            result = s.store.end_meeting(meeting_id, epoch, &analytics).await;
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!(%meeting_id, attempts, "meeting end stored after the database came back");
+                return;
+            }
+            Err(StoreError::Fenced) => {
+                tracing::warn!(%meeting_id, "meeting end not stored: another node owns the meeting now");
+                return;
+            }
+            Err(e) if attempts % 10 == 1 => {
+                tracing::warn!(%meeting_id, attempts, error = %e, "meeting end still not stored; retrying")
+            }
+            Err(_) => {}
+        }
+    }
+    tracing::error!(%meeting_id, writes = unsaved.len(), "meeting end never stored: gave up");
 }
 
 /// Sends one event to connections: local ones directly, remote ones in one message per node.

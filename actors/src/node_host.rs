@@ -134,7 +134,13 @@ fn cast(state: &NodeHostState, env: Envelope) {
                 let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Remote(conn) });
             }
         }
-        Body::Moved { meeting_id, owner } => {
+        Body::Moved { meeting_id, owner, epoch } => {
+            if owner != s.node
+                && let Some(m) = s.meetings.get(meeting_id)
+            {
+                // Still running here: the newer epoch wins (the meeting decides).
+                let _ = m.cast(MeetingMsg::Superseded { epoch });
+            }
             let handle = if owner == s.node {
                 match s.meetings.get(meeting_id) {
                     Some(m) => MeetingHandle::Local(m),

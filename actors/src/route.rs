@@ -206,7 +206,12 @@ async fn try_locate(
     }
     let raw = match s.presence.media_server(meeting_id).await {
         Ok(raw) => raw,
-        Err(e) => return fail(ErrorCode::Unavailable, format!("presence unavailable: {e}")),
+        Err(e) => {
+            // This node cannot read Redis (it may be cut off from it while its peers are not):
+            // the database's record of the owner still routes the request.
+            tracing::debug!(%meeting_id, error = %e, "presence unavailable: owner from the database");
+            None
+        }
     };
     let owner = match raw.as_deref().and_then(Owner::parse) {
         Some(o) => Some(o),

@@ -106,6 +106,9 @@ pub enum Body {
     Moved {
         meeting_id: Uuid,
         owner: String,
+        /// The new owner's fencing epoch: an older activation still running elsewhere stops.
+        #[serde(default)]
+        epoch: i64,
     },
     // --- answers ---
     Answer {
@@ -239,7 +242,7 @@ mod tests {
         round_trip(Body::Detached { meeting_id: m, conn: 7, reason: LeaveReason::Removed });
         round_trip(Body::Disconnected { meeting_id: m, user_id: u, conn: conn.clone() });
         round_trip(Body::Attach { meeting_id: m, user_id: u, conn });
-        round_trip(Body::Moved { meeting_id: m, owner: "node-c".into() });
+        round_trip(Body::Moved { meeting_id: m, owner: "node-c".into(), epoch: 7 });
         round_trip(Body::Answer { answer: Ok(ReplyData::Done) });
         round_trip(Body::Answer { answer: Err((ErrorCode::Forbidden, "no".into())) });
         round_trip(Body::Activated { result: Ok(()) });
@@ -258,7 +261,7 @@ mod tests {
     #[test]
     fn ids_travel_as_strings_like_client_frames() {
         let m = Uuid::new_v4();
-        let bytes = Envelope::new("a", Body::Moved { meeting_id: m, owner: "b".into() }).to_bytes();
+        let bytes = Envelope::new("a", Body::Moved { meeting_id: m, owner: "b".into(), epoch: 1 }).to_bytes();
         let v: serde_json::Value = rmp_serde::from_slice(&bytes).unwrap();
         assert_eq!(v["body"]["meeting_id"], serde_json::Value::String(m.to_string()));
         assert_eq!(v["body"]["kind"], "moved");

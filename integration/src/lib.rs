@@ -362,14 +362,18 @@ impl TestCluster {
     /// Starts `n` members (the configuration lists `n + extra` nodes: the extra ones are
     /// configured but not started) and waits until they see each other.
     pub async fn start(n: usize, extra: usize, env: &[(&str, &str)]) -> TestCluster {
-        let database = TestDatabase::create(&pg_admin_url()).await;
+        TestCluster::start_on(n, extra, env, &pg_admin_url(), &redis_url()).await
+    }
+
+    /// [`TestCluster::start`] on a given PostgreSQL server (its admin URL) and Redis.
+    pub async fn start_on(n: usize, extra: usize, env: &[(&str, &str)], pg_admin: &str, redis: &str) -> TestCluster {
+        let database = TestDatabase::create(pg_admin).await;
         let tag = &Uuid::new_v4().simple().to_string()[..8];
         let names: Vec<String> = (0..n + extra).map(|i| format!("it{tag}-{}", (b'a' + i as u8) as char)).collect();
         let mut config = format!(
             "[cluster]\nname = \"it-{tag}\"\ncookie = \"it-cookie-{tag}\"\nsecret = \"it-secret-{tag}-0123456789\"\n\
              database_url = \"{}\"\nredis_url = \"{}\"\n",
-            database.url,
-            redis_url()
+            database.url, redis
         );
         for name in &names {
             config.push_str(&format!(
@@ -769,5 +773,101 @@ impl ThrowawayRedis {
 impl Drop for ThrowawayRedis {
     fn drop(&mut self) {
         let _ = Command::new("redis-cli").args(["-p", &self.port.to_string(), "shutdown", "nosave"]).output();
+    }
+}
+
+/// A TCP relay in front of a real server that a test can cut, as a network partition would:
+/// `cut` closes every relayed connection and refuses new ones; `heal` accepts again. The node
+/// behind it sees its server vanish while every other client of that server still reaches it.
+pub struct CuttableLink {
+    pub port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CuttableLink {
+    /// Relays `127.0.0.1:<port>` to `target` (host:port).
+    pub async fn start(target: &str) -> CuttableLink {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind relay");
+        let port = listener.local_addr().expect("relay addr").port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let generation = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let target = target.to_owned();
+        let (c, g) = (cut.clone(), generation.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if c.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (target, c, g) = (target.clone(), c.clone(), g.clone());
+                let born = g.load(Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await else { return };
+                    let relay = tokio::io::copy_bidirectional(&mut inbound, &mut outbound);
+                    let watch = async {
+                        while !c.load(Ordering::SeqCst) && g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! { _ = relay => {}, _ = watch => {} }
+                });
+            }
+        });
+        CuttableLink { port, cut, generation, task }
+    }
+
+    pub fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.cut.store(true, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn heal(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for CuttableLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A certificate authority for a test cluster's mutual TLS: a CA certificate and, signed by it,
+/// one member certificate for 127.0.0.1, written as PEM files into a temporary directory.
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn create() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key")).expect("CA cert");
+        let member_key = KeyPair::generate().expect("member key");
+        let member = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("member params")
+            .signed_by(&member_key, &ca)
+            .expect("member cert");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write CA");
+        std::fs::write(dir.path().join("member.pem"), member.pem()).expect("write cert");
+        std::fs::write(dir.path().join("member.key"), member_key.serialize_pem()).expect("write key");
+        TestPki { dir }
+    }
+
+    /// The node environment that turns mutual TLS on with this PKI's files.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let p = |f: &str| self.dir.path().join(f).display().to_string();
+        vec![
+            ("PARLEY_CLUSTER_TLS_CA", p("ca.pem")),
+            ("PARLEY_CLUSTER_TLS_CERT", p("member.pem")),
+            ("PARLEY_CLUSTER_TLS_KEY", p("member.key")),
+        ]
     }
 }

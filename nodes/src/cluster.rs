@@ -15,8 +15,12 @@ use parley_actors::route::{local_load, locate};
 use parley_actors::{LiveServices, Membership, NodeHost, NodeHostArgs, SupervisorRef};
 use parley_presence::NodeLease;
 use ractor::ActorRef;
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage, node::NodeServerSessionInformation};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage, node::NodeServerSessionInformation,
+};
+use tokio_rustls::TlsConnector;
 
+use crate::cluster_tls::{ClusterTlsContext, server_name};
 use crate::config::{NodeEntry, Settings};
 
 /// Longest wait between two dials of an unreachable peer.
@@ -101,7 +105,12 @@ pub async fn start(settings: &Settings, services: Arc<LiveServices>, supervisor:
         settings.cookie.clone().context("a cluster member needs a cookie ([cluster] cookie or PARLEY_COOKIE)")?;
     let port = me.cluster_port.context("a cluster member needs a cluster_port")?;
     let bind: IpAddr = me.host.parse().with_context(|| format!("node host `{}` is not an IP address", me.host))?;
-    let server = NodeServer::new(port, cookie, me.name.clone(), me.host.clone(), None, None).with_listen_addr(bind);
+    let tls = match &settings.cluster_tls {
+        Some(files) => Some(ClusterTlsContext::load(files).context("cluster TLS")?),
+        None => None,
+    };
+    let incoming = tls.as_ref().map(|t| IncomingEncryptionMode::Tls(t.acceptor.clone()));
+    let server = NodeServer::new(port, cookie, me.name.clone(), me.host.clone(), incoming, None).with_listen_addr(bind);
     let (server, _) = ractor::Actor::spawn(Some(format!("cluster@{}", me.name)), server, ())
         .await
         .context("cannot start the cluster server")?;
@@ -112,8 +121,8 @@ pub async fn start(settings: &Settings, services: Arc<LiveServices>, supervisor:
             subscription: Box::new(Sessions(membership.clone())),
         })
         .context("cannot subscribe to cluster events")?;
-    tracing::info!(node = %me.name, addr = %format!("{bind}:{port}"), peers = membership.peers().len(), ttl_ms = settings.lease_ttl.as_millis() as u64, "cluster: listening");
-    tokio::spawn(dial_loop(server, membership.clone()));
+    tracing::info!(node = %me.name, addr = %format!("{bind}:{port}"), peers = membership.peers().len(), ttl_ms = settings.lease_ttl.as_millis() as u64, tls = tls.is_some(), "cluster: listening");
+    tokio::spawn(dial_loop(server, membership.clone(), tls.map(|t| t.connector)));
     let http = format!("{}:{}", me.host, me.http_port);
     tokio::spawn(lease_loop(services, supervisor, http));
     Ok(())
@@ -121,7 +130,7 @@ pub async fn start(settings: &Settings, services: Arc<LiveServices>, supervisor:
 
 /// Keeps a session to every peer: the node whose name sorts first dials (one session per pair),
 /// retrying with capped exponential backoff.
-async fn dial_loop(server: ActorRef<NodeServerMessage>, membership: Arc<Membership>) {
+async fn dial_loop(server: ActorRef<NodeServerMessage>, membership: Arc<Membership>, tls: Option<TlsConnector>) {
     let me = membership.me().name.clone();
     let mut next: HashMap<String, (Instant, Duration)> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -138,7 +147,16 @@ async fn dial_loop(server: ActorRef<NodeServerMessage>, membership: Arc<Membersh
             }
             next.insert(peer.name.clone(), (Instant::now() + backoff, (backoff * 2).min(MAX_BACKOFF)));
             let addr = format!("{}:{}", peer.host, peer.cluster_port);
-            if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+            let dialled = match &tls {
+                None => ractor_cluster::client_connect(&server, addr.as_str()).await.map_err(|e| e.to_string()),
+                Some(connector) => match server_name(&peer.host) {
+                    Ok(name) => ractor_cluster::client_connect_enc(&server, addr.as_str(), connector.clone(), name)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+            };
+            if let Err(e) = dialled {
                 tracing::debug!(peer = %peer.name, %addr, error = %e, "cluster: dial failed; retrying");
             }
         }

@@ -33,6 +33,8 @@ pub enum ConfigError {
     UnknownNode(String),
     #[error("the token secret must be at least 16 bytes (got {0})")]
     WeakSecret(usize),
+    #[error("cluster TLS needs ca, cert and key ([cluster.tls] or PARLEY_CLUSTER_TLS_*); missing: {0}")]
+    IncompleteTls(&'static str),
     #[error("cannot create or read the secret file {path}: {source}")]
     SecretFile { path: PathBuf, source: std::io::Error },
 }
@@ -72,6 +74,29 @@ pub struct ClusterSection {
     /// Life of a node's Redis lease; refreshed every third of it. A dead node's meetings are
     /// taken over once its lease lapses.
     pub lease_ttl_ms: Option<u64>,
+    /// Mutual TLS on the cluster port (`[cluster.tls]`); absent = plain TCP + cookie.
+    pub tls: Option<TlsSection>,
+}
+
+/// `[cluster.tls]`: PEM files; `{node}` in a path is replaced by the node's name, so one file
+/// serves every node (`cert = "certs/{node}.pem"`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The CA that signs every member's certificate; peers must present one it signed.
+    pub ca: Option<String>,
+    /// This node's certificate chain; its subject alternative names must include its `host`.
+    pub cert: Option<String>,
+    /// This node's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Option<String>,
+}
+
+/// Resolved cluster TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// One `[[nodes]]` entry: a member of the cluster.
@@ -125,6 +150,8 @@ pub struct Settings {
     /// Every member of the cluster (`[[nodes]]`).
     pub nodes: Vec<NodeEntry>,
     pub lease_ttl: std::time::Duration,
+    /// Mutual TLS on the cluster port, when configured.
+    pub cluster_tls: Option<ClusterTls>,
     /// This node's name (`standalone` when not a listed cluster member).
     pub node_name: String,
     pub http_addr: SocketAddr,
@@ -274,12 +301,14 @@ impl Settings {
         let rate_per_sec =
             number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
         let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
+        let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
             member: entry.cloned(),
             nodes: file.nodes.clone(),
             lease_ttl,
+            cluster_tls,
             node_name: node_name.unwrap_or_else(|| "standalone".to_owned()),
             http_addr,
             database_url,
@@ -299,6 +328,24 @@ impl Settings {
                 .or(c.fault_injection)
                 .unwrap_or(false),
         })
+    }
+}
+
+/// The cluster TLS files: each from `PARLEY_CLUSTER_TLS_{CA,CERT,KEY}`, else `[cluster.tls]`;
+/// all three or none.
+fn resolve_tls(file: Option<&TlsSection>, node: &str, env: &dyn Env) -> Result<Option<ClusterTls>, ConfigError> {
+    let pick = |var: &str, f: Option<&String>| {
+        env.var(var).or_else(|| f.cloned()).map(|p| PathBuf::from(p.replace("{node}", node)))
+    };
+    let ca = pick("PARLEY_CLUSTER_TLS_CA", file.and_then(|t| t.ca.as_ref()));
+    let cert = pick("PARLEY_CLUSTER_TLS_CERT", file.and_then(|t| t.cert.as_ref()));
+    let key = pick("PARLEY_CLUSTER_TLS_KEY", file.and_then(|t| t.key.as_ref()));
+    match (ca, cert, key) {
+        (None, None, None) => Ok(None),
+        (Some(ca), Some(cert), Some(key)) => Ok(Some(ClusterTls { ca, cert, key })),
+        (None, _, _) => Err(ConfigError::IncompleteTls("ca")),
+        (_, None, _) => Err(ConfigError::IncompleteTls("cert")),
+        (_, _, None) => Err(ConfigError::IncompleteTls("key")),
     }
 }
 
@@ -394,6 +441,27 @@ mod tests {
         let again = Settings::resolve(&ConfigFile::default(), None, &env).unwrap();
         assert_eq!(s.secret, again.secret, "the generated secret is reused");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn cluster_tls_needs_all_three_files_and_names_each_node() {
+        let mut f = file();
+        f.cluster.tls = Some(TlsSection {
+            ca: Some("certs/ca.pem".into()),
+            cert: Some("certs/{node}.pem".into()),
+            key: Some("certs/{node}.key".into()),
+        });
+        let env: HashMap<&str, &str> = HashMap::new();
+        let tls = Settings::resolve(&f, Some("node-a"), &env).unwrap().cluster_tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("certs/node-a.pem"));
+        assert_eq!(tls.key, PathBuf::from("certs/node-a.key"));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_CLUSTER_TLS_KEY", "/secure/{node}.key")]);
+        let tls = Settings::resolve(&f, Some("node-a"), &env).unwrap().cluster_tls.unwrap();
+        assert_eq!(tls.key, PathBuf::from("/secure/node-a.key"), "env overrides the file");
+        f.cluster.tls.as_mut().unwrap().ca = None;
+        let env: HashMap<&str, &str> = HashMap::new();
+        assert!(matches!(Settings::resolve(&f, Some("node-a"), &env), Err(ConfigError::IncompleteTls("ca"))));
+        assert!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().cluster_tls.is_none());
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod api;
 mod auth;
 mod cluster;
+mod cluster_tls;
 mod config;
 mod node;
 mod ws;

@@ -137,10 +137,14 @@ impl Store {
     }
 
     /// Fails with [`StoreError::Fenced`] unless `epoch` is the meeting's current owner epoch.
+    /// The row stays share-locked until the caller's transaction ends, so a takeover (which
+    /// bumps the epoch with an UPDATE) waits for this write or makes it fail — never both.
+    /// (SQLite has no row locks; there a single node writes anyway.)
     async fn check_epoch<C: sea_orm::ConnectionTrait>(c: &C, id: Uuid, epoch: i64) -> Result<(), StoreError> {
         let current = meeting::Entity::find_by_id(id)
             .select_only()
             .column(meeting::Column::OwnerEpoch)
+            .lock_shared()
             .into_tuple::<i64>()
             .one(c)
             .await?
@@ -186,11 +190,12 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps one chat message, written by the owner holding `epoch`.
+    /// Keeps one chat message, written by the owner holding `epoch`. Idempotent per
+    /// `(meeting, seq)`: a retry after a lost commit acknowledgement stores it once.
     pub async fn insert_chat(&self, meeting_id: Uuid, epoch: i64, m: &ChatMessage) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
         Self::check_epoch(&txn, meeting_id, epoch).await?;
-        meeting_chat_message::ActiveModel {
+        let row = meeting_chat_message::ActiveModel {
             meeting_id: Set(meeting_id),
             seq: Set(m.seq as i64),
             from_user_id: Set(m.from),
@@ -199,9 +204,15 @@ impl Store {
             room: Set(m.room.map(|r| r as i32)),
             body: Set(m.text.clone()),
             sent_at: Set(m.at),
-        }
-        .insert(&txn)
-        .await?;
+        };
+        meeting_chat_message::Entity::insert(row)
+            .on_conflict(
+                OnConflict::columns([meeting_chat_message::Column::MeetingId, meeting_chat_message::Column::Seq])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(&txn)
+            .await?;
         txn.commit().await?;
         Ok(())
     }
