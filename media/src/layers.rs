@@ -1,0 +1,305 @@
+//! Simulcast layer selection for one subscriber of one video track.
+//!
+//! Inputs: the layers the publisher currently sends (RID `q`/`h`/`f` with measured bitrate and
+//! frame height), the height of the tile the subscriber shows the track in, and the share of
+//! the subscriber's downlink estimate given to this track. Output: the layer to forward, or
+//! none (paused: not visible, or not even the lowest layer fits).
+//!
+//! Rules:
+//! - The view caps the layer: the smallest layer at least as tall as the tile (no point sending
+//!   1080p into a 180p thumbnail).
+//! - The budget caps it too. Going **down** happens at once (congestion hurts now); going **up**
+//!   needs the higher layer to fit with [`UPGRADE_HEADROOM`] for [`UPGRADE_HOLD`] without
+//!   interruption, so an estimate that wobbles around a layer's bitrate does not flap.
+//! - A change of target takes effect only at a keyframe of the new layer: until then the old
+//!   layer keeps flowing ([`LayerSelector::on_packet`]) and [`LayerSelector::needs_keyframe`]
+//!   tells the router to ask the publisher for one (throttled by `pli`).
+
+use std::time::{Duration, Instant};
+
+/// Factor a higher layer's bitrate must fit within the budget before upgrading.
+pub const UPGRADE_HEADROOM: f64 = 1.25;
+/// How long the higher layer must keep fitting before upgrading.
+pub const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+
+/// A simulcast layer, lowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layer {
+    /// RID `q`: quarter resolution.
+    Low,
+    /// RID `h`: half resolution.
+    Mid,
+    /// RID `f` (or no simulcast): full resolution.
+    High,
+}
+
+impl Layer {
+    /// The layer of a stream from its RID; a stream without RID is the only, full layer.
+    /// Unknown RIDs are `None` (ignored).
+    pub fn from_rid(rid: Option<&str>) -> Option<Layer> {
+        match rid {
+            None | Some("f") => Some(Layer::High),
+            Some("h") => Some(Layer::Mid),
+            Some("q") => Some(Layer::Low),
+            Some(_) => None,
+        }
+    }
+}
+
+/// What the router measured of one layer the publisher sends.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerInfo {
+    pub layer: Layer,
+    /// Measured bitrate, bits/s; 0 while unknown (treated as fitting any budget).
+    pub bitrate_bps: u64,
+    /// Frame height in pixels (from the keyframe header or the publisher's announcement).
+    pub height: u32,
+}
+
+/// What to do with one incoming packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PacketAction {
+    /// Not the forwarded layer (or paused): drop.
+    Drop,
+    /// Forward; `switched`: this packet starts the new layer (call `StreamRewriter::pause`
+    /// first if the source might be the same as before, e.g. resuming after a pause).
+    Forward { switched: bool },
+}
+
+/// Layer choice of one subscriber for one video track.
+#[derive(Debug, Clone, Default)]
+pub struct LayerSelector {
+    /// Layer being forwarded now.
+    current: Option<Layer>,
+    /// Layer wanted; replaces `current` at its next keyframe.
+    target: Option<Layer>,
+    /// Since when a higher layer than `target` has fitted the budget with headroom.
+    upgrade_since: Option<(Layer, Instant)>,
+    /// The last target was below what the view asked for, for lack of budget: going up again
+    /// needs the hold. (Otherwise changes follow the view at once.)
+    budget_limited: bool,
+}
+
+impl LayerSelector {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Layer being forwarded now.
+    pub fn current(&self) -> Option<Layer> {
+        self.current
+    }
+
+    /// Layer wanted.
+    pub fn target(&self) -> Option<Layer> {
+        self.target
+    }
+
+    /// Whether a keyframe of the target layer is awaited (ask the publisher).
+    pub fn needs_keyframe(&self) -> bool {
+        self.target.is_some() && self.target != self.current
+    }
+
+    /// Re-decides the target from the current inputs; returns it. Call on every estimate,
+    /// view or layer-set change, and periodically (so an upgrade hold can complete).
+    pub fn update(&mut self, layers: &[LayerInfo], tile_height: u32, budget_bps: u64, now: Instant) -> Option<Layer> {
+        let cap = view_cap(layers, tile_height);
+        let best = |headroom: f64| {
+            layers
+                .iter()
+                .filter(|l| Some(l.layer) <= cap)
+                .filter(|l| l.bitrate_bps == 0 || l.bitrate_bps as f64 * headroom <= budget_bps as f64)
+                .map(|l| l.layer)
+                .max()
+        };
+        let (plain, roomy) = (best(1.0), best(UPGRADE_HEADROOM));
+        // A target the publisher stopped sending is no target.
+        let target = self.target.filter(|t| layers.iter().any(|l| l.layer == *t));
+        // `None < Some(Low)`: pausing is going down.
+        let next = if plain <= target || !self.budget_limited {
+            // Down, unchanged, or a first / view-driven choice: at once.
+            self.upgrade_since = None;
+            plain
+        } else if roomy > target {
+            match self.upgrade_since {
+                Some((candidate, since)) if roomy >= Some(candidate) => {
+                    if now.saturating_duration_since(since) >= UPGRADE_HOLD {
+                        self.upgrade_since = None;
+                        roomy
+                    } else {
+                        target
+                    }
+                }
+                _ => {
+                    self.upgrade_since = roomy.map(|l| (l, now));
+                    target
+                }
+            }
+        } else {
+            // The next layer fits, but without headroom: stay, and restart any hold.
+            self.upgrade_since = None;
+            target
+        };
+        self.budget_limited = next < cap;
+        self.target = next;
+        if next.is_none() {
+            self.current = None;
+        }
+        next
+    }
+
+    /// Decides what to do with a packet of `layer` (`keyframe`: it starts a keyframe, see
+    /// `vp8::is_keyframe`).
+    pub fn on_packet(&mut self, layer: Layer, keyframe: bool) -> PacketAction {
+        let Some(target) = self.target else {
+            return PacketAction::Drop;
+        };
+        if Some(target) != self.current && layer == target && keyframe {
+            self.current = Some(target);
+            return PacketAction::Forward { switched: true };
+        }
+        if Some(layer) == self.current { PacketAction::Forward { switched: false } } else { PacketAction::Drop }
+    }
+}
+
+/// Highest layer the tile justifies: the smallest at least as tall as the tile, or the tallest
+/// if none is; `None` when the tile is hidden (height 0) or no layer is sent.
+fn view_cap(layers: &[LayerInfo], tile_height: u32) -> Option<Layer> {
+    if tile_height == 0 {
+        return None;
+    }
+    layers
+        .iter()
+        .filter(|l| l.height >= tile_height)
+        .min_by_key(|l| l.height)
+        .or_else(|| layers.iter().max_by_key(|l| l.height))
+        .map(|l| l.layer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K: u64 = 1000;
+
+    fn layers() -> Vec<LayerInfo> {
+        vec![
+            LayerInfo { layer: Layer::Low, bitrate_bps: 150 * K, height: 180 },
+            LayerInfo { layer: Layer::Mid, bitrate_bps: 500 * K, height: 360 },
+            LayerInfo { layer: Layer::High, bitrate_bps: 1500 * K, height: 720 },
+        ]
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn rids_map_to_layers() {
+        assert_eq!(Layer::from_rid(Some("q")), Some(Layer::Low));
+        assert_eq!(Layer::from_rid(Some("h")), Some(Layer::Mid));
+        assert_eq!(Layer::from_rid(Some("f")), Some(Layer::High));
+        assert_eq!(Layer::from_rid(None), Some(Layer::High), "no simulcast: the one layer");
+        assert_eq!(Layer::from_rid(Some("x")), None);
+    }
+
+    #[test]
+    fn the_view_caps_the_layer_and_changes_apply_at_once() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        assert_eq!(s.update(&l, 720, 10_000 * K, t0), Some(Layer::High), "first choice needs no hold");
+        assert_eq!(s.update(&l, 360, 10_000 * K, t0), Some(Layer::Mid));
+        assert_eq!(s.update(&l, 200, 10_000 * K, t0), Some(Layer::Mid), "smallest layer at least as tall");
+        assert_eq!(s.update(&l, 100, 10_000 * K, t0), Some(Layer::Low));
+        assert_eq!(s.update(&l, 1080, 10_000 * K, t0), Some(Layer::High), "taller than all: the tallest, at once");
+        assert_eq!(s.update(&l, 0, 10_000 * K, t0), None, "hidden tile: paused");
+        assert_eq!(s.on_packet(Layer::High, true), PacketAction::Drop);
+        assert_eq!(s.update(&l, 360, 10_000 * K, t0), Some(Layer::Mid), "visible again: at once");
+    }
+
+    #[test]
+    fn congestion_goes_down_at_once_and_up_only_after_the_hold() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        assert_eq!(s.update(&l, 720, 3000 * K, t0), Some(Layer::High));
+        assert_eq!(s.update(&l, 720, 1000 * K, at(t0, 100)), Some(Layer::Mid), "down at once");
+        assert_eq!(s.update(&l, 720, 3000 * K, at(t0, 200)), Some(Layer::Mid), "hold starts");
+        assert_eq!(s.update(&l, 720, 3000 * K, at(t0, 3100)), Some(Layer::Mid));
+        assert_eq!(s.update(&l, 720, 3000 * K, at(t0, 3200)), Some(Layer::High), "held for 3 s");
+    }
+
+    #[test]
+    fn an_estimate_wobbling_around_a_layer_does_not_flap() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        s.update(&l, 720, 1000 * K, t0);
+        let mut changes = 0;
+        let mut last = s.target();
+        // 1.6 Mb/s fits High (1.5) but not with 25 % headroom (1.875); 1.0 does not fit it.
+        for i in 1..200u64 {
+            let budget = if i % 2 == 0 { 1600 * K } else { 1000 * K };
+            let t = s.update(&l, 720, budget, at(t0, i * 500));
+            changes += usize::from(t != last);
+            last = t;
+        }
+        assert_eq!((changes, last), (0, Some(Layer::Mid)));
+    }
+
+    #[test]
+    fn an_interrupted_hold_starts_over() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        s.update(&l, 720, 1000 * K, t0);
+        s.update(&l, 720, 2000 * K, at(t0, 0));
+        s.update(&l, 720, 2000 * K, at(t0, 2000));
+        assert_eq!(s.update(&l, 720, 1700 * K, at(t0, 2500)), Some(Layer::Mid), "fits, but no headroom");
+        assert_eq!(s.update(&l, 720, 2000 * K, at(t0, 2600)), Some(Layer::Mid));
+        assert_eq!(s.update(&l, 720, 2000 * K, at(t0, 5000)), Some(Layer::Mid), "2.4 s since restart");
+        assert_eq!(s.update(&l, 720, 2000 * K, at(t0, 5600)), Some(Layer::High));
+    }
+
+    #[test]
+    fn nothing_fits_pauses_and_resumes_after_the_hold() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        s.update(&l, 720, 3000 * K, t0);
+        assert_eq!(s.update(&l, 720, 100 * K, at(t0, 10)), None);
+        assert!(!s.needs_keyframe());
+        assert_eq!(s.update(&l, 720, 400 * K, at(t0, 20)), None, "Low fits with headroom, hold starts");
+        assert_eq!(s.update(&l, 720, 400 * K, at(t0, 3020)), Some(Layer::Low));
+    }
+
+    #[test]
+    fn unknown_bitrates_fit_and_vanished_layers_are_replaced() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let mut l = layers();
+        l[2].bitrate_bps = 0;
+        assert_eq!(s.update(&l, 720, 10 * K, t0), Some(Layer::High), "not measured yet: assumed to fit");
+        l.pop();
+        assert_eq!(s.update(&l, 720, 10_000 * K, t0), Some(Layer::Mid), "publisher stopped sending f");
+        assert_eq!(s.update(&[], 720, 10_000 * K, t0), None);
+    }
+
+    #[test]
+    fn a_switch_waits_for_a_keyframe_of_the_new_layer() {
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let l = layers();
+        s.update(&l, 720, 3000 * K, t0);
+        assert!(s.needs_keyframe(), "nothing forwarded yet");
+        assert_eq!(s.on_packet(Layer::High, false), PacketAction::Drop, "cannot start on a delta frame");
+        assert_eq!(s.on_packet(Layer::High, true), PacketAction::Forward { switched: true });
+        assert_eq!(s.on_packet(Layer::High, false), PacketAction::Forward { switched: false });
+        assert!(!s.needs_keyframe());
+
+        s.update(&l, 720, 1000 * K, at(t0, 10));
+        assert!(s.needs_keyframe());
+        assert_eq!(s.current(), Some(Layer::High));
+        assert_eq!(s.on_packet(Layer::High, false), PacketAction::Forward { switched: false }, "old layer until then");
+        assert_eq!(s.on_packet(Layer::Mid, false), PacketAction::Drop);
+        assert_eq!(s.on_packet(Layer::Low, true), PacketAction::Drop, "a keyframe of another layer");
+        assert_eq!(s.on_packet(Layer::Mid, true), PacketAction::Forward { switched: true });
+        assert_eq!(s.on_packet(Layer::High, true), PacketAction::Drop);
+        assert_eq!(s.current(), Some(Layer::Mid));
+        assert!(!s.needs_keyframe());
+    }
+}

@@ -1,0 +1,28 @@
+//! Parley's SFU media router, bottom layer.
+//!
+//! Two halves, kept apart so the forwarding rules can be tested without sockets:
+//!
+//! - **Pure logic** (plain header fields in, decisions out; no I/O, no webrtc types):
+//!   [`rewrite`] (continuous outgoing seq/timestamp across source switches), [`layers`]
+//!   (simulcast layer choice with hysteresis, switch at keyframes) with [`vp8`] (keyframe
+//!   detection), [`speaker`] (active speaker from audio levels), [`nack_cache`] (packets kept
+//!   for retransmission), [`pli`] (keyframe-request throttle), [`views`] (who receives what).
+//! - **The WebRTC adapter** [`peer`]: one server-side peer connection per participant on
+//!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out as a channel,
+//!   outgoing tracks that take rewritten RTP, PLI to publishers.
+//!
+//! The media-router actor (planned, `actors/`) owns one [`peer::Peer`] per participant and
+//! glues the two: RTP in → `layers`/`speaker` → `rewrite` → [`peer::OutTrack::write_rtp`], with
+//! `views` deciding the subscriptions. `media/tests/forwarding.rs` shows that loop in miniature.
+
+pub mod error;
+pub mod layers;
+pub mod nack_cache;
+pub mod peer;
+pub mod pli;
+pub mod rewrite;
+pub mod speaker;
+pub mod views;
+pub mod vp8;
+
+pub use error::{MediaError, Result};

@@ -1,0 +1,921 @@
+//! The WebRTC adapter: one server-side peer connection per participant, behind a small API the
+//! media-router actor drives. Everything webrtc-rs specific lives here; the forwarding decisions
+//! (which packets, which layer, which sequence numbers) are the pure modules' job.
+//!
+//! Shape:
+//! - [`Peer::new`] binds one UDP socket (a port from the configured range on the configured
+//!   address) and returns the peer plus its two receivers: [`PeerEvent`]s (local ICE candidates,
+//!   state, tracks opening/ending, keyframe requests from this participant) and [`IncomingRtp`]
+//!   (every RTP packet this participant publishes, tagged with kind, SSRC and simulcast RID).
+//! - Negotiation in both directions: [`Peer::accept_offer`] (client offers, we answer: the join
+//!   and client-side renegotiation such as starting a screen share) and [`Peer::create_offer`] +
+//!   [`Peer::accept_answer`] (server-initiated renegotiation after [`Peer::add_track`] /
+//!   [`Peer::remove_track`]). Glare is the caller's to avoid: one negotiation at a time.
+//! - Outgoing tracks are [`OutTrack`]s with a fixed SSRC chosen by the caller; [`OutTrack::write_rtp`]
+//!   stamps that SSRC and the payload type negotiated on this leg and strips header extensions,
+//!   because the webrtc-rs sender silently drops any packet whose SSRC, payload type or extension
+//!   ids were not negotiated on its leg (it logs, and `write_rtp` still returns `Ok`).
+//!
+//! Back-pressure: inbound RTP goes into a bounded queue with `try_send`; when the router falls
+//! behind, packets are dropped and counted ([`Peer::dropped_rtp`]) rather than stalling the
+//! connection's driver (whose own per-track queue holds 256 events and drops beyond that).
+//!
+//! Teardown: [`Peer::close`] closes the connection, which ends every event stream; the tasks this
+//! module spawned end with them and are aborted as well (also on drop), so nothing outlives the
+//! peer.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::rtcp;
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use rtc::sansio::Protocol;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType,
+    RTCSessionDescription, SettingEngineBuilder, register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+
+use crate::error::{MediaError, Result};
+use crate::pli::PliThrottle;
+
+/// Inbound RTP packets queued between the connection and the router before drops begin
+/// (~1 s of a 720p publisher plus its audio).
+pub const DEFAULT_RTP_QUEUE_PACKETS: usize = 2048;
+/// Ports tried from the range before giving up on binding.
+const MAX_BIND_ATTEMPTS: usize = 16;
+/// Audio level header extension (RFC 6464), registered so browsers send it; read into
+/// [`IncomingRtp::audio_level`].
+pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Where our keyframe-request forwarder sits in the interceptor chain: after every built-in
+/// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
+/// the RTCP before it is narrowed down.
+const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+
+/// Network settings of the media node, shared by all its peers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerConfig {
+    /// Address the UDP sockets bind to. Must be a concrete address: a wildcard (`0.0.0.0`)
+    /// expands to every interface except loopback.
+    pub bind_ip: IpAddr,
+    /// Inclusive UDP port range, one port per peer (webrtc 0.21 has no single-port mux).
+    /// `None`: an ephemeral port.
+    pub port_range: Option<(u16, u16)>,
+    /// Public address behind a 1:1 NAT (cloud VM): advertised instead of `bind_ip` in host
+    /// candidates.
+    pub public_ip: Option<IpAddr>,
+    /// STUN/TURN servers handed to clients in `joined` (the server itself needs none).
+    pub ice_servers: Vec<IceServer>,
+    /// ICE-lite (RFC 8445 §2.7): fewer checks, fit for a server with a public address.
+    pub ice_lite: bool,
+    /// Capacity of the inbound RTP queue ([`DEFAULT_RTP_QUEUE_PACKETS`]).
+    pub rtp_queue_packets: usize,
+}
+
+impl PeerConfig {
+    /// Ephemeral ports on `bind_ip`, no NAT mapping, full ICE: what tests use.
+    pub fn local(bind_ip: IpAddr) -> Self {
+        Self {
+            bind_ip,
+            port_range: None,
+            public_ip: None,
+            ice_servers: Vec::new(),
+            ice_lite: false,
+            rtp_queue_packets: DEFAULT_RTP_QUEUE_PACKETS,
+        }
+    }
+}
+
+/// A STUN or TURN server for clients, in the browser's `RTCIceServer` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// An ICE candidate in the browser's `RTCIceCandidateInit` shape, as it travels over the
+/// WebSocket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+}
+
+/// Audio or video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+impl MediaKind {
+    fn from_rtc(kind: RtpCodecKind) -> Self {
+        match kind {
+            RtpCodecKind::Audio => MediaKind::Audio,
+            _ => MediaKind::Video,
+        }
+    }
+}
+
+/// Codecs an outgoing track can carry (the ones Parley forwards).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Codec {
+    Vp8,
+    Opus,
+}
+
+impl Codec {
+    /// Audio or video.
+    pub fn kind(self) -> MediaKind {
+        match self {
+            Codec::Vp8 => MediaKind::Video,
+            Codec::Opus => MediaKind::Audio,
+        }
+    }
+
+    /// RTP clock rate in Hz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Vp8 => 90_000,
+            Codec::Opus => 48_000,
+        }
+    }
+
+    fn mime_type(self) -> &'static str {
+        match self {
+            Codec::Vp8 => MIME_TYPE_VP8,
+            Codec::Opus => MIME_TYPE_OPUS,
+        }
+    }
+
+    /// The codec as registered by `MediaEngine::register_default_codecs`, so the sender finds it.
+    fn rtc_codec(self) -> RTCRtpCodec {
+        match self {
+            Codec::Vp8 => RTCRtpCodec {
+                mime_type: MIME_TYPE_VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            Codec::Opus => RTCRtpCodec {
+                mime_type: MIME_TYPE_OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+        }
+    }
+}
+
+/// Peer connection state, as the actor needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    New,
+    Connecting,
+    Connected,
+    /// Transient: ICE lost consent; may come back.
+    Disconnected,
+    /// Terminal: ICE or DTLS failed; close the peer.
+    Failed,
+    Closed,
+}
+
+impl PeerState {
+    fn from_rtc(state: RTCPeerConnectionState) -> Self {
+        match state {
+            RTCPeerConnectionState::Connecting => PeerState::Connecting,
+            RTCPeerConnectionState::Connected => PeerState::Connected,
+            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
+            RTCPeerConnectionState::Failed => PeerState::Failed,
+            RTCPeerConnectionState::Closed => PeerState::Closed,
+            _ => PeerState::New,
+        }
+    }
+}
+
+/// What a peer tells its owner, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    /// A local candidate to send to the client (trickle ICE).
+    LocalCandidate(IceCandidate),
+    /// All local candidates have been emitted.
+    GatheringComplete,
+    /// The connection state changed.
+    StateChanged(PeerState),
+    /// A published stream sent its first packet (one per simulcast layer, each with its RID).
+    TrackOpened { track_id: String, kind: MediaKind, ssrc: u32, rid: Option<String> },
+    /// A published track ended (the client removed it or the connection closed).
+    TrackEnded { track_id: String },
+    /// The client asked for a keyframe (PLI or FIR) on one of our outgoing tracks: the router
+    /// should ask that track's current source.
+    KeyframeRequested { track_id: String },
+}
+
+/// One RTP packet published by this peer.
+#[derive(Debug, Clone)]
+pub struct IncomingRtp {
+    /// Id of the published track (the `msid` track id).
+    pub track_id: Arc<str>,
+    pub kind: MediaKind,
+    /// SSRC of the stream (one per simulcast layer).
+    pub ssrc: u32,
+    /// Simulcast layer id (`q`/`h`/`f` from browsers), `None` without simulcast.
+    pub rid: Option<Arc<str>>,
+    /// RFC 6464 audio level (0 loudest … 127 silence, -dBov) when the client sends it.
+    pub audio_level: Option<u8>,
+    pub packet: rtp::Packet,
+}
+
+/// What the caller chooses about an outgoing track.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutTrackSpec {
+    /// Track id the client sees (`msid` track id); unique within this peer.
+    pub track_id: String,
+    /// Stream id the client sees (`msid` stream id), e.g. the publisher's participant id.
+    pub stream_id: String,
+    pub codec: Codec,
+    /// SSRC this track is sent with, fixed for its lifetime whatever the source.
+    pub ssrc: u32,
+}
+
+/// The receivers of a peer: drain both, or RTP is dropped and events pile up.
+#[derive(Debug)]
+pub struct PeerChannels {
+    pub events: mpsc::UnboundedReceiver<PeerEvent>,
+    pub rtp: mpsc::Receiver<IncomingRtp>,
+}
+
+/// Sentinel for "no payload type negotiated yet".
+const NO_PAYLOAD_TYPE: u16 = u16::MAX;
+
+/// An outgoing track of one peer: write rewritten RTP to it. Cheap to clone.
+#[derive(Clone)]
+pub struct OutTrack {
+    inner: Arc<OutTrackInner>,
+}
+
+struct OutTrackInner {
+    spec: OutTrackSpec,
+    /// Payload type negotiated on this leg, or [`NO_PAYLOAD_TYPE`].
+    payload_type: AtomicU16,
+    local: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+}
+
+impl std::fmt::Debug for OutTrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutTrack").field("spec", &self.inner.spec).field("payload_type", &self.payload_type()).finish()
+    }
+}
+
+impl OutTrack {
+    pub fn track_id(&self) -> &str {
+        &self.inner.spec.track_id
+    }
+
+    pub fn ssrc(&self) -> u32 {
+        self.inner.spec.ssrc
+    }
+
+    pub fn codec(&self) -> Codec {
+        self.inner.spec.codec
+    }
+
+    /// Payload type negotiated on this leg; `None` before the first negotiation that included
+    /// the track.
+    pub fn payload_type(&self) -> Option<u8> {
+        u8::try_from(self.inner.payload_type.load(Ordering::Acquire)).ok()
+    }
+
+    /// Sends one packet: sets this track's SSRC and negotiated payload type, drops header
+    /// extensions (their ids belong to the publisher's leg). Sequence number and timestamp are
+    /// sent as given — rewrite them first (`rewrite::StreamRewriter`).
+    ///
+    /// Waits when the connection's driver queue is full (outbound back-pressure).
+    pub async fn write_rtp(&self, mut packet: rtp::Packet) -> Result<()> {
+        let pt = self.payload_type().ok_or_else(|| MediaError::NotNegotiated(self.inner.spec.track_id.clone()))?;
+        packet.header.ssrc = self.inner.spec.ssrc;
+        packet.header.payload_type = pt;
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.csrc.clear();
+        self.inner.local.write_rtp(packet).await.map_err(MediaError::from)
+    }
+}
+
+/// State shared between the peer handle, its event handler and its tasks.
+struct Shared {
+    /// Taken on close, so the owner's receivers end.
+    events: Mutex<Option<mpsc::UnboundedSender<PeerEvent>>>,
+    /// Taken on close; each track task holds a clone until it is aborted.
+    rtp: Mutex<Option<mpsc::Sender<IncomingRtp>>>,
+    /// Published streams by SSRC, to address PLIs.
+    remote_tracks: Mutex<HashMap<u32, Arc<dyn TrackRemote>>>,
+    /// Tasks spawned for this peer, aborted on close and drop.
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// Inbound RTP packets dropped because the router's queue was full.
+    dropped_rtp: AtomicU64,
+    /// Negotiated id of the audio-level extension on the publishing leg, 0 if none.
+    audio_level_ext_id: AtomicU8,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn emit(&self, event: PeerEvent) {
+        if let Some(events) = lock(&self.events).as_ref() {
+            // The owner dropping its receiver means it is tearing the peer down; nothing to do.
+            let _ = events.send(event);
+        }
+    }
+
+    fn track_task(&self, handle: AbortHandle) {
+        let mut tasks = lock(&self.tasks);
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these maps leaves it consistent (single inserts/removes).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One participant's server-side peer connection.
+pub struct Peer {
+    pc: Arc<dyn PeerConnection>,
+    shared: Arc<Shared>,
+    out_tracks: Mutex<HashMap<String, OutTrack>>,
+    pli: Mutex<PliThrottle>,
+    local_port: u16,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("local_port", &self.local_port).finish_non_exhaustive()
+    }
+}
+
+impl Peer {
+    /// Creates the peer connection and binds its UDP socket. Nothing is negotiated yet.
+    pub async fn new(config: &PeerConfig) -> Result<(Peer, PeerChannels)> {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (rtp_tx, rtp_rx) = mpsc::channel(config.rtp_queue_packets.max(1));
+        let shared = Arc::new(Shared {
+            events: Mutex::new(Some(events_tx)),
+            rtp: Mutex::new(Some(rtp_tx)),
+            remote_tracks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            dropped_rtp: AtomicU64::new(0),
+            audio_level_ext_id: AtomicU8::new(0),
+            closed: AtomicBool::new(false),
+        });
+        let (pc, local_port) = build_connection(config, &shared).await?;
+        let peer = Peer {
+            pc,
+            shared,
+            out_tracks: Mutex::new(HashMap::new()),
+            pli: Mutex::new(PliThrottle::default()),
+            local_port,
+        };
+        Ok((peer, PeerChannels { events: events_rx, rtp: rtp_rx }))
+    }
+
+    /// The UDP port this peer's socket is bound to (0 if the stack chose and did not say).
+    pub fn local_port(&self) -> u16 {
+        self.local_port
+    }
+
+    /// Applies the client's offer and returns our answer (candidates follow as
+    /// [`PeerEvent::LocalCandidate`]). A malformed or unacceptable offer is [`MediaError::Sdp`]
+    /// and is rolled back. One that does not parse leaves the peer as it was; one that parses
+    /// but cannot be answered may already have started ICE (webrtc-rs does not undo that on
+    /// rollback), so if it was the first offer, replace the peer.
+    pub async fn accept_offer(&self, sdp: String) -> Result<String> {
+        self.ensure_open()?;
+        let offer = RTCSessionDescription::offer(sdp).map_err(sdp_error)?;
+        // webrtc-rs answers an offer whose media sections it cannot use (no media at all, or a
+        // section cut short) with an answer that silently lacks them: refuse those instead.
+        let offered = offer.unmarshal().map_err(sdp_error)?.media_descriptions.len();
+        if offered == 0 {
+            return Err(MediaError::Sdp("offer has no media section".to_owned()));
+        }
+        // An offer that parses can still be unapplicable or unanswerable, and webrtc-rs may have
+        // moved to `have-remote-offer` before failing; roll back so the connection is `stable`
+        // again and the next offer is not refused for the signalling state.
+        let answered = async {
+            self.pc.set_remote_description(offer).await.map_err(sdp_error)?;
+            let answer = self.pc.create_answer(None).await?;
+            let answered = answer.unmarshal()?.media_descriptions.len();
+            if answered != offered {
+                return Err(MediaError::Sdp(format!("{offered} media sections offered, {answered} usable")));
+            }
+            self.pc.set_local_description(answer.clone()).await?;
+            Ok(answer)
+        }
+        .await;
+        let answer = match answered {
+            Ok(answer) => answer,
+            Err(e) => {
+                if self.pc.pending_remote_description().await.is_some() {
+                    self.rollback_remote().await;
+                }
+                return Err(match e {
+                    MediaError::WebRtc(e) => sdp_error(e),
+                    e => e,
+                });
+            }
+        };
+        self.after_negotiation().await;
+        Ok(answer.sdp)
+    }
+
+    /// Starts a server-initiated renegotiation (after adding or removing tracks): returns our
+    /// offer for the client; its answer goes to [`Peer::accept_answer`].
+    pub async fn create_offer(&self) -> Result<String> {
+        self.ensure_open()?;
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer.clone()).await?;
+        Ok(offer.sdp)
+    }
+
+    /// Applies the client's answer to our offer.
+    pub async fn accept_answer(&self, sdp: String) -> Result<()> {
+        self.ensure_open()?;
+        let applied = match RTCSessionDescription::answer(sdp) {
+            Ok(answer) => self.pc.set_remote_description(answer).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = applied {
+            // Back to `stable` (our offer withdrawn): the caller re-offers when it wants to.
+            if let Err(r) = self.pc.set_local_description(rollback()).await {
+                tracing::debug!(error = %r, "nothing to roll back after a refused answer");
+            }
+            return Err(sdp_error(e));
+        }
+        self.after_negotiation().await;
+        Ok(())
+    }
+
+    /// Our current local description including gathered candidates, for clients that do not
+    /// trickle.
+    pub async fn local_description(&self) -> Option<String> {
+        self.pc.local_description().await.map(|d| d.sdp)
+    }
+
+    /// Adds a candidate trickled by the client. Needs a remote description first.
+    pub async fn add_remote_candidate(&self, candidate: IceCandidate) -> Result<()> {
+        self.ensure_open()?;
+        let init = RTCIceCandidateInit {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_mline_index: candidate.sdp_mline_index,
+            ..Default::default()
+        };
+        self.pc.add_ice_candidate(init).await.map_err(|e| MediaError::Candidate(e.to_string()))
+    }
+
+    /// Adds an outgoing track on a new send-only transceiver. Takes effect after the next
+    /// negotiation ([`Peer::create_offer`]); until then [`OutTrack::write_rtp`] answers
+    /// [`MediaError::NotNegotiated`].
+    pub async fn add_track(&self, spec: OutTrackSpec) -> Result<OutTrack> {
+        self.ensure_open()?;
+        if lock(&self.out_tracks).contains_key(&spec.track_id) {
+            return Err(MediaError::Config(format!("duplicate outgoing track id {}", spec.track_id)));
+        }
+        let kind = match spec.codec.kind() {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let track = MediaStreamTrack::new(
+            spec.stream_id.clone(),
+            spec.track_id.clone(),
+            spec.track_id.clone(),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(spec.ssrc), ..Default::default() },
+                codec: spec.codec.rtc_codec(),
+                ..Default::default()
+            }],
+        );
+        let local = Arc::new(TrackLocalStaticRTP::new(track));
+        // A new transceiver every time: `add_track` would re-use the receive transceiver of a
+        // track this participant publishes, turning its m-line into sendrecv.
+        let transceiver = self
+            .pc
+            .add_transceiver_from_track(
+                Arc::clone(&local) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() }),
+            )
+            .await?;
+        let sender = transceiver.sender().await?.ok_or(MediaError::Closed)?;
+        let out = OutTrack {
+            inner: Arc::new(OutTrackInner {
+                spec: spec.clone(),
+                payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
+                local: Arc::clone(&local),
+                sender,
+            }),
+        };
+        let handle = tokio::spawn(read_local_track_feedback(Arc::clone(&self.shared), local, spec.track_id.clone()));
+        self.shared.track_task(handle.abort_handle());
+        lock(&self.out_tracks).insert(spec.track_id, out.clone());
+        Ok(out)
+    }
+
+    /// Stops sending a track. The client sees it go after the next negotiation.
+    pub async fn remove_track(&self, track: &OutTrack) -> Result<()> {
+        self.ensure_open()?;
+        lock(&self.out_tracks).remove(track.track_id());
+        track.inner.payload_type.store(NO_PAYLOAD_TYPE, Ordering::Release);
+        self.pc.remove_track(&track.inner.sender).await?;
+        Ok(())
+    }
+
+    /// Asks the publisher for a keyframe on stream `media_ssrc` (PLI), at most once per second
+    /// per stream. `Ok(false)`: throttled, or no such stream.
+    pub async fn request_keyframe(&self, media_ssrc: u32) -> Result<bool> {
+        self.ensure_open()?;
+        let Some(track) = lock(&self.shared.remote_tracks).get(&media_ssrc).cloned() else {
+            return Ok(false);
+        };
+        if !lock(&self.pli).allow(media_ssrc, Instant::now()) {
+            return Ok(false);
+        }
+        track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await?;
+        Ok(true)
+    }
+
+    /// Inbound RTP packets dropped so far because the router's queue was full.
+    pub fn dropped_rtp(&self) -> u64 {
+        self.shared.dropped_rtp.load(Ordering::Relaxed)
+    }
+
+    /// Closes the connection and ends every task of this peer; both [`PeerChannels`] receivers
+    /// end after a last `StateChanged(Closed)`. Idempotent.
+    pub async fn close(&self) -> Result<()> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let result = self.pc.close().await;
+        self.abort_tasks();
+        lock(&self.shared.remote_tracks).clear();
+        lock(&self.out_tracks).clear();
+        self.shared.emit(PeerEvent::StateChanged(PeerState::Closed));
+        // End the owner's receivers: with the tasks aborted these were the last senders.
+        lock(&self.shared.events).take();
+        lock(&self.shared.rtp).take();
+        result.map_err(MediaError::from)
+    }
+
+    async fn rollback_remote(&self) {
+        if let Err(e) = self.pc.set_remote_description(rollback()).await {
+            tracing::warn!(error = %e, "cannot roll back a refused offer");
+        }
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.shared.closed.load(Ordering::Acquire) { Err(MediaError::Closed) } else { Ok(()) }
+    }
+
+    fn abort_tasks(&self) {
+        for task in lock(&self.shared.tasks).drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Reads what the negotiation settled: payload types of our outgoing tracks, the
+    /// audio-level extension id of the publishing leg.
+    async fn after_negotiation(&self) {
+        let tracks: Vec<OutTrack> = lock(&self.out_tracks).values().cloned().collect();
+        for track in tracks {
+            let pt = match track.inner.sender.get_parameters().await {
+                Ok(params) => params
+                    .rtp_parameters
+                    .codecs
+                    .iter()
+                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(track.codec().mime_type()))
+                    .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type)),
+                Err(e) => {
+                    tracing::warn!(track = track.track_id(), error = %e, "no sender parameters after negotiation");
+                    NO_PAYLOAD_TYPE
+                }
+            };
+            track.inner.payload_type.store(pt, Ordering::Release);
+        }
+        if let Some(remote) = self.pc.remote_description().await {
+            let id = extmap_id(&remote.sdp, AUDIO_LEVEL_URI).unwrap_or(0);
+            self.shared.audio_level_ext_id.store(id, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.abort_tasks();
+    }
+}
+
+/// An RFC 9429 §5.7 rollback description (its `parsed` field is private, so no struct literal).
+fn rollback() -> RTCSessionDescription {
+    let mut rollback = RTCSessionDescription::default();
+    rollback.sdp_type = RTCSdpType::Rollback;
+    rollback
+}
+
+fn sdp_error(e: webrtc::error::Error) -> MediaError {
+    MediaError::Sdp(e.to_string())
+}
+
+/// The one-byte extension id (1..=14) mapped to `uri` in an SDP (`a=extmap:<id>[/dir] <uri>`).
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=extmap:")).find_map(|rest| {
+        let mut parts = rest.split_whitespace();
+        let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+        (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
+    })
+}
+
+/// Builds the connection on a port from the configured range.
+async fn build_connection(config: &PeerConfig, shared: &Arc<Shared>) -> Result<(Arc<dyn PeerConnection>, u16)> {
+    let (from, to) = config.port_range.unwrap_or((0, 0));
+    if from > to {
+        return Err(MediaError::Config(format!("empty port range {from}..={to}")));
+    }
+    let mut last_error = String::from("no port tried");
+    for port in candidate_ports(from, to) {
+        let addr = SocketAddr::new(config.bind_ip, port);
+        // Probe first: webrtc-rs builds a whole connection (certificate included) before it
+        // binds, and reports a port in use only then.
+        let port = match UdpSocket::bind(addr) {
+            Ok(probe) if port == 0 => probe.local_addr().map_or(0, |a| a.port()),
+            Ok(_) => port,
+            Err(e) => {
+                last_error = e.to_string();
+                continue;
+            }
+        };
+        match try_build(config, shared, SocketAddr::new(config.bind_ip, port)).await {
+            Ok(pc) => return Ok((pc, port)),
+            Err(e) => last_error = e.to_string(),
+        }
+    }
+    Err(MediaError::Bind { ip: config.bind_ip, from, to, detail: last_error })
+}
+
+/// Up to [`MAX_BIND_ATTEMPTS`] ports of the range, starting at a rotating offset so
+/// consecutive peers do not all probe the same first ports.
+fn candidate_ports(from: u16, to: u16) -> Vec<u16> {
+    static CURSOR: AtomicU32 = AtomicU32::new(0);
+    if from == 0 {
+        return vec![0];
+    }
+    let span = u32::from(to - from) + 1;
+    let start = CURSOR.fetch_add(1, Ordering::Relaxed) % span;
+    (0..span.min(MAX_BIND_ATTEMPTS as u32))
+        .filter_map(|i| u16::try_from(u32::from(from) + (start + i) % span).ok())
+        .collect()
+}
+
+async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<dyn PeerConnection>> {
+    let mut media_engine = MediaEngine::default();
+    media_engine.register_default_codecs()?;
+    for uri in [
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
+        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
+    ] {
+        media_engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+            RtpCodecKind::Video,
+            None,
+        )?;
+    }
+    media_engine.register_header_extension(
+        RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
+        RtpCodecKind::Audio,
+        None,
+    )?;
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
+
+    let mut settings = SettingEngineBuilder::new().with_lite(config.ice_lite);
+    if let Some(public_ip) = config.public_ip {
+        settings = settings.with_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
+    }
+
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(Arc::new(Handler { shared: Arc::clone(shared) }))
+        .with_udp_addrs(vec![addr])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// Receives the connection's callbacks; runs on its driver, so it only forwards and spawns.
+struct Handler {
+    shared: Arc<Shared>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => self.shared.emit(PeerEvent::LocalCandidate(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+            })),
+            Err(e) => tracing::warn!(error = %e, "local candidate not serialisable"),
+        }
+    }
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            self.shared.emit(PeerEvent::GatheringComplete);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        self.shared.emit(PeerEvent::StateChanged(PeerState::from_rtc(state)));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let handle = tokio::spawn(read_remote_track(Arc::clone(&self.shared), track));
+        self.shared.track_task(handle.abort_handle());
+    }
+}
+
+/// Pumps one published track: lifecycle to events, RTP to the router's queue.
+async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+    let Some(rtp_tx) = lock(&shared.rtp).clone() else { return };
+    let kind = MediaKind::from_rtc(track.kind().await);
+    let track_id: Arc<str> = Arc::from(track.track_id().await);
+    let mut rids: HashMap<u32, Option<Arc<str>>> = HashMap::new();
+    while let Some(event) = track.poll().await {
+        match event {
+            TrackRemoteEvent::OnOpen(init) => {
+                rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
+                lock(&shared.remote_tracks).insert(init.ssrc, Arc::clone(&track));
+                shared.emit(PeerEvent::TrackOpened {
+                    track_id: track_id.to_string(),
+                    kind,
+                    ssrc: init.ssrc,
+                    rid: init.rid,
+                });
+            }
+            TrackRemoteEvent::OnRtpPacket(packet) => {
+                let ssrc = packet.header.ssrc;
+                let audio_level = match shared.audio_level_ext_id.load(Ordering::Acquire) {
+                    0 => None,
+                    id => packet.header.get_extension(id).and_then(|b| b.first().map(|v| v & 0x7f)),
+                };
+                let rtp = IncomingRtp {
+                    track_id: Arc::clone(&track_id),
+                    kind,
+                    ssrc,
+                    rid: rids.get(&ssrc).cloned().flatten(),
+                    audio_level,
+                    packet,
+                };
+                if let Err(mpsc::error::TrySendError::Full(_)) = rtp_tx.try_send(rtp) {
+                    shared.dropped_rtp.fetch_add(1, Ordering::Relaxed);
+                }
+                // Closed: the owner is tearing down; keep draining so the driver's queue does
+                // not fill up with events nobody reads.
+            }
+            TrackRemoteEvent::OnEnded => break,
+            _ => {}
+        }
+    }
+    lock(&shared.remote_tracks).retain(|ssrc, _| !rids.contains_key(ssrc));
+    shared.emit(PeerEvent::TrackEnded { track_id: track_id.to_string() });
+}
+
+/// Drains the RTCP the client sends about one of our outgoing tracks; keyframe requests become
+/// [`PeerEvent::KeyframeRequested`]. Draining also keeps the stack's 256-event queue from
+/// filling with receiver reports (it would log an error per report).
+async fn read_local_track_feedback(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, track_id: String) {
+    while let Some(event) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event
+            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
+        {
+            shared.emit(PeerEvent::KeyframeRequested { track_id: track_id.clone() });
+        }
+    }
+}
+
+fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Interceptor marking inbound PLI/FIR for delivery to the application. Without it, webrtc-rs
+/// ends every inbound RTCP packet at the end of its interceptor chain and `TrackLocal::poll`
+/// never sees a keyframe request. Other RTCP passes through unmarked (and stops there, after
+/// the built-in interceptors used it).
+#[derive(Default)]
+struct KeyframeRequestForwarder {
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let ChainPacket::Rtcp(packets) = &msg.message.packet {
+            let requests: Vec<Box<dyn rtcp::Packet>> =
+                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
+            if !requests.is_empty() {
+                msg.message.packet = ChainPacket::Rtcp(requests);
+                msg.message.add(Attribute::DeliverToApplication);
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extmap_id_finds_the_uri() {
+        let sdp = "v=0\r\na=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
+        assert_eq!(extmap_id(sdp, AUDIO_LEVEL_URI), Some(1));
+        assert_eq!(extmap_id(sdp, "urn:x"), None);
+        assert_eq!(extmap_id("a=extmap:99 urn:ietf:params:rtp-hdrext:ssrc-audio-level", AUDIO_LEVEL_URI), None);
+        assert_eq!(extmap_id("a=extmap:x urn:ietf:params:rtp-hdrext:ssrc-audio-level", AUDIO_LEVEL_URI), None);
+        assert_eq!(extmap_id("a=extmap:", AUDIO_LEVEL_URI), None);
+    }
+
+    #[test]
+    fn candidate_ports_stay_in_range() {
+        assert_eq!(candidate_ports(0, 0), vec![0]);
+        for _ in 0..5 {
+            let ports = candidate_ports(40_000, 40_003);
+            assert_eq!(ports.len(), 4);
+            assert!(ports.iter().all(|p| (40_000..=40_003).contains(p)));
+        }
+        assert_eq!(candidate_ports(65_535, 65_535), vec![65_535]);
+        assert_eq!(candidate_ports(10_000, 20_000).len(), MAX_BIND_ATTEMPTS);
+    }
+}

@@ -1,0 +1,623 @@
+//! Real WebRTC on loopback: a Rust client publishes synthetic VP8 + Opus to an SFU-side
+//! [`Peer`]; a forwarding loop (standing in for the media-router actor) rewrites each packet for
+//! two subscriber peers, which a Rust client each receives and counts.
+//!
+//! Exercises: client offer → `accept_offer`; server offer → `create_offer`/`accept_answer`
+//! (initial and a renegotiation that adds the audio tracks, then one that removes a track);
+//! trickle ICE from the server (`PeerEvent::LocalCandidate` → client); RTP out of
+//! `PeerChannels::rtp`; `OutTrack::write_rtp` with per-subscriber SSRC/PT and continuous
+//! sequence numbers; PLI to the publisher; clean close.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parley_media::MediaError;
+use parley_media::peer::{
+    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
+};
+use parley_media::rewrite::StreamRewriter;
+use parley_media::vp8;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::timeout;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionState, RTCSessionDescription, Registry, register_default_interceptors,
+};
+
+const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Packets the publisher sends per kind.
+const PACKETS: u32 = 500;
+/// Publisher SSRCs and the payload types its offer gives VP8 and Opus (webrtc-rs defaults).
+const PUB_VIDEO_SSRC: u32 = 0x1111_0001;
+const PUB_AUDIO_SSRC: u32 = 0x1111_0002;
+const PUB_VP8_PT: u8 = 96;
+const PUB_OPUS_PT: u8 = 111;
+const STEP: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// A minimal client peer (what a browser would be), plain webrtc-rs.
+
+enum ClientEvent {
+    Gathered,
+    Connected,
+    Track(Arc<dyn TrackRemote>),
+}
+
+struct ClientHandler(mpsc::UnboundedSender<ClientEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for ClientHandler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.0.send(ClientEvent::Gathered);
+        }
+    }
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        if state == RTCPeerConnectionState::Connected {
+            let _ = self.0.send(ClientEvent::Connected);
+        }
+    }
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.0.send(ClientEvent::Track(track));
+    }
+}
+
+struct Client {
+    pc: Arc<dyn PeerConnection>,
+    events: mpsc::UnboundedReceiver<ClientEvent>,
+    /// Candidates gathered once (they do not change on renegotiation).
+    gathered: bool,
+}
+
+async fn client() -> Client {
+    let mut me = MediaEngine::default();
+    me.register_default_codecs().unwrap();
+    let registry = register_default_interceptors(Registry::new(), &mut me).unwrap();
+    let (tx, events) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(me)
+        .with_interceptor_registry(registry)
+        .with_handler(Arc::new(ClientHandler(tx)))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .unwrap();
+    Client { pc: Arc::new(pc), events, gathered: false }
+}
+
+impl Client {
+    /// Waits for a client event matching `want`, keeping the others' tracks aside.
+    async fn wait(&mut self, what: &str, mut want: impl FnMut(&ClientEvent) -> bool) -> ClientEvent {
+        timeout(STEP, async {
+            loop {
+                match self.events.recv().await {
+                    Some(e) if want(&e) => return e,
+                    Some(_) => {}
+                    None => panic!("client events closed while waiting for {what}"),
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    /// Applies a server offer and returns the answer with all candidates (no trickle this way).
+    async fn answer(&mut self, offer: String) -> String {
+        self.pc.set_remote_description(RTCSessionDescription::offer(offer).unwrap()).await.unwrap();
+        let answer = self.pc.create_answer(None).await.unwrap();
+        self.pc.set_local_description(answer).await.unwrap();
+        if !self.gathered {
+            self.wait("client gathered", |e| matches!(e, ClientEvent::Gathered)).await;
+            self.gathered = true;
+        }
+        self.pc.local_description().await.unwrap().sdp
+    }
+}
+
+fn client_track(id: &str, kind: RtpCodecKind, ssrc: u32, codec: RTCRtpCodec) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        "publisher".to_owned(),
+        id.to_owned(),
+        id.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side glue: trickles the SFU peer's candidates to its client once the client has a
+// remote description, and hands every other event to the test.
+
+fn pump_sfu_events(
+    mut channels_events: mpsc::UnboundedReceiver<PeerEvent>,
+    client: Arc<dyn PeerConnection>,
+) -> (oneshot::Sender<()>, mpsc::UnboundedReceiver<PeerEvent>) {
+    let (ready_tx, mut ready_rx) = oneshot::channel::<()>();
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut pending = Vec::new();
+        let mut ready = false;
+        loop {
+            tokio::select! {
+                r = &mut ready_rx, if !ready => {
+                    ready = r.is_ok();
+                    for c in pending.drain(..) {
+                        add_candidate(&client, c).await;
+                    }
+                }
+                event = channels_events.recv() => match event {
+                    None => break,
+                    Some(PeerEvent::LocalCandidate(c)) if ready => add_candidate(&client, c).await,
+                    Some(PeerEvent::LocalCandidate(c)) => pending.push(c),
+                    Some(other) => { let _ = out_tx.send(other); }
+                },
+            }
+        }
+    });
+    (ready_tx, out_rx)
+}
+
+async fn add_candidate(client: &Arc<dyn PeerConnection>, c: parley_media::peer::IceCandidate) {
+    let init = RTCIceCandidateInit {
+        candidate: c.candidate,
+        sdp_mid: c.sdp_mid,
+        sdp_mline_index: c.sdp_mline_index,
+        ..Default::default()
+    };
+    client.add_ice_candidate(init).await.expect("server candidate accepted by the client");
+}
+
+async fn wait_event(
+    rx: &mut mpsc::UnboundedReceiver<PeerEvent>,
+    what: &str,
+    want: impl Fn(&PeerEvent) -> bool,
+) -> PeerEvent {
+    timeout(STEP, async {
+        loop {
+            match rx.recv().await {
+                Some(e) if want(&e) => return e,
+                Some(_) => {}
+                None => panic!("sfu events closed while waiting for {what}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic media: a payload that looks like its codec, carrying (index, send time).
+
+/// VP8: payload descriptor (S=1, partition 0), then a keyframe header every 30th packet (P=0,
+/// start code 9d 01 2a, 640x360) or an interframe byte, then index and send time.
+fn vp8_payload(index: u32, sent_ns: u64, len: usize) -> Bytes {
+    let mut p = Vec::with_capacity(len);
+    p.push(0x10);
+    if index.is_multiple_of(30) {
+        p.extend_from_slice(&[0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
+    } else {
+        p.extend_from_slice(&[0x11, 0x02, 0x00]);
+    }
+    p.extend_from_slice(&index.to_be_bytes());
+    p.extend_from_slice(&sent_ns.to_be_bytes());
+    p.resize(len.max(p.len()), 0xAB);
+    Bytes::from(p)
+}
+
+/// Opus: a TOC byte (SILK WB 20 ms, mono) then index and send time.
+fn opus_payload(index: u32, sent_ns: u64) -> Bytes {
+    let mut p = vec![0x48];
+    p.extend_from_slice(&index.to_be_bytes());
+    p.extend_from_slice(&sent_ns.to_be_bytes());
+    p.resize(80, 0xCD);
+    Bytes::from(p)
+}
+
+/// (index, send time) back out of either payload.
+fn stamp(kind: MediaKind, payload: &[u8]) -> Option<(u32, u64)> {
+    let at = match kind {
+        MediaKind::Audio => 1,
+        MediaKind::Video if payload.get(1)? & 0x01 == 0 => 11,
+        MediaKind::Video => 4,
+    };
+    let index = u32::from_be_bytes(payload.get(at..at + 4)?.try_into().ok()?);
+    let sent = u64::from_be_bytes(payload.get(at + 4..at + 12)?.try_into().ok()?);
+    Some((index, sent))
+}
+
+fn packet(pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: Bytes) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker,
+            payload_type: pt,
+            sequence_number: seq,
+            timestamp: ts,
+            ssrc,
+            ..Default::default()
+        },
+        payload,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Subscribers.
+
+/// What a subscriber's client saw of one packet.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    sub: usize,
+    kind: MediaKind,
+    ssrc: u32,
+    pt: u8,
+    seq: u16,
+    index: u32,
+    latency: Duration,
+}
+
+struct Subscriber {
+    sfu: Arc<Peer>,
+    client: Client,
+    events: mpsc::UnboundedReceiver<PeerEvent>,
+    video: OutTrack,
+    audio: Option<OutTrack>,
+}
+
+fn out_ssrc(sub: usize, kind: MediaKind) -> u32 {
+    0x5000_0000 + (sub as u32) * 16 + if kind == MediaKind::Video { 1 } else { 2 }
+}
+
+/// Spawns the counting loop of one received track.
+fn count_track(sub: usize, track: Arc<dyn TrackRemote>, base: Instant, seen: mpsc::UnboundedSender<Seen>) {
+    tokio::spawn(async move {
+        let kind = if track.kind().await == RtpCodecKind::Audio { MediaKind::Audio } else { MediaKind::Video };
+        while let Some(event) = track.poll().await {
+            if let TrackRemoteEvent::OnRtpPacket(p) = event {
+                let Some((index, sent_ns)) = stamp(kind, &p.payload) else { continue };
+                let now = base.elapsed();
+                let latency = now.saturating_sub(Duration::from_nanos(sent_ns));
+                let h = &p.header;
+                let s = Seen { sub, kind, ssrc: h.ssrc, pt: h.payload_type, seq: h.sequence_number, index, latency };
+                let _ = seen.send(s);
+            }
+        }
+    });
+}
+
+async fn connect_subscriber(sub: usize, config: &PeerConfig) -> Subscriber {
+    let (sfu, PeerChannels { events, rtp: _ }) = Peer::new(config).await.unwrap();
+    let sfu = Arc::new(sfu);
+    let mut client = client().await;
+    let (ready, mut events) = pump_sfu_events(events, Arc::clone(&client.pc));
+
+    let video = sfu
+        .add_track(OutTrackSpec {
+            track_id: format!("video-of-publisher-for-{sub}"),
+            stream_id: "publisher".to_owned(),
+            codec: Codec::Vp8,
+            ssrc: out_ssrc(sub, MediaKind::Video),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(video.write_rtp(packet(96, 1, 1, 1, false, Bytes::new())).await, Err(MediaError::NotNegotiated(_))),
+        "writing before negotiation is refused"
+    );
+    let offer = sfu.create_offer().await.unwrap();
+    let answer = client.answer(offer).await;
+    let _ = ready.send(());
+    sfu.accept_answer(answer).await.unwrap();
+    assert_eq!(video.payload_type(), Some(96), "VP8 payload type read from the negotiated sender");
+    wait_event(&mut events, "subscriber connected", |e| *e == PeerEvent::StateChanged(PeerState::Connected)).await;
+    client.wait("subscriber client connected", |e| matches!(e, ClientEvent::Connected)).await;
+    Subscriber { sfu, client, events, video, audio: None }
+}
+
+/// Server-initiated renegotiation adding the audio track.
+async fn add_audio(sub: usize, s: &mut Subscriber) {
+    let audio = s
+        .sfu
+        .add_track(OutTrackSpec {
+            track_id: format!("audio-of-publisher-for-{sub}"),
+            stream_id: "publisher".to_owned(),
+            codec: Codec::Opus,
+            ssrc: out_ssrc(sub, MediaKind::Audio),
+        })
+        .await
+        .unwrap();
+    let offer = s.sfu.create_offer().await.unwrap();
+    assert!(offer.contains("opus/48000"), "renegotiation offer carries the new audio m-line");
+    let answer = s.client.answer(offer).await;
+    s.sfu.accept_answer(answer).await.unwrap();
+    assert_eq!(audio.payload_type(), Some(111));
+    s.audio = Some(audio);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_to_two_subscribers_through_the_sfu() {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    let config = PeerConfig::local(LOOPBACK);
+    let base = Instant::now();
+    let setup_started = Instant::now();
+
+    // Subscribers first: they are negotiated and connected before any media flows.
+    let mut subs = Vec::new();
+    for sub in 0..2 {
+        let mut s = connect_subscriber(sub, &config).await;
+        add_audio(sub, &mut s).await;
+        subs.push(s);
+    }
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
+    let (tracks_tx, mut tracks_rx) = mpsc::unbounded_channel::<(usize, Arc<dyn TrackRemote>)>();
+    for (i, s) in subs.iter_mut().enumerate() {
+        // Tracks appear on their first packet; count them in the background.
+        let rx = std::mem::replace(&mut s.client.events, mpsc::unbounded_channel().1);
+        tokio::spawn(watch_client_tracks(i, rx, base, seen_tx.clone(), tracks_tx.clone()));
+    }
+
+    // The publisher: client offers VP8 + Opus, the SFU answers; server candidates trickle.
+    let (sfu_pub, PeerChannels { events, mut rtp }) = Peer::new(&config).await.unwrap();
+    assert_ne!(sfu_pub.local_port(), 0);
+    let sfu_pub = Arc::new(sfu_pub);
+    let mut publisher = client().await;
+    let (ready, mut pub_events) = pump_sfu_events(events, Arc::clone(&publisher.pc));
+    let vp8 = RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() };
+    let opus = RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        ..Default::default()
+    };
+    let pub_video = client_track("cam", RtpCodecKind::Video, PUB_VIDEO_SSRC, vp8);
+    let pub_audio = client_track("mic", RtpCodecKind::Audio, PUB_AUDIO_SSRC, opus);
+    publisher.pc.add_track(Arc::clone(&pub_video) as Arc<dyn TrackLocal>).await.unwrap();
+    publisher.pc.add_track(Arc::clone(&pub_audio) as Arc<dyn TrackLocal>).await.unwrap();
+    let offer = publisher.pc.create_offer(None).await.unwrap();
+    publisher.pc.set_local_description(offer).await.unwrap();
+    publisher.wait("publisher gathered", |e| matches!(e, ClientEvent::Gathered)).await;
+    let offer = publisher.pc.local_description().await.unwrap().sdp;
+    let answer = sfu_pub.accept_offer(offer).await.unwrap();
+    publisher.pc.set_remote_description(RTCSessionDescription::answer(answer).unwrap()).await.unwrap();
+    let _ = ready.send(());
+    wait_event(&mut pub_events, "publisher connected", |e| *e == PeerEvent::StateChanged(PeerState::Connected)).await;
+    publisher.wait("publisher client connected", |e| matches!(e, ClientEvent::Connected)).await;
+    let setup = setup_started.elapsed();
+
+    // The forwarding loop: what the media-router actor will do, minus the decisions.
+    let outs: Vec<(OutTrack, OutTrack)> = subs.iter().map(|s| (s.video.clone(), s.audio.clone().unwrap())).collect();
+    let forwarder = tokio::spawn(async move {
+        let mut rewriters: HashMap<(usize, MediaKind), StreamRewriter> = HashMap::new();
+        let (mut forwarded, mut keyframes) = (0u64, 0u64);
+        while let Some(IncomingRtp { kind, ssrc, packet, .. }) = rtp.recv().await {
+            let arrival = Instant::now();
+            if kind == MediaKind::Video && vp8::is_keyframe(&packet.payload) {
+                keyframes += 1;
+            }
+            for (i, (video, audio)) in outs.iter().enumerate() {
+                let (out, clock) = match kind {
+                    MediaKind::Video => (video, 90_000),
+                    MediaKind::Audio => (audio, 48_000),
+                };
+                let rw = rewriters.entry((i, kind)).or_insert_with(|| StreamRewriter::new(clock));
+                let h = &packet.header;
+                let Some(o) = rw.rewrite(ssrc, h.sequence_number, h.timestamp, arrival) else { continue };
+                let mut p = packet.clone();
+                p.header.sequence_number = o.sequence_number;
+                p.header.timestamp = o.timestamp;
+                out.write_rtp(p).await.expect("forward to a negotiated track");
+                forwarded += 1;
+            }
+        }
+        (forwarded, keyframes)
+    });
+
+    // Send: video and audio interleaved, one packet of each per 1 ms.
+    let send_started = Instant::now();
+    let mut first_seq = 4_000u16.wrapping_sub(200); // crosses no wrap; see rewrite tests for that
+    for i in 0..PACKETS {
+        let now_ns = u64::try_from(base.elapsed().as_nanos()).unwrap();
+        let v = packet(PUB_VP8_PT, first_seq, i * 3000, PUB_VIDEO_SSRC, true, vp8_payload(i, now_ns, 1000));
+        pub_video.write_rtp(v).await.unwrap();
+        let a = packet(PUB_OPUS_PT, first_seq, i * 960, PUB_AUDIO_SSRC, false, opus_payload(i, now_ns));
+        pub_audio.write_rtp(a).await.unwrap();
+        first_seq = first_seq.wrapping_add(1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let send_time = send_started.elapsed();
+
+    // The SFU saw both tracks open, and can ask the publisher for a keyframe (throttled).
+    let opened = wait_event(&mut pub_events, "video track opened", |e| {
+        matches!(e, PeerEvent::TrackOpened { kind: MediaKind::Video, .. })
+    })
+    .await;
+    assert_eq!(
+        opened,
+        PeerEvent::TrackOpened { track_id: "cam".into(), kind: MediaKind::Video, ssrc: PUB_VIDEO_SSRC, rid: None }
+    );
+    assert!(sfu_pub.request_keyframe(PUB_VIDEO_SSRC).await.unwrap(), "first PLI goes out");
+    assert!(!sfu_pub.request_keyframe(PUB_VIDEO_SSRC).await.unwrap(), "second within a second is throttled");
+    assert!(!sfu_pub.request_keyframe(0xdead).await.unwrap(), "unknown stream");
+
+    // Collect: every packet, to both subscribers.
+    let expected = 2 * 2 * PACKETS as usize;
+    let mut seen = Vec::with_capacity(expected);
+    let collect = timeout(Duration::from_secs(5), async {
+        while seen.len() < expected {
+            match seen_rx.recv().await {
+                Some(s) => seen.push(s),
+                None => break,
+            }
+        }
+    })
+    .await;
+    let delivered_time = send_started.elapsed();
+    if collect.is_err() {
+        let mut by: HashMap<(usize, MediaKind), usize> = HashMap::new();
+        for s in &seen {
+            *by.entry((s.sub, s.kind)).or_default() += 1;
+        }
+        panic!("only {} of {expected} packets arrived: {by:?}; sfu dropped {}", seen.len(), sfu_pub.dropped_rtp());
+    }
+
+    for sub in 0..2 {
+        for kind in [MediaKind::Video, MediaKind::Audio] {
+            let got: Vec<&Seen> = seen.iter().filter(|s| s.sub == sub && s.kind == kind).collect();
+            assert_eq!(got.len(), PACKETS as usize, "sub {sub} {kind:?}: zero loss");
+            assert!(got.iter().all(|s| s.ssrc == out_ssrc(sub, kind)), "sub {sub} {kind:?}: rewritten SSRC");
+            let pt = if kind == MediaKind::Video { 96 } else { 111 };
+            assert!(got.iter().all(|s| s.pt == pt), "sub {sub} {kind:?}: negotiated payload type");
+            let mut indexes: Vec<u32> = got.iter().map(|s| s.index).collect();
+            indexes.sort_unstable();
+            assert_eq!(indexes, (0..PACKETS).collect::<Vec<_>>(), "sub {sub} {kind:?}: each packet once");
+            // Sequence numbers continue +1 per packet in arrival order (loopback: no reordering).
+            for w in got.windows(2) {
+                assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "sub {sub} {kind:?}: continuous seq");
+            }
+        }
+    }
+    assert_eq!(sfu_pub.dropped_rtp(), 0);
+
+    // A subscriber's PLI on its video reaches the SFU as a keyframe request for that track.
+    let mut video_of_sub1 = None;
+    while let Ok((sub, track)) = tracks_rx.try_recv() {
+        if sub == 1 && track.kind().await == RtpCodecKind::Video {
+            video_of_sub1 = Some(track);
+        }
+    }
+    let video_of_sub1 = video_of_sub1.expect("subscriber 1 saw its video track");
+    let pli = rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication {
+        sender_ssrc: 0,
+        media_ssrc: out_ssrc(1, MediaKind::Video),
+    };
+    video_of_sub1.write_rtcp(vec![Box::new(pli)]).await.unwrap();
+    let want = PeerEvent::KeyframeRequested { track_id: subs[1].video.track_id().to_owned() };
+    wait_event(&mut subs[1].events, "keyframe request from subscriber 1", |e| *e == want).await;
+
+    // Removing a track: refused afterwards, renegotiation succeeds.
+    let s0 = &mut subs[0];
+    s0.sfu.remove_track(&s0.video).await.unwrap();
+    assert!(matches!(
+        s0.video.write_rtp(packet(96, 1, 1, 1, false, Bytes::new())).await,
+        Err(MediaError::NotNegotiated(_))
+    ));
+    let offer = s0.sfu.create_offer().await.unwrap();
+    let answer = s0.client.answer(offer).await;
+    s0.sfu.accept_answer(answer).await.unwrap();
+    assert_eq!(s0.video.payload_type(), None, "a removed track stays unwritable after renegotiation");
+
+    // Report.
+    let mut lat: Vec<Duration> = seen.iter().map(|s| s.latency).collect();
+    lat.sort_unstable();
+    let pct = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
+    eprintln!(
+        "setup (2 subscribers + publisher, incl. renegotiation) {setup:?}; sent {} packets in {send_time:?} \
+         ({:.0} pkt/s in); delivered {} in {delivered_time:?} ({:.0} pkt/s out); latency p50 {:?} p99 {:?} max {:?}",
+        2 * PACKETS,
+        f64::from(2 * PACKETS) / send_time.as_secs_f64(),
+        seen.len(),
+        seen.len() as f64 / delivered_time.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+    );
+
+    // Clean close: the publisher's RTP channel ends, so the forwarder returns.
+    sfu_pub.close().await.unwrap();
+    sfu_pub.close().await.unwrap();
+    assert!(matches!(sfu_pub.create_offer().await, Err(MediaError::Closed)));
+    let (forwarded, keyframes) = timeout(STEP, forwarder).await.expect("forwarder ends after close").unwrap();
+    assert_eq!(forwarded, expected as u64);
+    assert_eq!(keyframes, u64::from(PACKETS.div_ceil(30)), "one keyframe every 30 video packets, seen in transit");
+    for s in &subs {
+        s.sfu.close().await.unwrap();
+        s.client.pc.close().await.unwrap();
+    }
+    publisher.pc.close().await.unwrap();
+    drop(subs);
+}
+
+async fn watch_client_tracks(
+    sub: usize,
+    mut events: mpsc::UnboundedReceiver<ClientEvent>,
+    base: Instant,
+    seen: mpsc::UnboundedSender<Seen>,
+    tracks: mpsc::UnboundedSender<(usize, Arc<dyn TrackRemote>)>,
+) {
+    while let Some(e) = events.recv().await {
+        if let ClientEvent::Track(track) = e {
+            count_track(sub, Arc::clone(&track), base, seen.clone());
+            let _ = tracks.send((sub, track));
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_sdp_is_an_error_not_a_panic() {
+    let (peer, _channels) = Peer::new(&PeerConfig::local(LOOPBACK)).await.unwrap();
+    let garbage = [
+        String::new(),
+        "hello".to_owned(),
+        "v=0".to_owned(),
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n".to_owned(),
+        "v=0\r\nm=\r\na=rtpmap:\r\n".to_owned(),
+        String::from_utf8_lossy(&[0xff, 0x00, 0x13, 0x37, b'\n', b'=']).into_owned(),
+    ];
+    for sdp in garbage {
+        match peer.accept_offer(sdp.clone()).await {
+            Err(e @ MediaError::Sdp(_)) => assert!(e.is_remote_fault()),
+            other => panic!("offer {sdp:?}: expected an SDP error, got {other:?}"),
+        }
+    }
+    // An answer with no offer outstanding is refused too.
+    assert!(matches!(peer.accept_answer("v=0".to_owned()).await, Err(MediaError::Sdp(_))));
+
+    // The peer is still usable: a real offer from a client gets an answer.
+    let c = client().await;
+    let track = client_track(
+        "cam",
+        RtpCodecKind::Video,
+        7,
+        RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() },
+    );
+    c.pc.add_track(track as Arc<dyn TrackLocal>).await.unwrap();
+    let offer = c.pc.create_offer(None).await.unwrap();
+    let answer = peer.accept_offer(offer.sdp.clone()).await.expect("a real offer is answered after the bad ones");
+    assert!(answer.contains("a=fingerprint:"));
+
+    // Offers cut short parse but are unusable: refused (webrtc-rs would answer them with no media
+    // sections). Such an offer may have started ICE, so each gets a fresh peer: the caller
+    // replaces a peer whose first offer failed.
+    let before_media = offer.sdp.find("m=").unwrap();
+    for cut in [before_media, before_media + 20, offer.sdp.len() / 2] {
+        let (fresh, _channels) = Peer::new(&PeerConfig::local(LOOPBACK)).await.unwrap();
+        let refused = fresh.accept_offer(offer.sdp[..cut].to_owned()).await;
+        assert!(matches!(refused, Err(MediaError::Sdp(_))), "offer cut at {cut} is refused: {refused:?}");
+        fresh.close().await.unwrap();
+    }
+
+    // A bad candidate is an error as well.
+    let bad = parley_media::peer::IceCandidate {
+        candidate: "candidate:garbage".into(),
+        sdp_mid: None,
+        sdp_mline_index: None,
+    };
+    assert!(matches!(peer.add_remote_candidate(bad).await, Err(MediaError::Candidate(_))));
+    peer.close().await.unwrap();
+    c.pc.close().await.unwrap();
+}
