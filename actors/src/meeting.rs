@@ -96,6 +96,10 @@ pub struct MeetingState {
     unsaved: VecDeque<Write>,
     /// A [`MeetingMsg::RetryWrites`] is scheduled.
     retry_armed: bool,
+    /// The wait before the next retry: doubles after each failed retry up to
+    /// [`RETRY_WRITES_MAX`], so that a database that hangs (rather than refusing) costs the
+    /// meeting at most one [`WRITE_TIMEOUT`] per backoff period.
+    retry_after: Duration,
 }
 
 /// A database write of a live meeting.
@@ -110,8 +114,9 @@ enum Write {
 const MAX_UNSAVED: usize = 10_000;
 /// A live write normally takes milliseconds; one that takes longer than this is deferred.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How soon deferred writes are tried again.
+/// How soon deferred writes are tried again at first, and at most.
 const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
+const RETRY_WRITES_MAX: Duration = Duration::from_secs(8);
 /// How long a meeting that ended during a database outage keeps retrying to record its end.
 const END_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
 
@@ -178,6 +183,7 @@ impl Actor for MeetingActor {
             rehydrated,
             unsaved: VecDeque::new(),
             retry_armed: false,
+            retry_after: RETRY_WRITES_AFTER,
         })
     }
 
@@ -294,7 +300,7 @@ impl Actor for MeetingActor {
 /// those who are alive.
 async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
-    if !state.unsaved.is_empty() {
+    if !state.unsaved.is_empty() && !state.retry_armed {
         save(myself, state).await;
         if state.fenced {
             step_down(myself, state);
@@ -512,8 +518,8 @@ fn queue(state: &mut MeetingState, w: Write) {
 }
 
 /// Stores one write of this step. Normally it is stored before the reply goes out; while
-/// earlier writes wait for the database it only joins the queue (in order), so that a database
-/// outage never slows the meeting down.
+/// earlier writes wait for the database it only joins the queue (in order), so that an outage
+/// costs the meeting at most one [`WRITE_TIMEOUT`] per retry, not one per write.
 async fn persist(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, w: Write) {
     let waiting = !state.unsaved.is_empty();
     queue(state, w);
@@ -523,7 +529,7 @@ async fn persist(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, w: Wri
 }
 
 /// Stores the unsaved writes in order, stopping at the first failure (kept, and retried after
-/// [`RETRY_WRITES_AFTER`]). A fenced write marks the meeting fenced: the rest belongs to the
+/// a backoff from [`RETRY_WRITES_AFTER`] to [`RETRY_WRITES_MAX`]). A fenced write marks the meeting fenced: the rest belongs to the
 /// new owner.
 async fn save(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
@@ -545,12 +551,14 @@ async fn save(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
                 tracing::warn!(%meeting_id, error = %e, unsaved = state.unsaved.len(), "database write deferred; will retry");
                 if !state.retry_armed {
                     state.retry_armed = true;
-                    myself.send_after(RETRY_WRITES_AFTER, || MeetingMsg::RetryWrites);
+                    myself.send_after(state.retry_after, || MeetingMsg::RetryWrites);
+                    state.retry_after = (state.retry_after * 2).min(RETRY_WRITES_MAX);
                 }
                 return;
             }
         }
     }
+    state.retry_after = RETRY_WRITES_AFTER;
     if backlog > 1 {
         tracing::info!(%meeting_id, writes = backlog, "deferred database writes stored");
     }
