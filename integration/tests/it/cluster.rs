@@ -154,11 +154,7 @@ async fn a_wrong_cookie_never_joins_and_garbage_closes_only_its_connection() {
     // The third configured node starts with the wrong cookie.
     let intruder = c.start_member(2, &[("PARLEY_COOKIE", "not-the-cookie")]).await;
     // Garbage on node a's cluster port.
-    let port: u16 = {
-        let after = c.config.split(&format!("name = \"{}\"", c.names[0])).nth(1).unwrap();
-        let line = after.lines().find(|l| l.starts_with("cluster_port")).unwrap();
-        line.split('=').nth(1).unwrap().trim().parse().unwrap()
-    };
+    let port = cluster_port(&c, 0);
     let mut junk = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let _ = junk.write_all(&[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let _ = junk.write_all(&vec![0x42; 64 * 1024]);
@@ -407,6 +403,13 @@ async fn a_node_cut_off_from_redis_hands_its_meetings_over() {
     eprintln!("isolated node's meeting moved after {took:?}");
 }
 
+/// The cluster port of member `i`, from the generated configuration.
+fn cluster_port(c: &TestCluster, i: usize) -> u16 {
+    let after = c.config.split(&format!("name = \"{}\"", c.names[i])).nth(1).unwrap();
+    let line = after.lines().find(|l| l.starts_with("cluster_port")).unwrap();
+    line.split('=').nth(1).unwrap().trim().parse().unwrap()
+}
+
 /// Whether node `i` of the cluster has a session with the configured member `name`.
 async fn connected_to(c: &TestCluster, i: usize, name: &str) -> bool {
     let view = c.view(i).await;
@@ -421,11 +424,7 @@ async fn with_mutual_tls_only_members_with_the_cas_certificate_join() {
     let c = TestCluster::start(2, 1, &env).await;
     let third = c.names[2].clone();
     // Garbage on a TLS cluster port closes that connection only.
-    let port: u16 = {
-        let after = c.config.split(&format!("name = \"{}\"", c.names[0])).nth(1).unwrap();
-        let line = after.lines().find(|l| l.starts_with("cluster_port")).unwrap();
-        line.split('=').nth(1).unwrap().trim().parse().unwrap()
-    };
+    let port = cluster_port(&c, 0);
     let mut junk = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let _ = junk.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4, 5]);
     let _ = junk.write_all(&vec![0x42; 16 * 1024]);
