@@ -467,13 +467,7 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 myself.send_after(s.config.empty_grace, move || MeetingMsg::GraceExpired { generation });
             }
             Effect::Ended { reason, analytics } => {
-                save(myself, state).await;
-                let ended = if state.unsaved.is_empty() {
-                    s.store.end_meeting(meeting_id, state.epoch, &analytics).await
-                } else {
-                    Err(StoreError::Rule("earlier writes are not stored yet".into()))
-                };
-                match ended {
+                match store_end(&s, meeting_id, state.epoch, &mut state.unsaved, &analytics).await {
                     Err(StoreError::Fenced) => {
                         // Not ours to end any more: the new owner carries on.
                         state.fenced = true;
@@ -534,34 +528,56 @@ async fn persist(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, w: Wri
 async fn save(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
     let backlog = state.unsaved.len();
-    while let Some(w) = state.unsaved.front() {
-        let result = tokio::time::timeout(WRITE_TIMEOUT, write(&state.services, meeting_id, state.epoch, w))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Rule(format!("no answer within {WRITE_TIMEOUT:?}"))));
-        match result {
-            Ok(()) => {
-                state.unsaved.pop_front();
+    match store_in_order(&state.services, meeting_id, state.epoch, &mut state.unsaved).await {
+        Ok(()) => {}
+        Err(StoreError::Fenced) => {
+            state.fenced = true;
+            state.unsaved.clear();
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%meeting_id, error = %e, unsaved = state.unsaved.len(), "database write deferred; will retry");
+            if !state.retry_armed {
+                state.retry_armed = true;
+                myself.send_after(state.retry_after, || MeetingMsg::RetryWrites);
+                state.retry_after = (state.retry_after * 2).min(RETRY_WRITES_MAX);
             }
-            Err(StoreError::Fenced) => {
-                state.fenced = true;
-                state.unsaved.clear();
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(%meeting_id, error = %e, unsaved = state.unsaved.len(), "database write deferred; will retry");
-                if !state.retry_armed {
-                    state.retry_armed = true;
-                    myself.send_after(state.retry_after, || MeetingMsg::RetryWrites);
-                    state.retry_after = (state.retry_after * 2).min(RETRY_WRITES_MAX);
-                }
-                return;
-            }
+            return;
         }
     }
     state.retry_after = RETRY_WRITES_AFTER;
     if backlog > 1 {
         tracing::info!(%meeting_id, writes = backlog, "deferred database writes stored");
     }
+}
+
+/// Stores queued writes oldest first, removing each once stored; stops at the first failure
+/// (a write that takes longer than [`WRITE_TIMEOUT`] counts as one) and returns it.
+async fn store_in_order(
+    s: &LiveServices,
+    meeting_id: Uuid,
+    epoch: i64,
+    queue: &mut VecDeque<Write>,
+) -> Result<(), StoreError> {
+    while let Some(w) = queue.front() {
+        tokio::time::timeout(WRITE_TIMEOUT, write(s, meeting_id, epoch, w))
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Rule(format!("no answer within {WRITE_TIMEOUT:?}"))))?;
+        queue.pop_front();
+    }
+    Ok(())
+}
+
+/// What a meeting owes the database when it ends: its queued writes, then the end itself.
+async fn store_end(
+    s: &LiveServices,
+    meeting_id: Uuid,
+    epoch: i64,
+    queue: &mut VecDeque<Write>,
+    analytics: &Analytics,
+) -> Result<(), StoreError> {
+    store_in_order(s, meeting_id, epoch, queue).await?;
+    s.store.end_meeting(meeting_id, epoch, analytics).await
 }
 
 /// One write, fenced by `epoch`. Chat inserts are idempotent and role updates absolute, so a
@@ -587,18 +603,7 @@ async fn store_end_later(
     while started.elapsed() < END_RETRY_FOR {
         tokio::time::sleep(Duration::from_secs(1)).await;
         attempts += 1;
-        let mut result = Ok(());
-        while let Some(w) = unsaved.front() {
-            result = write(&s, meeting_id, epoch, w).await;
-            if result.is_err() {
-                break;
-            }
-            unsaved.pop_front();
-        }
-        if result.is_ok() {
-            result = s.store.end_meeting(meeting_id, epoch, &analytics).await;
-        }
-        match result {
+        match store_end(&s, meeting_id, epoch, &mut unsaved, &analytics).await {
             Ok(()) => {
                 tracing::info!(%meeting_id, attempts, "meeting end stored after the database came back");
                 return;

@@ -13,7 +13,7 @@ use crate::LiveServices;
 use crate::meeting::{MeetingMsg, connections_group};
 use crate::membership::{NODES_GROUP, SCOPE, host_group};
 use crate::participant::{ParticipantMsg, SharedEvent};
-use crate::route::{Conn, MEETING_CALL_TIMEOUT, MeetingHandle, local_load, open_here};
+use crate::route::{Conn, MeetingHandle, ask_local, local_load, open_here};
 use crate::supervisor::SupervisorRef;
 use crate::wire::{Body, Envelope, NodeHostMsg};
 
@@ -88,16 +88,7 @@ async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) 
                     answer: Err((ErrorCode::Unavailable, "the meeting is not on this node".into())),
                 };
             };
-            let conn = Conn::Remote(conn);
-            let answer = match meeting
-                .call(move |reply| MeetingMsg::Request { caller, conn, request, reply }, Some(MEETING_CALL_TIMEOUT))
-                .await
-            {
-                Ok(ractor::rpc::CallResult::Success(answer)) => answer,
-                Ok(_) => Err((ErrorCode::Unavailable, "the meeting did not answer in time".into())),
-                Err(_) => Err((ErrorCode::Unavailable, "the meeting is not running".into())),
-            };
-            Body::Answer { answer }
+            Body::Answer { answer: ask_local(&meeting, caller, Conn::Remote(conn), request).await }
         }
         other => {
             tracing::warn!(from = %env.from, body = ?other, "cluster: not a call; ignored");

@@ -271,23 +271,37 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
                 return fail(ErrorCode::NotInMeeting, "join a meeting first");
             };
             let leaving = matches!(other, Request::Leave);
-            let s = state.services.clone();
-            let answer = match meeting.call(&s, meeting_id, &caller, myself, other.clone()).await {
-                // The meeting actor is gone (crashed, moved, its node died): find it again once.
-                Err((ErrorCode::Unavailable, _)) => {
-                    let meeting = locate(&s, &state.supervisor, meeting_id).await?;
-                    if let Some((_, r, _)) = state.meeting.as_mut() {
-                        *r = meeting.clone();
-                    }
-                    meeting.call(&s, meeting_id, &caller, myself, other).await
-                }
-                a => a,
-            };
+            let (meeting, answer) = ask(myself, state, meeting_id, meeting, &caller, other).await?;
+            if let Some((_, r, _)) = state.meeting.as_mut() {
+                *r = meeting;
+            }
             if leaving && answer.is_ok() {
                 leave_group(myself, state);
             }
             answer
         }
+    }
+}
+
+/// Asks the meeting; if its actor is gone (crashed, moved, its node died), finds it again and
+/// asks once more. Returns the handle that answered, with the answer; `Err` only when the
+/// meeting cannot be found again.
+async fn ask(
+    myself: &ParticipantRef,
+    state: &ParticipantState,
+    meeting_id: Uuid,
+    meeting: MeetingHandle,
+    caller: &Caller,
+    request: Request,
+) -> Result<(MeetingHandle, Answer), (ErrorCode, String)> {
+    let s = &state.services;
+    match meeting.call(s, meeting_id, caller, myself, request.clone()).await {
+        Err((ErrorCode::Unavailable, _)) => {
+            let meeting = locate(s, &state.supervisor, meeting_id).await?;
+            let answer = meeting.call(s, meeting_id, caller, myself, request).await;
+            Ok((meeting, answer))
+        }
+        answer => Ok((meeting, answer)),
     }
 }
 
@@ -312,17 +326,11 @@ async fn enter_with(
     caller: Caller,
     request: Request,
 ) -> Answer {
-    let s = state.services.clone();
-    let mut meeting = locate(&s, &state.supervisor, meeting_id).await?;
-    let mut answer = meeting.call(&s, meeting_id, &caller, myself, request.clone()).await;
-    if let Err((ErrorCode::Unavailable, _)) = answer {
-        // It moved between locating and asking: once more.
-        meeting = locate(&s, &state.supervisor, meeting_id).await?;
-        answer = meeting.call(&s, meeting_id, &caller, myself, request).await;
-    }
+    let meeting = locate(&state.services, &state.supervisor, meeting_id).await?;
+    let (meeting, answer) = ask(myself, state, meeting_id, meeting, &caller, request).await?;
     let mut answer = answer?;
     if let ReplyData::Joined { resume_token, .. } = &mut answer {
-        *resume_token = Some(s.resume.issue(meeting_id, state.user_id));
+        *resume_token = Some(state.services.resume.issue(meeting_id, state.user_id));
     }
     ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
     state.meeting = Some((meeting_id, meeting, caller));

@@ -76,15 +76,7 @@ impl MeetingHandle {
     ) -> Answer {
         match self {
             MeetingHandle::Local(meeting) => {
-                let (caller, conn) = (caller.clone(), Conn::Local(conn.clone()));
-                match meeting
-                    .call(move |reply| MeetingMsg::Request { caller, conn, request, reply }, Some(MEETING_CALL_TIMEOUT))
-                    .await
-                {
-                    Ok(CallResult::Success(answer)) => answer,
-                    Ok(_) => fail(ErrorCode::Unavailable, "the meeting did not answer in time"),
-                    Err(_) => fail(ErrorCode::Unavailable, "the meeting is not running"),
-                }
+                ask_local(meeting, caller.clone(), Conn::Local(conn.clone()), request).await
             }
             MeetingHandle::Remote { node } => {
                 let body = Body::Request {
@@ -125,6 +117,19 @@ impl MeetingHandle {
                 cast_node(s, node, Body::Attach { meeting_id, user_id, conn });
             }
         }
+    }
+}
+
+/// A request to a meeting actor on this node, from a connection here or (through the node host)
+/// on another node. `Unavailable` when the actor is gone or does not answer in time.
+pub async fn ask_local(meeting: &MeetingRef, caller: Caller, conn: Conn, request: Request) -> Answer {
+    match meeting
+        .call(move |reply| MeetingMsg::Request { caller, conn, request, reply }, Some(MEETING_CALL_TIMEOUT))
+        .await
+    {
+        Ok(CallResult::Success(answer)) => answer,
+        Ok(_) => fail(ErrorCode::Unavailable, "the meeting did not answer in time"),
+        Err(_) => fail(ErrorCode::Unavailable, "the meeting is not running"),
     }
 }
 

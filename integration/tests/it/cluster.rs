@@ -27,6 +27,19 @@ async fn meeting(node: &TestNode, n: usize) -> (Uuid, String) {
     (id_of(&create_meeting(node, &host, body).await, "meeting_id"), host)
 }
 
+/// `n` meetings created and started through `node` by new hosts, whose sockets are returned
+/// (they keep the meetings live).
+async fn start_through(node: &TestNode, n: usize) -> Vec<WsClient> {
+    let mut hosts = Vec::new();
+    for i in 0..n {
+        let (m, host) = meeting(node, i).await;
+        let mut ws = WsClient::connect(node, &host).await;
+        ok(&ws.request(json!({"type": "start", "meeting_id": m})).await);
+        hosts.push(ws);
+    }
+    hosts
+}
+
 /// `(node, epoch)` of an active meeting in PostgreSQL.
 async fn owner_in_db(node: &TestNode, m: Uuid) -> (Option<String>, i64) {
     let rows = node.sql(&format!("SELECT assigned_node, owner_epoch FROM meetings WHERE id = '{m}'")).await;
@@ -122,16 +135,8 @@ async fn clients_on_different_nodes_share_one_meeting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn placement_spreads_meetings_across_nodes_by_load() {
     let c = TestCluster::start(3, 0, &[]).await;
-    let mut sockets = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..30 {
-        let (m, host) = meeting(&c.nodes[0], i).await;
-        // Every start comes in through node a: placement, not the entry point, decides.
-        let mut ws = WsClient::connect(&c.nodes[0], &host).await;
-        ok(&ws.request(json!({"type": "start", "meeting_id": m})).await);
-        sockets.push(ws);
-        ids.push(m);
-    }
+    // Every start comes in through node a: placement, not the entry point, decides.
+    let _hosts = start_through(&c.nodes[0], 30).await;
     let rows = c.nodes[0]
         .sql("SELECT assigned_node, COUNT(*) AS n FROM meetings WHERE status = 'active' GROUP BY assigned_node")
         .await;
@@ -233,15 +238,7 @@ async fn kill_9_of_the_owner_moves_its_meetings_and_clients_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_node_ends_with_no_meetings_and_its_participants_follow() {
     let c = TestCluster::start(3, 0, &[]).await;
-    let mut hosts = Vec::new();
-    let mut ids = Vec::new();
-    for i in 0..3 {
-        let (m, host) = meeting(&c.nodes[0], i).await;
-        let mut ws = WsClient::connect(&c.nodes[0], &host).await;
-        ok(&ws.request(json!({"type": "start", "meeting_id": m})).await);
-        hosts.push(ws);
-        ids.push(m);
-    }
+    let mut hosts = start_through(&c.nodes[0], 3).await;
     let before = c.view(0).await["running_here"].as_array().map(Vec::len).unwrap_or(0);
     assert!(before >= 1, "node a carries some meetings");
     let (status, body) = c.nodes[1]
@@ -283,6 +280,7 @@ async fn a_redis_restart_mid_meeting_loses_nothing() {
     chat_reaches_everyone(&mut socks, 1, "while Redis is down").await;
     ok(&socks[0].request(json!({"type": "mute_participant", "user_id": guest_id})).await);
     assert_eq!(socks[1].event("muted").await["user_id"], guest_id.to_string());
+    // Down for more than two lease TTLs (1.5 s each): long enough for a false failover.
     tokio::time::sleep(Duration::from_secs(4)).await;
     chat_reaches_everyone(&mut socks, 2, "still down").await;
 
@@ -328,6 +326,7 @@ async fn a_postgres_restart_mid_meeting_loses_nothing() {
     chat_reaches_everyone(&mut socks, 2, "during 2").await;
     ok(&socks[0].request(json!({"type": "set_role", "user_id": guest_id, "role": "co_host"})).await);
     assert_eq!(socks[1].event("role_changed").await["role"], "co_host");
+    // Down across several write retries and lease ticks: long enough for a false failover.
     tokio::time::sleep(Duration::from_secs(4)).await;
     chat_reaches_everyone(&mut socks, 0, "during 3").await;
 
@@ -434,6 +433,7 @@ async fn with_mutual_tls_only_members_with_the_cas_certificate_join() {
     let rogue_env = rogue_pki.env();
     let rogue_env: Vec<(&str, &str)> = rogue_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let mut rogue = c.start_member(2, &rogue_env).await;
+    // Long enough for several dial attempts (backoff starts at 200 ms).
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..2 {
         assert!(!connected_to(&c, i, &third).await, "a foreign certificate joined: {}", c.view(i).await);
