@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fred::prelude::*;
 use parley_integration::ws::WsClient;
-use parley_integration::{Backend, NodeOptions, TestNode, redis_client};
+use parley_integration::{Backend, NodeOptions, TestNode, eventually, redis_client};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -483,6 +483,30 @@ async fn a_postgres_outage_keeps_live_meetings_running() {
     ok(&host.request(json!({"type": "end_meeting"})).await);
     assert_eq!(node.count(&format!("meetings WHERE id = '{m}' AND status = 'ended'")).await, 1, "the end is persisted");
     assert_eq!(node.count(&format!("meeting_analytics WHERE meeting_id = '{m}'")).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_ended_while_postgres_is_down_is_stored_as_ended_once_it_is_back() {
+    let pg = parley_integration::ThrowawayPostgres::start_new();
+    let mut opts = NodeOptions::new(Backend::Postgres).with_redis();
+    opts.database_url = Some(pg.url("postgres"));
+    let node = TestNode::start_with(opts).await;
+    let InProgress { m, mut host, mut guest, .. } = in_progress(&node, "Ends during an outage").await;
+
+    pg.stop();
+    ok(&guest.request(json!({"type": "chat", "text": "last words"})).await);
+    ok(&host.request(json!({"type": "end_meeting"})).await);
+    assert_eq!(guest.event("meeting_ended").await["event"], "meeting_ended", "everyone hears at once");
+
+    // The chat and the end wait in the background and land, in order, once PostgreSQL is back.
+    pg.start();
+    let ended = eventually(Duration::from_secs(30), || async {
+        node.count(&format!("meetings WHERE id = '{m}' AND status = 'ended'")).await == 1
+    })
+    .await;
+    assert!(ended, "the end was never stored:\n{}", node.log());
+    assert_eq!(node.count(&format!("meeting_analytics WHERE meeting_id = '{m}'")).await, 1);
+    assert_eq!(node.count(&format!("meeting_chat_messages WHERE meeting_id = '{m}'")).await, 1, "chat stored first");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
