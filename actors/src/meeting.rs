@@ -233,8 +233,11 @@ impl Actor for MeetingActor {
                 let mut outcome = state.meeting.handle(now_ms(), &caller, &request);
                 if let Some(Ok(ReplyData::Joined { media, .. })) = outcome.reply.as_mut() {
                     let me = state.services.membership.me();
-                    *media =
-                        Some(MediaNode { node: me.name.clone(), media_addr: format!("{}:{}", me.host, me.media_port) });
+                    *media = Some(MediaNode {
+                        node: me.name.clone(),
+                        media_addr: format!("{}:{}", me.host, me.media_port),
+                        ice_servers: Vec::new(),
+                    });
                 }
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
                     let node = state.services.node.clone();

@@ -768,6 +768,11 @@ impl LiveMeeting {
                 Outcome::reply(ReplyData::Done, self.move_to(user, Some(*room)))
             }
             Request::BreakoutReturn => Outcome::reply(ReplyData::Done, self.move_to(user, None)),
+            // The meeting actor hands these to its media router before this state machine.
+            Request::Offer { .. }
+            | Request::Answer { .. }
+            | Request::IceCandidate { .. }
+            | Request::Subscribe { .. } => Outcome::error(ErrorCode::Internal, "media requests are the media router's"),
             Request::BreakoutsBroadcast { text } => {
                 if !moderator {
                     return need_moderator();

@@ -156,6 +156,111 @@ pub enum Request {
     BreakoutsBroadcast {
         text: String,
     },
+    /// WebRTC: the client's SDP offer (first connection, or its own renegotiation: a track
+    /// added or removed). `sources` names what each published track is, by its `msid` track id
+    /// (the browser's `MediaStreamTrack.id`). Answered with `answer`.
+    Offer {
+        sdp: String,
+        #[serde(default)]
+        sources: BTreeMap<String, MediaSource>,
+    },
+    /// WebRTC: the client's answer to an `offer` event (server renegotiation).
+    Answer {
+        sdp: String,
+    },
+    /// WebRTC: one trickled ICE candidate of the client (after its first `offer`).
+    IceCandidate {
+        candidate: IceCandidate,
+    },
+    /// Which video this connection receives: `gallery` (one page of cameras) or `speaker` (the
+    /// active speaker), plus the screen share in both; `audio`: only the loudest N (default:
+    /// everyone).
+    Subscribe {
+        view: ViewKind,
+        #[serde(default)]
+        page: u32,
+        #[serde(default = "default_page_size")]
+        page_size: u32,
+        #[serde(default)]
+        audio: Option<u32>,
+    },
+}
+
+fn default_page_size() -> u32 {
+    MAX_GALLERY_PAGE
+}
+
+/// Most video tiles on one gallery page.
+pub const MAX_GALLERY_PAGE: u32 = 25;
+/// Largest SDP accepted, in bytes (a browser offer with simulcast is 5–10 KiB).
+pub const MAX_SDP_BYTES: usize = 32 * 1024;
+
+/// What a published track carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaSource {
+    Camera,
+    Microphone,
+    Screen,
+}
+
+impl MediaSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaSource::Camera => "camera",
+            MediaSource::Microphone => "microphone",
+            MediaSource::Screen => "screen",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<MediaSource> {
+        match s {
+            "camera" => Some(MediaSource::Camera),
+            "microphone" => Some(MediaSource::Microphone),
+            "screen" => Some(MediaSource::Screen),
+            _ => None,
+        }
+    }
+}
+
+/// The layout a `subscribe` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ViewKind {
+    Gallery,
+    Speaker,
+}
+
+/// An ICE candidate in the browser's `RTCIceCandidateInit` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(default, rename = "sdpMid")]
+    pub sdp_mid: Option<String>,
+    #[serde(default, rename = "sdpMLineIndex")]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(default, rename = "usernameFragment", skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// A STUN or TURN server for clients, in the browser's `RTCIceServer` shape.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+impl Request {
+    /// Whether the media router (not the meeting's state machine) handles this request.
+    pub fn is_media(&self) -> bool {
+        matches!(
+            self,
+            Request::Offer { .. } | Request::Answer { .. } | Request::IceCandidate { .. } | Request::Subscribe { .. }
+        )
+    }
 }
 
 /// Every request `type`, for telling an unknown type from a malformed known one.
@@ -191,6 +296,10 @@ pub const REQUEST_TYPES: &[&str] = &[
     "breakout_join",
     "breakout_return",
     "breakouts_broadcast",
+    "offer",
+    "answer",
+    "ice_candidate",
+    "subscribe",
 ];
 
 /// Machine-readable error codes of replies (and of close reasons).
@@ -247,6 +356,13 @@ pub enum ErrorCode {
     ResumeFailed,
     /// The server cannot serve right now (storage unavailable).
     Unavailable,
+    /// The SDP could not be parsed or applied (malformed, no usable media section).
+    InvalidSdp,
+    /// Not now in the WebRTC negotiation: an answer with no offer of ours pending, a candidate
+    /// before the first offer, or an offer while ours awaits its answer (answer ours first).
+    NegotiationState,
+    /// No media connection could be set up (no UDP port free on the media node).
+    MediaUnavailable,
     /// A bug; logged.
     Internal,
 }
@@ -280,6 +396,9 @@ impl ErrorCode {
             ErrorCode::RecordingNotAllowed => "recording_not_allowed",
             ErrorCode::ResumeFailed => "resume_failed",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::InvalidSdp => "invalid_sdp",
+            ErrorCode::NegotiationState => "negotiation_state",
+            ErrorCode::MediaUnavailable => "media_unavailable",
             ErrorCode::Internal => "internal",
         }
     }
@@ -366,6 +485,21 @@ impl Request {
             }
             Request::Join { password: Some(p), .. } if p.len() > 256 => {
                 Err((ErrorCode::InvalidField, "password is too long".to_owned()))
+            }
+            Request::Offer { sdp, .. } | Request::Answer { sdp } if sdp.len() > MAX_SDP_BYTES => {
+                Err((ErrorCode::InvalidSdp, format!("SDP is limited to {MAX_SDP_BYTES} bytes")))
+            }
+            Request::Offer { sdp, .. } | Request::Answer { sdp } if !sdp.trim_start().starts_with("v=0") => {
+                Err((ErrorCode::InvalidSdp, "SDP must start with `v=0`".to_owned()))
+            }
+            Request::IceCandidate { candidate } if candidate.candidate.len() > 1024 => {
+                Err((ErrorCode::InvalidField, "candidate is too long".to_owned()))
+            }
+            Request::Subscribe { page_size, .. } if !(1..=MAX_GALLERY_PAGE).contains(page_size) => {
+                Err((ErrorCode::InvalidField, format!("page_size must be 1..={MAX_GALLERY_PAGE}")))
+            }
+            Request::Subscribe { audio: Some(0), .. } => {
+                Err((ErrorCode::InvalidField, "audio (loudest N) must be at least 1".to_owned()))
             }
             Request::BreakoutsCreate { count, assignments } => match (count, assignments) {
                 (Some(c), None) if (1..=MAX_BREAKOUT_ROOMS).contains(c) => Ok(()),
@@ -578,6 +712,24 @@ pub enum Event {
         ended_by: Option<Uuid>,
         reason: EndReason,
     },
+    /// WebRTC, to one participant: the server's offer (tracks to receive were added or
+    /// removed); reply with an `answer` request.
+    Offer {
+        sdp: String,
+    },
+    /// WebRTC, to one participant: a trickled ICE candidate of the server.
+    IceCandidate {
+        candidate: IceCandidate,
+    },
+    /// The dominant speaker changed (from RTP audio levels).
+    ActiveSpeaker {
+        user_id: Uuid,
+    },
+    /// To one participant: the server closed its media connection (ICE failed, the media
+    /// router restarted): send a new `offer` to connect again.
+    MediaClosed {
+        reason: String,
+    },
 }
 
 /// Where a meeting's media flows: the owner node's name and its media (UDP) address.
@@ -585,6 +737,9 @@ pub enum Event {
 pub struct MediaNode {
     pub node: String,
     pub media_addr: String,
+    /// STUN/TURN servers for the client's `RTCPeerConnection`.
+    #[serde(default)]
+    pub ice_servers: Vec<IceServer>,
 }
 
 /// An event on the wire: `{"event": …, "meeting_id": …, …}`.
@@ -616,6 +771,8 @@ pub enum ReplyData {
     Done,
     /// A chat message was sent.
     ChatSent { message: ChatMessage },
+    /// WebRTC: the server's answer to the client's `offer`.
+    Answer { sdp: String },
 }
 
 /// A reply to request `reply_to` (`None` when the request's id was unreadable).
@@ -728,6 +885,17 @@ mod tests {
             Request::BreakoutJoin { room: 1 },
             Request::BreakoutReturn,
             Request::BreakoutsBroadcast { text: "5 minutes left".into() },
+            Request::Offer { sdp: "v=0\r\n".into(), sources: BTreeMap::from([("t1".to_owned(), MediaSource::Camera)]) },
+            Request::Answer { sdp: "v=0\r\n".into() },
+            Request::IceCandidate {
+                candidate: IceCandidate {
+                    candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                    sdp_mid: Some("0".into()),
+                    sdp_mline_index: Some(0),
+                    username_fragment: None,
+                },
+            },
+            Request::Subscribe { view: ViewKind::Speaker, page: 0, page_size: 25, audio: Some(3) },
         ];
         assert_eq!(all.len(), REQUEST_TYPES.len());
         for (i, r) in all.into_iter().enumerate() {
@@ -816,10 +984,51 @@ mod tests {
 
     #[test]
     fn error_codes_serialise_as_their_str() {
-        for c in
-            [ErrorCode::MalformedFrame, ErrorCode::ScreenShareBusy, ErrorCode::RecordingNotAllowed, ErrorCode::Internal]
-        {
+        for c in [
+            ErrorCode::MalformedFrame,
+            ErrorCode::ScreenShareBusy,
+            ErrorCode::RecordingNotAllowed,
+            ErrorCode::Internal,
+            ErrorCode::InvalidSdp,
+            ErrorCode::NegotiationState,
+            ErrorCode::MediaUnavailable,
+        ] {
             assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
         }
+    }
+
+    #[test]
+    fn media_requests_are_checked_before_the_router_sees_them() {
+        let code = |v: Value| json_req(v).unwrap_err().code;
+        assert_eq!(code(json!({"id": 1, "type": "offer", "sdp": "hello"})), ErrorCode::InvalidSdp);
+        assert_eq!(
+            code(json!({"id": 1, "type": "offer", "sdp": format!("v=0\r\n{}", "a".repeat(MAX_SDP_BYTES))})),
+            ErrorCode::InvalidSdp
+        );
+        assert_eq!(code(json!({"id": 1, "type": "answer"})), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json!({"id": 1, "type": "offer", "sdp": "v=0", "sources": {"t": "hologram"}})),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(
+            code(json!({"id": 1, "type": "subscribe", "view": "gallery", "page_size": 26})),
+            ErrorCode::InvalidField
+        );
+        assert_eq!(code(json!({"id": 1, "type": "subscribe", "view": "mosaic"})), ErrorCode::InvalidField);
+        assert_eq!(code(json!({"id": 1, "type": "subscribe", "view": "speaker", "audio": 0})), ErrorCode::InvalidField);
+        assert_eq!(
+            code(json!({"id": 1, "type": "ice_candidate", "candidate": {"sdpMid": "0"}})),
+            ErrorCode::InvalidField
+        );
+        let (_, r) = json_req(json!({"id": 1, "type": "subscribe", "view": "gallery"})).unwrap();
+        assert_eq!(
+            r,
+            Request::Subscribe { view: ViewKind::Gallery, page: 0, page_size: MAX_GALLERY_PAGE, audio: None }
+        );
+        // Browsers add `usernameFragment` to candidates: accepted.
+        let (_, r) = json_req(json!({"id": 1, "type": "ice_candidate", "candidate":
+            {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}}))
+        .unwrap();
+        assert!(r.is_media());
     }
 }
