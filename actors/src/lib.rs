@@ -4,7 +4,9 @@
 //! MeetingSupervisor (one per node)           starts meetings on demand; restarts a failed
 //! │                                          MeetingActor, which rehydrates (see meeting.rs)
 //! └── MeetingActor (one per live meeting)    owns parley_core::meeting::LiveMeeting; performs its
-//!                                            effects: deliver events, mirror presence, persist
+//!     │                                      effects: deliver events, mirror presence, persist
+//!     └── MediaRouterActor (on first media   the SFU: one WebRTC peer per participant, RTP
+//!         request)                           forwarded by its ingest/egress tasks (media_router.rs)
 //! ParticipantActor (one per WebSocket)       decodes frames, authorises joins (password, status),
 //!                                            forwards requests, encodes replies/events; its crash
 //!                                            or disconnect never touches the meeting
@@ -19,6 +21,7 @@
 //! connection on one node reaches a meeting on another through the two nodes' `NodeHost`s
 //! (route.rs).
 
+pub mod media_router;
 pub mod meeting;
 pub mod membership;
 pub mod node_host;
@@ -76,6 +79,8 @@ pub struct LiveServices {
     pub membership: Arc<Membership>,
     pub meetings: MeetingTable,
     pub resume: Arc<dyn ResumeTokens>,
+    /// WebRTC settings of this node's media routers.
+    pub media: Arc<parley_media::peer::PeerConfig>,
 }
 
 /// Issues and checks `resume` tokens (signed by the node layer with the cluster's secret, so
@@ -96,6 +101,8 @@ pub struct MeetingEntry {
     pub actor: MeetingRef,
     /// Connected participants, kept current by the meeting actor.
     pub participants: Arc<AtomicU32>,
+    /// Media peers of its router, kept current by the router.
+    pub media_peers: Arc<AtomicU32>,
 }
 
 impl MeetingTable {
@@ -117,10 +124,13 @@ impl MeetingTable {
         (t.len() as u32, t.values().map(|e| e.participants.load(Ordering::Relaxed)).sum())
     }
 
-    /// Each meeting here with its participant count.
-    pub fn list(&self) -> Vec<(uuid::Uuid, u32)> {
+    /// Each meeting here with its participant count and media peer count.
+    pub fn list(&self) -> Vec<(uuid::Uuid, u32, u32)> {
         let t = self.0.read().unwrap_or_else(|p| p.into_inner());
-        let mut v: Vec<_> = t.iter().map(|(id, e)| (*id, e.participants.load(Ordering::Relaxed))).collect();
+        let mut v: Vec<_> = t
+            .iter()
+            .map(|(id, e)| (*id, e.participants.load(Ordering::Relaxed), e.media_peers.load(Ordering::Relaxed)))
+            .collect();
         v.sort();
         v
     }

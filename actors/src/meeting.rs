@@ -15,9 +15,10 @@ use parley_core::placement::Owner;
 use parley_core::protocol::{ChatMessage, ErrorCode, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
 use parley_presence::PresenceRecord;
 use parley_store::StoreError;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use uuid::Uuid;
 
+use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
 use crate::participant::{ParticipantMsg, SharedEvent};
 use crate::route::{Conn, MeetingHandle, cast_node};
 use crate::wire::{Body, ConnAddr};
@@ -54,6 +55,8 @@ pub enum MeetingMsg {
     Crash,
     /// Fault injection: make one participant's connection actor panic.
     CrashParticipant { user_id: Uuid },
+    /// From the media router: an event for one participant (`to`) or for everyone.
+    MediaEvent { to: Option<Uuid>, event: parley_core::protocol::Event },
 }
 
 impl ractor::Message for MeetingMsg {}
@@ -71,6 +74,8 @@ pub struct MeetingArgs {
     pub takeover_from: Option<String>,
     /// Where to publish the connected-participant count (the node's meeting table).
     pub participants: Arc<std::sync::atomic::AtomicU32>,
+    /// Where the media router publishes its peer count.
+    pub media_peers: Arc<std::sync::atomic::AtomicU32>,
 }
 
 pub struct MeetingActor;
@@ -82,6 +87,9 @@ pub struct MeetingState {
     /// The fencing epoch this activation holds; every database write carries it.
     epoch: i64,
     participants: Arc<std::sync::atomic::AtomicU32>,
+    media_peers: Arc<std::sync::atomic::AtomicU32>,
+    /// The meeting's SFU, started on the first media request.
+    router: Option<RouterRef>,
     /// Another node took the meeting over: stop acting for it.
     fenced: bool,
     grace_generation: u64,
@@ -175,6 +183,8 @@ impl Actor for MeetingActor {
             conns: HashMap::new(),
             epoch: info.epoch,
             participants: args.participants,
+            media_peers: args.media_peers,
+            router: None,
             fenced: false,
             services: args.services,
             grace_generation: 0,
@@ -220,6 +230,44 @@ impl Actor for MeetingActor {
         Ok(())
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<MeetingMsg>,
+        state: &mut MeetingState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(r) = state.router.take() {
+            r.stop(Some("meeting stopped".to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _myself: ActorRef<MeetingMsg>,
+        event: SupervisionEvent,
+        state: &mut MeetingState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The only child is the media router. Its failure costs the meeting its media, not its
+        // state: connections are told to offer again, which starts a new router.
+        if let SupervisionEvent::ActorFailed(who, _) | SupervisionEvent::ActorTerminated(who, _, _) = &event
+            && state.router.as_ref().is_some_and(|r| r.get_id() == who.get_id())
+        {
+            state.router = None;
+            state.media_peers.store(0, std::sync::atomic::Ordering::Relaxed);
+            if let SupervisionEvent::ActorFailed(_, reason) = &event {
+                tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "media router failed; clients will reconnect media");
+                let shared = SharedEvent::new(EventFrame {
+                    meeting_id: state.meeting.meeting_id(),
+                    event: parley_core::protocol::Event::MediaClosed {
+                        reason: "the media router restarted".to_owned(),
+                    },
+                });
+                deliver(&state.services.clone(), state.conns.values(), &shared);
+            }
+        }
+        Ok(())
+    }
+
     async fn handle(
         &self,
         myself: ActorRef<MeetingMsg>,
@@ -227,6 +275,43 @@ impl Actor for MeetingActor {
         state: &mut MeetingState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            MeetingMsg::Request { caller, conn, request, reply } if request.is_media() => {
+                state.last_seen.insert(caller.user_id, Instant::now());
+                let user_id = caller.user_id;
+                if state.meeting.participant(user_id).is_none() {
+                    let why = if state.meeting.is_waiting(user_id) {
+                        "you are in the waiting room"
+                    } else {
+                        "join the meeting first"
+                    };
+                    let _ = reply.send(Err((ErrorCode::NotInMeeting, why.to_owned())));
+                    return Ok(());
+                }
+                state.conns.entry(user_id).or_insert(conn);
+                match router(&myself, state).await {
+                    // The router answers on `reply` itself: signalling never waits in this mailbox.
+                    Ok(r) => {
+                        if let Err(ractor::MessagingErr::SendErr(RouterMsg::Request { reply, .. })) =
+                            r.cast(RouterMsg::Request { user_id, request, reply })
+                        {
+                            let _ = reply.send(Err((ErrorCode::Unavailable, "the media router stopped".to_owned())));
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(meeting_id = %state.meeting.meeting_id(), error = %e, "media router not started");
+                        let _ = reply
+                            .send(Err((ErrorCode::MediaUnavailable, "the media router could not start".to_owned())));
+                    }
+                }
+            }
+            MeetingMsg::MediaEvent { to, event } => {
+                let shared = SharedEvent::new(EventFrame { meeting_id: state.meeting.meeting_id(), event });
+                let s = state.services.clone();
+                match to {
+                    Some(user) => deliver(&s, state.conns.get(&user).into_iter(), &shared),
+                    None => deliver(&s, state.conns.values(), &shared),
+                }
+            }
             MeetingMsg::Request { caller, conn, request, reply } => {
                 state.last_seen.insert(caller.user_id, Instant::now());
                 let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
@@ -236,7 +321,17 @@ impl Actor for MeetingActor {
                     *media = Some(MediaNode {
                         node: me.name.clone(),
                         media_addr: format!("{}:{}", me.host, me.media_port),
-                        ice_servers: Vec::new(),
+                        ice_servers: state
+                            .services
+                            .media
+                            .ice_servers
+                            .iter()
+                            .map(|i| parley_core::protocol::IceServer {
+                                urls: i.urls.clone(),
+                                username: i.username.clone(),
+                                credential: i.credential.clone(),
+                            })
+                            .collect(),
                     });
                 }
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
@@ -448,6 +543,9 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 }
             }
             Effect::PresenceRemove(user) => {
+                if let Some(r) = &state.router {
+                    let _ = r.cast(RouterMsg::Left { user_id: user });
+                }
                 if let Err(e) = s.presence.remove(meeting_id, user).await {
                     tracing::warn!(%meeting_id, error = %e, "presence: participant not removed");
                 }
@@ -661,4 +759,20 @@ fn step_down(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
         "fenced: another node took this meeting over; stopping here"
     );
     myself.stop(Some("fenced".to_owned()));
+}
+
+/// The meeting's media router, started (as a linked child) on first use.
+async fn router(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) -> Result<RouterRef, ractor::SpawnErr> {
+    if let Some(r) = &state.router {
+        return Ok(r.clone());
+    }
+    let args = RouterArgs {
+        meeting_id: state.meeting.meeting_id(),
+        meeting: myself.clone(),
+        config: state.services.media.clone(),
+        peers_gauge: state.media_peers.clone(),
+    };
+    let (r, _) = Actor::spawn_linked(None, MediaRouterActor, args, myself.get_cell()).await?;
+    state.router = Some(r.clone());
+    Ok(r)
 }

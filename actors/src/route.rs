@@ -292,7 +292,7 @@ pub async fn drain(s: &Arc<LiveServices>, supervisor: &SupervisorRef) -> (u32, u
     s.membership.set_draining(true);
     tracing::warn!(node = %s.node, "draining: no new meetings; moving meetings away");
     let mut moved = 0;
-    for (meeting_id, _) in s.meetings.list() {
+    for (meeting_id, _, _) in s.meetings.list() {
         let raw = match s.presence.media_server(meeting_id).await {
             Ok(raw) => raw,
             Err(e) => {

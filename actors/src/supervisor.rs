@@ -152,11 +152,17 @@ async fn spawn_meeting(
     takeover_from: Option<String>,
 ) -> Result<MeetingRef, ractor::SpawnErr> {
     let participants = Arc::new(std::sync::atomic::AtomicU32::new(0));
-    let args =
-        MeetingArgs { meeting_id, services: state.services.clone(), takeover_from, participants: participants.clone() };
+    let media_peers = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let args = MeetingArgs {
+        meeting_id,
+        services: state.services.clone(),
+        takeover_from,
+        participants: participants.clone(),
+        media_peers: media_peers.clone(),
+    };
     let (actor, _) = Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await?;
     state.by_actor.insert(actor.get_id(), meeting_id);
     state.meetings.insert(meeting_id, actor.clone());
-    state.services.meetings.insert(meeting_id, crate::MeetingEntry { actor: actor.clone(), participants });
+    state.services.meetings.insert(meeting_id, crate::MeetingEntry { actor: actor.clone(), participants, media_peers });
     Ok(actor)
 }

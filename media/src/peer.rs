@@ -56,7 +56,10 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::{MediaError, Result};
+
 use crate::pli::PliThrottle;
+/// An RTP packet (header and payload) as the stack parses it.
+pub use rtc::rtp::Packet as RtpPacket;
 
 /// Inbound RTP packets queued between the connection and the router before drops begin
 /// (~1 s of a 720p publisher plus its audio).

@@ -35,6 +35,8 @@ pub enum ConfigError {
     WeakSecret(usize),
     #[error("cluster TLS needs ca, cert and key ([cluster.tls] or PARLEY_CLUSTER_TLS_*); missing: {0}")]
     IncompleteTls(&'static str),
+    #[error("invalid media setting: {0}")]
+    BadMedia(String),
     #[error("cannot create or read the secret file {path}: {source}")]
     SecretFile { path: PathBuf, source: std::io::Error },
 }
@@ -127,6 +129,28 @@ pub struct ConfigFile {
     pub cluster: ClusterSection,
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    pub media: MediaSection,
+}
+
+/// The `[media]` section: WebRTC networking of every node's media router.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// Address the media UDP sockets bind to (default: the node's host, else 127.0.0.1). Must
+    /// be a concrete address: `0.0.0.0` would advertise every interface but loopback.
+    pub bind_ip: Option<String>,
+    /// Public address behind a 1:1 NAT (a cloud VM), advertised in ICE candidates instead.
+    pub public_ip: Option<String>,
+    /// Inclusive UDP port range, one port per media peer (default: ephemeral ports). Open it
+    /// in the firewall.
+    pub port_min: Option<u16>,
+    pub port_max: Option<u16>,
+    /// ICE-lite: the server only answers connectivity checks (fit for a public address).
+    pub ice_lite: Option<bool>,
+    /// STUN/TURN servers handed to clients (`[[media.ice_servers]] urls = [...]`).
+    #[serde(default)]
+    pub ice_servers: Vec<parley_media::peer::IceServer>,
 }
 
 impl ConfigFile {
@@ -175,6 +199,8 @@ pub struct Settings {
     pub rate_per_sec: u32,
     /// Where the secret came from, for the startup log (never the secret itself).
     pub secret_source: &'static str,
+    /// WebRTC settings of the media router.
+    pub media: parley_media::peer::PeerConfig,
 }
 
 impl std::fmt::Debug for Settings {
@@ -206,6 +232,66 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORTS`
+/// (`40000-40999`) and `PARLEY_ICE_SERVERS` (comma-separated URLs) over it.
+fn resolve_media(
+    m: &MediaSection,
+    node_host: Option<&str>,
+    http_addr: SocketAddr,
+    env: &dyn Env,
+) -> Result<parley_media::peer::PeerConfig, ConfigError> {
+    use std::net::IpAddr;
+    let ip = |name: &str, raw: String| -> Result<IpAddr, ConfigError> {
+        raw.parse().map_err(|_| ConfigError::BadMedia(format!("{name} = `{raw}` is not an IP address")))
+    };
+    let bind_ip = match env.var("PARLEY_MEDIA_BIND_IP").or_else(|| m.bind_ip.clone()) {
+        Some(raw) => ip("bind_ip", raw)?,
+        None => node_host
+            .and_then(|h| h.parse::<IpAddr>().ok())
+            .or(Some(http_addr.ip()))
+            .filter(|a| !a.is_unspecified())
+            .unwrap_or(IpAddr::from([127, 0, 0, 1])),
+    };
+    if bind_ip.is_unspecified() {
+        return Err(ConfigError::BadMedia(format!("bind_ip = {bind_ip}: give a concrete address")));
+    }
+    let public_ip =
+        env.var("PARLEY_MEDIA_PUBLIC_IP").or_else(|| m.public_ip.clone()).map(|r| ip("public_ip", r)).transpose()?;
+    let port_range = match env.var("PARLEY_MEDIA_PORTS") {
+        Some(raw) => {
+            let parsed = raw.split_once('-').and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+            Some(parsed.ok_or_else(|| ConfigError::BadMedia(format!("PARLEY_MEDIA_PORTS = `{raw}`: want FROM-TO")))?)
+        }
+        None => match (m.port_min, m.port_max) {
+            (Some(a), Some(b)) => Some((a, b)),
+            (None, None) => None,
+            _ => return Err(ConfigError::BadMedia("give both port_min and port_max, or neither".to_owned())),
+        },
+    };
+    if let Some((a, b)) = port_range
+        && (a == 0 || a > b)
+    {
+        return Err(ConfigError::BadMedia(format!("port range {a}-{b} is empty")));
+    }
+    let ice_servers = match env.var("PARLEY_ICE_SERVERS") {
+        Some(raw) => raw
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(|u| parley_media::peer::IceServer { urls: vec![u.to_owned()], username: None, credential: None })
+            .collect(),
+        None => m.ice_servers.clone(),
+    };
+    Ok(parley_media::peer::PeerConfig {
+        bind_ip,
+        port_range,
+        public_ip,
+        ice_servers,
+        ice_lite: m.ice_lite.unwrap_or(false),
+        rtp_queue_packets: parley_media::peer::DEFAULT_RTP_QUEUE_PACKETS,
+    })
 }
 
 /// Where to read the environment from: the process, or a map in tests.
@@ -302,6 +388,7 @@ impl Settings {
             number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
         let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
         let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
+        let media = resolve_media(&file.media, entry.map(|e| e.host.as_str()), http_addr, env)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
@@ -327,6 +414,7 @@ impl Settings {
                 .map(|v| v == "1" || v == "true")
                 .or(c.fault_injection)
                 .unwrap_or(false),
+            media,
         })
     }
 }
@@ -462,6 +550,44 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::new();
         assert!(matches!(Settings::resolve(&f, Some("node-a"), &env), Err(ConfigError::IncompleteTls("ca"))));
         assert!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().cluster_tls.is_none());
+    }
+
+    #[test]
+    fn media_network_from_file_and_env() {
+        let env: HashMap<&str, &str> = HashMap::new();
+        let s = Settings::resolve(&file(), Some("node-a"), &env).unwrap();
+        assert_eq!(s.media.bind_ip.to_string(), "127.0.0.1", "the node's host by default");
+        assert_eq!(s.media.port_range, None);
+        let with_media: ConfigFile = toml::from_str(
+            r#"
+            [cluster]
+            secret = "0123456789abcdef0123"
+            [media]
+            bind_ip = "10.0.0.5"
+            public_ip = "203.0.113.7"
+            port_min = 40000
+            port_max = 40099
+            [[media.ice_servers]]
+            urls = ["stun:stun.example.org:3478"]
+            "#,
+        )
+        .unwrap();
+        let s = Settings::resolve(&with_media, None, &env).unwrap();
+        assert_eq!(s.media.bind_ip.to_string(), "10.0.0.5");
+        assert_eq!(s.media.public_ip.map(|i| i.to_string()).as_deref(), Some("203.0.113.7"));
+        assert_eq!(s.media.port_range, Some((40000, 40099)));
+        assert_eq!(s.media.ice_servers[0].urls, vec!["stun:stun.example.org:3478".to_owned()]);
+        let env: HashMap<&str, &str> =
+            HashMap::from([("PARLEY_MEDIA_PORTS", "50000-50010"), ("PARLEY_ICE_SERVERS", "stun:a:1, turn:b:2")]);
+        let s = Settings::resolve(&with_media, None, &env).unwrap();
+        assert_eq!(s.media.port_range, Some((50000, 50010)));
+        assert_eq!(s.media.ice_servers.len(), 2);
+        for bad in
+            [("PARLEY_MEDIA_PORTS", "50010-50000"), ("PARLEY_MEDIA_PORTS", "lots"), ("PARLEY_MEDIA_BIND_IP", "0.0.0.0")]
+        {
+            let env: HashMap<&str, &str> = HashMap::from([bad]);
+            assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::BadMedia(_))), "{bad:?}");
+        }
     }
 
     #[test]

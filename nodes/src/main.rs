@@ -53,11 +53,30 @@ enum Command {
         #[arg(long, default_value_t = auth::DEFAULT_TTL_SECS)]
         ttl: u64,
     },
+    /// WebRTC load test against a running node: P publishers (synthetic VP8 + Opus) and S
+    /// receive-only subscribers in one new meeting; prints a JSON summary. Tokens are minted
+    /// with the same secret as the node (same configuration / PARLEY_SECRET).
+    Loadtest {
+        /// The node, `http://HOST:PORT`.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[arg(long, default_value_t = 1)]
+        publishers: usize,
+        #[arg(long, default_value_t = 10)]
+        subscribers: usize,
+        /// Seconds of measurement (after everyone receives everyone).
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// Video packets per frame (30 fps); 4 ≈ 1 Mbit/s per publisher.
+        #[arg(long, default_value_t = 4)]
+        packets_per_frame: u32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    node::init_logging();
+    // A load test prints its own progress; only the libraries' errors besides.
+    node::init_logging(if matches!(cli.command, Command::Loadtest { .. }) { "error" } else { node::NODE_LOG });
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -94,6 +113,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             anyhow::ensure!(!user.trim().is_empty(), "--user must not be empty");
             let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
             println!("{}", auth::TokenKeys::new(&settings.secret).mint(user.trim(), admin, ttl));
+            Ok(())
+        }
+        Command::Loadtest { url, publishers, subscribers, duration, packets_per_frame } => {
+            let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
+            let test = parley_loadtest::LoadTest {
+                url,
+                secret: settings.secret.clone(),
+                publishers,
+                subscribers,
+                duration: std::time::Duration::from_secs(duration.max(1)),
+                rates: parley_loadtest::Rates { packets_per_frame: packets_per_frame.max(1), ..Default::default() },
+            };
+            let summary = parley_loadtest::run::run(&test, |line| eprintln!("loadtest: {line}")).await?;
+            println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
     }

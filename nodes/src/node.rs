@@ -20,11 +20,16 @@ use crate::auth::TokenKeys;
 use crate::config::{Settings, redact_url};
 
 /// Logs to stderr; `PARLEY_LOG` (or `RUST_LOG`) sets the filter, default `info`.
-pub fn init_logging() {
+/// The log filter of a node: our lifecycle lines, the libraries' warnings (the WebRTC stack
+/// logs every signalling step at info).
+pub const NODE_LOG: &str = "info,sqlx=warn,sea_orm_migration=warn,tower_http=warn,webrtc=warn,rtc=warn";
+
+/// Logs to stderr with `PARLEY_LOG` or `RUST_LOG`, else `default`.
+pub fn init_logging(default: &str) {
     let filter = std::env::var("PARLEY_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
-        .unwrap_or_else(|| "info,sqlx=warn,sea_orm_migration=warn,tower_http=warn".to_owned());
+        .unwrap_or_else(|| default.to_owned());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with_writer(std::io::stderr)
@@ -95,9 +100,18 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
             media_port = ?m.media_port,
             max_meetings = ?m.max_meetings,
             max_participants = ?m.max_participants,
-            "cluster member entry (the media port is not served yet)"
+            "cluster member entry"
         );
     }
+    let media = &settings.media;
+    tracing::info!(
+        bind_ip = %media.bind_ip,
+        public_ip = ?media.public_ip,
+        ports = %media.port_range.map_or("ephemeral".to_owned(), |(a, b)| format!("{a}-{b} (one per peer)")),
+        ice_servers = media.ice_servers.len(),
+        ice_lite = media.ice_lite,
+        "media router network"
+    );
     let store = connect(&settings).await?;
     let applied = migrate(&store).await?;
     let listener = TcpListener::bind(settings.http_addr)
@@ -144,6 +158,7 @@ async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
         membership: Arc::new(crate::cluster::membership(settings)),
         meetings: Default::default(),
         resume: Arc::new(crate::auth::ResumeKeys::new(&settings.secret)),
+        media: Arc::new(settings.media.clone()),
     });
     let (supervisor, _) =
         ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())

@@ -98,8 +98,12 @@ pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json
             );
         }
     }
-    let running_here: Vec<Value> =
-        s.meetings.list().into_iter().map(|(id, n)| json!({"meeting_id": id, "participants": n})).collect();
+    let running_here: Vec<Value> = s
+        .meetings
+        .list()
+        .into_iter()
+        .map(|(id, n, peers)| json!({"meeting_id": id, "participants": n, "media_peers": peers}))
+        .collect();
     Ok(Json(json!({
         "node": me.name,
         "nodes": nodes,

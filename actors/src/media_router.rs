@@ -1,0 +1,888 @@
+//! `MediaRouterActor`: the SFU of one live meeting, on the node that owns the meeting. A child of
+//! the meeting actor (started on the first media request, stopped with the meeting).
+//!
+//! It owns one [`Peer`] (server-side WebRTC connection) per participant and decides who receives
+//! what; it never touches RTP itself. The packets take a shorter road, off the actor's mailbox:
+//!
+//! ```text
+//! publisher's Peer ──IncomingRtp──▶ ingest task ──Arc<Forward>──▶ egress task ──write_rtp──▶ subscriber's Peer
+//!   (one per publisher: routes by        (one per subscriber: layer choice,
+//!    the shared route table; audio        seq/timestamp rewrite, its OutTracks)
+//!    levels to the speaker detector)
+//! ```
+//!
+//! The actor keeps the route table and each egress task's bindings current: it turns the
+//! meeting's media (who publishes what, who speaks, who shares a screen) and each subscriber's
+//! view into a `views::Plan`, and the difference between plans into `add_track`/`remove_track`,
+//! bindings and a server offer. Negotiation is one at a time per peer: while the server's offer
+//! waits for its answer, further changes wait (`renegotiate`) and a client offer is refused
+//! (`negotiation_state`: the client is the polite peer).
+//!
+//! Signalling to a participant (offer, candidates, `active_speaker`, `media_closed`) goes
+//! through the meeting actor, which knows where each connection is in the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use parley_core::protocol::{ErrorCode, Event, IceCandidate, MediaSource, ReplyData, Request, ViewKind};
+use parley_media::layers::{Layer, LayerInfo, LayerSelector, PacketAction};
+use parley_media::peer::{
+    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
+};
+use parley_media::rewrite::StreamRewriter;
+use parley_media::speaker::SpeakerDetector;
+use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, TileSize, View};
+use parley_media::{MediaError, vp8};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use crate::meeting::{MeetingMsg, MeetingRef};
+
+pub type RouterRef = ActorRef<RouterMsg>;
+type Answer = Result<ReplyData, (ErrorCode, String)>;
+
+/// Packets queued for one subscriber before drops begin (~0.5 s of a busy gallery).
+const EGRESS_QUEUE: usize = 4096;
+/// How often the active speaker is re-decided.
+const SPEAKER_TICK: Duration = Duration::from_millis(200);
+/// An egress waiting for a keyframe asks again after this long.
+const KEYFRAME_REASK: Duration = Duration::from_millis(500);
+
+/// Messages to a media router.
+pub enum RouterMsg {
+    /// A participant's media request (`offer`, `answer`, `ice_candidate`, `subscribe`).
+    Request { user_id: Uuid, request: Request, reply: RpcReplyPort<Answer> },
+    /// A participant left the meeting: close their peer.
+    Left { user_id: Uuid },
+    /// Something a participant's peer reported (`generation` tells stale peers apart).
+    Peer { user_id: Uuid, generation: u64, event: PeerEvent },
+    /// An egress waits for a keyframe of `key` at `layer` (`None`: not simulcast).
+    KeyframeWanted { key: Arc<str>, layer: Option<Layer> },
+    /// Time to re-decide the active speaker.
+    Tick,
+    /// Counters, for the admin API and tests.
+    Stats(RpcReplyPort<RouterStats>),
+}
+
+impl ractor::Message for RouterMsg {}
+
+/// What a router reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouterStats {
+    pub peers: u32,
+    pub published_tracks: u32,
+    pub forwarded_packets: u64,
+    pub dropped_packets: u64,
+}
+
+pub struct RouterArgs {
+    pub meeting_id: Uuid,
+    pub meeting: MeetingRef,
+    pub config: Arc<PeerConfig>,
+    /// Where to publish the peer count (the node's meeting table).
+    pub peers_gauge: Arc<AtomicU32>,
+}
+
+pub struct MediaRouterActor;
+
+/// One received packet on its way to the subscribers of its track.
+struct Forward {
+    key: Arc<str>,
+    ssrc: u32,
+    layer: Option<Layer>,
+    keyframe: bool,
+    packet: parley_media::peer::RtpPacket,
+}
+
+/// What an egress task is told, in order.
+enum EgressMsg {
+    Rtp(Arc<Forward>),
+    /// Send `key` on `track`; `tile`: the tile height of a video track (drives the layer).
+    Bind {
+        key: Arc<str>,
+        track: OutTrack,
+        tile: Option<u32>,
+        layers: Vec<Layer>,
+    },
+    Unbind {
+        key: Arc<str>,
+    },
+    /// The tile or the publisher's layers of a bound video track changed.
+    Layers {
+        key: Arc<str>,
+        tile: u32,
+        layers: Vec<Layer>,
+    },
+}
+
+type Egress = mpsc::Sender<EgressMsg>;
+
+/// Who receives each published track: read by ingest tasks on every packet, written by the
+/// actor on every plan change.
+#[derive(Default)]
+struct Routes {
+    by_track: HashMap<(Uuid, Arc<str>), Route>,
+}
+
+struct Route {
+    key: Arc<str>,
+    subscribers: Arc<[(Uuid, Egress)]>,
+}
+
+/// Counters shared by the tasks.
+#[derive(Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// A published track (camera, microphone or screen) of one participant.
+struct Published {
+    key: Arc<str>,
+    source: MediaSource,
+    kind: MediaKind,
+    /// SSRC → simulcast layer (`None` without simulcast).
+    ssrcs: BTreeMap<u32, Option<Layer>>,
+}
+
+impl Published {
+    fn layers(&self) -> Vec<Layer> {
+        let mut v: Vec<Layer> = self.ssrcs.values().flatten().copied().collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+struct Member {
+    peer: Arc<Peer>,
+    generation: u64,
+    egress: Egress,
+    tasks: Vec<AbortHandle>,
+    /// What the client said each of its tracks is (by msid track id).
+    sources: BTreeMap<String, MediaSource>,
+    /// Its published tracks that have sent packets, by msid track id.
+    published: HashMap<Arc<str>, Published>,
+    view: View,
+    audio: AudioPolicy,
+    /// What it receives: key → (outgoing track, tile height of a video track).
+    out: HashMap<Arc<str>, (OutTrack, Option<u32>)>,
+    /// An offer of ours awaits the client's answer.
+    offer_pending: bool,
+    /// Something changed while our offer was pending: offer again after the answer.
+    renegotiate: bool,
+}
+
+impl Member {
+    fn source_of(&self, track_id: &str, kind: MediaKind) -> MediaSource {
+        if let Some(s) = self.sources.get(track_id) {
+            return *s;
+        }
+        let taken = |s: MediaSource| self.published.values().any(|p| p.source == s);
+        match kind {
+            MediaKind::Audio => MediaSource::Microphone,
+            MediaKind::Video if taken(MediaSource::Camera) => MediaSource::Screen,
+            MediaKind::Video => MediaSource::Camera,
+        }
+    }
+}
+
+pub struct RouterState {
+    meeting_id: Uuid,
+    meeting: MeetingRef,
+    config: Arc<PeerConfig>,
+    members: HashMap<Uuid, Member>,
+    /// Participants in the order they first connected media (gallery order).
+    order: Vec<Uuid>,
+    routes: Arc<RwLock<Routes>>,
+    speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
+    /// Loudest first.
+    speakers: Vec<Uuid>,
+    generations: u64,
+    counters: Arc<Counters>,
+    peers_gauge: Arc<AtomicU32>,
+}
+
+fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
+    Err((code, message.into()))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn media_error(e: MediaError) -> (ErrorCode, String) {
+    match e {
+        MediaError::Sdp(_) => (ErrorCode::InvalidSdp, e.to_string()),
+        MediaError::Candidate(_) => (ErrorCode::InvalidField, e.to_string()),
+        MediaError::Bind { .. } => (ErrorCode::MediaUnavailable, e.to_string()),
+        _ => (ErrorCode::Internal, e.to_string()),
+    }
+}
+
+impl Actor for MediaRouterActor {
+    type Msg = RouterMsg;
+    type State = RouterState;
+    type Arguments = RouterArgs;
+
+    async fn pre_start(&self, myself: RouterRef, args: RouterArgs) -> Result<RouterState, ActorProcessingErr> {
+        myself.send_interval(SPEAKER_TICK, || RouterMsg::Tick);
+        tracing::info!(meeting_id = %args.meeting_id, "media router started");
+        Ok(RouterState {
+            meeting_id: args.meeting_id,
+            meeting: args.meeting,
+            config: args.config,
+            members: HashMap::new(),
+            order: Vec::new(),
+            routes: Arc::default(),
+            speaker: Arc::new(Mutex::new(SpeakerDetector::new())),
+            speakers: Vec::new(),
+            generations: 0,
+            counters: Arc::default(),
+            peers_gauge: args.peers_gauge,
+        })
+    }
+
+    async fn post_stop(&self, _myself: RouterRef, state: &mut RouterState) -> Result<(), ActorProcessingErr> {
+        let users: Vec<Uuid> = state.members.keys().copied().collect();
+        for user in users {
+            if let Some(m) = state.members.remove(&user) {
+                close_member(m).await;
+            }
+        }
+        state.peers_gauge.store(0, Ordering::Relaxed);
+        tracing::info!(meeting_id = %state.meeting_id, "media router stopped");
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: RouterRef,
+        msg: RouterMsg,
+        state: &mut RouterState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RouterMsg::Request { user_id, request, reply } => {
+                let answer = request_of(&myself, state, user_id, request).await;
+                let _ = reply.send(answer);
+            }
+            RouterMsg::Left { user_id } => {
+                if let Some(m) = state.members.remove(&user_id) {
+                    tracing::info!(meeting_id = %state.meeting_id, user = %user_id, "media peer closed: left the meeting");
+                    forget_member(state, user_id, &m);
+                    close_member(m).await;
+                    replan_all(state).await;
+                }
+            }
+            RouterMsg::Peer { user_id, generation, event } => {
+                if state.members.get(&user_id).is_some_and(|m| m.generation == generation) {
+                    peer_event(state, user_id, event).await;
+                }
+            }
+            RouterMsg::KeyframeWanted { key, layer } => request_keyframe(state, &key, layer).await,
+            RouterMsg::Tick => speaker_tick(state).await,
+            RouterMsg::Stats(reply) => {
+                let _ = reply.send(RouterStats {
+                    peers: state.members.len() as u32,
+                    published_tracks: state.members.values().map(|m| m.published.len() as u32).sum(),
+                    forwarded_packets: state.counters.forwarded.load(Ordering::Relaxed),
+                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn request_of(myself: &RouterRef, state: &mut RouterState, user: Uuid, request: Request) -> Answer {
+    match request {
+        Request::Offer { sdp, sources } => offer(myself, state, user, sdp, sources).await,
+        Request::Answer { sdp } => {
+            let Some(m) = state.members.get_mut(&user) else {
+                return fail(ErrorCode::NegotiationState, "no offer of the server is pending: send an offer first");
+            };
+            if !m.offer_pending {
+                return fail(ErrorCode::NegotiationState, "no offer of the server is pending");
+            }
+            m.offer_pending = false;
+            if let Err(e) = m.peer.accept_answer(sdp).await {
+                // Rolled back to the last agreed state; the next change offers again.
+                m.renegotiate = true;
+                return Err(media_error(e));
+            }
+            if std::mem::take(&mut m.renegotiate) {
+                renegotiate(state, user).await;
+            }
+            Ok(ReplyData::Done)
+        }
+        Request::IceCandidate { candidate } => {
+            let Some(m) = state.members.get(&user) else {
+                return fail(ErrorCode::NegotiationState, "send an offer before ICE candidates");
+            };
+            let c = parley_media::peer::IceCandidate {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_mline_index,
+            };
+            m.peer.add_remote_candidate(c).await.map_err(media_error)?;
+            Ok(ReplyData::Done)
+        }
+        Request::Subscribe { view, page, page_size, audio } => {
+            let view = match view {
+                ViewKind::Gallery => View::Gallery { page, page_size },
+                ViewKind::Speaker => View::Speaker,
+            };
+            let audio = audio.map_or(AudioPolicy::Everyone, |n| AudioPolicy::Loudest(n as usize));
+            let Some(m) = state.members.get_mut(&user) else {
+                return fail(ErrorCode::NegotiationState, "send an offer before choosing a view");
+            };
+            m.view = view;
+            m.audio = audio;
+            replan(state, user).await;
+            Ok(ReplyData::Done)
+        }
+        _ => fail(ErrorCode::Internal, "not a media request"),
+    }
+}
+
+/// The client's offer: its first (a new peer) or a renegotiation of its own tracks.
+async fn offer(
+    myself: &RouterRef,
+    state: &mut RouterState,
+    user: Uuid,
+    sdp: String,
+    sources: BTreeMap<String, MediaSource>,
+) -> Answer {
+    let is_new = !state.members.contains_key(&user);
+    if is_new {
+        let member = new_member(myself, state, user).await?;
+        state.members.insert(user, member);
+        if !state.order.contains(&user) {
+            state.order.push(user);
+        }
+        state.peers_gauge.store(state.members.len() as u32, Ordering::Relaxed);
+    }
+    let Some(m) = state.members.get_mut(&user) else { return fail(ErrorCode::Internal, "member vanished") };
+    if m.offer_pending {
+        return fail(ErrorCode::NegotiationState, "the server's offer awaits your answer: answer it, then offer again");
+    }
+    match m.peer.accept_offer(sdp).await {
+        Ok(answer) => {
+            m.sources.extend(sources);
+            if is_new {
+                tracing::info!(meeting_id = %state.meeting_id, %user, "media peer connected: offer answered");
+                // What the others publish: offered once the client has our answer (the reply
+                // reaches it before any event, see module docs).
+                replan(state, user).await;
+            } else if std::mem::take(&mut m.renegotiate) {
+                renegotiate(state, user).await;
+            }
+            Ok(ReplyData::Answer { sdp: answer })
+        }
+        Err(e) => {
+            if is_new {
+                // A peer whose first offer failed may have started ICE: replace it next time.
+                if let Some(m) = state.members.remove(&user) {
+                    close_member(m).await;
+                }
+                state.order.retain(|u| *u != user);
+                state.peers_gauge.store(state.members.len() as u32, Ordering::Relaxed);
+            }
+            tracing::debug!(meeting_id = %state.meeting_id, %user, error = %e, "offer refused");
+            Err(media_error(e))
+        }
+    }
+}
+
+async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> Result<Member, (ErrorCode, String)> {
+    let (peer, PeerChannels { events, rtp }) = Peer::new(&state.config).await.map_err(media_error)?;
+    let peer = Arc::new(peer);
+    state.generations += 1;
+    let generation = state.generations;
+    let (egress, egress_rx) = mpsc::channel(EGRESS_QUEUE);
+    let tasks = vec![
+        tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle(),
+        tokio::spawn(ingest(user, rtp, state.routes.clone(), state.speaker.clone(), state.counters.clone()))
+            .abort_handle(),
+        tokio::spawn(egress_loop(egress_rx, myself.clone(), state.counters.clone())).abort_handle(),
+    ];
+    Ok(Member {
+        peer,
+        generation,
+        egress,
+        tasks,
+        sources: BTreeMap::new(),
+        published: HashMap::new(),
+        view: View::Gallery { page: 0, page_size: views::MAX_PAGE_SIZE },
+        audio: AudioPolicy::Everyone,
+        out: HashMap::new(),
+        offer_pending: false,
+        renegotiate: false,
+    })
+}
+
+async fn close_member(m: Member) {
+    if let Err(e) = m.peer.close().await {
+        tracing::debug!(error = %e, "peer close");
+    }
+    for t in m.tasks {
+        t.abort();
+    }
+}
+
+/// Takes a departing member out of the routes (as publisher and as subscriber) and the
+/// speaker detector.
+fn forget_member(state: &mut RouterState, user: Uuid, _m: &Member) {
+    {
+        let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.by_track.retain(|(publisher, _), _| *publisher != user);
+        for route in routes.by_track.values_mut() {
+            if route.subscribers.iter().any(|(u, _)| *u == user) {
+                route.subscribers = route.subscribers.iter().filter(|(u, _)| *u != user).cloned().collect();
+            }
+        }
+    }
+    lock(&state.speaker).remove(&user);
+    state.speakers.retain(|u| *u != user);
+    state.order.retain(|u| *u != user);
+    state.peers_gauge.store(state.members.len() as u32, Ordering::Relaxed);
+}
+
+async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
+    match event {
+        PeerEvent::LocalCandidate(c) => {
+            let candidate = IceCandidate {
+                candidate: c.candidate,
+                sdp_mid: c.sdp_mid,
+                sdp_mline_index: c.sdp_mline_index,
+                username_fragment: None,
+            };
+            send_to(state, user, Event::IceCandidate { candidate });
+        }
+        PeerEvent::StateChanged(PeerState::Failed) => {
+            if let Some(m) = state.members.remove(&user) {
+                tracing::warn!(meeting_id = %state.meeting_id, %user, "media peer failed (ICE/DTLS): closed");
+                forget_member(state, user, &m);
+                close_member(m).await;
+                send_to(state, user, Event::MediaClosed { reason: "the media connection failed".to_owned() });
+                replan_all(state).await;
+            }
+        }
+        PeerEvent::StateChanged(s) => {
+            tracing::debug!(meeting_id = %state.meeting_id, %user, state = ?s, "media peer state");
+        }
+        PeerEvent::TrackOpened { track_id, kind, ssrc, rid } => {
+            let Some(m) = state.members.get_mut(&user) else { return };
+            let track_id: Arc<str> = Arc::from(track_id);
+            let layer = simulcast_layer(rid.as_deref());
+            let is_new = !m.published.contains_key(&track_id);
+            if is_new {
+                let source = m.source_of(&track_id, kind);
+                let key: Arc<str> = Arc::from(format!("{user}:{}", source.as_str()));
+                m.published.insert(track_id.clone(), Published { key, source, kind, ssrcs: BTreeMap::new() });
+            }
+            let Some(p) = m.published.get_mut(&track_id) else { return };
+            p.ssrcs.insert(ssrc, layer);
+            let key = p.key.clone();
+            let layers = p.layers();
+            if is_new {
+                tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, "publishing");
+                state
+                    .routes
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .by_track
+                    .insert((user, track_id), Route { key, subscribers: Arc::from(Vec::new()) });
+                replan_all(state).await;
+            } else {
+                // A further simulcast layer: subscribers may choose it now.
+                for s in state.members.values() {
+                    if let Some((_, Some(tile))) = s.out.get(&key) {
+                        let _ = s.egress.try_send(EgressMsg::Layers {
+                            key: key.clone(),
+                            tile: *tile,
+                            layers: layers.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        PeerEvent::TrackEnded { track_id } => {
+            let Some(m) = state.members.get_mut(&user) else { return };
+            if let Some(p) = m.published.remove(track_id.as_str()) {
+                tracing::info!(meeting_id = %state.meeting_id, %user, track = %p.key, "stopped publishing");
+                state.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.remove(&(user, Arc::from(track_id)));
+                replan_all(state).await;
+            }
+        }
+        PeerEvent::KeyframeRequested { track_id } => {
+            // A subscriber's decoder wants a keyframe of what we send it as `track_id` (the key).
+            request_keyframe(state, &track_id, None).await;
+        }
+        PeerEvent::GatheringComplete => {}
+    }
+}
+
+/// Asks the publisher of `key` for a keyframe on `layer`'s stream (every stream when `None`);
+/// the peer throttles to one request per stream per second.
+async fn request_keyframe(state: &RouterState, key: &str, layer: Option<Layer>) {
+    for m in state.members.values() {
+        if let Some(p) = m.published.values().find(|p| &*p.key == key) {
+            for (ssrc, l) in &p.ssrcs {
+                if (layer.is_none() || *l == layer)
+                    && let Err(e) = m.peer.request_keyframe(*ssrc).await
+                {
+                    tracing::debug!(key, error = %e, "keyframe request failed");
+                }
+            }
+            return;
+        }
+    }
+}
+
+async fn speaker_tick(state: &mut RouterState) {
+    let now = Instant::now();
+    let changed = lock(&state.speaker).tick(now);
+    let Some(change) = changed else { return };
+    let mut order: Vec<(Uuid, f64)> = {
+        let d = lock(&state.speaker);
+        state.members.keys().map(|u| (*u, d.score(u, now))).collect()
+    };
+    order.sort_by(|a, b| b.1.total_cmp(&a.1));
+    state.speakers = order.into_iter().map(|(u, _)| u).collect();
+    state.speakers.retain(|u| *u != change.current);
+    state.speakers.insert(0, change.current);
+    let _ = state
+        .meeting
+        .cast(MeetingMsg::MediaEvent { to: None, event: Event::ActiveSpeaker { user_id: change.current } });
+    let depends: Vec<Uuid> = state
+        .members
+        .iter()
+        .filter(|(_, m)| m.view == View::Speaker || matches!(m.audio, AudioPolicy::Loudest(_)))
+        .map(|(u, _)| *u)
+        .collect();
+    for u in depends {
+        replan(state, u).await;
+    }
+}
+
+fn send_to(state: &RouterState, user: Uuid, event: Event) {
+    let _ = state.meeting.cast(MeetingMsg::MediaEvent { to: Some(user), event });
+}
+
+/// The meeting's media as the view planner sees it.
+fn meeting_media(state: &RouterState) -> MeetingMedia {
+    let mut media = MeetingMedia::default();
+    for u in &state.order {
+        let Some(m) = state.members.get(u) else { continue };
+        let key_of = |s: MediaSource| m.published.values().find(|p| p.source == s).map(|p| p.key.to_string());
+        let screen = key_of(MediaSource::Screen);
+        if screen.is_some() && media.screen_sharer.is_none() {
+            media.screen_sharer = Some(u.to_string());
+        }
+        media.publishers.push(Publisher {
+            participant: u.to_string(),
+            camera: key_of(MediaSource::Camera),
+            microphone: key_of(MediaSource::Microphone),
+            screen,
+        });
+    }
+    media.speakers = state.speakers.iter().map(Uuid::to_string).collect();
+    media
+}
+
+async fn replan_all(state: &mut RouterState) {
+    let users: Vec<Uuid> = state.order.clone();
+    for u in users {
+        replan(state, u).await;
+    }
+}
+
+/// Where a key's packets come from: publisher, msid track id, kind, simulcast layers.
+type Source = (Uuid, Arc<str>, MediaKind, Vec<Layer>);
+
+/// Brings one subscriber's outgoing tracks in line with its plan; offers if that changed them.
+async fn replan(state: &mut RouterState, user: Uuid) {
+    let media = meeting_media(state);
+    let Some(m) = state.members.get(&user) else { return };
+    let plan = match views::plan(&media, &user.to_string(), m.view, m.audio) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(%user, error = %e, "no plan for this view");
+            return;
+        }
+    };
+    let mut want: HashMap<Arc<str>, Option<u32>> = HashMap::new();
+    for (key, tile) in &plan.video {
+        want.insert(Arc::from(key.as_str()), Some(tile_height(*tile)));
+    }
+    for key in &plan.audio {
+        want.insert(Arc::from(key.as_str()), None);
+    }
+    // Where each wanted key comes from: (publisher, msid track id, kind, layers).
+    let mut source_of: HashMap<Arc<str>, Source> = HashMap::new();
+    for (u, pm) in &state.members {
+        for (track_id, p) in &pm.published {
+            if want.contains_key(&p.key) {
+                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.kind, p.layers()));
+            }
+        }
+    }
+    let Some(m) = state.members.get_mut(&user) else { return };
+    let mut changed = false;
+    let remove: Vec<Arc<str>> = m.out.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
+    let mut routes_add: Vec<(Uuid, Arc<str>)> = Vec::new();
+    let mut routes_remove: Vec<Arc<str>> = Vec::new();
+    for key in remove {
+        if let Some((track, _)) = m.out.remove(&key) {
+            let _ = m.egress.try_send(EgressMsg::Unbind { key: key.clone() });
+            if let Err(e) = m.peer.remove_track(&track).await {
+                tracing::debug!(%user, error = %e, "remove_track");
+            }
+            routes_remove.push(key);
+            changed = true;
+        }
+    }
+    let mut keyframes = Vec::new();
+    for (key, tile) in &want {
+        let Some((publisher, track_id, kind, layers)) = source_of.get(key) else { continue };
+        match m.out.get_mut(key) {
+            Some((_, old_tile)) => {
+                if *old_tile != *tile
+                    && let Some(t) = tile
+                {
+                    *old_tile = *tile;
+                    let _ = m.egress.try_send(EgressMsg::Layers { key: key.clone(), tile: *t, layers: layers.clone() });
+                }
+            }
+            None => {
+                let codec = match kind {
+                    MediaKind::Audio => Codec::Opus,
+                    MediaKind::Video => Codec::Vp8,
+                };
+                let spec =
+                    OutTrackSpec { track_id: key.to_string(), stream_id: key.to_string(), codec, ssrc: rand::random() };
+                match m.peer.add_track(spec).await {
+                    Ok(track) => {
+                        let _ = m.egress.try_send(EgressMsg::Bind {
+                            key: key.clone(),
+                            track: track.clone(),
+                            tile: *tile,
+                            layers: layers.clone(),
+                        });
+                        m.out.insert(key.clone(), (track, *tile));
+                        routes_add.push((*publisher, track_id.clone()));
+                        if *kind == MediaKind::Video {
+                            keyframes.push(key.clone());
+                        }
+                        changed = true;
+                    }
+                    Err(e) => tracing::warn!(%user, track = %key, error = %e, "cannot add an outgoing track"),
+                }
+            }
+        }
+    }
+    let egress = m.egress.clone();
+    {
+        let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
+        for route in routes.by_track.values_mut() {
+            if routes_remove.contains(&route.key) {
+                route.subscribers = route.subscribers.iter().filter(|(u, _)| *u != user).cloned().collect();
+            }
+        }
+        for (publisher, track_id) in routes_add {
+            if let Some(route) = routes.by_track.get_mut(&(publisher, track_id)) {
+                let mut subs: Vec<(Uuid, Egress)> = route.subscribers.to_vec();
+                subs.push((user, egress.clone()));
+                route.subscribers = Arc::from(subs);
+            }
+        }
+    }
+    if changed {
+        renegotiate(state, user).await;
+    }
+    // New subscribers of a video track need a keyframe to start decoding.
+    for key in keyframes {
+        request_keyframe(state, &key, None).await;
+    }
+}
+
+fn tile_height(tile: TileSize) -> u32 {
+    tile.height()
+}
+
+/// Offers the subscriber its current tracks, or remembers to once its pending offer is answered.
+async fn renegotiate(state: &mut RouterState, user: Uuid) {
+    let Some(m) = state.members.get_mut(&user) else { return };
+    if m.offer_pending {
+        m.renegotiate = true;
+        return;
+    }
+    match m.peer.create_offer().await {
+        Ok(sdp) => {
+            m.offer_pending = true;
+            send_to(state, user, Event::Offer { sdp });
+        }
+        Err(e) => tracing::warn!(%user, error = %e, "cannot create an offer"),
+    }
+}
+
+/// Forwards one peer's events to the router, tagged with the peer's generation.
+async fn pump_events(
+    router: RouterRef,
+    user_id: Uuid,
+    generation: u64,
+    mut events: mpsc::UnboundedReceiver<PeerEvent>,
+) {
+    while let Some(event) = events.recv().await {
+        if router.cast(RouterMsg::Peer { user_id, generation, event }).is_err() {
+            return;
+        }
+    }
+}
+
+/// One publisher's packets to the subscribers of each of its tracks; audio levels to the
+/// speaker detector.
+async fn ingest(
+    user: Uuid,
+    mut rtp: mpsc::Receiver<IncomingRtp>,
+    routes: Arc<RwLock<Routes>>,
+    speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
+    counters: Arc<Counters>,
+) {
+    while let Some(p) = rtp.recv().await {
+        if let Some(level) = p.audio_level {
+            lock(&speaker).observe(user, level, Instant::now());
+        }
+        let route = {
+            let r = routes.read().unwrap_or_else(|p| p.into_inner());
+            r.by_track.get(&(user, p.track_id.clone())).map(|r| (r.key.clone(), r.subscribers.clone()))
+        };
+        let Some((key, subscribers)) = route else { continue };
+        if subscribers.is_empty() {
+            continue;
+        }
+        let keyframe = p.kind == MediaKind::Video && vp8::is_keyframe(&p.packet.payload);
+        let fwd = Arc::new(Forward {
+            key,
+            ssrc: p.ssrc,
+            layer: simulcast_layer(p.rid.as_deref()),
+            keyframe,
+            packet: p.packet,
+        });
+        for (_, egress) in subscribers.iter() {
+            if egress.try_send(EgressMsg::Rtp(fwd.clone())).is_err() {
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The simulcast layer of a stream: `None` without simulcast (no RID), so that such a stream
+/// is forwarded whole instead of going through layer selection.
+fn simulcast_layer(rid: Option<&str>) -> Option<Layer> {
+    rid.and_then(|r| Layer::from_rid(Some(r)))
+}
+
+/// One bound outgoing track of a subscriber.
+struct Binding {
+    track: OutTrack,
+    rewriter: StreamRewriter,
+    /// For simulcast video: which layer to forward.
+    selector: Option<LayerSelector>,
+    tile: u32,
+    last_keyframe_ask: Option<Instant>,
+}
+
+/// Nominal frame height of each simulcast layer (the layer selector's view cap).
+fn layer_infos(layers: &[Layer]) -> Vec<LayerInfo> {
+    layers
+        .iter()
+        .map(|l| LayerInfo {
+            layer: *l,
+            bitrate_bps: 0,
+            height: match l {
+                Layer::Low => 180,
+                Layer::Mid => 360,
+                Layer::High => 720,
+            },
+        })
+        .collect()
+}
+
+/// One subscriber's packets: layer choice, rewrite, send.
+async fn egress_loop(mut rx: mpsc::Receiver<EgressMsg>, router: RouterRef, counters: Arc<Counters>) {
+    let mut bindings: HashMap<Arc<str>, Binding> = HashMap::new();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            EgressMsg::Bind { key, track, tile, layers } => {
+                let clock = track.codec().clock_rate();
+                // Audio and single-layer video are forwarded as they come.
+                let selector = (tile.is_some() && !layers.is_empty()).then(|| {
+                    let mut s = LayerSelector::new();
+                    s.update(&layer_infos(&layers), tile.unwrap_or(0), u64::MAX, Instant::now());
+                    s
+                });
+                bindings.insert(
+                    key,
+                    Binding {
+                        track,
+                        rewriter: StreamRewriter::new(clock),
+                        selector,
+                        tile: tile.unwrap_or(0),
+                        last_keyframe_ask: None,
+                    },
+                );
+            }
+            EgressMsg::Unbind { key } => {
+                bindings.remove(&key);
+            }
+            EgressMsg::Layers { key, tile, layers } => {
+                if let Some(b) = bindings.get_mut(&key) {
+                    b.tile = tile;
+                    if !layers.is_empty() {
+                        let s = b.selector.get_or_insert_with(LayerSelector::new);
+                        s.update(&layer_infos(&layers), tile, u64::MAX, Instant::now());
+                    }
+                }
+            }
+            EgressMsg::Rtp(fwd) => {
+                let Some(b) = bindings.get_mut(&fwd.key) else { continue };
+                let now = Instant::now();
+                if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer)
+                    && let PacketAction::Drop = selector.on_packet(layer, fwd.keyframe)
+                {
+                    if selector.needs_keyframe()
+                        && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
+                    {
+                        b.last_keyframe_ask = Some(now);
+                        let _ =
+                            router.cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
+                    }
+                    continue;
+                }
+                let h = &fwd.packet.header;
+                let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { continue };
+                let mut packet = fwd.packet.clone();
+                packet.header.sequence_number = rw.sequence_number;
+                packet.header.timestamp = rw.timestamp;
+                match b.track.write_rtp(packet).await {
+                    Ok(()) => {
+                        counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(MediaError::Closed) => return,
+                    Err(e) => {
+                        // Not negotiated yet (the answer is on its way): the packet is lost.
+                        if counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                            tracing::debug!(key = %fwd.key, error = %e, "packet not sent");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

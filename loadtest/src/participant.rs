@@ -1,0 +1,632 @@
+//! One simulated participant: a WebSocket in a meeting and a webrtc-rs peer connection to the
+//! meeting's media router, behaving as the protocol asks of a browser (PROTOCOL.md, "Media").
+//!
+//! - [`Participant::join`] opens the socket and starts or joins the meeting.
+//! - [`Participant::connect_media`] offers (its synthetic camera and microphone, or receive-only
+//!   transceivers), applies the answer, trickles candidates both ways and waits until connected.
+//!   Server offers (someone published, left, the view changed) are answered as they come.
+//! - [`Participant::publish`] sends synthetic VP8 + Opus until stopped.
+//! - Everything received is counted per stream (`<user_id>:<source>`) in [`Received`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
+    RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
+    register_default_interceptors,
+};
+
+use crate::LoadError;
+use crate::signal::{Api, Signal};
+use crate::synth::{self, Phase, Stamp};
+
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// How long media setup may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What a participant publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Publish {
+    pub video: bool,
+    pub audio: bool,
+}
+
+impl Publish {
+    pub const NOTHING: Publish = Publish { video: false, audio: false };
+    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true };
+}
+
+/// Counters of one received stream.
+#[derive(Debug, Default, Clone)]
+pub struct StreamStats {
+    pub packets: u64,
+    pub warm_up: u64,
+    pub measured: synth::Seen,
+    pub keyframes: u64,
+    pub ssrcs: Vec<u32>,
+}
+
+/// What a participant received.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// By stream id (`<user_id>:<source>`).
+    pub streams: BTreeMap<String, StreamStats>,
+    /// One-way latency of every measured packet, in microseconds.
+    pub latencies_us: Vec<u32>,
+    /// When the first packet arrived.
+    pub first_packet: Option<Instant>,
+}
+
+struct Shared {
+    pc: Mutex<Option<Arc<dyn PeerConnection>>>,
+    remote_set: AtomicBool,
+    pending_candidates: Mutex<Vec<RTCIceCandidateInit>>,
+    received: Mutex<Received>,
+    events: Mutex<Vec<Value>>,
+    offers_answered: AtomicU32,
+    /// The server answered or offered; the number of negotiations completed.
+    negotiations: watch::Sender<u32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A participant of a load test or an integration test.
+pub struct Participant {
+    pub user_id: Uuid,
+    pub meeting_id: Uuid,
+    pub signal: Signal,
+    /// When the `join` (or `start`) request was sent.
+    pub joined_at: Instant,
+    shared: Arc<Shared>,
+    connected: watch::Receiver<RTCPeerConnectionState>,
+    connected_tx: Arc<watch::Sender<RTCPeerConnectionState>>,
+    gathered: watch::Receiver<bool>,
+    gathered_tx: Arc<watch::Sender<bool>>,
+    tracks: Vec<(Arc<TrackLocalStaticRTP>, RtpCodecKind, u32)>,
+    bind_ip: String,
+}
+
+impl Participant {
+    /// Opens a socket as `user` and starts (`start`, for the host) or joins the meeting.
+    pub async fn join(api: &Api, meeting_id: Uuid, user: Uuid, start: bool) -> Result<Participant, LoadError> {
+        let (signal, events) = Signal::connect(api, &api.token(&user.to_string(), false)).await?;
+        let joined_at = Instant::now();
+        let request = if start {
+            json!({"type": "start", "meeting_id": meeting_id})
+        } else {
+            json!({"type": "join", "meeting_id": meeting_id})
+        };
+        let reply = signal.ok(request).await?;
+        if reply["result"] != "joined" {
+            return Err(LoadError::Refused { what: "join".to_owned(), reply: reply.to_string() });
+        }
+        let (negotiations, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            pc: Mutex::new(None),
+            remote_set: AtomicBool::new(false),
+            pending_candidates: Mutex::new(Vec::new()),
+            received: Mutex::new(Received::default()),
+            events: Mutex::new(Vec::new()),
+            offers_answered: AtomicU32::new(0),
+            negotiations,
+        });
+        tokio::spawn(handle_events(events, signal.clone(), shared.clone()));
+        let (connected_tx, connected) = watch::channel(RTCPeerConnectionState::New);
+        let (gathered_tx, gathered) = watch::channel(false);
+        let bind_ip = api
+            .base()
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .filter(|h| h.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_unspecified()))
+            .unwrap_or("0.0.0.0")
+            .to_owned();
+        Ok(Participant {
+            user_id: user,
+            meeting_id,
+            signal,
+            joined_at,
+            shared,
+            connected,
+            connected_tx: Arc::new(connected_tx),
+            gathered,
+            gathered_tx: Arc::new(gathered_tx),
+            tracks: Vec::new(),
+            bind_ip,
+        })
+    }
+
+    /// Sets up media: offers `publish` (or receive-only transceivers), applies the answer and
+    /// waits until the connection is up.
+    pub async fn connect_media(&mut self, publish: Publish) -> Result<(), LoadError> {
+        let pc = self.build_peer().await?;
+        let mut sources = serde_json::Map::new();
+        if publish.video {
+            let ssrc = rand_u32();
+            let t = local_track(self.user_id, "camera", RtpCodecKind::Video, vp8(), ssrc);
+            pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
+            sources.insert(format!("{}-camera", self.user_id), json!("camera"));
+            self.tracks.push((t, RtpCodecKind::Video, ssrc));
+        }
+        if publish.audio {
+            let ssrc = rand_u32();
+            let t = local_track(self.user_id, "microphone", RtpCodecKind::Audio, opus(), ssrc);
+            pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
+            sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
+            self.tracks.push((t, RtpCodecKind::Audio, ssrc));
+        }
+        for (t, _, _) in &self.tracks {
+            // Drain the RTCP the server sends about our tracks (the stack's queue is bounded).
+            let t = t.clone();
+            tokio::spawn(async move { while t.poll().await.is_some() {} });
+        }
+        if self.tracks.is_empty() {
+            // An offer needs a media section; one receive-only video section is enough (what
+            // we receive arrives on sections the server adds).
+            recv_only(&pc, RtpCodecKind::Video).await?;
+        }
+        let offer = pc.create_offer(None).await.map_err(rtc_err)?;
+        pc.set_local_description(offer).await.map_err(rtc_err)?;
+        // Our candidates go in the offer (no client-side trickle: fewer requests).
+        let mut gathered = self.gathered.clone();
+        tokio::time::timeout(CONNECT_TIMEOUT, gathered.wait_for(|g| *g))
+            .await
+            .map_err(|_| LoadError::Media("ICE gathering did not complete".to_owned()))?
+            .map_err(|_| LoadError::Media("peer closed".to_owned()))?;
+        let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        let reply = self.signal.ok(json!({"type": "offer", "sdp": sdp, "sources": sources})).await?;
+        let answer = reply["sdp"].as_str().unwrap_or_default().to_owned();
+        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)?;
+        apply_remote_set(&self.shared, &pc).await;
+        self.shared.negotiations.send_modify(|n| *n += 1);
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(CONNECT_TIMEOUT, connected.wait_for(|s| *s == RTCPeerConnectionState::Connected))
+            .await
+            .map_err(|_| LoadError::Media(format!("not connected within {CONNECT_TIMEOUT:?}")))?
+            .map_err(|_| LoadError::Media("peer closed".to_owned()))?;
+        Ok(())
+    }
+
+    async fn build_peer(&self) -> Result<Arc<dyn PeerConnection>, LoadError> {
+        let mut me = MediaEngine::default();
+        me.register_default_codecs().map_err(rtc_err)?;
+        me.register_header_extension(
+            RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
+            RtpCodecKind::Audio,
+            None,
+        )
+        .map_err(rtc_err)?;
+        let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
+        let handler = Handler {
+            shared: self.shared.clone(),
+            connected: self.connected_tx.clone(),
+            gathered: self.gathered_tx.clone(),
+        };
+        let pc = PeerConnectionBuilder::new()
+            .with_media_engine(me)
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(handler))
+            .with_udp_addrs(vec![format!("{}:0", self.bind_ip)])
+            .build()
+            .await
+            .map_err(rtc_err)?;
+        let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        *lock(&self.shared.pc) = Some(pc.clone());
+        Ok(pc)
+    }
+
+    /// Starts sending synthetic media on the published tracks.
+    pub fn publish(&self, rates: Rates) -> Publisher {
+        let control = Arc::new(PublishControl::default());
+        for (track, kind, ssrc) in &self.tracks {
+            let (track, kind, ssrc, control, rates) = (track.clone(), *kind, *ssrc, control.clone(), rates);
+            let audio_level_id = {
+                let pc = lock(&self.shared.pc).clone();
+                async move {
+                    let sdp = match pc {
+                        Some(pc) => pc.local_description().await.map(|d| d.sdp).unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    extmap_id(&sdp, AUDIO_LEVEL_URI)
+                }
+            };
+            tokio::spawn(async move {
+                let level_id = audio_level_id.await;
+                send_media(track, kind, ssrc, control, rates, level_id).await;
+            });
+        }
+        Publisher { control }
+    }
+
+    /// Asks for a view (`subscribe`).
+    pub async fn subscribe(&self, view: &str, audio: Option<u32>) -> Result<(), LoadError> {
+        let mut req = json!({"type": "subscribe", "view": view});
+        if let Some(n) = audio {
+            req["audio"] = json!(n);
+        }
+        self.signal.ok(req).await.map(|_| ())
+    }
+
+    /// A snapshot of what arrived so far.
+    pub fn received(&self) -> Received {
+        let r = lock(&self.shared.received);
+        Received { streams: r.streams.clone(), latencies_us: r.latencies_us.clone(), first_packet: r.first_packet }
+    }
+
+    /// Takes the measured latencies collected so far (for long runs: keeps memory flat).
+    pub fn take_latencies(&self) -> Vec<u32> {
+        std::mem::take(&mut lock(&self.shared.received).latencies_us)
+    }
+
+    /// Every event received so far (`offer`/`ice_candidate` included).
+    pub fn events(&self) -> Vec<Value> {
+        lock(&self.shared.events).clone()
+    }
+
+    /// Server offers answered so far.
+    pub fn offers_answered(&self) -> u32 {
+        self.shared.offers_answered.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `f` holds of what was received, or `timeout` passes; returns whether it held.
+    pub async fn wait_received(&self, timeout: Duration, f: impl Fn(&Received) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if f(&lock(&self.shared.received)) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Closes the media connection (as a browser tab closing would).
+    pub async fn close_media(&self) {
+        let pc = lock(&self.shared.pc).take();
+        if let Some(pc) = pc {
+            let _ = pc.close().await;
+        }
+    }
+
+    /// Leaves: closes media and the socket.
+    pub async fn leave(self) {
+        self.close_media().await;
+        self.signal.close();
+    }
+}
+
+/// Sending rates of synthetic media.
+#[derive(Debug, Clone, Copy)]
+pub struct Rates {
+    pub video_fps: u32,
+    pub packets_per_frame: u32,
+    pub video_packet_bytes: usize,
+    /// A keyframe every this many frames.
+    pub keyframe_every: u32,
+    /// RFC 6464 level sent with audio (0 loudest … 127 silence); `None`: no extension.
+    pub audio_level: Option<u8>,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        // ≈ a 720p camera: 30 fps × 4 packets of 1,100 B ≈ 1 Mbit/s, a keyframe every 2 s.
+        Rates { video_fps: 30, packets_per_frame: 4, video_packet_bytes: 1100, keyframe_every: 60, audio_level: None }
+    }
+}
+
+/// Controls a publisher's sending.
+#[derive(Default)]
+pub struct PublishControl {
+    phase: AtomicU8,
+    stop: AtomicBool,
+    /// Measured packets sent, video and audio.
+    sent_video: AtomicU64,
+    sent_audio: AtomicU64,
+    /// Current audio level (0..=127), 255 = as in `Rates`.
+    level: AtomicU8,
+}
+
+/// A running publisher.
+pub struct Publisher {
+    control: Arc<PublishControl>,
+}
+
+impl Publisher {
+    /// From now on packets count (their index restarts at 0).
+    pub fn measure(&self) {
+        self.control.phase.store(Phase::Measure as u8, Ordering::Release);
+    }
+
+    /// Changes the audio level sent from now on.
+    pub fn set_audio_level(&self, level: u8) {
+        self.control.level.store(level.min(127) + 1, Ordering::Release);
+    }
+
+    /// Measured packets sent so far: (video, audio).
+    pub fn sent(&self) -> (u64, u64) {
+        (self.control.sent_video.load(Ordering::Acquire), self.control.sent_audio.load(Ordering::Acquire))
+    }
+
+    pub fn stop(&self) {
+        self.control.stop.store(true, Ordering::Release);
+    }
+}
+
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn send_media(
+    track: Arc<TrackLocalStaticRTP>,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    control: Arc<PublishControl>,
+    rates: Rates,
+    level_id: Option<u8>,
+) {
+    let video = kind == RtpCodecKind::Video;
+    let (period, clock_step) = if video {
+        (Duration::from_secs(1) / rates.video_fps.max(1), 90_000 / rates.video_fps.max(1))
+    } else {
+        (Duration::from_millis(20), 960)
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let (mut seq, mut ts, mut frame) = (rand_u16(), rand_u32(), 0u32);
+    let mut index = 0u32;
+    let mut measuring = false;
+    while !control.stop.load(Ordering::Acquire) {
+        tick.tick().await;
+        let phase =
+            if control.phase.load(Ordering::Acquire) == Phase::Measure as u8 { Phase::Measure } else { Phase::WarmUp };
+        if phase == Phase::Measure && !measuring {
+            measuring = true;
+            index = 0;
+        }
+        let packets = if video { rates.packets_per_frame.max(1) } else { 1 };
+        for i in 0..packets {
+            let stamp = Stamp { phase, index, sent_ns: synth::now_ns() };
+            let payload = if !video {
+                synth::opus_payload(stamp, 80)
+            } else if i == 0 {
+                synth::vp8_payload(frame.is_multiple_of(rates.keyframe_every.max(1)), stamp, rates.video_packet_bytes)
+            } else {
+                synth::vp8_continuation(stamp, rates.video_packet_bytes)
+            };
+            let mut packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    marker: i + 1 == packets,
+                    // webrtc-rs's default registry: VP8 96, Opus 111 (what our offer carries).
+                    payload_type: if video { 96 } else { 111 },
+                    sequence_number: seq,
+                    timestamp: ts,
+                    ssrc,
+                    ..Default::default()
+                },
+                payload,
+            };
+            if !video && let Some(id) = level_id {
+                let level = match control.level.load(Ordering::Acquire) {
+                    0 => rates.audio_level,
+                    l => Some(l - 1),
+                };
+                if let Some(level) = level {
+                    let _ = packet.header.set_extension(id, bytes::Bytes::copy_from_slice(&[level & 0x7f]));
+                }
+            }
+            if track.write_rtp(packet).await.is_err() {
+                return;
+            }
+            seq = seq.wrapping_add(1);
+            index += 1;
+            if phase == Phase::Measure {
+                let counter = if video { &control.sent_video } else { &control.sent_audio };
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        ts = ts.wrapping_add(clock_step);
+        frame += 1;
+    }
+}
+
+fn rand_u32() -> u32 {
+    Uuid::new_v4().as_u128() as u32
+}
+
+fn rand_u16() -> u16 {
+    rand_u32() as u16
+}
+
+/// The one-byte extension id mapped to `uri` in an SDP.
+fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=extmap:")).find_map(|rest| {
+        let mut parts = rest.split_whitespace();
+        let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
+        (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
+    })
+}
+
+fn vp8() -> RTCRtpCodec {
+    RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() }
+}
+
+fn opus() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "audio/opus".into(),
+        clock_rate: 48_000,
+        channels: 2,
+        sdp_fmtp_line: "minptime=10;useinbandfec=1".into(),
+        ..Default::default()
+    }
+}
+
+fn local_track(
+    user: Uuid,
+    source: &str,
+    kind: RtpCodecKind,
+    codec: RTCRtpCodec,
+    ssrc: u32,
+) -> Arc<TrackLocalStaticRTP> {
+    let id = format!("{user}-{source}");
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        user.to_string(),
+        id.clone(),
+        id,
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
+            codec,
+            ..Default::default()
+        }],
+    )))
+}
+
+async fn recv_only(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind) -> Result<(), LoadError> {
+    let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Recvonly, ..Default::default() };
+    pc.add_transceiver_from_kind(kind, Some(init)).await.map_err(rtc_err)?;
+    Ok(())
+}
+
+fn rtc_err(e: impl std::fmt::Display) -> LoadError {
+    LoadError::Media(e.to_string())
+}
+
+async fn apply_remote_set(shared: &Shared, pc: &Arc<dyn PeerConnection>) {
+    shared.remote_set.store(true, Ordering::Release);
+    let pending = std::mem::take(&mut *lock(&shared.pending_candidates));
+    for c in pending {
+        if let Err(e) = pc.add_ice_candidate(c).await {
+            tracing::debug!(error = %e, "server candidate refused");
+        }
+    }
+}
+
+/// Answers server offers, applies server candidates, records the rest.
+async fn handle_events(mut events: mpsc::UnboundedReceiver<Value>, signal: Signal, shared: Arc<Shared>) {
+    while let Some(e) = events.recv().await {
+        let pc = lock(&shared.pc).clone();
+        match (e["event"].as_str(), pc) {
+            (Some("offer"), Some(pc)) => {
+                let sdp = e["sdp"].as_str().unwrap_or_default().to_owned();
+                let answered = async {
+                    pc.set_remote_description(RTCSessionDescription::offer(sdp).map_err(rtc_err)?)
+                        .await
+                        .map_err(rtc_err)?;
+                    let answer = pc.create_answer(None).await.map_err(rtc_err)?;
+                    pc.set_local_description(answer).await.map_err(rtc_err)?;
+                    let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+                    signal.ok(json!({"type": "answer", "sdp": sdp})).await
+                }
+                .await;
+                match answered {
+                    Ok(_) => {
+                        shared.offers_answered.fetch_add(1, Ordering::Relaxed);
+                        shared.negotiations.send_modify(|n| *n += 1);
+                    }
+                    Err(err) => tracing::warn!(error = %err, "server offer not answered"),
+                }
+            }
+            (Some("ice_candidate"), pc) => {
+                let c = &e["candidate"];
+                let init = RTCIceCandidateInit {
+                    candidate: c["candidate"].as_str().unwrap_or_default().to_owned(),
+                    sdp_mid: c["sdpMid"].as_str().map(str::to_owned),
+                    sdp_mline_index: c["sdpMLineIndex"].as_u64().and_then(|i| u16::try_from(i).ok()),
+                    ..Default::default()
+                };
+                match pc {
+                    Some(pc) if shared.remote_set.load(Ordering::Acquire) => {
+                        if let Err(err) = pc.add_ice_candidate(init).await {
+                            tracing::debug!(error = %err, "server candidate refused");
+                        }
+                    }
+                    _ => lock(&shared.pending_candidates).push(init),
+                }
+            }
+            _ => {}
+        }
+        lock(&shared.events).push(e);
+    }
+}
+
+struct Handler {
+    shared: Arc<Shared>,
+    connected: Arc<watch::Sender<RTCPeerConnectionState>>,
+    gathered: Arc<watch::Sender<bool>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, _event: RTCPeerConnectionIceEvent) {}
+
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(true);
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.connected.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        tokio::spawn(count_track(track, self.shared.clone()));
+    }
+}
+
+/// Counts one received track's packets into [`Received`].
+async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
+    let stream = track.stream_id().await.to_string();
+    let video = track.kind().await == RtpCodecKind::Video;
+    let mut ssrcs: HashMap<u32, ()> = HashMap::new();
+    while let Some(event) = track.poll().await {
+        let TrackRemoteEvent::OnRtpPacket(p) = event else { continue };
+        let stamp = synth::read_stamp(&p.payload);
+        let now = Instant::now();
+        let mut r = lock(&shared.received);
+        r.first_packet.get_or_insert(now);
+        let latency = stamp.filter(|s| s.phase == Phase::Measure).map(|s| synth::latency(&s));
+        let s = r.streams.entry(stream.clone()).or_default();
+        s.packets += 1;
+        if ssrcs.insert(p.header.ssrc, ()).is_none() {
+            s.ssrcs.push(p.header.ssrc);
+        }
+        if video && parley_media::vp8::is_keyframe(&p.payload) {
+            s.keyframes += 1;
+        }
+        match stamp {
+            Some(Stamp { phase: Phase::Measure, index, .. }) => {
+                // A NACK resend arrives as a duplicate: counted once, its latency not at all.
+                if s.measured.insert(index)
+                    && let Some(l) = latency
+                {
+                    r.latencies_us.push(l.as_micros().min(u128::from(u32::MAX)) as u32);
+                }
+            }
+            Some(_) => s.warm_up += 1,
+            None => {}
+        }
+    }
+}
