@@ -87,6 +87,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// One of our published tracks. Its RTP sequence number and timestamp carry on across
+/// [`Participant::publish`] calls, as a real sender's do (a restart would look like old
+/// packets to the SFU).
+#[derive(Clone)]
+struct LocalTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    kind: RtpCodecKind,
+    ssrc: u32,
+    /// `seq << 32 | timestamp` of the next packet.
+    next: Arc<AtomicU64>,
+}
+
 /// A participant of a load test or an integration test.
 pub struct Participant {
     pub user_id: Uuid,
@@ -99,7 +111,7 @@ pub struct Participant {
     connected_tx: Arc<watch::Sender<RTCPeerConnectionState>>,
     gathered: watch::Receiver<bool>,
     gathered_tx: Arc<watch::Sender<bool>>,
-    tracks: Vec<(Arc<TrackLocalStaticRTP>, RtpCodecKind, u32)>,
+    tracks: Vec<LocalTrack>,
     bind_ip: String,
 }
 
@@ -163,18 +175,20 @@ impl Participant {
             let t = local_track(self.user_id, "camera", RtpCodecKind::Video, vp8(), ssrc);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-camera", self.user_id), json!("camera"));
-            self.tracks.push((t, RtpCodecKind::Video, ssrc));
+            let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
+            self.tracks.push(LocalTrack { track: t, kind: RtpCodecKind::Video, ssrc, next });
         }
         if publish.audio {
             let ssrc = rand_u32();
             let t = local_track(self.user_id, "microphone", RtpCodecKind::Audio, opus(), ssrc);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
-            self.tracks.push((t, RtpCodecKind::Audio, ssrc));
+            let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
+            self.tracks.push(LocalTrack { track: t, kind: RtpCodecKind::Audio, ssrc, next });
         }
-        for (t, _, _) in &self.tracks {
+        for t in &self.tracks {
             // Drain the RTCP the server sends about our tracks (the stack's queue is bounded).
-            let t = t.clone();
+            let t = t.track.clone();
             tokio::spawn(async move { while t.poll().await.is_some() {} });
         }
         if self.tracks.is_empty() {
@@ -235,8 +249,8 @@ impl Participant {
     /// Starts sending synthetic media on the published tracks.
     pub fn publish(&self, rates: Rates) -> Publisher {
         let control = Arc::new(PublishControl::default());
-        for (track, kind, ssrc) in &self.tracks {
-            let (track, kind, ssrc, control, rates) = (track.clone(), *kind, *ssrc, control.clone(), rates);
+        for track in &self.tracks {
+            let (track, control) = (track.clone(), control.clone());
             let audio_level_id = {
                 let pc = lock(&self.shared.pc).clone();
                 async move {
@@ -249,7 +263,7 @@ impl Participant {
             };
             tokio::spawn(async move {
                 let level_id = audio_level_id.await;
-                send_media(track, kind, ssrc, control, rates, level_id).await;
+                send_media(track, control, rates, level_id).await;
             });
         }
         Publisher { control }
@@ -377,14 +391,8 @@ impl Drop for Publisher {
     }
 }
 
-async fn send_media(
-    track: Arc<TrackLocalStaticRTP>,
-    kind: RtpCodecKind,
-    ssrc: u32,
-    control: Arc<PublishControl>,
-    rates: Rates,
-    level_id: Option<u8>,
-) {
+async fn send_media(local: LocalTrack, control: Arc<PublishControl>, rates: Rates, level_id: Option<u8>) {
+    let LocalTrack { track, kind, ssrc, next } = local;
     let video = kind == RtpCodecKind::Video;
     let (period, clock_step) = if video {
         (Duration::from_secs(1) / rates.video_fps.max(1), 90_000 / rates.video_fps.max(1))
@@ -393,7 +401,8 @@ async fn send_media(
     };
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let (mut seq, mut ts, mut frame) = (rand_u16(), rand_u32(), 0u32);
+    let resume = next.load(Ordering::Acquire);
+    let (mut seq, mut ts, mut frame) = ((resume >> 32) as u16, resume as u32, 0u32);
     let mut index = 0u32;
     let mut measuring = false;
     while !control.stop.load(Ordering::Acquire) {
@@ -448,15 +457,12 @@ async fn send_media(
         }
         ts = ts.wrapping_add(clock_step);
         frame += 1;
+        next.store(u64::from(seq) << 32 | u64::from(ts), Ordering::Release);
     }
 }
 
 fn rand_u32() -> u32 {
     Uuid::new_v4().as_u128() as u32
-}
-
-fn rand_u16() -> u16 {
-    rand_u32() as u16
 }
 
 /// The one-byte extension id mapped to `uri` in an SDP.

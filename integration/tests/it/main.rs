@@ -6,6 +6,7 @@ mod cluster;
 mod database_outage;
 mod errors;
 mod live;
+mod media;
 mod meetings;
 mod queries;
 mod recurring;
