@@ -81,6 +81,16 @@ where
 
 /// Runs the test; `progress` gets one line per phase.
 pub async fn run(t: &LoadTest, progress: impl Fn(&str)) -> Result<Summary, LoadError> {
+    run_observed(t, progress, |_| {}).await
+}
+
+/// [`run`], calling `window(true)` as the measured window opens and `window(false)` as it
+/// closes (a benchmark samples the node's CPU time there).
+pub async fn run_observed(
+    t: &LoadTest,
+    progress: impl Fn(&str),
+    window: impl Fn(bool),
+) -> Result<Summary, LoadError> {
     let api = Api::new(&t.url, &t.secret);
     let total = t.publishers + t.subscribers;
     if total < 2 || t.publishers == 0 {
@@ -163,6 +173,7 @@ pub async fn run(t: &LoadTest, progress: impl Fn(&str)) -> Result<Summary, LoadE
     join_ms.sort_by(f64::total_cmp);
 
     progress(&format!("measuring for {:?}", t.duration));
+    window(true);
     for p in &publishers {
         p.measure();
     }
@@ -178,6 +189,7 @@ pub async fn run(t: &LoadTest, progress: impl Fn(&str)) -> Result<Summary, LoadE
         p.stop();
     }
     let elapsed = started.elapsed();
+    window(false);
     // Let the packets in flight arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent: Vec<(u64, u64)> = publishers.iter().map(|p| p.sent()).collect();

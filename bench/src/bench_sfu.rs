@@ -1,0 +1,178 @@
+//! `make bench-sfu`: one real `parley node` (release build, embedded SQLite: media needs no
+//! database server) and the load tester in this process, over loopback:
+//!
+//! - 1 publisher → {10, 50, 200} subscribers, and an N×N meeting (everyone publishes and
+//!   receives everyone);
+//! - per scenario: packets out per second (distinct measured packets delivered), the node's CPU
+//!   use over the measured window (from /proc/<pid>/stat), packets out per second per core used,
+//!   one-way latency p50/p95/p99 (send → receive in this process, through the SFU) and loss;
+//! - baseline, same run: a raw UDP forwarder (one socket in, `fan_out` sends per packet, no
+//!   SRTP, no RTP handling) at full speed on one thread: packets out per second per core.
+//!
+//! Needs PARLEY_BIN (release binary; the script sets it). The load tester shares the machine's
+//! cores with the node: on a 2-core machine the numbers are a floor.
+
+use std::net::UdpSocket;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use parley_integration::{Backend, NodeOptions, TestNode};
+use parley_loadtest::{LoadTest, Rates, Summary};
+
+/// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds (user + system) of a process or thread, from its `stat` file.
+fn cpu_seconds(stat_path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(stat_path) else { return 0.0 };
+    // Fields after the `(comm)`: state is field 3; utime 14, stime 15 (1-based).
+    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / TICKS
+}
+
+struct Row {
+    name: String,
+    summary: Summary,
+    cores: f64,
+}
+
+async fn scenario(node: &TestNode, name: &str, publishers: usize, subscribers: usize, secs: u64) -> anyhow::Result<Row> {
+    let pid = node.pid();
+    let stat = format!("/proc/{pid}/stat");
+    let marks: Mutex<Vec<(Instant, f64)>> = Mutex::new(Vec::new());
+    let test = LoadTest {
+        url: node.base.clone(),
+        secret: node.secret.as_bytes().to_vec(),
+        publishers,
+        subscribers,
+        duration: Duration::from_secs(secs),
+        rates: Rates::default(),
+    };
+    eprintln!("bench-sfu: {name}");
+    let summary = parley_loadtest::run::run_observed(
+        &test,
+        |line| eprintln!("  {line}"),
+        |_| marks.lock().unwrap_or_else(|e| e.into_inner()).push((Instant::now(), cpu_seconds(&stat))),
+    )
+    .await
+    .with_context(|| format!("scenario {name}"))?;
+    let m = marks.into_inner().unwrap_or_default();
+    let cores = match m.as_slice() {
+        [(t0, c0), (t1, c1)] => (c1 - c0) / t1.duration_since(*t0).as_secs_f64(),
+        _ => 0.0,
+    };
+    // Let the node close the meeting's peers before the next scenario.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(Row { name: name.to_owned(), summary, cores })
+}
+
+/// The baseline: one thread receives datagrams on one socket and sends each to `fan_out`
+/// sinks, as fast as a sender thread feeds it, for `secs`. Returns packets out per second per
+/// core of the forwarding thread.
+fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
+    let input = UdpSocket::bind("127.0.0.1:0")?;
+    input.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let input_addr = input.local_addr()?;
+    let sinks: Vec<UdpSocket> = (0..fan_out).map(|_| UdpSocket::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
+    let sink_addrs: Vec<_> = sinks.iter().map(|s| s.local_addr()).collect::<Result<_, _>>()?;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let feeder = std::thread::spawn(move || -> std::io::Result<()> {
+        let out = UdpSocket::bind("127.0.0.1:0")?;
+        let packet = [0xABu8; 1100];
+        while Instant::now() < deadline {
+            for _ in 0..64 {
+                let _ = out.send_to(&packet, input_addr);
+            }
+            // Paced so the forwarder, not the kernel's drop path, sets the rate.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        Ok(())
+    });
+    // Sinks are drained by a thread so their buffers never fill.
+    let drain = std::thread::spawn(move || {
+        for s in &sinks {
+            let _ = s.set_nonblocking(true);
+        }
+        let mut buf = [0u8; 2048];
+        while Instant::now() < deadline + Duration::from_millis(200) {
+            for s in &sinks {
+                while s.recv(&mut buf).is_ok() {}
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    });
+    let forwarder = std::thread::spawn(move || -> std::io::Result<(u64, f64, f64)> {
+        let cpu0 = cpu_seconds("/proc/thread-self/stat");
+        let t0 = Instant::now();
+        let mut buf = [0u8; 2048];
+        let mut sent = 0u64;
+        while Instant::now() < deadline {
+            let Ok(n) = input.recv(&mut buf) else { continue };
+            for a in &sink_addrs {
+                if input.send_to(&buf[..n], a).is_ok() {
+                    sent += 1;
+                }
+            }
+        }
+        Ok((sent, t0.elapsed().as_secs_f64(), cpu_seconds("/proc/thread-self/stat") - cpu0))
+    });
+    let (sent, wall, cpu) = forwarder.join().map_err(|_| anyhow::anyhow!("forwarder panicked"))??;
+    feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
+    drain.join().map_err(|_| anyhow::anyhow!("drain panicked"))?;
+    let per_s = sent as f64 / wall;
+    Ok((per_s, per_s / cpu.max(0.01)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let secs: u64 = std::env::var("BENCH_SFU_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let node = TestNode::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .env("PARLEY_RATE_BURST", "100000")
+            .env("PARLEY_RATE_PER_SEC", "100000")
+            .env("PARLEY_LOG", "warn"),
+    )
+    .await;
+    let mut rows = Vec::new();
+    for subs in [10, 50, 200] {
+        rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs).await?);
+    }
+    rows.push(scenario(&node, "8 × 8 (everyone publishes)", 8, 0, secs).await?);
+
+    eprintln!("bench-sfu: raw UDP forwarder baseline");
+    let (raw_per_s, raw_per_core) = raw_udp_forwarder(50, 5)?;
+
+    println!();
+    println!("SFU: one release node on loopback, {secs} s measured per scenario; synthetic VP8 ~1 Mbit/s (30 fps × 4 packets) + Opus 50 pps per publisher");
+    println!();
+    println!("| scenario | packets out/s | node CPU (cores) | packets out/s per core | vs raw UDP | latency p50 / p95 / p99 (ms) | loss | join → first packet p50 / p95 (ms) |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for r in &rows {
+        let s = &r.summary;
+        let per_core = if r.cores > 0.0 { s.packets_out_per_s / r.cores } else { 0.0 };
+        println!(
+            "| {} | {:.0} | {:.2} | {:.0} | {:.3}× | {:.2} / {:.2} / {:.2} | {:.3} % | {:.0} / {:.0} |",
+            r.name,
+            s.packets_out_per_s,
+            r.cores,
+            per_core,
+            per_core / raw_per_core,
+            s.latency_ms.p50,
+            s.latency_ms.p95,
+            s.latency_ms.p99.unwrap_or(0.0),
+            s.loss_pct,
+            s.join_to_first_packet_ms.p50,
+            s.join_to_first_packet_ms.p95,
+        );
+    }
+    println!(
+        "| baseline: raw UDP forwarder, 1 → 50, one thread | {raw_per_s:.0} | 1 thread | {raw_per_core:.0} | 1× | — | — | — |"
+    );
+    for r in &rows {
+        println!("{}: {}", r.name, serde_json::to_string(&r.summary)?);
+    }
+    Ok(())
+}
