@@ -11,9 +11,10 @@
 //!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out as a channel,
 //!   outgoing tracks that take rewritten RTP, PLI to publishers.
 //!
-//! The media-router actor (planned, `actors/`) owns one [`peer::Peer`] per participant and
-//! glues the two: RTP in → `layers`/`speaker` → `rewrite` → [`peer::OutTrack::write_rtp`], with
-//! `views` deciding the subscriptions. `media/tests/forwarding.rs` shows that loop in miniature.
+//! The media-router actor (`parley-actors`, `media_router.rs`) owns one [`peer::Peer`] per
+//! participant and glues the two: RTP in → `layers`/`speaker` → `rewrite` →
+//! [`peer::OutTrack::write_rtp`], with `views` deciding the subscriptions.
+//! `media/tests/forwarding.rs` shows that loop in miniature.
 
 pub mod error;
 pub mod layers;
