@@ -370,9 +370,18 @@ async fn offer(
     if m.offer_pending {
         return fail(ErrorCode::NegotiationState, "the server's offer awaits your answer: answer it, then offer again");
     }
+    let sending = sending_track_ids(&sdp);
     match m.peer.accept_offer(sdp).await {
         Ok(answer) => {
             m.sources.extend(sources);
+            // Tracks the client stopped sending (a screen share ended, a camera removed) go
+            // now, without waiting for the stack to notice.
+            let stopped: Vec<Arc<str>> =
+                m.published.keys().filter(|t| !sending.contains(t.as_ref())).cloned().collect();
+            for track_id in stopped {
+                unpublish(state, user, &track_id).await;
+            }
+            let Some(m) = state.members.get_mut(&user) else { return fail(ErrorCode::Internal, "member vanished") };
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, "media peer connected: offer answered");
                 // What the others publish: offered once the client has our answer (the reply
@@ -511,20 +520,50 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                 }
             }
         }
-        PeerEvent::TrackEnded { track_id } => {
-            let Some(m) = state.members.get_mut(&user) else { return };
-            if let Some(p) = m.published.remove(track_id.as_str()) {
-                tracing::info!(meeting_id = %state.meeting_id, %user, track = %p.key, "stopped publishing");
-                state.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.remove(&(user, Arc::from(track_id)));
-                replan_all(state).await;
-            }
-        }
+        PeerEvent::TrackEnded { track_id } => unpublish(state, user, &track_id).await,
         PeerEvent::KeyframeRequested { track_id } => {
             // A subscriber's decoder wants a keyframe of what we send it as `track_id` (the key).
             request_keyframe(state, &track_id, None).await;
         }
         PeerEvent::GatheringComplete => {}
     }
+}
+
+/// A published track ended: its route goes and every subscriber's plan is redone.
+async fn unpublish(state: &mut RouterState, user: Uuid, track_id: &str) {
+    let Some(m) = state.members.get_mut(&user) else { return };
+    if let Some(p) = m.published.remove(track_id) {
+        tracing::info!(meeting_id = %state.meeting_id, %user, track = %p.key, "stopped publishing");
+        state.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.remove(&(user, Arc::from(track_id)));
+        replan_all(state).await;
+    }
+}
+
+/// The msid track ids an SDP offers to send (media sections that are `sendrecv`/`sendonly`
+/// and not rejected).
+fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
+    let mut out = std::collections::HashSet::new();
+    for section in sdp.split("\nm=").skip(1) {
+        let rejected = section.split_whitespace().nth(1) == Some("0");
+        let mut sends = true;
+        let mut tracks = Vec::new();
+        for line in section.lines().map(str::trim) {
+            match line {
+                "a=recvonly" | "a=inactive" => sends = false,
+                _ => {
+                    if let Some(msid) = line.strip_prefix("a=msid:")
+                        && let Some(track) = msid.split_whitespace().nth(1)
+                    {
+                        tracks.push(track.to_owned());
+                    }
+                }
+            }
+        }
+        if sends && !rejected {
+            out.extend(tracks);
+        }
+    }
+    out
 }
 
 /// Asks the publisher of `key` for a keyframe on `layer`'s stream (every stream when `None`);
@@ -884,5 +923,20 @@ async fn egress_loop(mut rx: mpsc::Receiver<EgressMsg>, router: RouterRef, count
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sending_tracks_are_read_from_the_offer() {
+        let sdp = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\na=msid:s cam\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendrecv\r\na=msid:s mic\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=msid:s screen\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\na=msid:s old\r\n";
+        let got = sending_track_ids(sdp);
+        assert_eq!(got, ["cam", "mic"].into_iter().map(str::to_owned).collect());
     }
 }

@@ -39,7 +39,13 @@ struct Row {
     cores: f64,
 }
 
-async fn scenario(node: &TestNode, name: &str, publishers: usize, subscribers: usize, secs: u64) -> anyhow::Result<Row> {
+async fn scenario(
+    node: &TestNode,
+    name: &str,
+    publishers: usize,
+    subscribers: usize,
+    secs: u64,
+) -> anyhow::Result<Row> {
     let pid = node.pid();
     let stat = format!("/proc/{pid}/stat");
     let marks: Mutex<Vec<(Instant, f64)>> = Mutex::new(Vec::new());
@@ -146,9 +152,13 @@ async fn main() -> anyhow::Result<()> {
     let (raw_per_s, raw_per_core) = raw_udp_forwarder(50, 5)?;
 
     println!();
-    println!("SFU: one release node on loopback, {secs} s measured per scenario; synthetic VP8 ~1 Mbit/s (30 fps × 4 packets) + Opus 50 pps per publisher");
+    println!(
+        "SFU: one release node on loopback, {secs} s measured per scenario; synthetic VP8 ~1 Mbit/s (30 fps × 4 packets) + Opus 50 pps per publisher"
+    );
     println!();
-    println!("| scenario | packets out/s | node CPU (cores) | packets out/s per core | vs raw UDP | latency p50 / p95 / p99 (ms) | loss | join → first packet p50 / p95 (ms) |");
+    println!(
+        "| scenario | packets out/s | node CPU (cores) | packets out/s per core | vs raw UDP | latency p50 / p95 / p99 (ms) | loss | join → first packet p50 / p95 (ms) |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let s = &r.summary;

@@ -93,6 +93,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Clone)]
 struct LocalTrack {
     track: Arc<TrackLocalStaticRTP>,
+    source: &'static str,
     kind: RtpCodecKind,
     ssrc: u32,
     /// `seq << 32 | timestamp` of the next packet.
@@ -112,6 +113,7 @@ pub struct Participant {
     gathered: watch::Receiver<bool>,
     gathered_tx: Arc<watch::Sender<bool>>,
     tracks: Vec<LocalTrack>,
+    screen_sender: Option<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     bind_ip: String,
 }
 
@@ -161,6 +163,7 @@ impl Participant {
             gathered,
             gathered_tx: Arc::new(gathered_tx),
             tracks: Vec::new(),
+            screen_sender: None,
             bind_ip,
         })
     }
@@ -176,7 +179,7 @@ impl Participant {
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-camera", self.user_id), json!("camera"));
             let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
-            self.tracks.push(LocalTrack { track: t, kind: RtpCodecKind::Video, ssrc, next });
+            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, ssrc, next });
         }
         if publish.audio {
             let ssrc = rand_u32();
@@ -184,7 +187,7 @@ impl Participant {
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
             let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
-            self.tracks.push(LocalTrack { track: t, kind: RtpCodecKind::Audio, ssrc, next });
+            self.tracks.push(LocalTrack { track: t, source: "microphone", kind: RtpCodecKind::Audio, ssrc, next });
         }
         for t in &self.tracks {
             // Drain the RTCP the server sends about our tracks (the stack's queue is bounded).
@@ -248,8 +251,13 @@ impl Participant {
 
     /// Starts sending synthetic media on the published tracks.
     pub fn publish(&self, rates: Rates) -> Publisher {
+        self.publish_sources(&["camera", "microphone"], rates)
+    }
+
+    /// Starts sending on the published tracks of these sources only.
+    pub fn publish_sources(&self, sources: &[&str], rates: Rates) -> Publisher {
         let control = Arc::new(PublishControl::default());
-        for track in &self.tracks {
+        for track in self.tracks.iter().filter(|t| sources.contains(&t.source)) {
             let (track, control) = (track.clone(), control.clone());
             let audio_level_id = {
                 let pc = lock(&self.shared.pc).clone();
@@ -267,6 +275,46 @@ impl Participant {
             });
         }
         Publisher { control }
+    }
+
+    /// Starts a screen share: adds a video track and renegotiates from this side (an `offer`
+    /// request naming it `screen`), then tells the meeting (`screen_share_start`). Send on it
+    /// with `publish_sources(&["screen"], …)`.
+    pub async fn share_screen(&mut self) -> Result<(), LoadError> {
+        let pc = lock(&self.shared.pc).clone().ok_or_else(|| LoadError::Media("connect media first".to_owned()))?;
+        let ssrc = rand_u32();
+        let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), ssrc);
+        let sender = pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
+        let drain = t.clone();
+        tokio::spawn(async move { while drain.poll().await.is_some() {} });
+        let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
+        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, ssrc, next });
+        self.screen_sender = Some(sender);
+        self.offer_again(&pc).await?;
+        self.signal.ok(json!({"type": "screen_share_start"})).await.map(|_| ())
+    }
+
+    /// Stops the screen share: removes the track, renegotiates, `screen_share_stop`.
+    pub async fn stop_screen(&mut self) -> Result<(), LoadError> {
+        let pc = lock(&self.shared.pc).clone().ok_or_else(|| LoadError::Media("connect media first".to_owned()))?;
+        if let Some(sender) = self.screen_sender.take() {
+            pc.remove_track(&sender).await.map_err(rtc_err)?;
+        }
+        self.tracks.retain(|t| t.source != "screen");
+        self.offer_again(&pc).await?;
+        self.signal.ok(json!({"type": "screen_share_stop"})).await.map(|_| ())
+    }
+
+    /// A client-side renegotiation: our offer with every published track's source.
+    async fn offer_again(&self, pc: &Arc<dyn PeerConnection>) -> Result<(), LoadError> {
+        let sources: serde_json::Map<String, Value> =
+            self.tracks.iter().map(|t| (format!("{}-{}", self.user_id, t.source), json!(t.source))).collect();
+        let offer = pc.create_offer(None).await.map_err(rtc_err)?;
+        pc.set_local_description(offer).await.map_err(rtc_err)?;
+        let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
+        let reply = self.signal.ok(json!({"type": "offer", "sdp": sdp, "sources": sources})).await?;
+        let answer = reply["sdp"].as_str().unwrap_or_default().to_owned();
+        pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)
     }
 
     /// Asks for a view (`subscribe`).
@@ -392,7 +440,7 @@ impl Drop for Publisher {
 }
 
 async fn send_media(local: LocalTrack, control: Arc<PublishControl>, rates: Rates, level_id: Option<u8>) {
-    let LocalTrack { track, kind, ssrc, next } = local;
+    let LocalTrack { track, kind, ssrc, next, .. } = local;
     let video = kind == RtpCodecKind::Video;
     let (period, clock_step) = if video {
         (Duration::from_secs(1) / rates.video_fps.max(1), 90_000 / rates.video_fps.max(1))

@@ -86,11 +86,7 @@ pub async fn run(t: &LoadTest, progress: impl Fn(&str)) -> Result<Summary, LoadE
 
 /// [`run`], calling `window(true)` as the measured window opens and `window(false)` as it
 /// closes (a benchmark samples the node's CPU time there).
-pub async fn run_observed(
-    t: &LoadTest,
-    progress: impl Fn(&str),
-    window: impl Fn(bool),
-) -> Result<Summary, LoadError> {
+pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn(bool)) -> Result<Summary, LoadError> {
     let api = Api::new(&t.url, &t.secret);
     let total = t.publishers + t.subscribers;
     if total < 2 || t.publishers == 0 {

@@ -225,3 +225,40 @@ async fn bad_signalling_gets_clear_errors_and_vanished_peers_are_released() {
     assert!(eventually(WAIT, || async { media_peers(&node).await == 0 }).await, "no peer left");
     drop(guest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screen_share_start_and_stop_renegotiate_both_ways() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 2).await;
+    let mut sharer = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let viewer = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    let _camera = sharer.publish(Rates::default());
+    let screen = stream(users[0], "screen");
+    assert!(viewer.wait_received(WAIT, |r| r.streams.contains_key(&stream(users[0], "camera"))).await);
+
+    // Start: the client offers a third track named `screen`; the server answers, then offers
+    // the viewer a new track.
+    let offers_before = viewer.offers_answered();
+    sharer.share_screen().await.expect("share screen");
+    let _screen_media = sharer.publish_sources(&["screen"], Rates::default());
+    assert!(
+        viewer.wait_received(WAIT, |r| r.streams.contains_key(&screen)).await,
+        "the viewer receives the screen: {:?}\n{}",
+        counts(&viewer),
+        node.log()
+    );
+    assert!(viewer.offers_answered() > offers_before, "the server renegotiated to add it");
+    assert!(eventually(WAIT, || async { viewer.events().iter().any(|e| e["event"] == "screen_share_started") }).await);
+
+    // Stop: the client renegotiates the track away; the viewer's track goes, the camera stays.
+    let offers_before = viewer.offers_answered();
+    sharer.stop_screen().await.expect("stop screen");
+    assert!(
+        eventually(WAIT, || async { viewer.offers_answered() > offers_before }).await,
+        "the server renegotiated the screen away"
+    );
+    let d = deltas(&viewer, Duration::from_millis(1500)).await;
+    assert_eq!(d.get(&screen).copied().unwrap_or(0), 0, "no more screen: {d:?}");
+    assert!(d.get(&stream(users[0], "camera")).copied().unwrap_or(0) > 20, "the camera goes on: {d:?}");
+    assert!(viewer.events().iter().any(|e| e["event"] == "screen_share_stopped"));
+}
