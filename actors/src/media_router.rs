@@ -937,6 +937,6 @@ mod tests {
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=msid:s screen\r\n\
                    m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\na=msid:s old\r\n";
         let got = sending_track_ids(sdp);
-        assert_eq!(got, ["cam", "mic"].into_iter().map(str::to_owned).collect());
+        assert_eq!(got, ["cam", "mic"].into_iter().map(str::to_owned).collect::<std::collections::HashSet<_>>());
     }
 }
