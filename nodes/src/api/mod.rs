@@ -87,6 +87,8 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/cluster", get(admin::cluster))
         .route("/admin/nodes/{name}/drain", post(admin::drain));
     Router::new()
+        .route("/", get(client_page))
+        .route("/j/{id}", get(client_page))
         .route("/healthz", get(healthz))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
@@ -97,6 +99,15 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// The browser client (one static page, compiled in): `GET /`, and `GET /j/{meeting_id}` (the
+/// join links the API hands out) which prefills the meeting id.
+const CLIENT_PAGE: &str = include_str!("../../static/index.html");
+
+async fn client_page() -> impl IntoResponse {
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    ([(CONTENT_TYPE, "text/html; charset=utf-8"), (CACHE_CONTROL, "no-cache")], CLIENT_PAGE)
 }
 
 /// 200 while the database answers (the node only listens once migrations are applied).
