@@ -12,9 +12,11 @@
 # Redis: one answering on 127.0.0.1:6379 is used as it is; otherwise redis-server is installed
 # if absent and a throwaway instance (no persistence) runs on a free port until the command ends.
 #
+# Chromium (the browser client's test): Debian's `chromium` is installed if absent.
+#
 # Set PARLEY_THROWAWAY_PG=1 / PARLEY_THROWAWAY_REDIS=1 to always use throwaway servers.
 # Exports: PARLEY_TEST_PG_URL (admin URL, database `postgres`), PARLEY_PG_BIN (server binaries),
-# PARLEY_TEST_REDIS_URL.
+# PARLEY_TEST_REDIS_URL, PARLEY_CHROMIUM (the browser binary; an existing value is kept).
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -93,6 +95,12 @@ ensure_redis() {
   export PARLEY_TEST_REDIS_URL="redis://127.0.0.1:$port"
 }
 
+ensure_chromium() {
+  if [ -n "${PARLEY_CHROMIUM:-}" ]; then log "using Chromium at $PARLEY_CHROMIUM"; return; fi
+  command -v chromium >/dev/null || apt_install chromium
+  export PARLEY_CHROMIUM="$(command -v chromium)"
+}
+
 cleanup() {
   if [ -n "${REDIS_THROWAWAY_PORT:-}" ]; then
     log "stopping the throwaway Redis"
@@ -113,4 +121,5 @@ trap cleanup EXIT
 command -v python3 >/dev/null || apt_install python3
 ensure_postgres
 ensure_redis
+ensure_chromium
 "$@"

@@ -1,0 +1,438 @@
+//! The browser client (`nodes/static/index.html`, served at `GET /`) in a real headless
+//! Chromium: two pages — the host and a guest — join one meeting through the page's own
+//! `?autojoin=1` path, publish Chromium's fake camera and microphone, and each must decode the
+//! other's video through the node's SFU.
+//!
+//! Chromium is Debian's `chromium` (`make test` installs it; `PARLEY_CHROMIUM` overrides the
+//! path). Without it the test fails: it does not skip. It is driven over the Chrome DevTools
+//! Protocol with the small client below (`Target.createTarget`, `Target.attachToTarget` with
+//! `flatten`, `Runtime.evaluate`, `Page.captureScreenshot`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parley_integration::{Backend, NodeOptions, TestNode};
+use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{create_meeting, id_of};
+
+/// How long both pages get to decode each other's video once the guest's page is open.
+const MEDIA_WAIT: Duration = Duration::from_secs(30);
+/// Any single DevTools call.
+const CDP_WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_is_served_at_the_root() {
+    let node = TestNode::start(Backend::Sqlite).await;
+    for path in ["/", "/j/0190a6c5-0000-7000-8000-000000000000"] {
+        let resp = reqwest::get(format!("{}{path}", node.base)).await.expect("GET the page");
+        assert_eq!(resp.status(), 200, "{path}");
+        let header = |h| resp.headers().get(h).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        assert!(header(CONTENT_TYPE).starts_with("text/html"), "{path}: {}", header(CONTENT_TYPE));
+        assert_eq!(header(CACHE_CONTROL), "no-cache", "{path}");
+        let body = resp.text().await.expect("body");
+        for needle in [r#"<form id="join-form""#, r#"id="meeting-id""#, r#"id="token""#, "window.parley"] {
+            assert!(body.contains(needle), "{path}: the page has {needle}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_browsers_see_each_other_through_the_sfu() {
+    let chromium = Chromium::launch();
+    let node = TestNode::start_with(NodeOptions::new(Backend::Postgres).with_redis()).await;
+    let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
+    let (guest_id, guest_token) = node.user("guest@example.com", "Gus Guest").await;
+    let meeting = id_of(
+        &create_meeting(
+            &node,
+            &host_token,
+            json!({"title": "Browser", "meeting_type": "instant", "duration_minutes": 30,
+                   "settings": {"waiting_room": false}}),
+        )
+        .await,
+        "meeting_id",
+    );
+    let url =
+        |token: &str, name: &str| format!("{}/?meeting={meeting}&token={token}&name={name}&autojoin=1", node.base);
+
+    let cdp = Cdp::connect(&chromium.ws_url).await;
+    let started = Instant::now();
+    // The host first: its page starts the meeting (its `join` gets `meeting_not_active`, then
+    // `start`), which the guest's `join` needs.
+    let host = Page::open(&cdp, &url(&host_token, "Hannah"), "host").await;
+    let joined = host.wait_for("window.parley.state().joined", Duration::from_secs(15)).await;
+    assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);
+    let guest = Page::open(&cdp, &url(&guest_token, "Gus"), "guest").await;
+
+    let deadline = Instant::now() + MEDIA_WAIT;
+    let mut frames = (0.0, 0.0);
+    while Instant::now() < deadline {
+        frames = (host.frames_decoded().await, guest.frames_decoded().await);
+        if frames.0 > 0.0 && frames.1 > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!("both pages decode video {:.1} s after the host's page opened", started.elapsed().as_secs_f64());
+    if frames.0 == 0.0 || frames.1 == 0.0 {
+        let why = report(&cdp, &chromium, &node, &[&host, &guest]).await;
+        assert!(frames.0 > 0.0, "the host decodes the guest's camera: {frames:?}\n{why}");
+        assert!(frames.1 > 0.0, "the guest decodes the host's camera: {frames:?}\n{why}");
+    }
+
+    // Each page shows the other's camera tile, labelled with the name given on joining.
+    let tiles = "window.parley.state().remoteTiles";
+    let host_tiles = host.eval(tiles).await.expect("host tiles");
+    let guest_tiles = guest.eval(tiles).await.expect("guest tiles");
+    assert!(host_tiles.as_array().is_some_and(|a| a.contains(&json!(format!("{guest_id}:camera")))), "{host_tiles}");
+    assert!(guest_tiles.as_array().is_some_and(|a| a.contains(&json!(format!("{host_id}:camera")))), "{guest_tiles}");
+    let label = format!(r#"document.querySelector('.tile[data-user="{guest_id}"] .label').textContent"#);
+    assert_eq!(host.eval(&label).await.expect("label"), json!("Gus"));
+
+    // Let a few more frames arrive so the screenshot shows moving video, not the first frame.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let png = host.screenshot().await;
+    let dir = target_dir().join("test-artifacts");
+    std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
+    let path = dir.join("browser-two-peers.png");
+    std::fs::write(&path, png).expect("write the screenshot");
+    println!("screenshot of the host's page: {}", path.display());
+}
+
+/// What a failure report shows: each page's state and WebRTC stats, its console, Chromium's
+/// and the node's logs.
+async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page<'_>]) -> String {
+    let mut out = String::new();
+    for p in pages {
+        let state = p.eval("window.parley.state()").await;
+        let stats = p.eval("window.parley.stats()").await;
+        let status = p.eval("document.getElementById('status').textContent").await;
+        out += &format!("--- {} page ---\nstatus: {status:?}\nstate: {state:?}\n", p.label);
+        match stats {
+            Ok(s) => out += &format!("stats: {}\n", serde_json::to_string_pretty(&s).unwrap_or_default()),
+            Err(e) => out += &format!("stats: {e}\n"),
+        }
+        out += &format!("console:\n{}\n", cdp.console_of(&p.session).join("\n"));
+    }
+    let stderr = chromium.stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+    out += &format!("--- chromium stderr (last lines) ---\n{}\n", tail(&stderr, 40));
+    out += &format!("--- node log (last lines) ---\n{}", tail(&node.log(), 80));
+    out
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Where build output goes: `CARGO_TARGET_DIR`, else the workspace's `target`.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
+/// The Chromium binary: `PARLEY_CHROMIUM`, else `chromium` on the `PATH`.
+fn chromium_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PARLEY_CHROMIUM") {
+        return PathBuf::from(p);
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|d| d.join("chromium")).find(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "Chromium not found: the browser test needs Debian's `chromium` package \
+                 (`make test` installs it: apt-get install chromium) or PARLEY_CHROMIUM=<path>"
+            )
+        })
+}
+
+/// A headless Chromium with its own throwaway profile, killed on drop.
+struct Chromium {
+    child: Child,
+    ws_url: String,
+    /// Everything it wrote to stderr (for failure reports).
+    stderr: Arc<Mutex<Vec<String>>>,
+    _profile: tempfile::TempDir,
+}
+
+impl Chromium {
+    fn launch() -> Chromium {
+        let path = chromium_path();
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut child = Command::new(&path)
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--remote-debugging-port=0",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--disable-gpu",
+                "--window-size=1280,800",
+                // A fake camera (a moving test pattern) and microphone (a beep), granted
+                // without a permission prompt.
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--autoplay-policy=no-user-gesture-required",
+                "--mute-audio",
+                // WebRTC over loopback: the node's media peers listen on 127.0.0.1, and Chrome
+                // leaves loopback interfaces out of ICE gathering unless told otherwise. Host
+                // candidates as plain IPs, not mDNS names the server cannot resolve.
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                // Two pages at once: neither may be throttled as a background tab.
+                "--disable-background-timer-throttling",
+                "--disable-renderer-backgrounding",
+                "--disable-backgrounding-occluded-windows",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Chromium ({}): {e}", path.display()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("chromium stderr");
+        let lines = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if let Some(url) = line.strip_prefix("DevTools listening on ") {
+                    let _ = url_tx.send(url.trim().to_owned());
+                }
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let ws_url = match url_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let said = stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+                panic!("Chromium ({}) printed no DevTools address within 30 s:\n{said}", path.display());
+            }
+        };
+        Chromium { child, ws_url, stderr, _profile: profile }
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Value, String>>>>>;
+
+/// A Chrome DevTools Protocol client over the browser's WebSocket: numbered calls (optionally
+/// to one attached page's session), answered by a reader task that also keeps the pages'
+/// console output.
+struct Cdp {
+    out: mpsc::UnboundedSender<Message>,
+    pending: Pending,
+    next_id: AtomicU64,
+    /// (session id, line) for console messages and uncaught exceptions.
+    console: Arc<Mutex<Vec<(String, String)>>>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Cdp {
+    async fn connect(url: &str) -> Cdp {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("connect to Chromium's DevTools");
+        let (mut sink, mut stream) = ws.split();
+        let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
+        tokio::spawn(async move {
+            while let Some(m) = out_rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let pending: Pending = Arc::default();
+        let console: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+        let (p, c) = (pending.clone(), console.clone());
+        let reader = tokio::spawn(async move {
+            while let Some(Ok(msg)) = stream.next().await {
+                let Message::Text(text) = msg else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                if let Some(id) = v["id"].as_u64() {
+                    let waiter = p.lock().ok().and_then(|mut p| p.remove(&id));
+                    if let Some(w) = waiter {
+                        let result = match v.get("error") {
+                            Some(e) => Err(e.to_string()),
+                            None => Ok(v["result"].clone()),
+                        };
+                        let _ = w.send(result);
+                    }
+                    continue;
+                }
+                let session = v["sessionId"].as_str().unwrap_or_default().to_owned();
+                let line = match v["method"].as_str() {
+                    Some("Runtime.consoleAPICalled") => {
+                        let args: Vec<String> = v["params"]["args"]
+                            .as_array()
+                            .map(|a| {
+                                a.iter()
+                                    .map(|x| match (&x["value"], x["description"].as_str()) {
+                                        (Value::String(s), _) => s.clone(),
+                                        (Value::Null, Some(d)) => d.to_owned(),
+                                        (other, _) => other.to_string(),
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        format!("console.{}: {}", v["params"]["type"].as_str().unwrap_or("log"), args.join(" "))
+                    }
+                    Some("Runtime.exceptionThrown") => {
+                        let d = &v["params"]["exceptionDetails"];
+                        format!("uncaught: {} {}", d["text"], d["exception"]["description"])
+                    }
+                    _ => continue,
+                };
+                if let Ok(mut c) = c.lock() {
+                    c.push((session, line));
+                }
+            }
+        });
+        Cdp { out, pending, next_id: AtomicU64::new(1), console, reader }
+    }
+
+    /// Calls `method`, on a page's session if given; its `result`, or the error.
+    async fn call(&self, session: Option<&str>, method: &str, params: Value) -> Result<Value, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut msg = json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = json!(s);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().map_err(|e| e.to_string())?.insert(id, tx);
+        self.out.send(Message::Text(msg.to_string().into())).map_err(|_| "DevTools connection gone".to_owned())?;
+        match tokio::time::timeout(CDP_WAIT, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(format!("{method}: DevTools connection closed")),
+            Err(_) => Err(format!("{method}: no answer within {CDP_WAIT:?}")),
+        }
+    }
+
+    fn console_of(&self, session: &str) -> Vec<String> {
+        let lines = self.console.lock().map(|c| c.clone()).unwrap_or_default();
+        lines.into_iter().filter(|(s, _)| s == session).map(|(_, l)| l).collect()
+    }
+}
+
+impl Drop for Cdp {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// One tab, attached with a flat session.
+struct Page<'a> {
+    cdp: &'a Cdp,
+    session: String,
+    label: &'static str,
+}
+
+impl<'a> Page<'a> {
+    async fn open(cdp: &'a Cdp, url: &str, label: &'static str) -> Page<'a> {
+        // A window of its own: a visible page, never a throttled background tab.
+        let target = cdp
+            .call(None, "Target.createTarget", json!({"url": "about:blank", "newWindow": true}))
+            .await
+            .expect("Target.createTarget");
+        let target_id = target["targetId"].as_str().expect("targetId").to_owned();
+        let attached = cdp
+            .call(None, "Target.attachToTarget", json!({"targetId": target_id, "flatten": true}))
+            .await
+            .expect("Target.attachToTarget");
+        let session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+        let page = Page { cdp, session, label };
+        // Console capture from the first line of the page on.
+        page.call("Runtime.enable", json!({})).await.expect("Runtime.enable");
+        page.call("Page.enable", json!({})).await.expect("Page.enable");
+        page.call("Page.navigate", json!({"url": url})).await.expect("Page.navigate");
+        page
+    }
+
+    async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        self.cdp.call(Some(&self.session), method, params).await
+    }
+
+    /// Evaluates `expression` in the page (awaiting a promise); its value as JSON.
+    async fn eval(&self, expression: &str) -> Result<Value, String> {
+        let r = self
+            .call("Runtime.evaluate", json!({"expression": expression, "awaitPromise": true, "returnByValue": true}))
+            .await?;
+        if let Some(e) = r.get("exceptionDetails") {
+            return Err(format!("{expression}: {}", e["exception"]["description"].as_str().unwrap_or(&e.to_string())));
+        }
+        Ok(r["result"]["value"].clone())
+    }
+
+    /// Polls `expression` until it is `true` (errors — the page still loading — count as not yet).
+    async fn wait_for(&self, expression: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.eval(expression).await == Ok(json!(true)) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// Video frames this page decoded so far (0 while the page is not ready).
+    async fn frames_decoded(&self) -> f64 {
+        self.eval("window.parley ? window.parley.framesDecoded() : 0")
+            .await
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
+
+    async fn screenshot(&self) -> Vec<u8> {
+        let _ = self.call("Page.bringToFront", json!({})).await;
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"})).await.expect("Page.captureScreenshot");
+        base64_decode(shot["data"].as_str().expect("screenshot data"))
+    }
+}
+
+/// Standard base64 (the screenshot's encoding), without pulling in a crate for it.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut value = [255u8; 256];
+    for (i, c) in ALPHABET.iter().enumerate() {
+        value[*c as usize] = i as u8;
+    }
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in text.bytes().filter(|c| value[*c as usize] != 255) {
+        acc = ((acc << 6) | u32::from(value[c as usize])) & 0xFFFF;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn base64_decodes() {
+    assert_eq!(base64_decode("aGVsbG8gd29ybGQ="), b"hello world");
+    assert_eq!(base64_decode("iVBORw0KGgo="), b"\x89PNG\r\n\x1a\n");
+}
