@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
+use uuid::Uuid;
+
 use crate::{create_meeting, id_of};
 
 /// How long both pages get to decode each other's video once the guest's page is open.
@@ -48,55 +50,13 @@ async fn the_page_is_served_at_the_root() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_browsers_see_each_other_through_the_sfu() {
-    let chromium = Chromium::launch();
-    let node = TestNode::start_with(NodeOptions::new(Backend::Postgres).with_redis()).await;
-    let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
-    let (guest_id, guest_token) = node.user("guest@example.com", "Gus Guest").await;
-    let meeting = id_of(
-        &create_meeting(
-            &node,
-            &host_token,
-            json!({"title": "Browser", "meeting_type": "instant", "duration_minutes": 30,
-                   "settings": {"waiting_room": false}}),
-        )
-        .await,
-        "meeting_id",
-    );
-    let url =
-        |token: &str, name: &str| format!("{}/?meeting={meeting}&token={token}&name={name}&autojoin=1", node.base);
-
-    let cdp = Cdp::connect(&chromium.ws_url).await;
-    let started = Instant::now();
-    // The host first: its page starts the meeting (its `join` gets `meeting_not_active`, then
-    // `start`), which the guest's `join` needs.
-    let host = Page::open(&cdp, &url(&host_token, "Hannah"), "host").await;
-    let joined = host.wait_for("window.parley.state().joined", Duration::from_secs(15)).await;
-    assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);
-    let guest = Page::open(&cdp, &url(&guest_token, "Gus"), "guest").await;
-
-    let deadline = Instant::now() + MEDIA_WAIT;
-    let mut frames = (0.0, 0.0);
-    while Instant::now() < deadline {
-        frames = (host.frames_decoded().await, guest.frames_decoded().await);
-        if frames.0 > 0.0 && frames.1 > 0.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    println!("both pages decode video {:.1} s after the host's page opened", started.elapsed().as_secs_f64());
-    if frames.0 == 0.0 || frames.1 == 0.0 {
-        let why = report(&cdp, &chromium, &node, &[&host, &guest]).await;
-        assert!(frames.0 > 0.0, "the host decodes the guest's camera: {frames:?}\n{why}");
-        assert!(frames.1 > 0.0, "the guest decodes the host's camera: {frames:?}\n{why}");
-    }
+    let call = Call::start().await;
+    let (host, guest) = (&call.host, &call.guest);
 
     // Each page shows the other's camera tile, labelled with the name given on joining.
-    let tiles = "window.parley.state().remoteTiles";
-    let host_tiles = host.eval(tiles).await.expect("host tiles");
-    let guest_tiles = guest.eval(tiles).await.expect("guest tiles");
-    assert!(host_tiles.as_array().is_some_and(|a| a.contains(&json!(format!("{guest_id}:camera")))), "{host_tiles}");
-    assert!(guest_tiles.as_array().is_some_and(|a| a.contains(&json!(format!("{host_id}:camera")))), "{guest_tiles}");
-    let label = format!(r#"document.querySelector('.tile[data-user="{guest_id}"] .label').textContent"#);
+    assert!(call.tiles(host).await.contains(&format!("{}:camera", call.guest_id)));
+    assert!(call.tiles(guest).await.contains(&format!("{}:camera", call.host_id)));
+    let label = format!(r#"document.querySelector('.tile[data-user="{}"] .label').textContent"#, call.guest_id);
     assert_eq!(host.eval(&label).await.expect("label"), json!("Gus"));
 
     // Let a few more frames arrive so the screenshot shows moving video, not the first frame.
@@ -109,9 +69,193 @@ async fn two_browsers_see_each_other_through_the_sfu() {
     println!("screenshot of the host's page: {}", path.display());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_controls_chat_mute_screen_share_speaker_view_and_leave() {
+    let call = Call::start().await;
+    let (host, guest) = (&call.host, &call.guest);
+    let (host_id, guest_id) = (call.host_id, call.guest_id);
+
+    // Chat: sent from the host's form, shown on the guest's page (as text, not markup).
+    host.eval("document.getElementById('chat-text').value = '<b>hello</b> from the host'; document.getElementById('chat-form').requestSubmit()")
+        .await
+        .expect("send chat");
+    call.expect(
+        guest,
+        "[...document.querySelectorAll('#chat .text')].some(e => e.textContent === '<b>hello</b> from the host')",
+        "the guest sees the chat message",
+    )
+    .await;
+
+    // Mute: the guest's participant list shows the host muted; the host's mic track is off.
+    host.eval("document.getElementById('mute').click()").await.expect("mute");
+    call.expect(
+        guest,
+        &format!("document.querySelector('#people li[data-user=\"{host_id}\"] .flags').textContent.includes('muted')"),
+        "the guest sees the host muted",
+    )
+    .await;
+
+    // Screen share (a user gesture for getDisplayMedia; the fake UI picks a screen): the
+    // page's own offer renegotiates while the server's offers come and go.
+    host.gesture("document.getElementById('share').click()").await.expect("share");
+    let screen = format!("{host_id}:screen");
+    call.expect(
+        guest,
+        &format!("window.parley.state().remoteTiles.includes('{screen}')"),
+        "the guest gets the host's screen",
+    )
+    .await;
+    call.expect(
+        guest,
+        "(document.querySelector('.tile[data-source=\"screen\"] video') || {}).videoWidth > 0",
+        "the guest shows frames of the host's screen",
+    )
+    .await;
+    call.expect(
+        guest,
+        &format!(
+            "document.querySelector('#people li[data-user=\"{host_id}\"] .flags').textContent.includes('sharing')"
+        ),
+        "the guest sees the host sharing",
+    )
+    .await;
+    host.eval("document.getElementById('share').click()").await.expect("stop sharing");
+    call.expect(
+        guest,
+        &format!("!window.parley.state().remoteTiles.includes('{screen}')"),
+        "the screen tile goes when sharing stops",
+    )
+    .await;
+    call.expect(
+        guest,
+        &format!(
+            "!document.querySelector('#people li[data-user=\"{host_id}\"] .flags').textContent.includes('sharing')"
+        ),
+        "the guest sees the share stopped",
+    )
+    .await;
+
+    // Speaker view: a `subscribe`, no error on the status line; the host's camera stays.
+    guest
+        .eval("const v = document.getElementById('view'); v.value = 'speaker'; v.dispatchEvent(new Event('change'))")
+        .await
+        .expect("speaker view");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    call.expect(
+        guest,
+        "!document.getElementById('status').classList.contains('error')",
+        "no error after switching views",
+    )
+    .await;
+    call.expect(
+        guest,
+        &format!("window.parley.state().remoteTiles.includes('{host_id}:camera')"),
+        "the speaker view still shows the host",
+    )
+    .await;
+
+    // Leave: the host's page loses the guest's tiles and list entry.
+    guest.eval("document.getElementById('leave').click()").await.expect("leave");
+    call.expect(
+        guest,
+        "!window.parley.state().joined && !document.getElementById('join-form').hidden",
+        "the guest's page is back at the join form",
+    )
+    .await;
+    call.expect(
+        host,
+        &format!("!window.parley.state().remoteTiles.some(t => t.startsWith('{guest_id}:'))"),
+        "the guest's tiles go",
+    )
+    .await;
+    call.expect(
+        host,
+        &format!("!document.querySelector('#people li[data-user=\"{guest_id}\"]')"),
+        "the guest leaves the list",
+    )
+    .await;
+}
+
+/// A node, a host and a guest, and an instant meeting (no waiting room) that both joined from
+/// their own page in one Chromium, each decoding the other's camera.
+struct Call {
+    host: Page,
+    guest: Page,
+    host_id: Uuid,
+    guest_id: Uuid,
+    cdp: Arc<Cdp>,
+    node: TestNode,
+    chromium: Chromium,
+}
+
+impl Call {
+    async fn start() -> Call {
+        let chromium = Chromium::launch();
+        let node = TestNode::start_with(NodeOptions::new(Backend::Postgres).with_redis()).await;
+        let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
+        let (guest_id, guest_token) = node.user("guest@example.com", "Gus Guest").await;
+        let meeting = id_of(
+            &create_meeting(
+                &node,
+                &host_token,
+                json!({"title": "Browser", "meeting_type": "instant", "duration_minutes": 30,
+                       "settings": {"waiting_room": false, "screen_share": "all"}}),
+            )
+            .await,
+            "meeting_id",
+        );
+        let url =
+            |token: &str, name: &str| format!("{}/?meeting={meeting}&token={token}&name={name}&autojoin=1", node.base);
+
+        let cdp = Arc::new(Cdp::connect(&chromium.ws_url).await);
+        let started = Instant::now();
+        // The host first: its page starts the meeting (its `join` gets `meeting_not_active`,
+        // then `start`), which the guest's `join` needs.
+        let host = Page::open(&cdp, &url(&host_token, "Hannah"), "host").await;
+        let joined = host.wait_for("window.parley.state().joined", Duration::from_secs(15)).await;
+        assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);
+        let guest = Page::open(&cdp, &url(&guest_token, "Gus"), "guest").await;
+        let call = Call { host, guest, host_id, guest_id, cdp, node, chromium };
+
+        let deadline = Instant::now() + MEDIA_WAIT;
+        let mut frames = (0.0, 0.0);
+        while Instant::now() < deadline {
+            frames = (call.host.frames_decoded().await, call.guest.frames_decoded().await);
+            if frames.0 > 0.0 && frames.1 > 0.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        if frames.0 == 0.0 || frames.1 == 0.0 {
+            let why = call.report().await;
+            assert!(frames.0 > 0.0, "the host decodes the guest's camera: {frames:?}\n{why}");
+            assert!(frames.1 > 0.0, "the guest decodes the host's camera: {frames:?}\n{why}");
+        }
+        println!("both pages decode video {:.1} s after the host's page opened", started.elapsed().as_secs_f64());
+        call
+    }
+
+    async fn report(&self) -> String {
+        report(&self.cdp, &self.chromium, &self.node, &[&self.host, &self.guest]).await
+    }
+
+    /// A page's remote tiles (stream ids).
+    async fn tiles(&self, page: &Page) -> Vec<String> {
+        let v = page.eval("window.parley.state().remoteTiles").await.expect("remote tiles");
+        serde_json::from_value(v).expect("a list of stream ids")
+    }
+
+    /// Waits (bounded) until `expression` holds on `page`; fails with the report otherwise.
+    async fn expect(&self, page: &Page, expression: &str, what: &str) {
+        if !page.wait_for(expression, Duration::from_secs(10)).await {
+            panic!("{what}: `{expression}` on the {} page\n{}", page.label, self.report().await);
+        }
+    }
+}
+
 /// What a failure report shows: each page's state and WebRTC stats, its console, Chromium's
 /// and the node's logs.
-async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page<'_>]) -> String {
+async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page]) -> String {
     let mut out = String::new();
     for p in pages {
         let state = p.eval("window.parley.state()").await;
@@ -157,6 +301,36 @@ fn chromium_path() -> PathBuf {
         })
 }
 
+/// Chromium's command line (besides the profile directory and the first page).
+const FLAGS: &[&str] = &[
+    "--headless=new",
+    "--no-sandbox",
+    "--remote-debugging-port=0",
+    "--no-first-run",
+    "--no-default-browser-check",
+    "--disable-gpu",
+    "--window-size=1280,800",
+    // A fake camera (a moving test pattern) and microphone (a beep), granted
+    // without a permission prompt.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    "--mute-audio",
+    // WebRTC over loopback. The node's media peers listen on 127.0.0.1 only. Chrome leaves
+    // loopback interfaces out of ICE gathering unless told otherwise; here it still connects
+    // without this flag, from its eth0 address to the server's 127.0.0.1 candidate (a
+    // peer-reflexive candidate for the server), but on a machine with no other interface it
+    // would have nothing to connect from. With it, the selected pair is 127.0.0.1 ↔ 127.0.0.1.
+    "--allow-loopback-in-peer-connection",
+    // Host candidates as IP addresses, not mDNS names the server cannot resolve. A page with
+    // camera/microphone permission gets plain IPs anyway; this matters for a page without.
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // Two pages at once: neither may be throttled as a background tab.
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
+];
+
 /// A headless Chromium with its own throwaway profile, killed on drop.
 struct Chromium {
     child: Child,
@@ -171,30 +345,7 @@ impl Chromium {
         let path = chromium_path();
         let profile = tempfile::tempdir().expect("profile dir");
         let mut child = Command::new(&path)
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--remote-debugging-port=0",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-gpu",
-                "--window-size=1280,800",
-                // A fake camera (a moving test pattern) and microphone (a beep), granted
-                // without a permission prompt.
-                "--use-fake-device-for-media-stream",
-                "--use-fake-ui-for-media-stream",
-                "--autoplay-policy=no-user-gesture-required",
-                "--mute-audio",
-                // WebRTC over loopback: the node's media peers listen on 127.0.0.1, and Chrome
-                // leaves loopback interfaces out of ICE gathering unless told otherwise. Host
-                // candidates as plain IPs, not mDNS names the server cannot resolve.
-                "--allow-loopback-in-peer-connection",
-                "--disable-features=WebRtcHideLocalIpsWithMdns",
-                // Two pages at once: neither may be throttled as a background tab.
-                "--disable-background-timer-throttling",
-                "--disable-renderer-backgrounding",
-                "--disable-backgrounding-occluded-windows",
-            ])
+            .args(FLAGS)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())
@@ -341,14 +492,14 @@ impl Drop for Cdp {
 }
 
 /// One tab, attached with a flat session.
-struct Page<'a> {
-    cdp: &'a Cdp,
+struct Page {
+    cdp: Arc<Cdp>,
     session: String,
     label: &'static str,
 }
 
-impl<'a> Page<'a> {
-    async fn open(cdp: &'a Cdp, url: &str, label: &'static str) -> Page<'a> {
+impl Page {
+    async fn open(cdp: &Arc<Cdp>, url: &str, label: &'static str) -> Page {
         // A window of its own: a visible page, never a throttled background tab.
         let target = cdp
             .call(None, "Target.createTarget", json!({"url": "about:blank", "newWindow": true}))
@@ -360,7 +511,7 @@ impl<'a> Page<'a> {
             .await
             .expect("Target.attachToTarget");
         let session = attached["sessionId"].as_str().expect("sessionId").to_owned();
-        let page = Page { cdp, session, label };
+        let page = Page { cdp: cdp.clone(), session, label };
         // Console capture from the first line of the page on.
         page.call("Runtime.enable", json!({})).await.expect("Runtime.enable");
         page.call("Page.enable", json!({})).await.expect("Page.enable");
@@ -381,6 +532,20 @@ impl<'a> Page<'a> {
             return Err(format!("{expression}: {}", e["exception"]["description"].as_str().unwrap_or(&e.to_string())));
         }
         Ok(r["result"]["value"].clone())
+    }
+
+    /// Evaluates `expression` as if the user had clicked (APIs that need a gesture allow it).
+    async fn gesture(&self, expression: &str) -> Result<Value, String> {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "awaitPromise": true, "returnByValue": true, "userGesture": true}),
+            )
+            .await?;
+        match r.get("exceptionDetails") {
+            Some(e) => Err(format!("{expression}: {e}")),
+            None => Ok(r["result"]["value"].clone()),
+        }
     }
 
     /// Polls `expression` until it is `true` (errors — the page still loading — count as not yet).
