@@ -320,7 +320,8 @@ const FLAGS: &[&str] = &[
     // loopback interfaces out of ICE gathering unless told otherwise; here it still connects
     // without this flag, from its eth0 address to the server's 127.0.0.1 candidate (a
     // peer-reflexive candidate for the server), but on a machine with no other interface it
-    // would have nothing to connect from. With it, the selected pair is 127.0.0.1 ↔ 127.0.0.1.
+    // would have nothing to connect from. With it, Chrome also gathers 127.0.0.1 and a
+    // loopback pair is nominated too.
     "--allow-loopback-in-peer-connection",
     // Host candidates as IP addresses, not mDNS names the server cannot resolve. A page with
     // camera/microphone permission gets plain IPs anyway; this matters for a page without.
