@@ -31,6 +31,7 @@ use parley_media::layers::{Layer, LayerInfo, LayerSelector, PacketAction};
 use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
+use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
 use parley_media::rewrite::StreamRewriter;
 use parley_media::speaker::SpeakerDetector;
 use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, TileSize, View};
@@ -62,6 +63,8 @@ pub enum RouterMsg {
     Peer { user_id: Uuid, generation: u64, event: PeerEvent },
     /// An egress waits for a keyframe of `key` at `layer` (`None`: not simulcast).
     KeyframeWanted { key: Arc<str>, layer: Option<Layer> },
+    /// A keyframe request that the throttle held back: its second is over.
+    DeferredKeyframe { key: Arc<str>, layer: Option<Layer> },
     /// Time to re-decide the active speaker.
     Tick,
     /// Counters, for the admin API and tests.
@@ -175,6 +178,9 @@ struct Member {
     offer_pending: bool,
     /// Something changed while our offer was pending: offer again after the answer.
     renegotiate: bool,
+    /// Video tracks added for it whose publishers are asked for a keyframe once it answers
+    /// (before that it could not decode one).
+    awaiting_keyframe: Vec<Arc<str>>,
 }
 
 impl Member {
@@ -205,6 +211,9 @@ pub struct RouterState {
     generations: u64,
     counters: Arc<Counters>,
     peers_gauge: Arc<AtomicU32>,
+    myself: RouterRef,
+    /// Keyframe requests waiting for the throttle's second to pass.
+    deferred_keyframes: std::collections::HashSet<(Arc<str>, Option<Layer>)>,
 }
 
 fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
@@ -244,6 +253,8 @@ impl Actor for MediaRouterActor {
             generations: 0,
             counters: Arc::default(),
             peers_gauge: args.peers_gauge,
+            myself: myself.clone(),
+            deferred_keyframes: Default::default(),
         })
     }
 
@@ -284,6 +295,10 @@ impl Actor for MediaRouterActor {
                 }
             }
             RouterMsg::KeyframeWanted { key, layer } => request_keyframe(state, &key, layer).await,
+            RouterMsg::DeferredKeyframe { key, layer } => {
+                state.deferred_keyframes.remove(&(key.clone(), layer));
+                request_keyframe(state, &key, layer).await;
+            }
             RouterMsg::Tick => speaker_tick(state).await,
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
@@ -314,8 +329,13 @@ async fn request_of(myself: &RouterRef, state: &mut RouterState, user: Uuid, req
                 m.renegotiate = true;
                 return Err(media_error(e));
             }
+            let keyframes = std::mem::take(&mut m.awaiting_keyframe);
             if std::mem::take(&mut m.renegotiate) {
                 renegotiate(state, user).await;
+            }
+            // Its new video tracks are negotiated: it can start decoding at the next keyframe.
+            for key in keyframes {
+                request_keyframe(state, &key, None).await;
             }
             Ok(ReplyData::Done)
         }
@@ -431,6 +451,7 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         out: HashMap::new(),
         offer_pending: false,
         renegotiate: false,
+        awaiting_keyframe: Vec::new(),
     })
 }
 
@@ -566,20 +587,33 @@ fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
     out
 }
 
-/// Asks the publisher of `key` for a keyframe on `layer`'s stream (every stream when `None`);
-/// the peer throttles to one request per stream per second.
-async fn request_keyframe(state: &RouterState, key: &str, layer: Option<Layer>) {
-    for m in state.members.values() {
-        if let Some(p) = m.published.values().find(|p| &*p.key == key) {
-            for (ssrc, l) in &p.ssrcs {
-                if (layer.is_none() || *l == layer)
-                    && let Err(e) = m.peer.request_keyframe(*ssrc).await
-                {
-                    tracing::debug!(key, error = %e, "keyframe request failed");
-                }
+/// Asks the publisher of `key` for a keyframe on `layer`'s stream (every stream when `None`).
+/// The peer allows one request per stream per second; a request inside that second is not
+/// dropped but sent when the second is over (once, however many were asked for meanwhile), so
+/// a subscriber arriving just after another still gets its keyframe.
+async fn request_keyframe(state: &mut RouterState, key: &str, layer: Option<Layer>) {
+    let Some((peer, ssrcs)) = state.members.values().find_map(|m| {
+        let p = m.published.values().find(|p| &*p.key == key)?;
+        let ssrcs: Vec<u32> =
+            p.ssrcs.iter().filter(|(_, l)| layer.is_none() || **l == layer).map(|(s, _)| *s).collect();
+        Some((m.peer.clone(), ssrcs))
+    }) else {
+        return;
+    };
+    let mut throttled = false;
+    for ssrc in ssrcs {
+        match peer.request_keyframe(ssrc).await {
+            Ok(sent) => {
+                tracing::debug!(key, ssrc, sent, "keyframe requested");
+                throttled |= !sent;
             }
-            return;
+            Err(e) => tracing::debug!(key, error = %e, "keyframe request failed"),
         }
+    }
+    let deferred: (Arc<str>, Option<Layer>) = (Arc::from(key), layer);
+    if throttled && state.deferred_keyframes.insert(deferred.clone()) {
+        let (key, layer) = deferred;
+        state.myself.send_after(MIN_KEYFRAME_REQUEST_INTERVAL, move || RouterMsg::DeferredKeyframe { key, layer });
     }
 }
 
@@ -741,12 +775,11 @@ async fn replan(state: &mut RouterState, user: Uuid) {
             }
         }
     }
+    if let Some(m) = state.members.get_mut(&user) {
+        m.awaiting_keyframe.extend(keyframes);
+    }
     if changed {
         renegotiate(state, user).await;
-    }
-    // New subscribers of a video track need a keyframe to start decoding.
-    for key in keyframes {
-        request_keyframe(state, &key, None).await;
     }
 }
 

@@ -31,6 +31,13 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
+use parley_media::peer::{KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder};
+use rtc::interceptor::{Interceptor, Packet as ChainPacket, Slot, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::sansio::Protocol;
+use webrtc::media_stream::track_local::TrackLocalEvent;
+
 use crate::LoadError;
 use crate::signal::{Api, Signal};
 use crate::synth::{self, Phase, Stamp};
@@ -79,6 +86,13 @@ struct Shared {
     received: Mutex<Received>,
     events: Mutex<Vec<Value>>,
     offers_answered: AtomicU32,
+    /// Keyframe requests (PLI/FIR) the server sent about our video tracks.
+    keyframe_requests: AtomicU64,
+    /// Send a keyframe next (the server asked for one).
+    force_keyframe: AtomicBool,
+    /// Receive-side loss injection: drop the first copy of every Nth VP8 packet (0 = none).
+    drop_every: AtomicU32,
+    dropped: Arc<AtomicU64>,
     /// The server answered or offered; the number of negotiations completed.
     negotiations: watch::Sender<u32>,
 }
@@ -139,6 +153,10 @@ impl Participant {
             received: Mutex::new(Received::default()),
             events: Mutex::new(Vec::new()),
             offers_answered: AtomicU32::new(0),
+            keyframe_requests: AtomicU64::new(0),
+            force_keyframe: AtomicBool::new(false),
+            drop_every: AtomicU32::new(0),
+            dropped: Arc::new(AtomicU64::new(0)),
             negotiations,
         });
         tokio::spawn(handle_events(events, signal.clone(), shared.clone()));
@@ -190,9 +208,10 @@ impl Participant {
             self.tracks.push(LocalTrack { track: t, source: "microphone", kind: RtpCodecKind::Audio, ssrc, next });
         }
         for t in &self.tracks {
-            // Drain the RTCP the server sends about our tracks (the stack's queue is bounded).
-            let t = t.track.clone();
-            tokio::spawn(async move { while t.poll().await.is_some() {} });
+            // Drain the RTCP the server sends about our tracks (the stack's queue is bounded);
+            // count keyframe requests and answer them with a keyframe.
+            let (t, shared) = (t.track.clone(), self.shared.clone());
+            tokio::spawn(watch_feedback(t, shared));
         }
         if self.tracks.is_empty() {
             // An offer needs a media section; one receive-only video section is enough (what
@@ -230,7 +249,13 @@ impl Participant {
             None,
         )
         .map_err(rtc_err)?;
-        let registry = register_default_interceptors(Registry::new(), &mut me).map_err(rtc_err)?;
+        let mut registry = register_default_interceptors(Registry::new(), &mut me)
+            .map_err(rtc_err)?
+            .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
+        let every = self.shared.drop_every.load(Ordering::Relaxed);
+        if every > 0 {
+            registry = registry.with(Slot::from(LOSS_SLOT), LossInjector::new(every, self.shared.dropped.clone()));
+        }
         let handler = Handler {
             shared: self.shared.clone(),
             connected: self.connected_tx.clone(),
@@ -258,7 +283,7 @@ impl Participant {
     pub fn publish_sources(&self, sources: &[&str], rates: Rates) -> Publisher {
         let control = Arc::new(PublishControl::default());
         for track in self.tracks.iter().filter(|t| sources.contains(&t.source)) {
-            let (track, control) = (track.clone(), control.clone());
+            let (track, control, shared) = (track.clone(), control.clone(), self.shared.clone());
             let audio_level_id = {
                 let pc = lock(&self.shared.pc).clone();
                 async move {
@@ -271,7 +296,7 @@ impl Participant {
             };
             tokio::spawn(async move {
                 let level_id = audio_level_id.await;
-                send_media(track, control, rates, level_id).await;
+                send_media(track, shared, control, rates, level_id).await;
             });
         }
         Publisher { control }
@@ -285,8 +310,7 @@ impl Participant {
         let ssrc = rand_u32();
         let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), ssrc);
         let sender = pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
-        let drain = t.clone();
-        tokio::spawn(async move { while drain.poll().await.is_some() {} });
+        tokio::spawn(watch_feedback(t.clone(), self.shared.clone()));
         let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
         self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, ssrc, next });
         self.screen_sender = Some(sender);
@@ -315,6 +339,22 @@ impl Participant {
         let reply = self.signal.ok(json!({"type": "offer", "sdp": sdp, "sources": sources})).await?;
         let answer = reply["sdp"].as_str().unwrap_or_default().to_owned();
         pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)
+    }
+
+    /// Before [`Participant::connect_media`]: drop the first copy of every `every`th VP8 packet
+    /// received, closest to the wire (so the NACK machinery sees the gap and asks again).
+    pub fn inject_receive_loss(&self, every: u32) {
+        self.shared.drop_every.store(every, Ordering::Relaxed);
+    }
+
+    /// Packets the loss injection dropped so far.
+    pub fn injected_drops(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Keyframe requests (PLI/FIR) the server sent this publisher so far.
+    pub fn keyframe_requests(&self) -> u64 {
+        self.shared.keyframe_requests.load(Ordering::Relaxed)
     }
 
     /// Asks for a view (`subscribe`).
@@ -439,7 +479,13 @@ impl Drop for Publisher {
     }
 }
 
-async fn send_media(local: LocalTrack, control: Arc<PublishControl>, rates: Rates, level_id: Option<u8>) {
+async fn send_media(
+    local: LocalTrack,
+    shared: Arc<Shared>,
+    control: Arc<PublishControl>,
+    rates: Rates,
+    level_id: Option<u8>,
+) {
     let LocalTrack { track, kind, ssrc, next, .. } = local;
     let video = kind == RtpCodecKind::Video;
     let (period, clock_step) = if video {
@@ -467,7 +513,9 @@ async fn send_media(local: LocalTrack, control: Arc<PublishControl>, rates: Rate
             let payload = if !video {
                 synth::opus_payload(stamp, 80)
             } else if i == 0 {
-                synth::vp8_payload(frame.is_multiple_of(rates.keyframe_every.max(1)), stamp, rates.video_packet_bytes)
+                let asked = shared.force_keyframe.swap(false, Ordering::AcqRel);
+                let keyframe = asked || frame.is_multiple_of(rates.keyframe_every.max(1));
+                synth::vp8_payload(keyframe, stamp, rates.video_packet_bytes)
             } else {
                 synth::vp8_continuation(stamp, rates.video_packet_bytes)
             };
@@ -575,6 +623,92 @@ async fn apply_remote_set(shared: &Shared, pc: &Arc<dyn PeerConnection>) {
             tracing::debug!(error = %e, "server candidate refused");
         }
     }
+}
+
+/// Reads the RTCP the server sends about one of our tracks: keyframe requests are counted and
+/// make the next video frame a keyframe.
+async fn watch_feedback(track: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
+    while let Some(event) = track.poll().await {
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event
+            && packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
+        {
+            shared.keyframe_requests.fetch_add(1, Ordering::Relaxed);
+            shared.force_keyframe.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Where the loss injector sits: closest to the wire, before every built-in interceptor reads.
+const LOSS_SLOT: usize = 500;
+
+/// Drops the first copy of every Nth inbound VP8 packet (payload type 96); a retransmission of
+/// it passes.
+struct LossInjector {
+    every: u32,
+    seen: u32,
+    dropped_seqs: std::collections::HashSet<(u32, u16)>,
+    dropped: Arc<AtomicU64>,
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl LossInjector {
+    fn new(every: u32, dropped: Arc<AtomicU64>) -> Self {
+        LossInjector {
+            every,
+            seen: 0,
+            dropped_seqs: Default::default(),
+            dropped,
+            read: Default::default(),
+            write: Default::default(),
+        }
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let ChainPacket::Rtp(p) = &msg.message.packet
+            && p.header.payload_type == 96
+        {
+            let key = (p.header.ssrc, p.header.sequence_number);
+            if !self.dropped_seqs.contains(&key) {
+                self.seen += 1;
+                if self.seen.is_multiple_of(self.every) {
+                    self.dropped_seqs.insert(key);
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for LossInjector {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Answers server offers, applies server candidates, records the rest.

@@ -72,7 +72,7 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// Where our keyframe-request forwarder sits in the interceptor chain: after every built-in
 /// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
 /// the RTCP before it is narrowed down.
-const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+pub const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 
 /// Network settings of the media node, shared by all its peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -849,8 +849,10 @@ fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
 /// ends every inbound RTCP packet at the end of its interceptor chain and `TrackLocal::poll`
 /// never sees a keyframe request. Other RTCP passes through unmarked (and stops there, after
 /// the built-in interceptors used it).
+/// Public so that client peers (the load tester) can see the keyframe requests a server sends
+/// them: register it at [`KEYFRAME_FORWARDER_SLOT`].
 #[derive(Default)]
-struct KeyframeRequestForwarder {
+pub struct KeyframeRequestForwarder {
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
 }
