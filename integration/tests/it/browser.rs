@@ -61,12 +61,17 @@ async fn two_browsers_see_each_other_through_the_sfu() {
 
     // Let a few more frames arrive so the screenshot shows moving video, not the first frame.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let png = host.screenshot().await;
+    save_screenshot(host, "browser-two-peers.png").await;
+}
+
+/// Saves a page's screenshot as `target/test-artifacts/<name>` and prints where.
+async fn save_screenshot(page: &Page, name: &str) {
+    let png = page.screenshot().await;
     let dir = target_dir().join("test-artifacts");
     std::fs::create_dir_all(&dir).expect("create target/test-artifacts");
-    let path = dir.join("browser-two-peers.png");
+    let path = dir.join(name);
     std::fs::write(&path, png).expect("write the screenshot");
-    println!("screenshot of the host's page: {}", path.display());
+    println!("screenshot of the {} page: {}", page.label, path.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,6 +124,7 @@ async fn the_pages_controls_chat_mute_screen_share_speaker_view_and_leave() {
         "the guest sees the host sharing",
     )
     .await;
+    save_screenshot(guest, "browser-screen-share.png").await;
     host.eval("document.getElementById('share').click()").await.expect("stop sharing");
     call.expect(
         guest,
@@ -176,6 +182,16 @@ async fn the_pages_controls_chat_mute_screen_share_speaker_view_and_leave() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_admitted_from_the_waiting_room_gets_media() {
+    // `Call` waits for both pages to decode video: the admitted guest's page (which joined
+    // through the `admitted` event, not a `joined` reply) connected its media too.
+    let call = Call::start_with(true).await;
+    assert!(call.tiles(&call.guest).await.contains(&format!("{}:camera", call.host_id)));
+    let me = "document.getElementById('people').textContent";
+    assert!(call.guest.eval(me).await.expect("people").as_str().is_some_and(|t| t.contains("Gus (you)")));
+}
+
 /// A node, a host and a guest, and an instant meeting (no waiting room) that both joined from
 /// their own page in one Chromium, each decoding the other's camera.
 struct Call {
@@ -190,6 +206,11 @@ struct Call {
 
 impl Call {
     async fn start() -> Call {
+        Call::start_with(false).await
+    }
+
+    /// With `waiting_room`, the guest's page waits until the host admits it from its page.
+    async fn start_with(waiting_room: bool) -> Call {
         let chromium = Chromium::launch();
         let node = TestNode::start_with(NodeOptions::new(Backend::Postgres).with_redis()).await;
         let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
@@ -199,7 +220,7 @@ impl Call {
                 &node,
                 &host_token,
                 json!({"title": "Browser", "meeting_type": "instant", "duration_minutes": 30,
-                       "settings": {"waiting_room": false, "screen_share": "all"}}),
+                       "settings": {"waiting_room": waiting_room, "screen_share": "all"}}),
             )
             .await,
             "meeting_id",
@@ -216,6 +237,20 @@ impl Call {
         assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);
         let guest = Page::open(&cdp, &url(&guest_token, "Gus"), "guest").await;
         let call = Call { host, guest, host_id, guest_id, cdp, node, chromium };
+        if waiting_room {
+            let (host, guest) = (&call.host, &call.guest);
+            call.expect(
+                guest,
+                "document.getElementById('status').textContent.includes('waiting room')",
+                "the guest waits",
+            )
+            .await;
+            let admit = "!document.getElementById('waiting-box').hidden \
+                         && [...document.querySelectorAll('#waiting li')].some(li => li.textContent.includes('Gus'))";
+            call.expect(host, admit, "the host's page lists the guest as waiting").await;
+            host.eval("document.querySelector('#waiting button').click()").await.expect("admit");
+            call.expect(host, "document.getElementById('waiting-box').hidden", "the waiting list empties").await;
+        }
 
         let deadline = Instant::now() + MEDIA_WAIT;
         let mut frames = (0.0, 0.0);
