@@ -20,6 +20,7 @@ run: build ## start one node on 127.0.0.1:8080 with embedded SQLite in ./data (n
 	@echo "  curl -s -X POST localhost:8080/api/meetings -H \"Authorization: Bearer \$$TOKEN\" -H 'Content-Type: application/json' \\"
 	@echo "       -d '{\"title\":\"Standup\",\"meeting_type\":\"instant\",\"duration_minutes\":30}'"
 	@echo "  curl -s localhost:8080/api/meetings/upcoming -H \"Authorization: Bearer \$$TOKEN\""
+	@echo "Then open http://127.0.0.1:8080/ in a browser: the meeting id and a user token join it."
 	@echo "API reference: README.md. Stop with Ctrl-C."
 	./target/release/parley node
 
