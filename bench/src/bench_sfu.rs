@@ -76,8 +76,8 @@ async fn scenario(
 }
 
 /// The baseline: one thread receives datagrams on one socket and sends each to `fan_out`
-/// sinks, as fast as a sender thread feeds it, for `secs`. Returns packets out per second per
-/// core of the forwarding thread.
+/// sinks, as fast as a sender thread feeds it, for `secs`. Returns packets out per second, and
+/// packets out per second per core the forwarding thread used.
 fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
     let input = UdpSocket::bind("127.0.0.1:0")?;
     input.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -129,7 +129,9 @@ fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
     feeder.join().map_err(|_| anyhow::anyhow!("feeder panicked"))??;
     drain.join().map_err(|_| anyhow::anyhow!("drain panicked"))?;
     let per_s = sent as f64 / wall;
-    Ok((per_s, per_s / cpu.max(0.01)))
+    // Cores the forwarding thread used: CPU seconds per wall second.
+    let cores = (cpu / wall).max(0.001);
+    Ok((per_s, per_s / cores))
 }
 
 #[tokio::main]
