@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use parley_core::protocol::{ErrorCode, Event, IceCandidate, MediaSource, ReplyData, Request, ViewKind};
+use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
 use parley_media::layers::{Layer, LayerInfo, LayerSelector, PacketAction};
 use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
@@ -343,12 +343,7 @@ async fn request_of(myself: &RouterRef, state: &mut RouterState, user: Uuid, req
             let Some(m) = state.members.get(&user) else {
                 return fail(ErrorCode::NegotiationState, "send an offer before ICE candidates");
             };
-            let c = parley_media::peer::IceCandidate {
-                candidate: candidate.candidate,
-                sdp_mid: candidate.sdp_mid,
-                sdp_mline_index: candidate.sdp_mline_index,
-            };
-            m.peer.add_remote_candidate(c).await.map_err(media_error)?;
+            m.peer.add_remote_candidate(candidate).await.map_err(media_error)?;
             Ok(ReplyData::Done)
         }
         Request::Subscribe { view, page, page_size, audio } => {
@@ -485,13 +480,7 @@ fn forget_member(state: &mut RouterState, user: Uuid, _m: &Member) {
 async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
     match event {
         PeerEvent::LocalCandidate(c) => {
-            let candidate = IceCandidate {
-                candidate: c.candidate,
-                sdp_mid: c.sdp_mid,
-                sdp_mline_index: c.sdp_mline_index,
-                username_fragment: None,
-            };
-            send_to(state, user, Event::IceCandidate { candidate });
+            send_to(state, user, Event::IceCandidate { candidate: c });
         }
         PeerEvent::StateChanged(PeerState::Failed) => {
             if let Some(m) = state.members.remove(&user) {

@@ -321,17 +321,7 @@ impl Actor for MeetingActor {
                     *media = Some(MediaNode {
                         node: me.name.clone(),
                         media_addr: format!("{}:{}", me.host, me.media_port),
-                        ice_servers: state
-                            .services
-                            .media
-                            .ice_servers
-                            .iter()
-                            .map(|i| parley_core::protocol::IceServer {
-                                urls: i.urls.clone(),
-                                username: i.username.clone(),
-                                credential: i.credential.clone(),
-                            })
-                            .collect(),
+                        ice_servers: state.services.media.ice_servers.clone(),
                     });
                 }
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {

@@ -108,26 +108,9 @@ impl PeerConfig {
     }
 }
 
-/// A STUN or TURN server for clients, in the browser's `RTCIceServer` shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-/// An ICE candidate in the browser's `RTCIceCandidateInit` shape, as it travels over the
-/// WebSocket.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IceCandidate {
-    pub candidate: String,
-    #[serde(default, rename = "sdpMid")]
-    pub sdp_mid: Option<String>,
-    #[serde(default, rename = "sdpMLineIndex")]
-    pub sdp_mline_index: Option<u16>,
-}
+/// STUN/TURN servers and ICE candidates are the protocol's own types (browser shapes), so
+/// they cross the WebSocket and the cluster unchanged.
+pub use parley_core::protocol::{IceCandidate, IceServer};
 
 /// Audio or video.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -502,6 +485,7 @@ impl Peer {
             candidate: candidate.candidate,
             sdp_mid: candidate.sdp_mid,
             sdp_mline_index: candidate.sdp_mline_index,
+            username_fragment: candidate.username_fragment,
             ..Default::default()
         };
         self.pc.add_ice_candidate(init).await.map_err(|e| MediaError::Candidate(e.to_string()))
@@ -760,6 +744,7 @@ impl PeerConnectionEventHandler for Handler {
                 candidate: init.candidate,
                 sdp_mid: init.sdp_mid,
                 sdp_mline_index: init.sdp_mline_index,
+                username_fragment: None,
             })),
             Err(e) => tracing::warn!(error = %e, "local candidate not serialisable"),
         }

@@ -616,6 +616,7 @@ async fn malformed_sdp_is_an_error_not_a_panic() {
         candidate: "candidate:garbage".into(),
         sdp_mid: None,
         sdp_mline_index: None,
+        username_fragment: None,
     };
     assert!(matches!(peer.add_remote_candidate(bad).await, Err(MediaError::Candidate(_))));
     peer.close().await.unwrap();
