@@ -34,7 +34,7 @@ use parley_media::peer::{
 use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
 use parley_media::rewrite::StreamRewriter;
 use parley_media::speaker::SpeakerDetector;
-use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, TileSize, View};
+use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, View};
 use parley_media::{MediaError, vp8};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
@@ -284,7 +284,7 @@ impl Actor for MediaRouterActor {
             RouterMsg::Left { user_id } => {
                 if let Some(m) = state.members.remove(&user_id) {
                     tracing::info!(meeting_id = %state.meeting_id, user = %user_id, "media peer closed: left the meeting");
-                    forget_member(state, user_id, &m);
+                    forget_member(state, user_id);
                     close_member(m).await;
                     replan_all(state).await;
                 }
@@ -461,7 +461,7 @@ async fn close_member(m: Member) {
 
 /// Takes a departing member out of the routes (as publisher and as subscriber) and the
 /// speaker detector.
-fn forget_member(state: &mut RouterState, user: Uuid, _m: &Member) {
+fn forget_member(state: &mut RouterState, user: Uuid) {
     {
         let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.by_track.retain(|(publisher, _), _| *publisher != user);
@@ -485,7 +485,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
         PeerEvent::StateChanged(PeerState::Failed) => {
             if let Some(m) = state.members.remove(&user) {
                 tracing::warn!(meeting_id = %state.meeting_id, %user, "media peer failed (ICE/DTLS): closed");
-                forget_member(state, user, &m);
+                forget_member(state, user);
                 close_member(m).await;
                 send_to(state, user, Event::MediaClosed { reason: "the media connection failed".to_owned() });
                 replan_all(state).await;
@@ -680,7 +680,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     };
     let mut want: HashMap<Arc<str>, Option<u32>> = HashMap::new();
     for (key, tile) in &plan.video {
-        want.insert(Arc::from(key.as_str()), Some(tile_height(*tile)));
+        want.insert(Arc::from(key.as_str()), Some(tile.height()));
     }
     for key in &plan.audio {
         want.insert(Arc::from(key.as_str()), None);
@@ -770,10 +770,6 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     if changed {
         renegotiate(state, user).await;
     }
-}
-
-fn tile_height(tile: TileSize) -> u32 {
-    tile.height()
 }
 
 /// Offers the subscriber its current tracks, or remembers to once its pending offer is answered.

@@ -31,7 +31,7 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use parley_media::peer::{KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder};
+use parley_media::peer::{AUDIO_LEVEL_URI, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, extmap_id};
 use rtc::interceptor::{Interceptor, Packet as ChainPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -42,7 +42,6 @@ use crate::LoadError;
 use crate::signal::{Api, Signal};
 use crate::synth::{self, Phase, Stamp};
 
-const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// How long media setup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -559,15 +558,6 @@ async fn send_media(
 
 fn rand_u32() -> u32 {
     Uuid::new_v4().as_u128() as u32
-}
-
-/// The one-byte extension id mapped to `uri` in an SDP.
-fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
-    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=extmap:")).find_map(|rest| {
-        let mut parts = rest.split_whitespace();
-        let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
-        (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
-    })
 }
 
 fn vp8() -> RTCRtpCodec {

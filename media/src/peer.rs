@@ -644,7 +644,7 @@ fn sdp_error(e: webrtc::error::Error) -> MediaError {
 }
 
 /// The one-byte extension id (1..=14) mapped to `uri` in an SDP (`a=extmap:<id>[/dir] <uri>`).
-fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
+pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
     sdp.lines().filter_map(|l| l.trim().strip_prefix("a=extmap:")).find_map(|rest| {
         let mut parts = rest.split_whitespace();
         let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
