@@ -22,12 +22,12 @@
 //! through the meeting actor, which knows where each connection is in the cluster.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
-use parley_media::layers::{Layer, LayerInfo, LayerSelector, PacketAction};
+use parley_media::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
 use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
@@ -48,7 +48,7 @@ type Answer = Result<ReplyData, (ErrorCode, String)>;
 
 /// Packets queued for one subscriber before drops begin (~0.5 s of a busy gallery).
 const EGRESS_QUEUE: usize = 4096;
-/// How often the active speaker is re-decided.
+/// How often the active speaker and every subscriber's simulcast layers are re-decided.
 const SPEAKER_TICK: Duration = Duration::from_millis(200);
 /// An egress waiting for a keyframe asks again after this long.
 const KEYFRAME_REASK: Duration = Duration::from_millis(500);
@@ -105,11 +105,15 @@ struct Forward {
 enum EgressMsg {
     Rtp(Arc<Forward>),
     /// Send `key` on `track`; `tile`: the tile height of a video track (drives the layer).
+    /// `rates`: the publisher's measured layer bitrates; `wants`: where to say which layers
+    /// this subscriber needs (the ingest skips the others).
     Bind {
         key: Arc<str>,
         track: OutTrack,
         tile: Option<u32>,
         layers: Vec<Layer>,
+        rates: Arc<LayerRates>,
+        wants: Arc<AtomicU8>,
     },
     Unbind {
         key: Arc<str>,
@@ -120,6 +124,8 @@ enum EgressMsg {
         tile: u32,
         layers: Vec<Layer>,
     },
+    /// Re-decide every layer from the latest estimate and rates (sent on the router's tick).
+    Reselect,
 }
 
 type Egress = mpsc::Sender<EgressMsg>;
@@ -133,7 +139,45 @@ struct Routes {
 
 struct Route {
     key: Arc<str>,
-    subscribers: Arc<[(Uuid, Egress)]>,
+    subscribers: Arc<[Subscriber]>,
+    rates: Arc<LayerRates>,
+}
+
+/// One subscriber of a route.
+#[derive(Clone)]
+struct Subscriber {
+    user: Uuid,
+    egress: Egress,
+    /// The simulcast layers it needs now (bits of [`layer_bit`]): the one it receives and the
+    /// one it is switching to. Set by its egress task.
+    wants: Arc<AtomicU8>,
+}
+
+/// Every layer: what a subscriber of a stream without simulcast wants.
+const ALL_LAYERS: u8 = 0b111;
+
+fn layer_bit(layer: Option<Layer>) -> u8 {
+    match layer {
+        Some(Layer::Low) => 0b001,
+        Some(Layer::Mid) => 0b010,
+        Some(Layer::High) => 0b100,
+        None => 0,
+    }
+}
+
+/// Measured bitrate of each simulcast layer of one published track, bits/s: written by the
+/// publisher's ingest task, read by its subscribers' egress tasks.
+#[derive(Default)]
+struct LayerRates([AtomicU64; 3]);
+
+impl LayerRates {
+    fn slot(&self, layer: Layer) -> &AtomicU64 {
+        &self.0[match layer {
+            Layer::Low => 0,
+            Layer::Mid => 1,
+            Layer::High => 2,
+        }]
+    }
 }
 
 /// Counters shared by the tasks.
@@ -150,6 +194,7 @@ struct Published {
     kind: MediaKind,
     /// SSRC → simulcast layer (`None` without simulcast).
     ssrcs: BTreeMap<u32, Option<Layer>>,
+    rates: Arc<LayerRates>,
 }
 
 impl Published {
@@ -299,7 +344,12 @@ impl Actor for MediaRouterActor {
                 state.deferred_keyframes.remove(&(key.clone(), layer));
                 request_keyframe(state, &key, layer).await;
             }
-            RouterMsg::Tick => speaker_tick(state).await,
+            RouterMsg::Tick => {
+                for m in state.members.values() {
+                    let _ = m.egress.try_send(EgressMsg::Reselect);
+                }
+                speaker_tick(state).await;
+            }
             RouterMsg::Stats(reply) => {
                 let _ = reply.send(RouterStats {
                     peers: state.members.len() as u32,
@@ -432,7 +482,8 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle(),
         tokio::spawn(ingest(user, rtp, state.routes.clone(), state.speaker.clone(), state.counters.clone()))
             .abort_handle(),
-        tokio::spawn(egress_loop(egress_rx, myself.clone(), state.counters.clone())).abort_handle(),
+        tokio::spawn(egress_loop(egress_rx, myself.clone(), state.counters.clone(), peer.downlink_estimate()))
+            .abort_handle(),
     ];
     Ok(Member {
         peer,
@@ -466,8 +517,8 @@ fn forget_member(state: &mut RouterState, user: Uuid) {
         let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
         routes.by_track.retain(|(publisher, _), _| *publisher != user);
         for route in routes.by_track.values_mut() {
-            if route.subscribers.iter().any(|(u, _)| *u == user) {
-                route.subscribers = route.subscribers.iter().filter(|(u, _)| *u != user).cloned().collect();
+            if route.subscribers.iter().any(|s| s.user == user) {
+                route.subscribers = route.subscribers.iter().filter(|s| s.user != user).cloned().collect();
             }
         }
     }
@@ -502,12 +553,14 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
             if is_new {
                 let source = m.source_of(&track_id, kind);
                 let key: Arc<str> = Arc::from(format!("{user}:{}", source.as_str()));
-                m.published.insert(track_id.clone(), Published { key, source, kind, ssrcs: BTreeMap::new() });
+                m.published.insert(
+                    track_id.clone(),
+                    Published { key, source, kind, ssrcs: BTreeMap::new(), rates: Arc::default() },
+                );
             }
             let Some(p) = m.published.get_mut(&track_id) else { return };
             p.ssrcs.insert(ssrc, layer);
-            let key = p.key.clone();
-            let layers = p.layers();
+            let (key, layers, rates) = (p.key.clone(), p.layers(), p.rates.clone());
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, "publishing");
                 state
@@ -515,7 +568,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .by_track
-                    .insert((user, track_id), Route { key, subscribers: Arc::from(Vec::new()) });
+                    .insert((user, track_id), Route { key, subscribers: Arc::from(Vec::new()), rates });
                 replan_all(state).await;
             } else {
                 // A further simulcast layer: subscribers may choose it now.
@@ -664,8 +717,9 @@ async fn replan_all(state: &mut RouterState) {
     }
 }
 
-/// Where a key's packets come from: publisher, msid track id, kind, simulcast layers.
-type Source = (Uuid, Arc<str>, MediaKind, Vec<Layer>);
+/// Where a key's packets come from: publisher, msid track id, kind, simulcast layers and
+/// their rates.
+type Source = (Uuid, Arc<str>, MediaKind, Vec<Layer>, Arc<LayerRates>);
 
 /// Brings one subscriber's outgoing tracks in line with its plan; offers if that changed them.
 async fn replan(state: &mut RouterState, user: Uuid) {
@@ -690,14 +744,14 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     for (u, pm) in &state.members {
         for (track_id, p) in &pm.published {
             if want.contains_key(&p.key) {
-                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.kind, p.layers()));
+                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.kind, p.layers(), p.rates.clone()));
             }
         }
     }
     let Some(m) = state.members.get_mut(&user) else { return };
     let mut changed = false;
     let remove: Vec<Arc<str>> = m.out.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-    let mut routes_add: Vec<(Uuid, Arc<str>)> = Vec::new();
+    let mut routes_add: Vec<(Uuid, Arc<str>, Arc<AtomicU8>)> = Vec::new();
     let mut routes_remove: Vec<Arc<str>> = Vec::new();
     for key in remove {
         if let Some((track, _)) = m.out.remove(&key) {
@@ -711,7 +765,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     }
     let mut keyframes = Vec::new();
     for (key, tile) in &want {
-        let Some((publisher, track_id, kind, layers)) = source_of.get(key) else { continue };
+        let Some((publisher, track_id, kind, layers, rates)) = source_of.get(key) else { continue };
         match m.out.get_mut(key) {
             Some((_, old_tile)) => {
                 if *old_tile != *tile
@@ -730,14 +784,17 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                     OutTrackSpec { track_id: key.to_string(), stream_id: key.to_string(), codec, ssrc: rand::random() };
                 match m.peer.add_track(spec).await {
                     Ok(track) => {
+                        let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
                         let _ = m.egress.try_send(EgressMsg::Bind {
                             key: key.clone(),
                             track: track.clone(),
                             tile: *tile,
                             layers: layers.clone(),
+                            rates: rates.clone(),
+                            wants: wants.clone(),
                         });
                         m.out.insert(key.clone(), (track, *tile));
-                        routes_add.push((*publisher, track_id.clone()));
+                        routes_add.push((*publisher, track_id.clone(), wants));
                         if *kind == MediaKind::Video {
                             keyframes.push(key.clone());
                         }
@@ -753,13 +810,13 @@ async fn replan(state: &mut RouterState, user: Uuid) {
         let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
         for route in routes.by_track.values_mut() {
             if routes_remove.contains(&route.key) {
-                route.subscribers = route.subscribers.iter().filter(|(u, _)| *u != user).cloned().collect();
+                route.subscribers = route.subscribers.iter().filter(|s| s.user != user).cloned().collect();
             }
         }
-        for (publisher, track_id) in routes_add {
+        for (publisher, track_id, wants) in routes_add {
             if let Some(route) = routes.by_track.get_mut(&(publisher, track_id)) {
-                let mut subs: Vec<(Uuid, Egress)> = route.subscribers.to_vec();
-                subs.push((user, egress.clone()));
+                let mut subs: Vec<Subscriber> = route.subscribers.to_vec();
+                subs.push(Subscriber { user, egress: egress.clone(), wants });
                 route.subscribers = Arc::from(subs);
             }
         }
@@ -811,28 +868,35 @@ async fn ingest(
     speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
     counters: Arc<Counters>,
 ) {
+    // Bitrate of each simulcast stream, by SSRC.
+    let mut meters: HashMap<u32, BitrateMeter> = HashMap::new();
     while let Some(p) = rtp.recv().await {
         if let Some(level) = p.audio_level {
             lock(&speaker).observe(user, level, Instant::now());
         }
         let route = {
             let r = routes.read().unwrap_or_else(|p| p.into_inner());
-            r.by_track.get(&(user, p.track_id.clone())).map(|r| (r.key.clone(), r.subscribers.clone()))
+            r.by_track.get(&(user, p.track_id.clone())).map(|r| (r.key.clone(), r.subscribers.clone(), r.rates.clone()))
         };
-        let Some((key, subscribers)) = route else { continue };
-        if subscribers.is_empty() {
+        let Some((key, subscribers, rates)) = route else { continue };
+        let layer = simulcast_layer(p.rid.as_deref());
+        if let Some(layer) = layer {
+            let now = Instant::now();
+            let meter = meters.entry(p.ssrc).or_default();
+            // Payload plus the fixed RTP header: close enough to compare layers.
+            meter.record(p.packet.payload.len() + 12, now);
+            rates.slot(layer).store(meter.bps(now), Ordering::Relaxed);
+        }
+        let bit = layer.map_or(ALL_LAYERS, |l| layer_bit(Some(l)));
+        // Layers no subscriber watches stop here.
+        let mut targets = subscribers.iter().filter(|s| s.wants.load(Ordering::Relaxed) & bit != 0).peekable();
+        if targets.peek().is_none() {
             continue;
         }
         let keyframe = p.kind == MediaKind::Video && vp8::is_keyframe(&p.packet.payload);
-        let fwd = Arc::new(Forward {
-            key,
-            ssrc: p.ssrc,
-            layer: simulcast_layer(p.rid.as_deref()),
-            keyframe,
-            packet: p.packet,
-        });
-        for (_, egress) in subscribers.iter() {
-            if egress.try_send(EgressMsg::Rtp(fwd.clone())).is_err() {
+        let fwd = Arc::new(Forward { key, ssrc: p.ssrc, layer, keyframe, packet: p.packet });
+        for s in targets {
+            if s.egress.try_send(EgressMsg::Rtp(fwd.clone())).is_err() {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -852,81 +916,140 @@ struct Binding {
     /// For simulcast video: which layer to forward.
     selector: Option<LayerSelector>,
     tile: u32,
+    /// The layers the publisher sends, and their measured bitrates.
+    layers: Vec<Layer>,
+    rates: Arc<LayerRates>,
+    /// Where the ingest reads which layers to send us.
+    wants: Arc<AtomicU8>,
+    /// What we send on this track (for streams that cannot adapt: their share of the budget).
+    sent: BitrateMeter,
     last_keyframe_ask: Option<Instant>,
 }
 
-/// Nominal frame height of each simulcast layer (the layer selector's view cap).
-fn layer_infos(layers: &[Layer]) -> Vec<LayerInfo> {
-    layers
-        .iter()
-        .map(|l| LayerInfo {
-            layer: *l,
-            bitrate_bps: 0,
-            height: match l {
-                Layer::Low => 180,
-                Layer::Mid => 360,
-                Layer::High => 720,
-            },
-        })
-        .collect()
+impl Binding {
+    /// Re-decides the layer of a simulcast binding within `budget_bps`.
+    fn select(&mut self, budget_bps: u64, now: Instant) {
+        let Some(selector) = self.selector.as_mut() else { return };
+        let infos: Vec<LayerInfo> = self
+            .layers
+            .iter()
+            .map(|l| LayerInfo {
+                layer: *l,
+                bitrate_bps: self.rates.slot(*l).load(Ordering::Relaxed),
+                height: nominal_height(*l),
+            })
+            .collect();
+        selector.update(&infos, self.tile, budget_bps, now);
+        self.publish_wants();
+    }
+
+    /// Tells the ingest which layers to send: the one forwarded and the one switched to.
+    fn publish_wants(&self) {
+        let mask = match &self.selector {
+            None => ALL_LAYERS,
+            Some(s) => layer_bit(s.current()) | layer_bit(s.target()),
+        };
+        self.wants.store(mask, Ordering::Relaxed);
+    }
 }
 
-/// One subscriber's packets: layer choice, rewrite, send.
-async fn egress_loop(mut rx: mpsc::Receiver<EgressMsg>, router: RouterRef, counters: Arc<Counters>) {
+/// Nominal frame height of each simulcast layer (the layer selector's view cap).
+fn nominal_height(layer: Layer) -> u32 {
+    match layer {
+        Layer::Low => 180,
+        Layer::Mid => 360,
+        Layer::High => 720,
+    }
+}
+
+/// Re-decides every simulcast layer of one subscriber: the downlink estimate, less what its
+/// other streams take, shared by tile area (`layers::split_budget`).
+fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now: Instant) {
+    let estimate = match estimate.load(Ordering::Relaxed) {
+        0 => None,
+        bps => Some(bps),
+    };
+    let fixed: u64 = bindings.values_mut().filter(|b| b.selector.is_none()).map(|b| b.sent.bps(now)).sum();
+    let mut adaptive: Vec<&mut Binding> = bindings.values_mut().filter(|b| b.selector.is_some()).collect();
+    let tiles: Vec<u32> = adaptive.iter().map(|b| b.tile).collect();
+    for (b, budget) in adaptive.iter_mut().zip(split_budget(estimate, fixed, &tiles)) {
+        b.select(budget, now);
+    }
+}
+
+/// One subscriber's packets: layer choice, rewrite, send. `estimate`: its downlink estimate
+/// (REMB), 0 while unknown.
+async fn egress_loop(
+    mut rx: mpsc::Receiver<EgressMsg>,
+    router: RouterRef,
+    counters: Arc<Counters>,
+    estimate: Arc<AtomicU64>,
+) {
     let mut bindings: HashMap<Arc<str>, Binding> = HashMap::new();
     while let Some(msg) = rx.recv().await {
         match msg {
-            EgressMsg::Bind { key, track, tile, layers } => {
+            EgressMsg::Bind { key, track, tile, layers, rates, wants } => {
                 let clock = track.codec().clock_rate();
                 // Audio and single-layer video are forwarded as they come.
-                let selector = (tile.is_some() && !layers.is_empty()).then(|| {
-                    let mut s = LayerSelector::new();
-                    s.update(&layer_infos(&layers), tile.unwrap_or(0), u64::MAX, Instant::now());
-                    s
-                });
-                bindings.insert(
-                    key,
-                    Binding {
-                        track,
-                        rewriter: StreamRewriter::new(clock),
-                        selector,
-                        tile: tile.unwrap_or(0),
-                        last_keyframe_ask: None,
-                    },
-                );
+                let selector = (tile.is_some() && !layers.is_empty()).then(LayerSelector::new);
+                let binding = Binding {
+                    track,
+                    rewriter: StreamRewriter::new(clock),
+                    selector,
+                    tile: tile.unwrap_or(0),
+                    layers,
+                    rates,
+                    wants,
+                    sent: BitrateMeter::new(),
+                    last_keyframe_ask: None,
+                };
+                binding.publish_wants();
+                bindings.insert(key, binding);
+                reselect(&mut bindings, &estimate, Instant::now());
             }
             EgressMsg::Unbind { key } => {
                 bindings.remove(&key);
+                reselect(&mut bindings, &estimate, Instant::now());
             }
             EgressMsg::Layers { key, tile, layers } => {
                 if let Some(b) = bindings.get_mut(&key) {
                     b.tile = tile;
                     if !layers.is_empty() {
-                        let s = b.selector.get_or_insert_with(LayerSelector::new);
-                        s.update(&layer_infos(&layers), tile, u64::MAX, Instant::now());
+                        b.selector.get_or_insert_with(LayerSelector::new);
+                        b.layers = layers;
                     }
                 }
+                reselect(&mut bindings, &estimate, Instant::now());
             }
+            EgressMsg::Reselect => reselect(&mut bindings, &estimate, Instant::now()),
             EgressMsg::Rtp(fwd) => {
                 let Some(b) = bindings.get_mut(&fwd.key) else { continue };
                 let now = Instant::now();
-                if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer)
-                    && let PacketAction::Drop = selector.on_packet(layer, fwd.keyframe)
-                {
-                    if selector.needs_keyframe()
-                        && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
-                    {
-                        b.last_keyframe_ask = Some(now);
-                        let _ =
-                            router.cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
+                if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
+                    match selector.on_packet(layer, fwd.keyframe) {
+                        PacketAction::Drop => {
+                            if selector.needs_keyframe()
+                                && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
+                            {
+                                b.last_keyframe_ask = Some(now);
+                                let _ = router
+                                    .cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
+                            }
+                            continue;
+                        }
+                        // The old layer is no longer needed.
+                        PacketAction::Forward { switched: true } => b.publish_wants(),
+                        PacketAction::Forward { switched: false } => {}
                     }
-                    continue;
                 }
                 let h = &fwd.packet.header;
                 let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { continue };
                 let mut packet = fwd.packet.clone();
                 packet.header.sequence_number = rw.sequence_number;
                 packet.header.timestamp = rw.timestamp;
+                if b.selector.is_none() {
+                    b.sent.record(packet.payload.len() + 12, now);
+                }
                 match b.track.write_rtp(packet).await {
                     Ok(()) => {
                         counters.forwarded.fetch_add(1, Ordering::Relaxed);

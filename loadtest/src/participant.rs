@@ -35,12 +35,17 @@ use parley_media::peer::{AUDIO_LEVEL_URI, KEYFRAME_FORWARDER_SLOT, KeyframeReque
 use rtc::interceptor::{Interceptor, Packet as ChainPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::TrackLocalEvent;
 
 use crate::LoadError;
 use crate::signal::{Api, Signal};
 use crate::synth::{self, Phase, Stamp};
+
+/// Header extensions that tell simulcast layers apart (their SSRCs are not signalled).
+const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// How long media setup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -50,17 +55,28 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Publish {
     pub video: bool,
     pub audio: bool,
+    /// The camera in three simulcast layers (RIDs `q`, `h`, `f`), as browsers send it.
+    pub simulcast: bool,
 }
 
 impl Publish {
-    pub const NOTHING: Publish = Publish { video: false, audio: false };
-    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true };
+    pub const NOTHING: Publish = Publish { video: false, audio: false, simulcast: false };
+    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false };
+    pub const SIMULCAST_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: true };
 }
+
+/// The simulcast layers a simulcast camera sends, lowest first: RID, packets per frame,
+/// bytes per packet (≈ 120 kbit/s, 380 kbit/s and 1 Mbit/s at 30 fps).
+const SIMULCAST_LAYERS: [(&str, u32, usize); 3] = [("q", 1, 500), ("h", 2, 800), ("f", 4, 1100)];
 
 /// Counters of one received stream.
 #[derive(Debug, Default, Clone)]
 pub struct StreamStats {
     pub packets: u64,
+    /// Packets by the simulcast layer they were sent on (0 none, 1 `q`, 2 `h`, 3 `f`).
+    pub by_layer: [u64; 4],
+    /// The layer of the latest packet.
+    pub last_layer: u8,
     pub warm_up: u64,
     pub measured: synth::Seen,
     pub keyframes: u64,
@@ -87,8 +103,12 @@ struct Shared {
     offers_answered: AtomicU32,
     /// Keyframe requests (PLI/FIR) the server sent about our video tracks.
     keyframe_requests: AtomicU64,
-    /// Send a keyframe next (the server asked for one).
-    force_keyframe: AtomicBool,
+    /// The same, by the SSRC they named.
+    keyframe_requests_by_ssrc: Mutex<HashMap<u32, u64>>,
+    /// Streams (SSRCs) whose next frame is a keyframe (the server asked for one).
+    force_keyframe: Mutex<std::collections::HashSet<u32>>,
+    /// Video tracks we receive and their SSRC (REMB names them).
+    remote_video: Mutex<Vec<(Arc<dyn TrackRemote>, u32)>>,
     /// Receive-side loss injection: drop the first copy of every Nth VP8 packet (0 = none).
     drop_every: AtomicU32,
     dropped: Arc<AtomicU64>,
@@ -100,17 +120,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One of our published tracks. Its RTP sequence number and timestamp carry on across
-/// [`Participant::publish`] calls, as a real sender's do (a restart would look like old
-/// packets to the SFU).
+/// One of our published tracks: one RTP stream, or one per simulcast layer.
 #[derive(Clone)]
 struct LocalTrack {
     track: Arc<TrackLocalStaticRTP>,
     source: &'static str,
     kind: RtpCodecKind,
+    streams: Vec<SendStream>,
+}
+
+/// One RTP stream of a track. Its sequence number and timestamp carry on across
+/// [`Participant::publish`] calls, as a real sender's do (a restart would look like old
+/// packets to the SFU).
+#[derive(Clone)]
+struct SendStream {
+    /// Simulcast RID, `None` without simulcast.
+    rid: Option<&'static str>,
     ssrc: u32,
     /// `seq << 32 | timestamp` of the next packet.
     next: Arc<AtomicU64>,
+}
+
+impl SendStream {
+    fn new(rid: Option<&'static str>) -> Self {
+        SendStream { rid, ssrc: rand_u32(), next: Arc::new(AtomicU64::new(u64::from(rand_u32()))) }
+    }
 }
 
 /// A participant of a load test or an integration test.
@@ -153,7 +187,9 @@ impl Participant {
             events: Mutex::new(Vec::new()),
             offers_answered: AtomicU32::new(0),
             keyframe_requests: AtomicU64::new(0),
-            force_keyframe: AtomicBool::new(false),
+            keyframe_requests_by_ssrc: Mutex::new(HashMap::new()),
+            force_keyframe: Mutex::new(Default::default()),
+            remote_video: Mutex::new(Vec::new()),
             drop_every: AtomicU32::new(0),
             dropped: Arc::new(AtomicU64::new(0)),
             negotiations,
@@ -191,20 +227,22 @@ impl Participant {
         let pc = self.build_peer().await?;
         let mut sources = serde_json::Map::new();
         if publish.video {
-            let ssrc = rand_u32();
-            let t = local_track(self.user_id, "camera", RtpCodecKind::Video, vp8(), ssrc);
+            let streams: Vec<SendStream> = if publish.simulcast {
+                SIMULCAST_LAYERS.iter().map(|(rid, ..)| SendStream::new(Some(rid))).collect()
+            } else {
+                vec![SendStream::new(None)]
+            };
+            let t = local_track(self.user_id, "camera", RtpCodecKind::Video, vp8(), &streams);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-camera", self.user_id), json!("camera"));
-            let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
-            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, ssrc, next });
+            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, streams });
         }
         if publish.audio {
-            let ssrc = rand_u32();
-            let t = local_track(self.user_id, "microphone", RtpCodecKind::Audio, opus(), ssrc);
+            let streams = vec![SendStream::new(None)];
+            let t = local_track(self.user_id, "microphone", RtpCodecKind::Audio, opus(), &streams);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
-            let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
-            self.tracks.push(LocalTrack { track: t, source: "microphone", kind: RtpCodecKind::Audio, ssrc, next });
+            self.tracks.push(LocalTrack { track: t, source: "microphone", kind: RtpCodecKind::Audio, streams });
         }
         for t in &self.tracks {
             // Drain the RTCP the server sends about our tracks (the stack's queue is bounded);
@@ -248,6 +286,15 @@ impl Participant {
             None,
         )
         .map_err(rtc_err)?;
+        // Simulcast layers are told apart by these (the SSRCs are not signalled).
+        for uri in [MID_URI, RID_URI] {
+            me.register_header_extension(
+                RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(rtc_err)?;
+        }
         let mut registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(rtc_err)?
             .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
@@ -283,19 +330,19 @@ impl Participant {
         let control = Arc::new(PublishControl::default());
         for track in self.tracks.iter().filter(|t| sources.contains(&t.source)) {
             let (track, control, shared) = (track.clone(), control.clone(), self.shared.clone());
-            let audio_level_id = {
-                let pc = lock(&self.shared.pc).clone();
-                async move {
-                    let sdp = match pc {
-                        Some(pc) => pc.local_description().await.map(|d| d.sdp).unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    extmap_id(&sdp, AUDIO_LEVEL_URI)
-                }
-            };
+            let pc = lock(&self.shared.pc).clone();
             tokio::spawn(async move {
-                let level_id = audio_level_id.await;
-                send_media(track, shared, control, rates, level_id).await;
+                let sdp = match pc {
+                    Some(pc) => pc.local_description().await.map(|d| d.sdp).unwrap_or_default(),
+                    None => String::new(),
+                };
+                let track_id = track.track.track().await.track_id().to_owned();
+                let extensions = Extensions {
+                    audio_level: extmap_id(&sdp, AUDIO_LEVEL_URI),
+                    mid: extmap_id(&sdp, MID_URI).zip(mid_of_track(&sdp, &track_id)),
+                    rid: extmap_id(&sdp, RID_URI),
+                };
+                send_media(track, shared, control, rates, extensions).await;
             });
         }
         Publisher { control }
@@ -306,12 +353,11 @@ impl Participant {
     /// with `publish_sources(&["screen"], …)`.
     pub async fn share_screen(&mut self) -> Result<(), LoadError> {
         let pc = lock(&self.shared.pc).clone().ok_or_else(|| LoadError::Media("connect media first".to_owned()))?;
-        let ssrc = rand_u32();
-        let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), ssrc);
+        let streams = vec![SendStream::new(None)];
+        let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), &streams);
         let sender = pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
         tokio::spawn(watch_feedback(t.clone(), self.shared.clone()));
-        let next = Arc::new(AtomicU64::new(u64::from(rand_u32())));
-        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, ssrc, next });
+        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, streams });
         self.screen_sender = Some(sender);
         self.offer_again(&pc).await?;
         self.signal.ok(json!({"type": "screen_share_start"})).await.map(|_| ())
@@ -354,6 +400,21 @@ impl Participant {
     /// Keyframe requests (PLI/FIR) the server sent this publisher so far.
     pub fn keyframe_requests(&self) -> u64 {
         self.shared.keyframe_requests.load(Ordering::Relaxed)
+    }
+
+    /// Keyframe requests the server sent for our camera's simulcast layer `rid` so far.
+    pub fn keyframe_requests_for(&self, rid: &str) -> u64 {
+        let ssrc = self.tracks.iter().flat_map(|t| t.streams.iter()).find(|s| s.rid == Some(rid)).map(|s| s.ssrc);
+        ssrc.and_then(|ssrc| lock(&self.shared.keyframe_requests_by_ssrc).get(&ssrc).copied()).unwrap_or(0)
+    }
+
+    /// Sends the server a receiver estimate (RTCP REMB) of `bps` for what it sends us, as a
+    /// browser's congestion control would. Needs a received video track to name.
+    pub async fn send_remb(&self, bps: u64) -> Result<(), LoadError> {
+        let first = lock(&self.shared.remote_video).first().cloned();
+        let (track, ssrc) = first.ok_or_else(|| LoadError::Media("no video received yet".to_owned()))?;
+        let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 0, bitrate: bps as f32, ssrcs: vec![ssrc] };
+        track.write_rtcp(vec![Box::new(remb)]).await.map_err(rtc_err)
     }
 
     /// Asks for a view (`subscribe`).
@@ -478,25 +539,66 @@ impl Drop for Publisher {
     }
 }
 
+/// Header extension ids (and our mid) negotiated for a track's packets.
+#[derive(Debug, Clone, Copy, Default)]
+struct Extensions {
+    audio_level: Option<u8>,
+    /// Id of the mid extension and the track's mid: with `rid`, what tells simulcast layers apart.
+    mid: Option<(u8, u32)>,
+    rid: Option<u8>,
+}
+
+/// Where one stream of a track stands.
+struct StreamState {
+    stream: SendStream,
+    seq: u16,
+    ts: u32,
+    index: u32,
+    /// Packets per frame and their size.
+    packets: u32,
+    bytes: usize,
+    /// Stamped layer: 0 without simulcast, 1.. from the lowest.
+    layer: u8,
+}
+
 async fn send_media(
     local: LocalTrack,
     shared: Arc<Shared>,
     control: Arc<PublishControl>,
     rates: Rates,
-    level_id: Option<u8>,
+    ext: Extensions,
 ) {
-    let LocalTrack { track, kind, ssrc, next, .. } = local;
+    let LocalTrack { track, kind, streams, .. } = local;
     let video = kind == RtpCodecKind::Video;
     let (period, clock_step) = if video {
         (Duration::from_secs(1) / rates.video_fps.max(1), 90_000 / rates.video_fps.max(1))
     } else {
         (Duration::from_millis(20), 960)
     };
+    let mut states: Vec<StreamState> = streams
+        .into_iter()
+        .map(|stream| {
+            let resume = stream.next.load(Ordering::Acquire);
+            let layer = SIMULCAST_LAYERS.iter().position(|(rid, ..)| Some(*rid) == stream.rid);
+            let (packets, bytes) = match layer {
+                Some(i) if i + 1 < SIMULCAST_LAYERS.len() => (SIMULCAST_LAYERS[i].1, SIMULCAST_LAYERS[i].2),
+                _ if video => (rates.packets_per_frame.max(1), rates.video_packet_bytes),
+                _ => (1, 80),
+            };
+            StreamState {
+                stream,
+                seq: (resume >> 32) as u16,
+                ts: resume as u32,
+                index: 0,
+                packets,
+                bytes,
+                layer: layer.map_or(0, |i| i as u8 + 1),
+            }
+        })
+        .collect();
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let resume = next.load(Ordering::Acquire);
-    let (mut seq, mut ts, mut frame) = ((resume >> 32) as u16, resume as u32, 0u32);
-    let mut index = 0u32;
+    let mut frame = 0u32;
     let mut measuring = false;
     while !control.stop.load(Ordering::Acquire) {
         tick.tick().await;
@@ -504,56 +606,72 @@ async fn send_media(
             if control.phase.load(Ordering::Acquire) == Phase::Measure as u8 { Phase::Measure } else { Phase::WarmUp };
         if phase == Phase::Measure && !measuring {
             measuring = true;
-            index = 0;
+            states.iter_mut().for_each(|s| s.index = 0);
         }
-        let packets = if video { rates.packets_per_frame.max(1) } else { 1 };
-        for i in 0..packets {
-            let stamp = Stamp { phase, index, sent_ns: synth::now_ns() };
-            let payload = if !video {
-                synth::opus_payload(stamp, 80)
-            } else if i == 0 {
-                let asked = shared.force_keyframe.swap(false, Ordering::AcqRel);
-                let keyframe = asked || frame.is_multiple_of(rates.keyframe_every.max(1));
-                synth::vp8_payload(keyframe, stamp, rates.video_packet_bytes)
-            } else {
-                synth::vp8_continuation(stamp, rates.video_packet_bytes)
-            };
-            let mut packet = rtp::Packet {
-                header: rtp::header::Header {
-                    version: 2,
-                    marker: i + 1 == packets,
-                    // webrtc-rs's default registry: VP8 96, Opus 111 (what our offer carries).
-                    payload_type: if video { 96 } else { 111 },
-                    sequence_number: seq,
-                    timestamp: ts,
-                    ssrc,
-                    ..Default::default()
-                },
-                payload,
-            };
-            if !video && let Some(id) = level_id {
-                let level = match control.level.load(Ordering::Acquire) {
-                    0 => rates.audio_level,
-                    l => Some(l - 1),
+        for st in &mut states {
+            for i in 0..st.packets {
+                let stamp = Stamp { phase, index: st.index, sent_ns: synth::now_ns(), layer: st.layer };
+                let payload = if !video {
+                    synth::opus_payload(stamp, st.bytes)
+                } else if i == 0 {
+                    let asked = lock(&shared.force_keyframe).remove(&st.stream.ssrc);
+                    let keyframe = asked || frame.is_multiple_of(rates.keyframe_every.max(1));
+                    synth::vp8_payload(keyframe, stamp, st.bytes)
+                } else {
+                    synth::vp8_continuation(stamp, st.bytes)
                 };
-                if let Some(level) = level {
-                    let _ = packet.header.set_extension(id, bytes::Bytes::copy_from_slice(&[level & 0x7f]));
+                let mut packet = rtp::Packet {
+                    header: rtp::header::Header {
+                        version: 2,
+                        marker: i + 1 == st.packets,
+                        // webrtc-rs's default registry: VP8 96, Opus 111 (what our offer carries).
+                        payload_type: if video { 96 } else { 111 },
+                        sequence_number: st.seq,
+                        timestamp: st.ts,
+                        ssrc: st.stream.ssrc,
+                        ..Default::default()
+                    },
+                    payload,
+                };
+                if let (Some(rid), Some((mid_id, mid)), Some(rid_id)) = (st.stream.rid, ext.mid, ext.rid) {
+                    let _ = packet.header.set_extension(mid_id, bytes::Bytes::from(mid.to_string()));
+                    let _ = packet.header.set_extension(rid_id, bytes::Bytes::from_static(rid.as_bytes()));
+                }
+                if !video && let Some(id) = ext.audio_level {
+                    let level = match control.level.load(Ordering::Acquire) {
+                        0 => rates.audio_level,
+                        l => Some(l - 1),
+                    };
+                    if let Some(level) = level {
+                        let _ = packet.header.set_extension(id, bytes::Bytes::copy_from_slice(&[level & 0x7f]));
+                    }
+                }
+                if track.write_rtp(packet).await.is_err() {
+                    return;
+                }
+                st.seq = st.seq.wrapping_add(1);
+                st.index += 1;
+                if phase == Phase::Measure {
+                    let counter = if video { &control.sent_video } else { &control.sent_audio };
+                    counter.fetch_add(1, Ordering::AcqRel);
                 }
             }
-            if track.write_rtp(packet).await.is_err() {
-                return;
-            }
-            seq = seq.wrapping_add(1);
-            index += 1;
-            if phase == Phase::Measure {
-                let counter = if video { &control.sent_video } else { &control.sent_audio };
-                counter.fetch_add(1, Ordering::AcqRel);
-            }
+            st.ts = st.ts.wrapping_add(clock_step);
+            st.stream.next.store(u64::from(st.seq) << 32 | u64::from(st.ts), Ordering::Release);
         }
-        ts = ts.wrapping_add(clock_step);
         frame += 1;
-        next.store(u64::from(seq) << 32 | u64::from(ts), Ordering::Release);
     }
+}
+
+/// The mid of the m-section that sends `track_id` (`a=msid:<stream> <track_id>`) in an SDP.
+fn mid_of_track(sdp: &str, track_id: &str) -> Option<u32> {
+    sdp.split("\nm=")
+        .find(|section| {
+            section.lines().any(|l| l.trim_end().ends_with(&format!(" {track_id}")) && l.starts_with("a=msid:"))
+        })
+        .and_then(|section| {
+            section.lines().find_map(|l| l.trim_end().strip_prefix("a=mid:")).and_then(|m| m.parse().ok())
+        })
 }
 
 fn rand_u32() -> u32 {
@@ -574,25 +692,28 @@ fn opus() -> RTCRtpCodec {
     }
 }
 
+/// A local track with one encoding per stream (simulcast: one per RID).
 fn local_track(
     user: Uuid,
     source: &str,
     kind: RtpCodecKind,
     codec: RTCRtpCodec,
-    ssrc: u32,
+    streams: &[SendStream],
 ) -> Arc<TrackLocalStaticRTP> {
     let id = format!("{user}-{source}");
-    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        user.to_string(),
-        id.clone(),
-        id,
-        kind,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters { ssrc: Some(ssrc), ..Default::default() },
-            codec,
+    let encodings = streams
+        .iter()
+        .map(|s| RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                rid: s.rid.unwrap_or_default().to_owned(),
+                ssrc: Some(s.ssrc),
+                ..Default::default()
+            },
+            codec: codec.clone(),
             ..Default::default()
-        }],
-    )))
+        })
+        .collect();
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(user.to_string(), id.clone(), id, kind, encodings)))
 }
 
 async fn recv_only(pc: &Arc<dyn PeerConnection>, kind: RtpCodecKind) -> Result<(), LoadError> {
@@ -619,11 +740,19 @@ async fn apply_remote_set(shared: &Shared, pc: &Arc<dyn PeerConnection>) {
 /// make the next video frame a keyframe.
 async fn watch_feedback(track: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
     while let Some(event) = track.poll().await {
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event
-            && packets.iter().any(|p| p.as_any().is::<PictureLossIndication>() || p.as_any().is::<FullIntraRequest>())
-        {
+        let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
+        for p in &packets {
+            let any = p.as_any();
+            let ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                pli.media_ssrc
+            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
+                fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
+            } else {
+                continue;
+            };
             shared.keyframe_requests.fetch_add(1, Ordering::Relaxed);
-            shared.force_keyframe.store(true, Ordering::Release);
+            *lock(&shared.keyframe_requests_by_ssrc).entry(ssrc).or_default() += 1;
+            lock(&shared.force_keyframe).insert(ssrc);
         }
     }
 }
@@ -788,8 +917,15 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
         let latency = stamp.filter(|s| s.phase == Phase::Measure).map(|s| synth::latency(&s));
         let s = r.streams.entry(stream.clone()).or_default();
         s.packets += 1;
+        if let Some(st) = stamp {
+            s.by_layer[usize::from(st.layer.min(3))] += 1;
+            s.last_layer = st.layer;
+        }
         if ssrcs.insert(p.header.ssrc, ()).is_none() {
             s.ssrcs.push(p.header.ssrc);
+            if video {
+                lock(&shared.remote_video).push((track.clone(), p.header.ssrc));
+            }
         }
         if video && parley_media::vp8::is_keyframe(&p.payload) {
             s.keyframes += 1;

@@ -4,7 +4,8 @@
 //! latency and loss without decoding anything.
 //!
 //! The stamp sits at the end so its offset does not depend on the codec header:
-//! `… | phase u8 | index u32 BE | sent_ns u64 BE | magic 0x504C ("PL")`.
+//! `… | layer u8 | phase u8 | index u32 BE | sent_ns u64 BE | magic 0x504C ("PL")`, where `layer`
+//! is the simulcast layer the packet was sent on (0 without simulcast, 1 `q`, 2 `h`, 3 `f`).
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use bytes::Bytes;
 
 const MAGIC: [u8; 2] = *b"PL";
 /// Bytes the stamp adds to every payload.
-pub const STAMP_LEN: usize = 1 + 4 + 8 + 2;
+pub const STAMP_LEN: usize = 1 + 1 + 4 + 8 + 2;
 
 /// Packets sent before measuring (negotiation settles, keyframes flow) and during it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub struct Stamp {
     pub index: u32,
     /// Nanoseconds since [`clock_base`] when it was sent.
     pub sent_ns: u64,
+    /// Simulcast layer sent on: 0 without simulcast, 1 `q`, 2 `h`, 3 `f`.
+    pub layer: u8,
 }
 
 /// The process-wide time origin of stamps: publishers and subscribers of one run share it.
@@ -48,6 +51,7 @@ pub fn latency(stamp: &Stamp) -> Duration {
 }
 
 fn push_stamp(p: &mut Vec<u8>, stamp: Stamp) {
+    p.push(stamp.layer);
     p.push(stamp.phase as u8);
     p.extend_from_slice(&stamp.index.to_be_bytes());
     p.extend_from_slice(&stamp.sent_ns.to_be_bytes());
@@ -95,14 +99,15 @@ pub fn read_stamp(payload: &[u8]) -> Option<Stamp> {
         return None;
     }
     let s = &payload[n - STAMP_LEN..];
-    let phase = match s[0] {
+    let layer = s[0];
+    let phase = match s[1] {
         0 => Phase::WarmUp,
         1 => Phase::Measure,
         _ => return None,
     };
-    let index = u32::from_be_bytes(s[1..5].try_into().ok()?);
-    let sent_ns = u64::from_be_bytes(s[5..13].try_into().ok()?);
-    Some(Stamp { phase, index, sent_ns })
+    let index = u32::from_be_bytes(s[2..6].try_into().ok()?);
+    let sent_ns = u64::from_be_bytes(s[6..14].try_into().ok()?);
+    Some(Stamp { phase, index, sent_ns, layer })
 }
 
 /// Distinct indices seen of one stream, for loss: a bitmap grown on demand.
@@ -145,7 +150,7 @@ mod tests {
 
     #[test]
     fn stamps_round_trip_through_every_payload() {
-        let stamp = Stamp { phase: Phase::Measure, index: 70_000, sent_ns: 123_456_789_012 };
+        let stamp = Stamp { phase: Phase::Measure, index: 70_000, sent_ns: 123_456_789_012, layer: 3 };
         for p in [vp8_payload(true, stamp, 1000), vp8_payload(false, stamp, 1000), vp8_continuation(stamp, 1000)] {
             assert_eq!(p.len(), 1000);
             assert_eq!(read_stamp(&p), Some(stamp));
@@ -158,7 +163,7 @@ mod tests {
 
     #[test]
     fn the_sfu_sees_keyframes_where_they_are() {
-        let stamp = Stamp { phase: Phase::WarmUp, index: 0, sent_ns: 0 };
+        let stamp = Stamp { phase: Phase::WarmUp, index: 0, sent_ns: 0, layer: 0 };
         assert!(parley_media::vp8::is_keyframe(&vp8_payload(true, stamp, 1200)));
         assert!(!parley_media::vp8::is_keyframe(&vp8_payload(false, stamp, 1200)));
         assert!(!parley_media::vp8::is_keyframe(&vp8_continuation(stamp, 1200)));

@@ -162,6 +162,66 @@ impl LayerSelector {
     }
 }
 
+/// Bitrate of one stream: the bytes of the last completed [`RATE_PERIOD`], as bits/s.
+#[derive(Debug, Clone, Default)]
+pub struct BitrateMeter {
+    /// Bytes in the period under way.
+    bytes: u64,
+    /// When the period under way began.
+    since: Option<Instant>,
+    /// Figure of the last completed period, bits/s.
+    bps: u64,
+}
+
+/// The span a [`BitrateMeter`] counts over.
+pub const RATE_PERIOD: Duration = Duration::from_millis(500);
+
+impl BitrateMeter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts `bytes` received at `now`.
+    pub fn record(&mut self, bytes: usize, now: Instant) {
+        self.roll(now);
+        self.bytes += bytes as u64;
+    }
+
+    /// Bits per second of the last completed period; 0 before the first one ends.
+    pub fn bps(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        self.bps
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let since = *self.since.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(since);
+        if elapsed < RATE_PERIOD {
+            return;
+        }
+        // Over two periods without a packet: the stream is silent.
+        self.bps = if elapsed >= RATE_PERIOD * 2 { 0 } else { self.bytes * 8 * 1000 / elapsed.as_millis() as u64 };
+        self.bytes = 0;
+        self.since = Some(now);
+    }
+}
+
+/// Splits a downlink estimate between a subscriber's video tracks: first what cannot adapt
+/// (`fixed_bps`: audio, single-layer video) is taken off, then the rest is shared in
+/// proportion to each tile's area (height², tiles share an aspect ratio). A tile of height 0
+/// (hidden) gets nothing. `None` estimate (no feedback yet): every track is unlimited.
+pub fn split_budget(estimate_bps: Option<u64>, fixed_bps: u64, tile_heights: &[u32]) -> Vec<u64> {
+    let Some(estimate) = estimate_bps else {
+        return vec![u64::MAX; tile_heights.len()];
+    };
+    let left = estimate.saturating_sub(fixed_bps) as u128;
+    let total: u128 = tile_heights.iter().map(|h| u128::from(*h) * u128::from(*h)).sum();
+    tile_heights
+        .iter()
+        .map(|h| (left * u128::from(*h) * u128::from(*h)).checked_div(total).unwrap_or(0) as u64)
+        .collect()
+}
+
 /// Highest layer the tile justifies: the smallest at least as tall as the tile, or the tallest
 /// if none is; `None` when the tile is hidden (height 0) or no layer is sent.
 fn view_cap(layers: &[LayerInfo], tile_height: u32) -> Option<Layer> {
@@ -192,6 +252,28 @@ mod tests {
 
     fn at(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn the_meter_reports_the_last_period() {
+        let (mut m, t0) = (BitrateMeter::new(), Instant::now());
+        for i in 0..50u64 {
+            m.record(1250, at(t0, i * 10)); // 1,250 B every 10 ms = 1 Mbit/s
+        }
+        assert_eq!(m.bps(at(t0, 499)), 0, "first period not over");
+        let bps = m.bps(at(t0, 500));
+        assert!((990 * K..=1010 * K).contains(&bps), "{bps}");
+        assert_eq!(m.bps(at(t0, 2000)), 0, "silent for longer than two periods");
+    }
+
+    #[test]
+    fn the_budget_is_split_by_tile_area_after_fixed_streams() {
+        assert_eq!(split_budget(None, 0, &[720, 180]), vec![u64::MAX, u64::MAX], "no estimate: unlimited");
+        // 1,100 k minus 100 k of audio; a 720 tile has 16 times the area of a 180 one.
+        assert_eq!(split_budget(Some(1100 * K), 100 * K, &[720, 180]), vec![1_000_000 * 16 / 17, 1_000_000 / 17]);
+        assert_eq!(split_budget(Some(50 * K), 100 * K, &[720]), vec![0], "audio takes it all");
+        assert_eq!(split_budget(Some(500 * K), 0, &[0, 360]), vec![0, 500 * K], "a hidden tile gets nothing");
+        assert!(split_budget(Some(K), 0, &[]).is_empty());
     }
 
     #[test]

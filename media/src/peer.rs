@@ -36,6 +36,7 @@ use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYP
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
@@ -333,6 +334,9 @@ struct Shared {
     dropped_rtp: AtomicU64,
     /// Negotiated id of the audio-level extension on the publishing leg, 0 if none.
     audio_level_ext_id: AtomicU8,
+    /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
+    /// 0 while it has sent none.
+    downlink_bps: Arc<AtomicU64>,
     closed: AtomicBool,
 }
 
@@ -383,6 +387,7 @@ impl Peer {
             tasks: Mutex::new(Vec::new()),
             dropped_rtp: AtomicU64::new(0),
             audio_level_ext_id: AtomicU8::new(0),
+            downlink_bps: Arc::new(AtomicU64::new(0)),
             closed: AtomicBool::new(false),
         });
         let (pc, local_port) = build_connection(config, &shared).await?;
@@ -567,6 +572,12 @@ impl Peer {
         self.shared.dropped_rtp.load(Ordering::Relaxed)
     }
 
+    /// The client's latest estimate of the bandwidth it can receive (RTCP REMB), bits/s, as a
+    /// shared cell the egress reads without asking: 0 until the client sends one.
+    pub fn downlink_estimate(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.shared.downlink_bps)
+    }
+
     /// Closes the connection and ends every task of this peer; both [`PeerChannels`] receivers
     /// end after a last `StateChanged(Closed)`. Idempotent.
     pub async fn close(&self) -> Result<()> {
@@ -712,8 +723,10 @@ async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) 
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
-        .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
+        Slot::from(KEYFRAME_FORWARDER_SLOT),
+        KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
+    );
 
     let mut settings = SettingEngineBuilder::new().with_lite(config.ice_lite);
     if let Some(public_ip) = config.public_ip {
@@ -836,10 +849,21 @@ fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
 /// the built-in interceptors used it).
 /// Public so that client peers (the load tester) can see the keyframe requests a server sends
 /// them: register it at [`KEYFRAME_FORWARDER_SLOT`].
+///
+/// Built [`with_downlink_estimate`](Self::with_downlink_estimate), it also keeps the bitrate
+/// of the latest REMB the remote sent (webrtc-rs has no REMB interceptor).
 #[derive(Default)]
 pub struct KeyframeRequestForwarder {
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
+    downlink_bps: Option<Arc<AtomicU64>>,
+}
+
+impl KeyframeRequestForwarder {
+    /// A forwarder that also stores each received REMB's bitrate (bits/s) in `cell`.
+    pub fn with_downlink_estimate(cell: Arc<AtomicU64>) -> Self {
+        Self { downlink_bps: Some(cell), ..Self::default() }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
@@ -851,6 +875,13 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
         if let ChainPacket::Rtcp(packets) = &msg.message.packet {
+            if let Some(cell) = &self.downlink_bps {
+                for remb in packets.iter().filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+                {
+                    // At least 1 bit/s: 0 means "no estimate".
+                    cell.store((remb.bitrate as u64).max(1), Ordering::Relaxed);
+                }
+            }
             let requests: Vec<Box<dyn rtcp::Packet>> =
                 packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
             if !requests.is_empty() {

@@ -308,3 +308,100 @@ async fn nacks_repair_injected_loss_and_a_new_subscriber_makes_a_pli_reach_the_p
     let clean = newcomer.received().streams.get(&camera).map_or(0, |s| s.measured.distinct());
     assert_eq!(clean, video);
 }
+
+/// The layer (0 none, 1 `q`, 2 `h`, 3 `f`) of the latest packet of `key` `p` received.
+fn last_layer(p: &Participant, key: &str) -> u8 {
+    p.received().streams.get(key).map_or(0, |s| s.last_layer)
+}
+
+/// Packets of `key` per layer received over `window`.
+async fn layer_deltas(p: &Participant, key: &str, window: Duration) -> [u64; 4] {
+    let of = |p: &Participant| p.received().streams.get(key).map_or([0; 4], |s| s.by_layer);
+    let before = of(p);
+    tokio::time::sleep(window).await;
+    let after = of(p);
+    std::array::from_fn(|i| after[i] - before[i])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bigger_tile_switches_the_simulcast_layer_after_a_pli_and_only_one_layer_flows() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 3).await;
+    // Keyframes only at the start and on request: a keyframe of a layer after that was asked for.
+    let quiet = Rates { audio_level: Some(127), keyframe_every: u32::MAX, ..Rates::default() };
+    let loud = Rates { audio_level: Some(5), ..quiet };
+    let host = connected(&api, meeting, users[0], true, Publish::SIMULCAST_CAMERA_AND_MIC).await;
+    let other = connected(&api, meeting, users[1], false, Publish::CAMERA_AND_MIC).await;
+    let viewer = connected(&api, meeting, users[2], false, Publish::NOTHING).await;
+    let _media = [host.publish(loud), other.publish(quiet)];
+    let camera = stream(users[0], "camera");
+
+    // Gallery of two cameras: medium tiles (360 px), so the `h` layer.
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 2 }).await,
+        "gallery of two: the h layer; received {:?}\n{}",
+        viewer.received().streams.get(&camera),
+        node.log()
+    );
+    let d = layer_deltas(&viewer, &camera, Duration::from_secs(1)).await;
+    assert!(d[2] > 40 && d[1] + d[3] == 0, "only h flows (q, h, f: {:?})", &d[1..]);
+
+    // Speaker view: the host (the one speaking) in a large tile, so `f`, which starts at a
+    // keyframe the router asks the publisher for.
+    let asked_f = host.keyframe_requests_for("f");
+    viewer.subscribe("speaker", None).await.expect("subscribe speaker");
+    assert!(
+        eventually(WAIT, || async { host.keyframe_requests_for("f") > asked_f }).await,
+        "a PLI for the f layer reached the publisher\n{}",
+        node.log()
+    );
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 3 }).await,
+        "speaker view: the f layer; received {:?}",
+        viewer.received().streams.get(&camera)
+    );
+    let d = layer_deltas(&viewer, &camera, Duration::from_secs(1)).await;
+    assert!(d[3] > 80 && d[1] + d[2] == 0, "only f flows after the switch (q, h, f: {:?})", &d[1..]);
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_low_bandwidth_estimate_lowers_the_layer_at_once_and_a_high_one_raises_it_after_a_hold() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 2).await;
+    let host = connected(&api, meeting, users[0], true, Publish::SIMULCAST_CAMERA_AND_MIC).await;
+    let viewer = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    let _media = host.publish(Rates { keyframe_every: u32::MAX, ..Rates::default() });
+    let camera = stream(users[0], "camera");
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 3 }).await,
+        "one camera, large tile, no estimate: f; received {:?}\n{}",
+        viewer.received().streams.get(&camera),
+        node.log()
+    );
+
+    // 250 kbit/s: audio (~40) leaves room for q (~120) only, not h (~380).
+    let asked_q = host.keyframe_requests_for("q");
+    viewer.send_remb(250_000).await.expect("remb");
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 1 }).await,
+        "REMB 250 kbit/s: down to q; received {:?}\n{}",
+        viewer.received().streams.get(&camera),
+        node.log()
+    );
+    assert!(host.keyframe_requests_for("q") > asked_q, "the switch down asked for a keyframe of q");
+    let d = layer_deltas(&viewer, &camera, Duration::from_secs(1)).await;
+    assert!(d[1] > 20 && d[2] + d[3] == 0, "only q flows (q, h, f: {:?})", &d[1..]);
+
+    // Plenty again: back up, but only once the estimate has held for the upgrade hold (3 s).
+    let raised = std::time::Instant::now();
+    viewer.send_remb(10_000_000).await.expect("remb");
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 3 }).await,
+        "REMB 10 Mbit/s: back to f; received {:?}",
+        viewer.received().streams.get(&camera)
+    );
+    let took = raised.elapsed();
+    assert!(took >= Duration::from_millis(2500), "going up waits for the hold, took {took:?}");
+    drop(node);
+}
