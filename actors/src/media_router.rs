@@ -928,8 +928,9 @@ struct Binding {
 
 impl Binding {
     /// Re-decides the layer of a simulcast binding within `budget_bps`.
-    fn select(&mut self, budget_bps: u64, now: Instant) {
+    fn select(&mut self, key: &str, budget_bps: u64, now: Instant) {
         let Some(selector) = self.selector.as_mut() else { return };
+        let before = selector.target();
         let infos: Vec<LayerInfo> = self
             .layers
             .iter()
@@ -939,7 +940,11 @@ impl Binding {
                 height: nominal_height(*l),
             })
             .collect();
-        selector.update(&infos, self.tile, budget_bps, now);
+        let after = selector.update(&infos, self.tile, budget_bps, now);
+        if after != before {
+            let budget_bps = (budget_bps != u64::MAX).then_some(budget_bps);
+            tracing::debug!(track = key, from = ?before, to = ?after, tile = self.tile, ?budget_bps, "simulcast layer");
+        }
         self.publish_wants();
     }
 
@@ -970,10 +975,11 @@ fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now
         bps => Some(bps),
     };
     let fixed: u64 = bindings.values_mut().filter(|b| b.selector.is_none()).map(|b| b.sent.bps(now)).sum();
-    let mut adaptive: Vec<&mut Binding> = bindings.values_mut().filter(|b| b.selector.is_some()).collect();
-    let tiles: Vec<u32> = adaptive.iter().map(|b| b.tile).collect();
-    for (b, budget) in adaptive.iter_mut().zip(split_budget(estimate, fixed, &tiles)) {
-        b.select(budget, now);
+    let mut adaptive: Vec<(&Arc<str>, &mut Binding)> =
+        bindings.iter_mut().filter(|(_, b)| b.selector.is_some()).collect();
+    let tiles: Vec<u32> = adaptive.iter().map(|(_, b)| b.tile).collect();
+    for ((key, b), budget) in adaptive.iter_mut().zip(split_budget(estimate, fixed, &tiles)) {
+        b.select(key, budget, now);
     }
 }
 

@@ -62,6 +62,18 @@ async fn two_browsers_see_each_other_through_the_sfu() {
     // Let a few more frames arrive so the screenshot shows moving video, not the first frame.
     tokio::time::sleep(Duration::from_millis(500)).await;
     save_screenshot(host, "browser-two-peers.png").await;
+
+    // The page publishes its camera in simulcast layers, and the router chose one for each
+    // viewer (its debug log names the choice).
+    let layers = host.eval("window.parley.sendingLayers()").await.expect("stats");
+    assert!(layers.as_u64().unwrap_or(0) >= 2, "the host sends simulcast layers: {layers}");
+    let log = call.node.log();
+    for id in [call.host_id, call.guest_id] {
+        assert!(
+            log.contains(&format!("simulcast layer track=\"{id}:camera\"")),
+            "the router chose a simulcast layer of {id}'s camera\n{log}"
+        );
+    }
 }
 
 /// Saves a page's screenshot as `target/test-artifacts/<name>` and prints where.
@@ -212,7 +224,12 @@ impl Call {
     /// With `waiting_room`, the guest's page waits until the host admits it from its page.
     async fn start_with(waiting_room: bool) -> Call {
         let chromium = Chromium::launch();
-        let node = TestNode::start_with(NodeOptions::new(Backend::Postgres).with_redis()).await;
+        let node = TestNode::start_with(
+            NodeOptions::new(Backend::Postgres)
+                .with_redis()
+                .env("PARLEY_LOG", "info,parley_actors::media_router=debug"),
+        )
+        .await;
         let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
         let (guest_id, guest_token) = node.user("guest@example.com", "Gus Guest").await;
         let meeting = id_of(
