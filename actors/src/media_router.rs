@@ -226,6 +226,8 @@ struct Member {
     /// Video tracks added for it whose publishers are asked for a keyframe once it answers
     /// (before that it could not decode one).
     awaiting_keyframe: Vec<Arc<str>>,
+    /// The DTLS fingerprint of the client's connection, from its last accepted offer.
+    fingerprint: Option<String>,
 }
 
 impl Member {
@@ -422,6 +424,21 @@ async fn offer(
     sdp: String,
     sources: BTreeMap<String, MediaSource>,
 ) -> Answer {
+    let fingerprint = dtls_fingerprint(&sdp);
+    if let Some(m) = state.members.get(&user)
+        && fingerprint.is_some()
+        && m.fingerprint.is_some()
+        && m.fingerprint != fingerprint
+    {
+        // Another certificate: a new connection of the client's (a reload, a reconnect before
+        // the server noticed the old one die). The old peer can never recover: replace it.
+        if let Some(old) = state.members.remove(&user) {
+            tracing::info!(meeting_id = %state.meeting_id, %user, "media peer replaced: the client offered from a new connection");
+            forget_member(state, user);
+            close_member(old).await;
+            replan_all(state).await;
+        }
+    }
     let is_new = !state.members.contains_key(&user);
     if is_new {
         let member = new_member(myself, state, user).await?;
@@ -439,6 +456,7 @@ async fn offer(
     match m.peer.accept_offer(sdp).await {
         Ok(answer) => {
             m.sources.extend(sources);
+            m.fingerprint = fingerprint;
             // Tracks the client stopped sending (a screen share ended, a camera removed) go
             // now, without waiting for the stack to notice.
             let stopped: Vec<Arc<str>> =
@@ -498,6 +516,7 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         offer_pending: false,
         renegotiate: false,
         awaiting_keyframe: Vec::new(),
+        fingerprint: None,
     })
 }
 
@@ -533,12 +552,20 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
         PeerEvent::LocalCandidate(c) => {
             send_to(state, user, Event::IceCandidate { candidate: c });
         }
-        PeerEvent::StateChanged(PeerState::Failed) => {
+        PeerEvent::StateChanged(s @ (PeerState::Failed | PeerState::Closed)) => {
+            // Ours to close only after taking the member out, so this is the client's doing:
+            // it closed its connection, or went silent (no ICE consent for `dead_peer_timeout`).
             if let Some(m) = state.members.remove(&user) {
-                tracing::warn!(meeting_id = %state.meeting_id, %user, "media peer failed (ICE/DTLS): closed");
+                let reason = if s == PeerState::Failed {
+                    tracing::warn!(meeting_id = %state.meeting_id, %user, "media peer failed (ICE/DTLS, or silent): closed");
+                    "the media connection failed"
+                } else {
+                    tracing::info!(meeting_id = %state.meeting_id, %user, "media peer closed by the client");
+                    "the media connection was closed"
+                };
                 forget_member(state, user);
                 close_member(m).await;
-                send_to(state, user, Event::MediaClosed { reason: "the media connection failed".to_owned() });
+                send_to(state, user, Event::MediaClosed { reason: reason.to_owned() });
                 replan_all(state).await;
             }
         }
@@ -903,6 +930,12 @@ async fn ingest(
     }
 }
 
+/// The first `a=fingerprint:` value of an SDP (session or media level): which certificate,
+/// hence which client connection, the SDP belongs to.
+fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=fingerprint:")).map(str::to_owned)
+}
+
 /// The simulcast layer of a stream: `None` without simulcast (no RID), so that such a stream
 /// is forwarded whole instead of going through layer selection.
 fn simulcast_layer(rid: Option<&str>) -> Option<Layer> {
@@ -1084,6 +1117,12 @@ mod tests {
                    m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=msid:s screen\r\n\
                    m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\na=msid:s old\r\n";
         let got = sending_track_ids(sdp);
+        assert_eq!(dtls_fingerprint(sdp), None);
+        assert_eq!(
+            dtls_fingerprint("v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=audio 9 UDP 111\r\na=fingerprint:sha-256 EF\r\n")
+                .as_deref(),
+            Some("sha-256 AB:CD")
+        );
         assert_eq!(got, ["cam", "mic"].into_iter().map(str::to_owned).collect::<std::collections::HashSet<_>>());
     }
 }

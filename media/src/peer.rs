@@ -28,7 +28,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
@@ -93,7 +93,13 @@ pub struct PeerConfig {
     pub ice_lite: bool,
     /// Capacity of the inbound RTP queue ([`DEFAULT_RTP_QUEUE_PACKETS`]).
     pub rtp_queue_packets: usize,
+    /// How long a peer may go without ICE traffic (consent checks, media) before it is failed:
+    /// the client vanished without closing ([`DEFAULT_DEAD_PEER_TIMEOUT`]).
+    pub dead_peer_timeout: Duration,
 }
+
+/// webrtc-rs's own default: 5 s to `disconnected`, 25 s more to `failed`.
+pub const DEFAULT_DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl PeerConfig {
     /// Ephemeral ports on `bind_ip`, no NAT mapping, full ICE: what tests use.
@@ -105,6 +111,7 @@ impl PeerConfig {
             ice_servers: Vec::new(),
             ice_lite: false,
             rtp_queue_packets: DEFAULT_RTP_QUEUE_PACKETS,
+            dead_peer_timeout: DEFAULT_DEAD_PEER_TIMEOUT,
         }
     }
 }
@@ -728,7 +735,15 @@ async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) 
         KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
     );
 
-    let mut settings = SettingEngineBuilder::new().with_lite(config.ice_lite);
+    // `disconnected` after a sixth of the timeout (at most webrtc-rs's 5 s), `failed` after the
+    // rest; keepalives often enough that a live but idle peer never gets near either.
+    let disconnected = (config.dead_peer_timeout / 6).min(Duration::from_secs(5));
+    let keepalive = (disconnected / 2).min(Duration::from_secs(2));
+    let mut settings = SettingEngineBuilder::new().with_lite(config.ice_lite).with_ice_timeouts(
+        Some(disconnected),
+        Some(config.dead_peer_timeout.saturating_sub(disconnected)),
+        Some(keepalive),
+    );
     if let Some(public_ip) = config.public_ip {
         settings = settings.with_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
     }

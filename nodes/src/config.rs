@@ -151,6 +151,9 @@ pub struct MediaSection {
     /// STUN/TURN servers handed to clients (`[[media.ice_servers]] urls = [...]`).
     #[serde(default)]
     pub ice_servers: Vec<parley_media::peer::IceServer>,
+    /// Seconds a media peer may go silent (no ICE consent) before it is closed and its client
+    /// told `media_closed` (default 30).
+    pub dead_peer_secs: Option<f64>,
 }
 
 impl ConfigFile {
@@ -235,7 +238,8 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORTS`
-/// (`40000-40999`) and `PARLEY_ICE_SERVERS` (comma-separated URLs) over it.
+/// (`40000-40999`), `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS`
+/// over it.
 fn resolve_media(
     m: &MediaSection,
     node_host: Option<&str>,
@@ -284,6 +288,16 @@ fn resolve_media(
             .collect(),
         None => m.ice_servers.clone(),
     };
+    let dead_peer_timeout = match env.var("PARLEY_MEDIA_DEAD_PEER_SECS").map(|raw| (raw.parse::<f64>().ok(), raw)) {
+        Some((Some(secs), _)) => secs,
+        Some((None, raw)) => {
+            return Err(ConfigError::BadMedia(format!("PARLEY_MEDIA_DEAD_PEER_SECS = `{raw}` is not a number")));
+        }
+        None => m.dead_peer_secs.unwrap_or(parley_media::peer::DEFAULT_DEAD_PEER_TIMEOUT.as_secs_f64()),
+    };
+    if !(1.0..=3600.0).contains(&dead_peer_timeout) {
+        return Err(ConfigError::BadMedia(format!("dead_peer_secs = {dead_peer_timeout}: want 1 to 3600")));
+    }
     Ok(parley_media::peer::PeerConfig {
         bind_ip,
         port_range,
@@ -291,6 +305,7 @@ fn resolve_media(
         ice_servers,
         ice_lite: m.ice_lite.unwrap_or(false),
         rtp_queue_packets: parley_media::peer::DEFAULT_RTP_QUEUE_PACKETS,
+        dead_peer_timeout: std::time::Duration::from_secs_f64(dead_peer_timeout),
     })
 }
 
@@ -582,9 +597,17 @@ mod tests {
         let s = Settings::resolve(&with_media, None, &env).unwrap();
         assert_eq!(s.media.port_range, Some((50000, 50010)));
         assert_eq!(s.media.ice_servers.len(), 2);
-        for bad in
-            [("PARLEY_MEDIA_PORTS", "50010-50000"), ("PARLEY_MEDIA_PORTS", "lots"), ("PARLEY_MEDIA_BIND_IP", "0.0.0.0")]
-        {
+        assert_eq!(s.media.dead_peer_timeout, std::time::Duration::from_secs(30), "webrtc-rs's default");
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_DEAD_PEER_SECS", "2.5")]);
+        let s = Settings::resolve(&with_media, None, &env).unwrap();
+        assert_eq!(s.media.dead_peer_timeout, std::time::Duration::from_millis(2500));
+        for bad in [
+            ("PARLEY_MEDIA_PORTS", "50010-50000"),
+            ("PARLEY_MEDIA_PORTS", "lots"),
+            ("PARLEY_MEDIA_BIND_IP", "0.0.0.0"),
+            ("PARLEY_MEDIA_DEAD_PEER_SECS", "soon"),
+            ("PARLEY_MEDIA_DEAD_PEER_SECS", "0"),
+        ] {
             let env: HashMap<&str, &str> = HashMap::from([bad]);
             assert!(matches!(Settings::resolve(&file(), None, &env), Err(ConfigError::BadMedia(_))), "{bad:?}");
         }

@@ -405,3 +405,51 @@ async fn a_low_bandwidth_estimate_lowers_the_layer_at_once_and_a_high_one_raises
     assert!(took >= Duration::from_millis(2500), "going up waits for the hold, took {took:?}");
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_closed_or_replaced_while_the_socket_stays_is_released_and_media_resumes() {
+    let node = TestNode::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .env("PARLEY_LOG", "info,parley_actors=debug")
+            .env("PARLEY_MEDIA_DEAD_PEER_SECS", "3"),
+    )
+    .await;
+    let api = Api::new(&node.base, node.secret.as_bytes());
+    let (meeting, users) = meeting_with(&api, 3).await;
+    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let _media = host.publish(Rates::default());
+    let camera = stream(users[0], "camera");
+    let mut guest = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    assert!(guest.wait_received(WAIT, |r| r.streams.contains_key(&camera)).await);
+    assert_eq!(media_peers(&node).await, 2);
+
+    // The guest's connection goes away, its WebSocket stays. (A webrtc-rs client closing sends
+    // the server nothing, so this is the silent-peer path: ICE consent stops, the peer fails
+    // after `PARLEY_MEDIA_DEAD_PEER_SECS`.) The router lets the peer go and tells the guest
+    // (`media_closed`); the guest is still in the meeting and connects again.
+    guest.close_media().await;
+    assert!(
+        eventually(WAIT, || async { media_peers(&node).await == 1 }).await,
+        "the closed peer is released\n{}",
+        node.log()
+    );
+    assert!(
+        eventually(WAIT, || async { guest.events().iter().any(|e| e["event"] == "media_closed") }).await,
+        "the guest is told its media closed"
+    );
+    guest.connect_media(Publish::NOTHING).await.expect("media again on the same socket");
+    assert!(deltas(&guest, Duration::from_secs(1)).await.get(&camera).copied().unwrap_or(0) > 20, "media resumes");
+
+    // A client that starts a new connection without closing the old one (a page reload that
+    // kept its socket): the new one replaces the old, no second peer is kept.
+    let mut reloader = connected(&api, meeting, users[2], false, Publish::NOTHING).await;
+    assert_eq!(media_peers(&node).await, 3);
+    reloader.connect_media(Publish::NOTHING).await.expect("a second connection");
+    assert!(
+        deltas(&reloader, Duration::from_secs(1)).await.get(&camera).copied().unwrap_or(0) > 20,
+        "the new connection gets media\n{}",
+        node.log()
+    );
+    assert_eq!(media_peers(&node).await, 3, "the old connection's peer was replaced, not kept");
+    drop(node);
+}
