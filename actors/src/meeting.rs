@@ -12,7 +12,7 @@ use parley_core::meeting::{
 };
 use parley_core::model::Role;
 use parley_core::placement::Owner;
-use parley_core::protocol::{ChatMessage, ErrorCode, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
+use parley_core::protocol::{ChatMessage, ErrorCode, Event, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
 use parley_presence::PresenceRecord;
 use parley_store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -317,12 +317,7 @@ impl Actor for MeetingActor {
                 let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
                 let mut outcome = state.meeting.handle(now_ms(), &caller, &request);
                 if let Some(Ok(ReplyData::Joined { media, .. })) = outcome.reply.as_mut() {
-                    let me = state.services.membership.me();
-                    *media = Some(MediaNode {
-                        node: me.name.clone(),
-                        media_addr: format!("{}:{}", me.host, me.media_port),
-                        ice_servers: state.services.media.ice_servers.clone(),
-                    });
+                    *media = Some(media_node(&state.services));
                 }
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
                     let node = state.services.node.clone();
@@ -509,7 +504,11 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
     let s = state.services.clone();
     for effect in effects {
         match effect {
-            Effect::Send { to, event } => {
+            Effect::Send { to, mut event } => {
+                // The admitted user learns where to send media, as a joiner does from `joined`.
+                if let Event::Admitted { meeting: Some(_), media, .. } = &mut event {
+                    *media = Some(media_node(&s));
+                }
                 if let Some(c) = state.conns.get(&to) {
                     deliver(&s, std::iter::once(c), &SharedEvent::new(EventFrame { meeting_id, event }));
                 }
@@ -713,6 +712,16 @@ async fn store_end_later(
 }
 
 /// Sends one event to connections: local ones directly, remote ones in one message per node.
+/// This node as the meeting's media node.
+fn media_node(s: &LiveServices) -> MediaNode {
+    let me = s.membership.me();
+    MediaNode {
+        node: me.name.clone(),
+        media_addr: format!("{}:{}", me.host, me.media_port),
+        ice_servers: s.media.ice_servers.clone(),
+    }
+}
+
 fn deliver<'a>(s: &LiveServices, conns: impl Iterator<Item = &'a Conn>, shared: &Arc<SharedEvent>) {
     let mut remote: HashMap<&str, Vec<u64>> = HashMap::new();
     for c in conns {

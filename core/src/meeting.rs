@@ -858,11 +858,11 @@ impl LiveMeeting {
         fx.extend(self.add_participant(now, p));
         fx.push(Effect::Send {
             to: user,
-            event: Event::Admitted { user_id: user, meeting: Some(Box::new(self.snapshot(user))) },
+            event: Event::Admitted { user_id: user, meeting: Some(Box::new(self.snapshot(user))), media: None },
         });
         fx.push(Effect::Broadcast {
             scope: Scope::EveryoneExcept(user),
-            event: Event::Admitted { user_id: user, meeting: None },
+            event: Event::Admitted { user_id: user, meeting: None, media: None },
         });
         Some(fx)
     }

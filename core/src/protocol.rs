@@ -634,10 +634,13 @@ pub enum Event {
         user_id: Uuid,
         reason: LeaveReason,
     },
-    /// To the admitted user (with the meeting) and to everybody (without).
+    /// To the admitted user (with the meeting and, filled in by the owner node, its media
+    /// node) and to everybody (without).
     Admitted {
         user_id: Uuid,
         meeting: Option<Box<MeetingSnapshot>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        media: Option<MediaNode>,
     },
     /// To the refused user.
     Denied {

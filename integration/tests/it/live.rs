@@ -111,6 +111,7 @@ async fn start_waiting_room_admit_mute_chat_share_and_end() {
     ok(&host.request(json!({"type": "admit", "user_id": alice_id})).await);
     let admitted = alice.event("admitted").await;
     assert_eq!(admitted["meeting"]["participants"].as_array().unwrap().len(), 2, "{admitted}");
+    assert!(admitted["media"]["media_addr"].is_string(), "the admitted user learns the media node: {admitted}");
     let joined = host.event("participant_joined").await;
     assert_eq!(joined["participant"]["display_name"], "Alice");
     let members: Vec<String> = redis.smembers(key(m, "participants")).await.unwrap();
