@@ -921,7 +921,14 @@ async fn ingest(
             continue;
         }
         let keyframe = p.kind == MediaKind::Video && vp8::is_keyframe(&p.packet.payload);
-        let fwd = Arc::new(Forward { key, ssrc: p.ssrc, layer, keyframe, packet: p.packet });
+        // Header extensions and CSRCs belong to the publisher's leg and every `OutTrack` drops
+        // them: strip them once here, not in each subscriber's clone (a browser's packets carry
+        // several extensions, each cloned and freed per subscriber otherwise).
+        let mut packet = p.packet;
+        packet.header.extension = false;
+        packet.header.extensions.clear();
+        packet.header.csrc.clear();
+        let fwd = Arc::new(Forward { key, ssrc: p.ssrc, layer, keyframe, packet });
         for s in targets {
             if s.egress.try_send(EgressMsg::Rtp(fwd.clone())).is_err() {
                 counters.dropped.fetch_add(1, Ordering::Relaxed);
