@@ -31,7 +31,9 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use parley_media::peer::{AUDIO_LEVEL_URI, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, extmap_id};
+use parley_media::peer::{
+    AUDIO_LEVEL_URI, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, MID_URI, RID_URI, extmap_id,
+};
 use rtc::interceptor::{Interceptor, Packet as ChainPacket, Slot, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -42,10 +44,6 @@ use webrtc::media_stream::track_local::TrackLocalEvent;
 use crate::LoadError;
 use crate::signal::{Api, Signal};
 use crate::synth::{self, Phase, Stamp};
-
-/// Header extensions that tell simulcast layers apart (their SSRCs are not signalled).
-const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// How long media setup may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -942,5 +940,20 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
             Some(_) => s.warm_up += 1,
             None => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mid_of_a_track_is_read_from_its_section() {
+        let sdp = "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=msid:u u-microphone\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\na=msid:u u-camera\r\na=rid:q send\r\n";
+        assert_eq!(mid_of_track(sdp, "u-camera"), Some(1));
+        assert_eq!(mid_of_track(sdp, "u-microphone"), Some(0));
+        assert_eq!(mid_of_track(sdp, "u-screen"), None);
+        assert_eq!(mid_of_track("", "u-camera"), None);
     }
 }

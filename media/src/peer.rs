@@ -70,6 +70,11 @@ const MAX_BIND_ATTEMPTS: usize = 16;
 /// Audio level header extension (RFC 6464), registered so browsers send it; read into
 /// [`IncomingRtp::audio_level`].
 pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Header extensions that tell a track's simulcast layers apart (their SSRCs are not signalled):
+/// the m-section's mid and the layer's RID.
+pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 /// Where our keyframe-request forwarder sits in the interceptor chain: after every built-in
 /// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
 /// the RTCP before it is narrowed down.
@@ -714,11 +719,7 @@ fn candidate_ports(from: u16, to: u16) -> Vec<u16> {
 async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<dyn PeerConnection>> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
-    for uri in [
-        "urn:ietf:params:rtp-hdrext:sdes:mid",
-        "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id",
-        "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id",
-    ] {
+    for uri in [MID_URI, RID_URI, REPAIRED_RID_URI] {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
             RtpCodecKind::Video,
