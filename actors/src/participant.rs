@@ -242,7 +242,7 @@ impl Actor for ParticipantActor {
 async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, request: Request) -> Answer {
     match request {
         Request::Auth { .. } => fail(ErrorCode::InvalidField, "this connection is already authenticated"),
-        Request::Start { meeting_id } => start(myself, state, meeting_id).await,
+        Request::Start { meeting_id, ref display_name } => start(myself, state, meeting_id, display_name.clone()).await,
         Request::Join { meeting_id, ref password, ref display_name } => {
             if let Some((current, _, _)) = &state.meeting
                 && *current != meeting_id
@@ -345,7 +345,12 @@ fn leave_group(myself: &ParticipantRef, state: &mut ParticipantState) {
 }
 
 /// `start`: only the host or a co-host, only a scheduled or active meeting.
-async fn start(myself: &ParticipantRef, state: &mut ParticipantState, meeting_id: Uuid) -> Answer {
+async fn start(
+    myself: &ParticipantRef,
+    state: &mut ParticipantState,
+    meeting_id: Uuid,
+    display_name: Option<String>,
+) -> Answer {
     if state.meeting.is_some() {
         return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
     }
@@ -367,7 +372,7 @@ async fn start(myself: &ParticipantRef, state: &mut ParticipantState, meeting_id
         display_name: state.display_name.clone(),
         invited_role: facts.facts.caller_role,
     };
-    enter(myself, state, meeting_id, caller, None).await
+    enter(myself, state, meeting_id, caller, display_name).await
 }
 
 /// The join decision's database half: the meeting exists and is live, the password is right.

@@ -51,6 +51,9 @@ pub enum Request {
     /// Host (or co-host) starts a scheduled meeting and joins it.
     Start {
         meeting_id: Uuid,
+        /// The name shown in this meeting (default: the account's).
+        #[serde(default)]
+        display_name: Option<String>,
     },
     /// Join a live meeting (may land in the waiting room).
     Join {
@@ -478,7 +481,7 @@ impl Request {
         };
         match self {
             Request::Chat { text, .. } | Request::BreakoutsBroadcast { text } => text_limit(text),
-            Request::Join { display_name: Some(n), .. }
+            Request::Join { display_name: Some(n), .. } | Request::Start { display_name: Some(n), .. }
                 if n.trim().is_empty() || n.chars().count() > MAX_DISPLAY_NAME_CHARS =>
             {
                 Err((ErrorCode::InvalidField, format!("display_name must be 1 to {MAX_DISPLAY_NAME_CHARS} characters")))
@@ -858,7 +861,7 @@ mod tests {
         let u = Uuid::new_v4();
         let all = vec![
             Request::Auth { token: "t".into() },
-            Request::Start { meeting_id: u },
+            Request::Start { meeting_id: u, display_name: None },
             Request::Join { meeting_id: u, password: None, display_name: Some("A".into()) },
             Request::Resume { meeting_id: u, resume_token: "r".into() },
             Request::Leave,

@@ -83,9 +83,12 @@ async fn start_waiting_room_admit_mute_chat_share_and_end() {
     assert_eq!(err_code(&r), "meeting_not_active");
     assert_eq!(err_code(&alice.request(json!({"type": "start", "meeting_id": m})).await), "forbidden");
 
-    let r = host.request(json!({"type": "start", "meeting_id": m})).await;
+    let r = host.request(json!({"type": "start", "meeting_id": m, "display_name": " "})).await;
+    assert_eq!(err_code(&r), "invalid_field", "a blank name is refused: {r}");
+    let r = host.request(json!({"type": "start", "meeting_id": m, "display_name": "Hostess"})).await;
     assert_eq!(ok(&r)["result"], "joined", "{r}");
     assert_eq!(r["you"]["role"], "host");
+    assert_eq!(r["you"]["display_name"], "Hostess", "start takes a display name as join does");
     let rows = node.sql(&format!("SELECT status, assigned_node FROM meetings WHERE id = '{m}'")).await;
     assert_eq!(rows[0].try_get::<String>("", "status").unwrap(), "active");
     let media: String = redis.get(key(m, "media_server")).await.unwrap();
