@@ -172,11 +172,15 @@ struct LayerRates([AtomicU64; 3]);
 
 impl LayerRates {
     fn slot(&self, layer: Layer) -> &AtomicU64 {
-        &self.0[match layer {
-            Layer::Low => 0,
-            Layer::Mid => 1,
-            Layer::High => 2,
-        }]
+        &self.0[layer_index(layer)]
+    }
+}
+
+fn layer_index(layer: Layer) -> usize {
+    match layer {
+        Layer::Low => 0,
+        Layer::Mid => 1,
+        Layer::High => 2,
     }
 }
 
@@ -895,8 +899,8 @@ async fn ingest(
     speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
     counters: Arc<Counters>,
 ) {
-    // Bitrate of each simulcast stream, by SSRC.
-    let mut meters: HashMap<u32, BitrateMeter> = HashMap::new();
+    // Bitrate of each simulcast layer, by track.
+    let mut meters: HashMap<Arc<str>, [BitrateMeter; 3]> = HashMap::new();
     while let Some(p) = rtp.recv().await {
         if let Some(level) = p.audio_level {
             lock(&speaker).observe(user, level, Instant::now());
@@ -909,10 +913,13 @@ async fn ingest(
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let now = Instant::now();
-            let meter = meters.entry(p.ssrc).or_default();
+            let track = meters.entry(p.track_id.clone()).or_default();
             // Payload plus the fixed RTP header: close enough to compare layers.
-            meter.record(p.packet.payload.len() + 12, now);
-            rates.slot(layer).store(meter.bps(now), Ordering::Relaxed);
+            track[layer_index(layer)].record(p.packet.payload.len() + 12, now);
+            // Every layer of the track, so one the publisher stopped sending decays to 0.
+            for l in [Layer::Low, Layer::Mid, Layer::High] {
+                rates.slot(l).store(track[layer_index(l)].bps(now), Ordering::Relaxed);
+            }
         }
         let bit = layer.map_or(ALL_LAYERS, |l| layer_bit(Some(l)));
         // Layers no subscriber watches stop here.
@@ -971,7 +978,7 @@ impl Binding {
     fn select(&mut self, key: &str, budget_bps: u64, now: Instant) {
         let Some(selector) = self.selector.as_mut() else { return };
         let before = selector.target();
-        let infos: Vec<LayerInfo> = self
+        let mut infos: Vec<LayerInfo> = self
             .layers
             .iter()
             .map(|l| LayerInfo {
@@ -980,6 +987,12 @@ impl Binding {
                 height: nominal_height(*l),
             })
             .collect();
+        // Once any layer is measured, a layer at 0 is one the publisher stopped sending (a
+        // browser drops its top layers when its uplink is short): not a choice, or its
+        // subscribers would wait for its keyframes forever.
+        if infos.iter().any(|i| i.bitrate_bps > 0) {
+            infos.retain(|i| i.bitrate_bps > 0);
+        }
         let after = selector.update(&infos, self.tile, budget_bps, now);
         if after != before {
             let budget_bps = (budget_bps != u64::MAX).then_some(budget_bps);

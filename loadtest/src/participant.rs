@@ -503,6 +503,8 @@ pub struct PublishControl {
     sent_audio: AtomicU64,
     /// Current audio level (0..=127), 255 = as in `Rates`.
     level: AtomicU8,
+    /// Simulcast layers not being sent: bit `i` for `SIMULCAST_LAYERS[i]`.
+    paused_layers: AtomicU8,
 }
 
 /// A running publisher.
@@ -514,6 +516,18 @@ impl Publisher {
     /// From now on packets count (their index restarts at 0).
     pub fn measure(&self) {
         self.control.phase.store(Phase::Measure as u8, Ordering::Release);
+    }
+
+    /// Stops (or resumes) sending simulcast layer `rid`, as a browser does when its uplink is
+    /// short.
+    pub fn pause_layer(&self, rid: &str, paused: bool) {
+        if let Some(i) = SIMULCAST_LAYERS.iter().position(|(r, ..)| *r == rid) {
+            if paused {
+                self.control.paused_layers.fetch_or(1 << i, Ordering::AcqRel);
+            } else {
+                self.control.paused_layers.fetch_and(!(1 << i), Ordering::AcqRel);
+            }
+        }
     }
 
     /// Changes the audio level sent from now on.
@@ -606,8 +620,10 @@ async fn send_media(
             measuring = true;
             states.iter_mut().for_each(|s| s.index = 0);
         }
+        let paused = control.paused_layers.load(Ordering::Acquire);
         for st in &mut states {
-            for i in 0..st.packets {
+            let sending = st.layer == 0 || paused & (1 << (st.layer - 1)) == 0;
+            for i in (0..st.packets).filter(|_| sending) {
                 let stamp = Stamp { phase, index: st.index, sent_ns: synth::now_ns(), layer: st.layer };
                 let payload = if !video {
                     synth::opus_payload(stamp, st.bytes)

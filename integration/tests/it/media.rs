@@ -453,3 +453,42 @@ async fn a_connection_closed_or_replaced_while_the_socket_stays_is_released_and_
     assert_eq!(media_peers(&node).await, 3, "the old connection's peer was replaced, not kept");
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_the_publisher_stops_sending_gives_way_to_the_next_one_down() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 2).await;
+    let host = connected(&api, meeting, users[0], true, Publish::SIMULCAST_CAMERA_AND_MIC).await;
+    let viewer = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    let media = host.publish(Rates { keyframe_every: u32::MAX, ..Rates::default() });
+    let camera = stream(users[0], "camera");
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 3 }).await,
+        "a large tile: f; received {:?}\n{}",
+        viewer.received().streams.get(&camera),
+        node.log()
+    );
+
+    // The publisher's f goes quiet (a browser whose uplink shrank): the viewer is moved to h,
+    // at a keyframe of h the router asks for, instead of waiting for f forever.
+    let asked_h = host.keyframe_requests_for("h");
+    media.pause_layer("f", true);
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 2 }).await,
+        "f stopped: down to h; received {:?}\n{}",
+        viewer.received().streams.get(&camera),
+        node.log()
+    );
+    assert!(host.keyframe_requests_for("h") > asked_h, "the switch asked the publisher for a keyframe of h");
+    let d = layer_deltas(&viewer, &camera, Duration::from_secs(1)).await;
+    assert!(d[2] > 40, "h flows (q, h, f: {:?})", &d[1..]);
+
+    // f comes back: the viewer returns to it.
+    media.pause_layer("f", false);
+    assert!(
+        eventually(WAIT, || async { last_layer(&viewer, &camera) == 3 }).await,
+        "f is back: f again; received {:?}",
+        viewer.received().streams.get(&camera)
+    );
+    drop(node);
+}
