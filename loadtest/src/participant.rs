@@ -112,6 +112,10 @@ struct Shared {
     dropped: Arc<AtomicU64>,
     /// The server answered or offered; the number of negotiations completed.
     negotiations: watch::Sender<u32>,
+    /// Held from sending our offer until its answer is applied: a server offer arriving
+    /// meanwhile (its reply comes first, then the events it caused) waits, as a browser's
+    /// signalling queue would.
+    signalling: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -191,6 +195,7 @@ impl Participant {
             drop_every: AtomicU32::new(0),
             dropped: Arc::new(AtomicU64::new(0)),
             negotiations,
+            signalling: tokio::sync::Mutex::new(()),
         });
         tokio::spawn(handle_events(events, signal.clone(), shared.clone()));
         let (connected_tx, connected) = watch::channel(RTCPeerConnectionState::New);
@@ -222,6 +227,8 @@ impl Participant {
     /// Sets up media: offers `publish` (or receive-only transceivers), applies the answer and
     /// waits until the connection is up.
     pub async fn connect_media(&mut self, publish: Publish) -> Result<(), LoadError> {
+        let shared = self.shared.clone();
+        let _signalling = shared.signalling.lock().await;
         let pc = self.build_peer().await?;
         let mut sources = serde_json::Map::new();
         if publish.video {
@@ -267,6 +274,7 @@ impl Participant {
         pc.set_remote_description(RTCSessionDescription::answer(answer).map_err(rtc_err)?).await.map_err(rtc_err)?;
         apply_remote_set(&self.shared, &pc).await;
         self.shared.negotiations.send_modify(|n| *n += 1);
+        drop(_signalling);
         let mut connected = self.connected.clone();
         tokio::time::timeout(CONNECT_TIMEOUT, connected.wait_for(|s| *s == RTCPeerConnectionState::Connected))
             .await
@@ -314,6 +322,9 @@ impl Participant {
             .await
             .map_err(rtc_err)?;
         let pc: Arc<dyn PeerConnection> = Arc::new(pc);
+        // A new connection (a reconnect): server candidates wait for its first answer again.
+        self.shared.remote_set.store(false, Ordering::Release);
+        lock(&self.shared.pending_candidates).clear();
         *lock(&self.shared.pc) = Some(pc.clone());
         Ok(pc)
     }
@@ -376,6 +387,7 @@ impl Participant {
     async fn offer_again(&self, pc: &Arc<dyn PeerConnection>) -> Result<(), LoadError> {
         let sources: serde_json::Map<String, Value> =
             self.tracks.iter().map(|t| (format!("{}-{}", self.user_id, t.source), json!(t.source))).collect();
+        let _signalling = self.shared.signalling.lock().await;
         let offer = pc.create_offer(None).await.map_err(rtc_err)?;
         pc.set_local_description(offer).await.map_err(rtc_err)?;
         let sdp = pc.local_description().await.map(|d| d.sdp).unwrap_or_default();
@@ -847,6 +859,9 @@ impl Interceptor for LossInjector {
 /// Answers server offers, applies server candidates, records the rest.
 async fn handle_events(mut events: mpsc::UnboundedReceiver<Value>, signal: Signal, shared: Arc<Shared>) {
     while let Some(e) = events.recv().await {
+        // An offer waits for our own pending negotiation, then goes to the connection current
+        // by then.
+        let _signalling = if e["event"] == "offer" { Some(shared.signalling.lock().await) } else { None };
         let pc = lock(&shared.pc).clone();
         match (e["event"].as_str(), pc) {
             (Some("offer"), Some(pc)) => {

@@ -406,6 +406,13 @@ async fn a_low_bandwidth_estimate_lowers_the_layer_at_once_and_a_high_one_raises
     drop(node);
 }
 
+/// Whether 50 more packets of `key` arrive (after a reconnect: the server's offer, the answer
+/// and the first packets take their time on a loaded machine).
+async fn flows_again(p: &Participant, key: &str) -> bool {
+    let before = p.received().streams.get(key).map_or(0, |s| s.packets);
+    p.wait_received(WAIT, |r| r.streams.get(key).is_some_and(|s| s.packets >= before + 50)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_closed_or_replaced_while_the_socket_stays_is_released_and_media_resumes() {
     let node = TestNode::start_with(
@@ -438,18 +445,14 @@ async fn a_connection_closed_or_replaced_while_the_socket_stays_is_released_and_
         "the guest is told its media closed"
     );
     guest.connect_media(Publish::NOTHING).await.expect("media again on the same socket");
-    assert!(deltas(&guest, Duration::from_secs(1)).await.get(&camera).copied().unwrap_or(0) > 20, "media resumes");
+    assert!(flows_again(&guest, &camera).await, "media resumes\n{}", node.log());
 
     // A client that starts a new connection without closing the old one (a page reload that
     // kept its socket): the new one replaces the old, no second peer is kept.
     let mut reloader = connected(&api, meeting, users[2], false, Publish::NOTHING).await;
     assert_eq!(media_peers(&node).await, 3);
     reloader.connect_media(Publish::NOTHING).await.expect("a second connection");
-    assert!(
-        deltas(&reloader, Duration::from_secs(1)).await.get(&camera).copied().unwrap_or(0) > 20,
-        "the new connection gets media\n{}",
-        node.log()
-    );
+    assert!(flows_again(&reloader, &camera).await, "the new connection gets media\n{}", node.log());
     assert_eq!(media_peers(&node).await, 3, "the old connection's peer was replaced, not kept");
     drop(node);
 }
