@@ -16,12 +16,14 @@
 //! [`peer::OutTrack::write_rtp`], with `views` deciding the subscriptions.
 //! `media/tests/forwarding.rs` shows that loop in miniature.
 
+pub mod demux;
 pub mod error;
 pub mod layers;
 pub mod nack_cache;
 pub mod peer;
 pub mod pli;
 pub mod rewrite;
+pub mod socket;
 pub mod speaker;
 pub mod views;
 pub mod vp8;

@@ -57,6 +57,10 @@ use webrtc::peer_connection::{
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::{MediaError, Result};
+use crate::socket::{Command, MediaSocket, PeerId, PeerSlot};
+use rtc::peer_connection::RTCPeerConnectionBuilder;
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
+use rtc::rtp_transceiver::RTCRtpSenderId;
 
 use crate::pli::PliThrottle;
 /// An RTP packet (header and payload) as the stack parses it.
@@ -86,9 +90,15 @@ pub struct PeerConfig {
     /// Address the UDP sockets bind to. Must be a concrete address: a wildcard (`0.0.0.0`)
     /// expands to every interface except loopback.
     pub bind_ip: IpAddr,
-    /// Inclusive UDP port range, one port per peer (webrtc 0.21 has no single-port mux).
-    /// `None`: an ephemeral port.
+    /// Inclusive UDP port range, one port per peer, when peers do not share a socket
+    /// (`shared_socket` is `None`). `None`: an ephemeral port each.
     pub port_range: Option<(u16, u16)>,
+    /// Every peer on one UDP port: the node binds a [`MediaSocket`] on this port (0: the
+    /// system picks) at start and sets `shared_socket`. `None`: a socket per peer.
+    pub shared_port: Option<u16>,
+    /// The node's media socket, bound from `shared_port`; [`Peer::new`] puts peers on it.
+    #[serde(skip)]
+    pub shared_socket: Option<Arc<MediaSocket>>,
     /// Public address behind a 1:1 NAT (cloud VM): advertised instead of `bind_ip` in host
     /// candidates.
     pub public_ip: Option<IpAddr>,
@@ -112,6 +122,8 @@ impl PeerConfig {
         Self {
             bind_ip,
             port_range: None,
+            shared_port: None,
+            shared_socket: None,
             public_ip: None,
             ice_servers: Vec::new(),
             ice_lite: false,
@@ -134,7 +146,7 @@ pub enum MediaKind {
 }
 
 impl MediaKind {
-    fn from_rtc(kind: RtpCodecKind) -> Self {
+    pub(crate) fn from_rtc(kind: RtpCodecKind) -> Self {
         match kind {
             RtpCodecKind::Audio => MediaKind::Audio,
             _ => MediaKind::Video,
@@ -210,7 +222,7 @@ pub enum PeerState {
 }
 
 impl PeerState {
-    fn from_rtc(state: RTCPeerConnectionState) -> Self {
+    pub(crate) fn from_rtc(state: RTCPeerConnectionState) -> Self {
         match state {
             RTCPeerConnectionState::Connecting => PeerState::Connecting,
             RTCPeerConnectionState::Connected => PeerState::Connected,
@@ -287,8 +299,15 @@ struct OutTrackInner {
     spec: OutTrackSpec,
     /// Payload type negotiated on this leg, or [`NO_PAYLOAD_TYPE`].
     payload_type: AtomicU16,
-    local: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
+    sink: OutSink,
+}
+
+/// Where an outgoing track's packets go.
+enum OutSink {
+    /// The peer's own webrtc-rs connection (a socket per peer).
+    Own { local: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender> },
+    /// A connection on the node's media socket: a queued write to its driver.
+    Socket { socket: Arc<MediaSocket>, id: PeerId, sender: RTCRtpSenderId },
 }
 
 impl std::fmt::Debug for OutTrack {
@@ -328,12 +347,18 @@ impl OutTrack {
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.csrc.clear();
-        self.inner.local.write_rtp(packet).await.map_err(MediaError::from)
+        match &self.inner.sink {
+            OutSink::Own { local, .. } => local.write_rtp(packet).await.map_err(MediaError::from),
+            OutSink::Socket { socket, id, sender } => {
+                socket.send(Command::Rtp { id: *id, sender: *sender, packet }).await
+            }
+        }
     }
 }
 
-/// State shared between the peer handle, its event handler and its tasks.
-struct Shared {
+/// State shared between the peer handle, its event handler and its tasks (or the media socket's
+/// driver).
+pub(crate) struct PeerShared {
     /// Taken on close, so the owner's receivers end.
     events: Mutex<Option<mpsc::UnboundedSender<PeerEvent>>>,
     /// Taken on close; each track task holds a clone until it is aborted.
@@ -345,15 +370,40 @@ struct Shared {
     /// Inbound RTP packets dropped because the router's queue was full.
     dropped_rtp: AtomicU64,
     /// Negotiated id of the audio-level extension on the publishing leg, 0 if none.
-    audio_level_ext_id: AtomicU8,
+    pub(crate) audio_level_ext_id: AtomicU8,
     /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
     /// 0 while it has sent none.
     downlink_bps: Arc<AtomicU64>,
     closed: AtomicBool,
 }
 
-impl Shared {
-    fn emit(&self, event: PeerEvent) {
+impl PeerShared {
+    fn new(config: &PeerConfig) -> (Arc<PeerShared>, PeerChannels) {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let (rtp_tx, rtp_rx) = mpsc::channel(config.rtp_queue_packets.max(1));
+        let shared = Arc::new(PeerShared {
+            events: Mutex::new(Some(events_tx)),
+            rtp: Mutex::new(Some(rtp_tx)),
+            remote_tracks: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
+            dropped_rtp: AtomicU64::new(0),
+            audio_level_ext_id: AtomicU8::new(0),
+            downlink_bps: Arc::new(AtomicU64::new(0)),
+            closed: AtomicBool::new(false),
+        });
+        (shared, PeerChannels { events: events_rx, rtp: rtp_rx })
+    }
+
+    /// Queues one published packet for the router; counts it as dropped when the queue is full.
+    pub(crate) fn deliver(&self, rtp: IncomingRtp) {
+        if let Some(tx) = lock(&self.rtp).as_ref()
+            && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(rtp)
+        {
+            self.dropped_rtp.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn emit(&self, event: PeerEvent) {
         if let Some(events) = lock(&self.events).as_ref() {
             // The owner dropping its receiver means it is tearing the peer down; nothing to do.
             let _ = events.send(event);
@@ -374,8 +424,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One participant's server-side peer connection.
 pub struct Peer {
-    pc: Arc<dyn PeerConnection>,
-    shared: Arc<Shared>,
+    backend: Backend,
+    shared: Arc<PeerShared>,
     out_tracks: Mutex<HashMap<String, OutTrack>>,
     pli: Mutex<PliThrottle>,
     local_port: u16,
@@ -387,30 +437,55 @@ impl std::fmt::Debug for Peer {
     }
 }
 
+/// The connection behind a [`Peer`].
+enum Backend {
+    /// Its own webrtc-rs connection with its own socket and driver task.
+    Own(Arc<dyn PeerConnection>),
+    /// A sans-IO connection on the node's shared [`MediaSocket`].
+    Socket { socket: Arc<MediaSocket>, id: PeerId },
+}
+
 impl Peer {
-    /// Creates the peer connection and binds its UDP socket. Nothing is negotiated yet.
+    /// Creates the peer connection: on the node's shared socket when `config` has one, else
+    /// with its own UDP socket (a port from the configured range). Nothing is negotiated yet.
     pub async fn new(config: &PeerConfig) -> Result<(Peer, PeerChannels)> {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (rtp_tx, rtp_rx) = mpsc::channel(config.rtp_queue_packets.max(1));
-        let shared = Arc::new(Shared {
-            events: Mutex::new(Some(events_tx)),
-            rtp: Mutex::new(Some(rtp_tx)),
-            remote_tracks: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
-            dropped_rtp: AtomicU64::new(0),
-            audio_level_ext_id: AtomicU8::new(0),
-            downlink_bps: Arc::new(AtomicU64::new(0)),
-            closed: AtomicBool::new(false),
-        });
+        if let Some(socket) = &config.shared_socket {
+            return Peer::on_socket(config, socket).await;
+        }
+        let (shared, channels) = PeerShared::new(config);
         let (pc, local_port) = build_connection(config, &shared).await?;
-        let peer = Peer {
-            pc,
+        Ok((Peer::with_backend(Backend::Own(pc), shared, local_port), channels))
+    }
+
+    /// Creates the peer connection on the node's one media port: `socket` carries its
+    /// datagrams along with every other peer's. Nothing is negotiated yet.
+    pub async fn on_socket(config: &PeerConfig, socket: &Arc<MediaSocket>) -> Result<(Peer, PeerChannels)> {
+        let (shared, channels) = PeerShared::new(config);
+        let (media_engine, registry, settings) = stack_parts(config, &shared)?;
+        // Our own ICE credentials: the ufrag is how the socket's driver knows this peer's
+        // datagrams (a client's first packet is a STUN check naming it).
+        let ufrag = uuid::Uuid::new_v4().simple().to_string();
+        let pwd = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+        let pc = RTCPeerConnectionBuilder::new()
+            .with_media_engine(media_engine)
+            .with_interceptor_registry(registry)
+            .with_setting_engine(settings.with_ice_credentials(ufrag.clone(), pwd).build())
+            .build(Instant::now())?;
+        let id = socket.next_id();
+        socket.send(Command::Open { id, pc: Box::new(pc), ufrag, shared: Arc::clone(&shared) }).await?;
+        let port = socket.local_addr().port();
+        let peer = Peer::with_backend(Backend::Socket { socket: Arc::clone(socket), id }, shared, port);
+        Ok((peer, channels))
+    }
+
+    fn with_backend(backend: Backend, shared: Arc<PeerShared>, local_port: u16) -> Peer {
+        Peer {
+            backend,
             shared,
             out_tracks: Mutex::new(HashMap::new()),
             pli: Mutex::new(PliThrottle::default()),
             local_port,
-        };
-        Ok((peer, PeerChannels { events: events_rx, rtp: rtp_rx }))
+        }
     }
 
     /// The UDP port this peer's socket is bound to (0 if the stack chose and did not say).
@@ -435,27 +510,31 @@ impl Peer {
         // An offer that parses can still be unapplicable or unanswerable, and webrtc-rs may have
         // moved to `have-remote-offer` before failing; roll back so the connection is `stable`
         // again and the next offer is not refused for the signalling state.
-        let answered = async {
-            self.pc.set_remote_description(offer).await.map_err(sdp_error)?;
-            let answer = self.pc.create_answer(None).await?;
-            let answered = answer.unmarshal()?.media_descriptions.len();
-            if answered != offered {
-                return Err(MediaError::Sdp(format!("{offered} media sections offered, {answered} usable")));
-            }
-            self.pc.set_local_description(answer.clone()).await?;
-            Ok(answer)
-        }
-        .await;
-        let answer = match answered {
-            Ok(answer) => answer,
-            Err(e) => {
-                if self.pc.pending_remote_description().await.is_some() {
-                    self.rollback_remote().await;
+        let answer = match &self.backend {
+            Backend::Own(pc) => {
+                let answered = async {
+                    pc.set_remote_description(offer).await.map_err(sdp_error)?;
+                    let answer = pc.create_answer(None).await?;
+                    check_answer(offered, &answer)?;
+                    pc.set_local_description(answer.clone()).await?;
+                    Ok(answer)
                 }
-                return Err(match e {
-                    MediaError::WebRtc(e) => sdp_error(e),
-                    e => e,
-                });
+                .await;
+                match answered {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        if pc.pending_remote_description().await.is_some()
+                            && let Err(e) = pc.set_remote_description(rollback()).await
+                        {
+                            tracing::warn!(error = %e, "cannot roll back a refused offer");
+                        }
+                        return Err(remote_fault(e));
+                    }
+                }
+            }
+            Backend::Socket { socket, id } => {
+                let host = socket.advertised_addr();
+                socket.call(*id, move |slot, now| answer_on_socket(slot, now, offer, offered, host)).await?
             }
         };
         self.after_negotiation().await;
@@ -466,24 +545,60 @@ impl Peer {
     /// offer for the client; its answer goes to [`Peer::accept_answer`].
     pub async fn create_offer(&self) -> Result<String> {
         self.ensure_open()?;
-        let offer = self.pc.create_offer(None).await?;
-        self.pc.set_local_description(offer.clone()).await?;
+        let offer = match &self.backend {
+            Backend::Own(pc) => {
+                let offer = pc.create_offer(None).await?;
+                pc.set_local_description(offer.clone()).await?;
+                offer
+            }
+            Backend::Socket { socket, id } => {
+                let host = socket.advertised_addr();
+                socket
+                    .call(*id, move |slot, now| {
+                        let offer = slot.pc.create_offer(None)?;
+                        slot.pc.set_local_description(now, offer.clone())?;
+                        add_host_candidate(slot, host)?;
+                        Ok(offer)
+                    })
+                    .await?
+            }
+        };
         Ok(offer.sdp)
     }
 
     /// Applies the client's answer to our offer.
     pub async fn accept_answer(&self, sdp: String) -> Result<()> {
         self.ensure_open()?;
-        let applied = match RTCSessionDescription::answer(sdp) {
-            Ok(answer) => self.pc.set_remote_description(answer).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = applied {
-            // Back to `stable` (our offer withdrawn): the caller re-offers when it wants to.
-            if let Err(r) = self.pc.set_local_description(rollback()).await {
-                tracing::debug!(error = %r, "nothing to roll back after a refused answer");
+        // On a refused answer, back to `stable` (our offer withdrawn): the caller re-offers when
+        // it wants to.
+        match &self.backend {
+            Backend::Own(pc) => {
+                let applied = match RTCSessionDescription::answer(sdp) {
+                    Ok(answer) => pc.set_remote_description(answer).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = applied {
+                    if let Err(r) = pc.set_local_description(rollback()).await {
+                        tracing::debug!(error = %r, "nothing to roll back after a refused answer");
+                    }
+                    return Err(sdp_error(e));
+                }
             }
-            return Err(sdp_error(e));
+            Backend::Socket { socket, id } => {
+                socket
+                    .call(*id, move |slot, now| {
+                        let applied = RTCSessionDescription::answer(sdp)
+                            .and_then(|answer| slot.pc.set_remote_description(now, answer));
+                        if let Err(e) = applied {
+                            if let Err(r) = slot.pc.set_local_description(now, rollback()) {
+                                tracing::debug!(error = %r, "nothing to roll back after a refused answer");
+                            }
+                            return Err(sdp_error(e));
+                        }
+                        Ok(())
+                    })
+                    .await?;
+            }
         }
         self.after_negotiation().await;
         Ok(())
@@ -492,7 +607,12 @@ impl Peer {
     /// Our current local description including gathered candidates, for clients that do not
     /// trickle.
     pub async fn local_description(&self) -> Option<String> {
-        self.pc.local_description().await.map(|d| d.sdp)
+        match &self.backend {
+            Backend::Own(pc) => pc.local_description().await.map(|d| d.sdp),
+            Backend::Socket { socket, id } => {
+                socket.call(*id, |slot, _| Ok(slot.pc.local_description().map(|d| d.sdp.clone()))).await.ok().flatten()
+            }
+        }
     }
 
     /// Adds a candidate trickled by the client. Needs a remote description first.
@@ -505,7 +625,16 @@ impl Peer {
             username_fragment: candidate.username_fragment,
             ..Default::default()
         };
-        self.pc.add_ice_candidate(init).await.map_err(|e| MediaError::Candidate(e.to_string()))
+        match &self.backend {
+            Backend::Own(pc) => pc.add_ice_candidate(init).await.map_err(|e| MediaError::Candidate(e.to_string())),
+            Backend::Socket { socket, id } => {
+                socket
+                    .call(*id, move |slot, _| {
+                        slot.pc.add_remote_candidate(init).map_err(|e| MediaError::Candidate(e.to_string()))
+                    })
+                    .await
+            }
+        }
     }
 
     /// Adds an outgoing track on a new send-only transceiver. Takes effect after the next
@@ -531,27 +660,35 @@ impl Peer {
                 ..Default::default()
             }],
         );
-        let local = Arc::new(TrackLocalStaticRTP::new(track));
         // A new transceiver every time: `add_track` would re-use the receive transceiver of a
         // track this participant publishes, turning its m-line into sendrecv.
-        let transceiver = self
-            .pc
-            .add_transceiver_from_track(
-                Arc::clone(&local) as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() }),
-            )
-            .await?;
-        let sender = transceiver.sender().await?.ok_or(MediaError::Closed)?;
-        let out = OutTrack {
-            inner: Arc::new(OutTrackInner {
-                spec: spec.clone(),
-                payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
-                local: Arc::clone(&local),
-                sender,
-            }),
+        let init = RTCRtpTransceiverInit { direction: RTCRtpTransceiverDirection::Sendonly, ..Default::default() };
+        let sink = match &self.backend {
+            Backend::Own(pc) => {
+                let local = Arc::new(TrackLocalStaticRTP::new(track));
+                let transceiver =
+                    pc.add_transceiver_from_track(Arc::clone(&local) as Arc<dyn TrackLocal>, Some(init)).await?;
+                let sender = transceiver.sender().await?.ok_or(MediaError::Closed)?;
+                let feedback =
+                    read_local_track_feedback(Arc::clone(&self.shared), Arc::clone(&local), spec.track_id.clone());
+                self.shared.track_task(tokio::spawn(feedback).abort_handle());
+                OutSink::Own { local, sender }
+            }
+            Backend::Socket { socket, id } => {
+                // Keyframe requests about it come back through the driver (by track id).
+                let sender = socket
+                    .call(*id, move |slot, _| {
+                        let transceiver = slot.pc.add_transceiver_from_track(track, Some(init))?;
+                        let sender = slot.pc.rtp_transceiver(transceiver).and_then(|t| t.sender());
+                        sender.ok_or(MediaError::Closed)
+                    })
+                    .await?;
+                OutSink::Socket { socket: Arc::clone(socket), id: *id, sender }
+            }
         };
-        let handle = tokio::spawn(read_local_track_feedback(Arc::clone(&self.shared), local, spec.track_id.clone()));
-        self.shared.track_task(handle.abort_handle());
+        let out = OutTrack {
+            inner: Arc::new(OutTrackInner { spec: spec.clone(), payload_type: AtomicU16::new(NO_PAYLOAD_TYPE), sink }),
+        };
         lock(&self.out_tracks).insert(spec.track_id, out.clone());
         Ok(out)
     }
@@ -561,7 +698,16 @@ impl Peer {
         self.ensure_open()?;
         lock(&self.out_tracks).remove(track.track_id());
         track.inner.payload_type.store(NO_PAYLOAD_TYPE, Ordering::Release);
-        self.pc.remove_track(&track.inner.sender).await?;
+        match &track.inner.sink {
+            OutSink::Own { sender, .. } => {
+                let Backend::Own(pc) = &self.backend else { return Err(MediaError::Closed) };
+                pc.remove_track(sender).await?;
+            }
+            OutSink::Socket { socket, id, sender } => {
+                let sender = *sender;
+                socket.call(*id, move |slot, _| Ok(slot.pc.remove_track(sender)?)).await?;
+            }
+        }
         Ok(())
     }
 
@@ -569,14 +715,34 @@ impl Peer {
     /// per stream. `Ok(false)`: throttled, or no such stream.
     pub async fn request_keyframe(&self, media_ssrc: u32) -> Result<bool> {
         self.ensure_open()?;
-        let Some(track) = lock(&self.shared.remote_tracks).get(&media_ssrc).cloned() else {
-            return Ok(false);
+        let pli = move || -> Vec<Box<dyn rtcp::Packet>> {
+            vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]
         };
-        if !lock(&self.pli).allow(media_ssrc, Instant::now()) {
-            return Ok(false);
+        match &self.backend {
+            Backend::Own(_) => {
+                let Some(track) = lock(&self.shared.remote_tracks).get(&media_ssrc).cloned() else {
+                    return Ok(false);
+                };
+                if !lock(&self.pli).allow(media_ssrc, Instant::now()) {
+                    return Ok(false);
+                }
+                track.write_rtcp(pli()).await?;
+                Ok(true)
+            }
+            Backend::Socket { socket, id } => {
+                if !lock(&self.pli).allow(media_ssrc, Instant::now()) {
+                    return Ok(false);
+                }
+                socket
+                    .call(*id, move |slot, now| {
+                        let Some(receiver) = slot.remote_ssrcs.get(&media_ssrc).copied() else { return Ok(false) };
+                        let Some(mut receiver) = slot.pc.rtp_receiver(receiver) else { return Ok(false) };
+                        receiver.write_rtcp(now, pli())?;
+                        Ok(true)
+                    })
+                    .await
+            }
         }
-        track.write_rtcp(vec![Box::new(PictureLossIndication { sender_ssrc: 0, media_ssrc })]).await?;
-        Ok(true)
     }
 
     /// Inbound RTP packets dropped so far because the router's queue was full.
@@ -596,7 +762,10 @@ impl Peer {
         if self.shared.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
-        let result = self.pc.close().await;
+        let result = match &self.backend {
+            Backend::Own(pc) => pc.close().await.map_err(MediaError::from),
+            Backend::Socket { socket, id } => socket.send(Command::Close { id: *id }).await,
+        };
         self.abort_tasks();
         lock(&self.shared.remote_tracks).clear();
         lock(&self.out_tracks).clear();
@@ -604,13 +773,7 @@ impl Peer {
         // End the owner's receivers: with the tasks aborted these were the last senders.
         lock(&self.shared.events).take();
         lock(&self.shared.rtp).take();
-        result.map_err(MediaError::from)
-    }
-
-    async fn rollback_remote(&self) {
-        if let Err(e) = self.pc.set_remote_description(rollback()).await {
-            tracing::warn!(error = %e, "cannot roll back a refused offer");
-        }
+        result
     }
 
     fn ensure_open(&self) -> Result<()> {
@@ -627,8 +790,40 @@ impl Peer {
     /// audio-level extension id of the publishing leg.
     async fn after_negotiation(&self) {
         let tracks: Vec<OutTrack> = lock(&self.out_tracks).values().cloned().collect();
+        if let Backend::Socket { socket, id } = &self.backend {
+            let senders: Vec<(OutTrack, RTCRtpSenderId)> = tracks
+                .into_iter()
+                .filter_map(|t| match &t.inner.sink {
+                    OutSink::Socket { sender, .. } => Some((t.clone(), *sender)),
+                    OutSink::Own { .. } => None,
+                })
+                .collect();
+            let settled = socket
+                .call(*id, move |slot, _| {
+                    for (track, sender) in &senders {
+                        let pt = slot.pc.rtp_sender(*sender).map_or(NO_PAYLOAD_TYPE, |mut s| {
+                            s.get_parameters()
+                                .rtp_parameters
+                                .codecs
+                                .iter()
+                                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(track.codec().mime_type()))
+                                .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type))
+                        });
+                        track.inner.payload_type.store(pt, Ordering::Release);
+                    }
+                    Ok(slot.pc.remote_description().map(|d| d.sdp.clone()))
+                })
+                .await;
+            if let Ok(Some(remote)) = settled {
+                let id = extmap_id(&remote, AUDIO_LEVEL_URI).unwrap_or(0);
+                self.shared.audio_level_ext_id.store(id, Ordering::Release);
+            }
+            return;
+        }
+        let Backend::Own(pc) = &self.backend else { return };
         for track in tracks {
-            let pt = match track.inner.sender.get_parameters().await {
+            let OutSink::Own { sender, .. } = &track.inner.sink else { continue };
+            let pt = match sender.get_parameters().await {
                 Ok(params) => params
                     .rtp_parameters
                     .codecs
@@ -642,7 +837,7 @@ impl Peer {
             };
             track.inner.payload_type.store(pt, Ordering::Release);
         }
-        if let Some(remote) = self.pc.remote_description().await {
+        if let Some(remote) = pc.remote_description().await {
             let id = extmap_id(&remote.sdp, AUDIO_LEVEL_URI).unwrap_or(0);
             self.shared.audio_level_ext_id.store(id, Ordering::Release);
         }
@@ -652,7 +847,85 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.abort_tasks();
+        if let Backend::Socket { socket, id } = &self.backend
+            && !self.shared.closed.load(Ordering::Acquire)
+        {
+            socket.close_soon(*id);
+        }
     }
+}
+
+/// Refuses an answer that lacks media sections the offer had (webrtc-rs answers what it
+/// cannot use by leaving it out).
+fn check_answer(offered: usize, answer: &RTCSessionDescription) -> Result<()> {
+    let answered = answer.unmarshal()?.media_descriptions.len();
+    if answered != offered {
+        return Err(MediaError::Sdp(format!("{offered} media sections offered, {answered} usable")));
+    }
+    Ok(())
+}
+
+/// A failure while applying a remote offer is the offer's fault.
+fn remote_fault(e: MediaError) -> MediaError {
+    match e {
+        MediaError::WebRtc(e) => sdp_error(e),
+        e => e,
+    }
+}
+
+/// [`Peer::accept_offer`] on the socket's driver: apply, answer, and on the first offer add the
+/// socket's host candidate (trickled to the client like any other). Rolled back on failure.
+fn answer_on_socket(
+    slot: &mut PeerSlot,
+    now: Instant,
+    offer: RTCSessionDescription,
+    offered: usize,
+    host: SocketAddr,
+) -> Result<RTCSessionDescription> {
+    let answered = (|| {
+        slot.pc.set_remote_description(now, offer).map_err(sdp_error)?;
+        let answer = slot.pc.create_answer(None)?;
+        check_answer(offered, &answer)?;
+        slot.pc.set_local_description(now, answer.clone())?;
+        add_host_candidate(slot, host)?;
+        Ok(answer)
+    })();
+    if let Err(e) = answered {
+        if slot.pc.pending_remote_description().is_some()
+            && let Err(e) = slot.pc.set_remote_description(now, rollback())
+        {
+            tracing::warn!(error = %e, "cannot roll back a refused offer");
+        }
+        return Err(remote_fault(e));
+    }
+    answered
+}
+
+/// Once per connection, after its first local description: the socket's host candidate, then
+/// end-of-candidates (gathering complete). Both are trickled to the client as events.
+fn add_host_candidate(slot: &mut PeerSlot, host: SocketAddr) -> Result<()> {
+    if !slot.candidate_added {
+        slot.pc.add_local_candidate(host_candidate(host)?)?;
+        slot.pc.add_local_candidate(RTCIceCandidateInit::default())?;
+        slot.candidate_added = true;
+    }
+    Ok(())
+}
+
+/// The host candidate of the media socket, as a trickle candidate.
+fn host_candidate(addr: SocketAddr) -> Result<RTCIceCandidateInit> {
+    let candidate = CandidateHostConfig {
+        base_config: CandidateConfig {
+            network: "udp".to_owned(),
+            address: addr.ip().to_string(),
+            port: addr.port(),
+            component: 1,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+    .new_candidate_host()?;
+    Ok(RTCIceCandidate::from(&candidate).to_json()?)
 }
 
 /// An RFC 9429 §5.7 rollback description (its `parsed` field is private, so no struct literal).
@@ -676,7 +949,7 @@ pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
 }
 
 /// Builds the connection on a port from the configured range.
-async fn build_connection(config: &PeerConfig, shared: &Arc<Shared>) -> Result<(Arc<dyn PeerConnection>, u16)> {
+async fn build_connection(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(Arc<dyn PeerConnection>, u16)> {
     let (from, to) = config.port_range.unwrap_or((0, 0));
     if from > to {
         return Err(MediaError::Config(format!("empty port range {from}..={to}")));
@@ -716,7 +989,23 @@ fn candidate_ports(from: u16, to: u16) -> Vec<u16> {
         .collect()
 }
 
-async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) -> Result<Arc<dyn PeerConnection>> {
+async fn try_build(config: &PeerConfig, shared: &Arc<PeerShared>, addr: SocketAddr) -> Result<Arc<dyn PeerConnection>> {
+    let (media_engine, registry, settings) = stack_parts(config, shared)?;
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(media_engine)
+        .with_interceptor_registry(registry)
+        .with_setting_engine(settings.build())
+        .with_handler(Arc::new(Handler { shared: Arc::clone(shared) }))
+        .with_udp_addrs(vec![addr])
+        .build()
+        .await?;
+    Ok(Arc::new(pc))
+}
+
+/// What every server-side connection is built from, whichever socket it uses: the codecs and
+/// header extensions we accept, the default interceptors plus our keyframe forwarder, and ICE
+/// settings (lite, timeouts, NAT mapping).
+fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEngine, Registry, SettingEngineBuilder)> {
     let mut media_engine = MediaEngine::default();
     media_engine.register_default_codecs()?;
     for uri in [MID_URI, RID_URI, REPAIRED_RID_URI] {
@@ -748,21 +1037,12 @@ async fn try_build(config: &PeerConfig, shared: &Arc<Shared>, addr: SocketAddr) 
     if let Some(public_ip) = config.public_ip {
         settings = settings.with_nat_1to1_ips(vec![public_ip.to_string()], RTCIceCandidateType::Host);
     }
-
-    let pc = PeerConnectionBuilder::new()
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings.build())
-        .with_handler(Arc::new(Handler { shared: Arc::clone(shared) }))
-        .with_udp_addrs(vec![addr])
-        .build()
-        .await?;
-    Ok(Arc::new(pc))
+    Ok((media_engine, registry, settings))
 }
 
 /// Receives the connection's callbacks; runs on its driver, so it only forwards and spawns.
 struct Handler {
-    shared: Arc<Shared>,
+    shared: Arc<PeerShared>,
 }
 
 #[async_trait::async_trait]
@@ -796,7 +1076,7 @@ impl PeerConnectionEventHandler for Handler {
 }
 
 /// Pumps one published track: lifecycle to events, RTP to the router's queue.
-async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
+async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>) {
     let Some(rtp_tx) = lock(&shared.rtp).clone() else { return };
     let kind = MediaKind::from_rtc(track.kind().await);
     let track_id: Arc<str> = Arc::from(track.track_id().await);
@@ -844,7 +1124,7 @@ async fn read_remote_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
 /// Drains the RTCP the client sends about one of our outgoing tracks; keyframe requests become
 /// [`PeerEvent::KeyframeRequested`]. Draining also keeps the stack's 256-event queue from
 /// filling with receiver reports (it would log an error per report).
-async fn read_local_track_feedback(shared: Arc<Shared>, track: Arc<TrackLocalStaticRTP>, track_id: String) {
+async fn read_local_track_feedback(shared: Arc<PeerShared>, track: Arc<TrackLocalStaticRTP>, track_id: String) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event
             && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
@@ -854,7 +1134,7 @@ async fn read_local_track_feedback(shared: Arc<Shared>, track: Arc<TrackLocalSta
     }
 }
 
-fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
+pub(crate) fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
     let any = packet.as_any();
     any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
 }

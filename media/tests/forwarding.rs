@@ -7,10 +7,14 @@
 //! trickle ICE from the server (`PeerEvent::LocalCandidate` → client); RTP out of
 //! `PeerChannels::rtp`; `OutTrack::write_rtp` with per-subscriber SSRC/PT and continuous
 //! sequence numbers; PLI to the publisher; clean close.
+//!
+//! Each test runs twice: SFU peers with a socket each, and SFU peers sharing the node's one
+//! media port ([`MediaSocket`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +23,7 @@ use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
 use parley_media::rewrite::StreamRewriter;
+use parley_media::socket::MediaSocket;
 use parley_media::vp8;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
@@ -42,6 +47,45 @@ const PUB_AUDIO_SSRC: u32 = 0x1111_0002;
 const PUB_VP8_PT: u8 = 96;
 const PUB_OPUS_PT: u8 = 111;
 const STEP: Duration = Duration::from_secs(10);
+
+/// How the SFU side's peers reach the network.
+#[derive(Clone)]
+enum Server {
+    /// A UDP socket (and webrtc-rs driver) per peer.
+    OwnSockets,
+    /// One socket for all, as a node runs by default.
+    Shared(Arc<MediaSocket>),
+}
+
+impl Server {
+    async fn shared() -> Server {
+        Server::Shared(MediaSocket::bind(LOOPBACK, 0, None).await.unwrap())
+    }
+
+    async fn peer(&self, config: &PeerConfig) -> (Peer, PeerChannels) {
+        match self {
+            Server::OwnSockets => Peer::new(config).await.unwrap(),
+            Server::Shared(socket) => Peer::on_socket(config, socket).await.unwrap(),
+        }
+    }
+
+    /// Connections still registered on the shared socket (none for own sockets).
+    async fn open_peers(&self) -> usize {
+        match self {
+            Server::OwnSockets => 0,
+            Server::Shared(socket) => {
+                // Closing is queued to the driver: give it a moment.
+                for _ in 0..100 {
+                    if socket.stats().peers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                socket.stats().peers.load(std::sync::atomic::Ordering::Relaxed)
+            }
+        }
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // A minimal client peer (what a browser would be), plain webrtc-rs.
@@ -297,8 +341,8 @@ fn count_track(sub: usize, track: Arc<dyn TrackRemote>, base: Instant, seen: mps
     });
 }
 
-async fn connect_subscriber(sub: usize, config: &PeerConfig) -> Subscriber {
-    let (sfu, PeerChannels { events, rtp: _ }) = Peer::new(config).await.unwrap();
+async fn connect_subscriber(sub: usize, config: &PeerConfig, server: &Server) -> Subscriber {
+    let (sfu, PeerChannels { events, rtp: _ }) = server.peer(config).await;
     let sfu = Arc::new(sfu);
     let mut client = client().await;
     let (ready, mut events) = pump_sfu_events(events, Arc::clone(&client.pc));
@@ -350,6 +394,22 @@ async fn add_audio(sub: usize, s: &mut Subscriber) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_to_two_subscribers_through_the_sfu() {
+    publisher_to_two_subscribers(Server::OwnSockets).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_to_two_subscribers_on_one_shared_media_port() {
+    let server = Server::shared().await;
+    publisher_to_two_subscribers(server.clone()).await;
+    assert_eq!(server.open_peers().await, 0, "every connection left the shared socket");
+    let Server::Shared(socket) = server else { unreachable!() };
+    let stats = socket.stats();
+    let (out, calls) = (stats.datagrams_out.load(Relaxed), stats.send_calls.load(Relaxed));
+    eprintln!("shared socket: {out} datagrams out in {calls} sendmmsg calls, {} in", stats.datagrams_in.load(Relaxed));
+    assert!(out >= 4 * u64::from(PACKETS), "all media left through the one socket");
+}
+
+async fn publisher_to_two_subscribers(server: Server) {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let config = PeerConfig::local(LOOPBACK);
     let base = Instant::now();
@@ -358,7 +418,7 @@ async fn publisher_to_two_subscribers_through_the_sfu() {
     // Subscribers first: they are negotiated and connected before any media flows.
     let mut subs = Vec::new();
     for sub in 0..2 {
-        let mut s = connect_subscriber(sub, &config).await;
+        let mut s = connect_subscriber(sub, &config, &server).await;
         add_audio(sub, &mut s).await;
         subs.push(s);
     }
@@ -371,8 +431,12 @@ async fn publisher_to_two_subscribers_through_the_sfu() {
     }
 
     // The publisher: client offers VP8 + Opus, the SFU answers; server candidates trickle.
-    let (sfu_pub, PeerChannels { events, mut rtp }) = Peer::new(&config).await.unwrap();
+    let (sfu_pub, PeerChannels { events, mut rtp }) = server.peer(&config).await;
     assert_ne!(sfu_pub.local_port(), 0);
+    if let Server::Shared(socket) = &server {
+        assert_eq!(sfu_pub.local_port(), socket.local_addr().port(), "the shared port");
+        assert!(subs.iter().all(|s| s.sfu.local_port() == socket.local_addr().port()));
+    }
     let sfu_pub = Arc::new(sfu_pub);
     let mut publisher = client().await;
     let (ready, mut pub_events) = pump_sfu_events(events, Arc::clone(&publisher.pc));
@@ -569,7 +633,18 @@ async fn watch_client_tracks(
 
 #[tokio::test]
 async fn malformed_sdp_is_an_error_not_a_panic() {
-    let (peer, _channels) = Peer::new(&PeerConfig::local(LOOPBACK)).await.unwrap();
+    malformed_sdp(Server::OwnSockets).await;
+}
+
+#[tokio::test]
+async fn malformed_sdp_is_an_error_not_a_panic_on_the_shared_port() {
+    let server = Server::shared().await;
+    malformed_sdp(server.clone()).await;
+    assert_eq!(server.open_peers().await, 0, "closed peers left the shared socket");
+}
+
+async fn malformed_sdp(server: Server) {
+    let (peer, _channels) = server.peer(&PeerConfig::local(LOOPBACK)).await;
     let garbage = [
         String::new(),
         "hello".to_owned(),
@@ -605,7 +680,7 @@ async fn malformed_sdp_is_an_error_not_a_panic() {
     // replaces a peer whose first offer failed.
     let before_media = offer.sdp.find("m=").unwrap();
     for cut in [before_media, before_media + 20, offer.sdp.len() / 2] {
-        let (fresh, _channels) = Peer::new(&PeerConfig::local(LOOPBACK)).await.unwrap();
+        let (fresh, _channels) = server.peer(&PeerConfig::local(LOOPBACK)).await;
         let refused = fresh.accept_offer(offer.sdp[..cut].to_owned()).await;
         assert!(matches!(refused, Err(MediaError::Sdp(_))), "offer cut at {cut} is refused: {refused:?}");
         fresh.close().await.unwrap();

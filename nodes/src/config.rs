@@ -142,8 +142,10 @@ pub struct MediaSection {
     pub bind_ip: Option<String>,
     /// Public address behind a 1:1 NAT (a cloud VM), advertised in ICE candidates instead.
     pub public_ip: Option<String>,
-    /// Inclusive UDP port range, one port per media peer (default: ephemeral ports). Open it
-    /// in the firewall.
+    /// The one UDP port every media peer of a standalone node shares (default: the node's
+    /// `media_port` in a cluster, else one the system picks). Open it in the firewall.
+    pub port: Option<u16>,
+    /// Instead of one shared port: an inclusive UDP port range, one port per media peer.
     pub port_min: Option<u16>,
     pub port_max: Option<u16>,
     /// ICE-lite: the server only answers connectivity checks (fit for a public address).
@@ -237,12 +239,13 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORTS`
+/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared port), `PARLEY_MEDIA_PORTS`
 /// (`40000-40999`), `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS`
 /// over it.
 fn resolve_media(
     m: &MediaSection,
     node_host: Option<&str>,
+    node_media_port: Option<u16>,
     http_addr: SocketAddr,
     env: &dyn Env,
 ) -> Result<parley_media::peer::PeerConfig, ConfigError> {
@@ -279,6 +282,24 @@ fn resolve_media(
     {
         return Err(ConfigError::BadMedia(format!("port range {a}-{b} is empty")));
     }
+    let shared_port = match env.var("PARLEY_MEDIA_PORT") {
+        Some(raw) => Some(
+            raw.trim()
+                .parse::<u16>()
+                .map_err(|_| ConfigError::BadMedia(format!("PARLEY_MEDIA_PORT = `{raw}` is not a port")))?,
+        ),
+        None => m.port,
+    };
+    let shared_port = match (shared_port, port_range) {
+        (Some(p), Some((a, b))) => {
+            return Err(ConfigError::BadMedia(format!(
+                "port = {p} (one shared port) and a port range {a}-{b} (a port per peer): choose one"
+            )));
+        }
+        (Some(p), None) => Some(p),
+        (None, Some(_)) => None,
+        (None, None) => Some(node_media_port.unwrap_or(0)),
+    };
     let ice_servers = match env.var("PARLEY_ICE_SERVERS") {
         Some(raw) => raw
             .split(',')
@@ -301,6 +322,8 @@ fn resolve_media(
     Ok(parley_media::peer::PeerConfig {
         bind_ip,
         port_range,
+        shared_port,
+        shared_socket: None,
         public_ip,
         ice_servers,
         ice_lite: m.ice_lite.unwrap_or(false),
@@ -403,7 +426,13 @@ impl Settings {
             number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
         let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
         let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
-        let media = resolve_media(&file.media, entry.map(|e| e.host.as_str()), http_addr, env)?;
+        let media = resolve_media(
+            &file.media,
+            entry.map(|e| e.host.as_str()),
+            entry.and_then(|e| e.media_port),
+            http_addr,
+            env,
+        )?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),

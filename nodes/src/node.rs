@@ -103,15 +103,28 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
             "cluster member entry"
         );
     }
-    let media = &settings.media;
+    let mut settings = settings;
+    let media = &mut settings.media;
+    if let Some(port) = media.shared_port {
+        let socket = parley_media::socket::MediaSocket::bind(media.bind_ip, port, media.public_ip)
+            .await
+            .with_context(|| format!("cannot bind the media port {}:{port}", media.bind_ip))?;
+        media.shared_socket = Some(socket);
+    }
+    let ports = match (&media.shared_socket, media.port_range) {
+        (Some(socket), _) => format!("{} (one UDP port for every peer)", socket.local_addr().port()),
+        (None, Some((a, b))) => format!("{a}-{b} (one per peer)"),
+        (None, None) => "ephemeral (one per peer)".to_owned(),
+    };
     tracing::info!(
         bind_ip = %media.bind_ip,
         public_ip = ?media.public_ip,
-        ports = %media.port_range.map_or("ephemeral".to_owned(), |(a, b)| format!("{a}-{b} (one per peer)")),
+        %ports,
         ice_servers = media.ice_servers.len(),
         ice_lite = media.ice_lite,
         "media router network"
     );
+    let settings = settings;
     let store = connect(&settings).await?;
     let applied = migrate(&store).await?;
     let listener = TcpListener::bind(settings.http_addr)

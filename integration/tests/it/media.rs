@@ -14,10 +14,19 @@ use uuid::Uuid;
 const WAIT: Duration = Duration::from_secs(20);
 
 async fn media_node() -> (TestNode, Api) {
-    let node =
-        TestNode::start_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_LOG", "info,parley_actors=debug")).await;
+    media_node_with(NodeOptions::new(Backend::Sqlite)).await
+}
+
+async fn media_node_with(options: NodeOptions) -> (TestNode, Api) {
+    let node = TestNode::start_with(options.env("PARLEY_LOG", "info,parley_actors=debug")).await;
     let api = Api::new(&node.base, node.secret.as_bytes());
     (node, api)
+}
+
+/// The node's `media_transport` (admin view).
+async fn media_transport(node: &TestNode) -> Value {
+    let (_, v) = node.call(Method::GET, "/api/admin/cluster", Some(&node.admin_token()), None).await;
+    v["media_transport"].clone()
 }
 
 /// A meeting and `n` users, the first its host.
@@ -61,7 +70,40 @@ async fn media_peers(node: &TestNode) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_reaches_every_subscriber_without_loss_and_leaving_mid_stream_is_clean() {
+    // The default: every peer on the node's one media port.
     let (node, api) = media_node().await;
+    let before = media_transport(&node).await;
+    assert_eq!(before["mode"], "shared_port", "{before}");
+    let port = before["port"].as_u64().expect("the bound port");
+    assert_ne!(port, 0);
+    one_publisher_reaches_everyone(&node, &api).await;
+    let after = media_transport(&node).await;
+    assert_eq!(after["port"].as_u64(), Some(port), "one port throughout");
+    let out = after["datagrams_out"].as_u64().unwrap_or(0);
+    assert!(out > 1000, "the media went out through the shared socket: {after}");
+    assert!(after["send_calls"].as_u64().unwrap_or(0) <= out, "{after}");
+    assert!(
+        node.log().contains("one UDP port for every peer"),
+        "the node says which transport is in place:\n{}",
+        node.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_port_range_each_peer_gets_its_own_port_and_media_flows_the_same() {
+    let from = 42_000 + (std::process::id() % 400) as u16 * 50;
+    let range = format!("{from}-{}", from + 49);
+    let (node, api) = media_node_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_MEDIA_PORTS", range.clone())).await;
+    let transport = media_transport(&node).await;
+    assert_eq!(transport["mode"], "port_per_peer", "{transport}");
+    assert_eq!(transport["port_range"], range.as_str());
+    one_publisher_reaches_everyone(&node, &api).await;
+}
+
+/// Five participants, two publishing: every subscriber gets every packet; a publisher leaving
+/// mid-stream takes its tracks with it and the rest flows on.
+async fn one_publisher_reaches_everyone(node: &TestNode, api: &Api) {
+    let (node, api) = (node, api.clone());
     let (meeting, users) = meeting_with(&api, 5).await;
     let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
     let second = connected(&api, meeting, users[1], false, Publish::CAMERA_AND_MIC).await;

@@ -109,7 +109,34 @@ pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json
         "nodes": nodes,
         "meetings_by_node": by_node,
         "running_here": running_here,
+        "media_transport": media_transport(&s.media),
     })))
+}
+
+/// How this node's media peers reach the network: one shared UDP port (with the socket
+/// driver's counters) or a port per peer.
+fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    match &media.shared_socket {
+        Some(socket) => {
+            let st = socket.stats();
+            json!({
+                "mode": "shared_port",
+                "port": socket.local_addr().port(),
+                "advertised": socket.advertised_addr().to_string(),
+                "peers": st.peers.load(Relaxed),
+                "datagrams_in": st.datagrams_in.load(Relaxed),
+                "datagrams_out": st.datagrams_out.load(Relaxed),
+                "send_calls": st.send_calls.load(Relaxed),
+                "unclaimed": st.unclaimed.load(Relaxed),
+                "refused": st.refused.load(Relaxed),
+            })
+        }
+        None => json!({
+            "mode": "port_per_peer",
+            "port_range": media.port_range.map(|(a, b)| format!("{a}-{b}")),
+        }),
+    }
 }
 
 /// `POST /api/admin/nodes/{name}/drain`: that node takes no new meetings and moves its
