@@ -149,6 +149,20 @@ async fn main() -> anyhow::Result<()> {
         rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs).await?);
     }
     rows.push(scenario(&node, "8 × 8 (everyone publishes)", 8, 0, secs).await?);
+    drop(node);
+
+    // The same fan-out with a port (and a webrtc-rs driver) per peer: what the shared port
+    // replaced, measured in the same run.
+    let per_peer = TestNode::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .env("PARLEY_RATE_BURST", "100000")
+            .env("PARLEY_RATE_PER_SEC", "100000")
+            .env("PARLEY_MEDIA_PORTS", "45000-45999")
+            .env("PARLEY_LOG", "warn"),
+    )
+    .await;
+    rows.push(scenario(&per_peer, "1 → 50, a port per peer (webrtc-rs driver per peer)", 1, 50, secs).await?);
+    drop(per_peer);
 
     eprintln!("bench-sfu: raw UDP forwarder baseline");
     let (raw_per_s, raw_per_core) = raw_udp_forwarder(50, 5)?;

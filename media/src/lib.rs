@@ -9,7 +9,9 @@
 //!   for retransmission), [`pli`] (keyframe-request throttle), [`views`] (who receives what).
 //! - **The WebRTC adapter** [`peer`]: one server-side peer connection per participant on
 //!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out as a channel,
-//!   outgoing tracks that take rewritten RTP, PLI to publishers.
+//!   outgoing tracks that take rewritten RTP, PLI to publishers. By default the node's peers
+//!   share one UDP port: [`socket`] drives them all as sans-IO `rtc` connections from one
+//!   socket, [`demux`] (pure) says whose a datagram is.
 //!
 //! The media-router actor (`parley-actors`, `media_router.rs`) owns one [`peer::Peer`] per
 //! participant and glues the two: RTP in → `layers`/`speaker` → `rewrite` →

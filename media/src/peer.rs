@@ -3,8 +3,10 @@
 //! (which packets, which layer, which sequence numbers) are the pure modules' job.
 //!
 //! Shape:
-//! - [`Peer::new`] binds one UDP socket (a port from the configured range on the configured
-//!   address) and returns the peer plus its two receivers: [`PeerEvent`]s (local ICE candidates,
+//! - [`Peer::new`] creates the connection — on the node's shared [`MediaSocket`] when the
+//!   config carries one (one UDP port for every peer, see [`crate::socket`]), else with a UDP
+//!   socket of its own (a port from the configured range) and webrtc-rs's own driver — and
+//!   returns the peer plus its two receivers: [`PeerEvent`]s (local ICE candidates,
 //!   state, tracks opening/ending, keyframe requests from this participant) and [`IncomingRtp`]
 //!   (every RTP packet this participant publishes, tagged with kind, SSRC and simulcast RID).
 //! - Negotiation in both directions: [`Peer::accept_offer`] (client offers, we answer: the join
@@ -476,6 +478,15 @@ impl Peer {
         let port = socket.local_addr().port();
         let peer = Peer::with_backend(Backend::Socket { socket: Arc::clone(socket), id }, shared, port);
         Ok((peer, channels))
+    }
+
+    /// Its id on the shared socket, if it is on one.
+    #[cfg(test)]
+    pub(crate) fn socket_id(&self) -> Option<PeerId> {
+        match &self.backend {
+            Backend::Socket { id, .. } => Some(*id),
+            Backend::Own(_) => None,
+        }
     }
 
     fn with_backend(backend: Backend, shared: Arc<PeerShared>, local_port: u16) -> Peer {

@@ -63,7 +63,10 @@ pub(crate) type PeerId = u64;
 /// The node's media socket. Dropping the last handle stops the driver and closes every
 /// connection on it.
 pub struct MediaSocket {
-    commands: mpsc::Sender<Command>,
+    /// Signalling and lifecycle (open, calls, close): few, never stuck behind media.
+    control: mpsc::UnboundedSender<Command>,
+    /// RTP writes: bounded, so writers wait when the driver falls behind.
+    media: mpsc::Sender<Command>,
     local_addr: SocketAddr,
     advertised: SocketAddr,
     next_id: AtomicU64,
@@ -109,13 +112,15 @@ impl MediaSocket {
         let socket = UdpSocket::from_std(sock.into()).map_err(bind_error)?;
         let local_addr = socket.local_addr().map_err(bind_error)?;
         let advertised = SocketAddr::new(public_ip.unwrap_or(ip), local_addr.port());
-        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (media, media_rx) = mpsc::channel(COMMAND_QUEUE);
         let stats = Arc::new(SocketStats::default());
         let driver = Driver::new(local_addr, Arc::clone(&stats));
-        let task = tokio::spawn(driver.run(socket, rx));
+        let task = tokio::spawn(driver.run(socket, control_rx, media_rx));
         tracing::info!(%local_addr, %advertised, "media socket bound: one UDP port for every peer");
         Ok(Arc::new(MediaSocket {
-            commands,
+            control,
+            media,
             local_addr,
             advertised,
             next_id: AtomicU64::new(1),
@@ -144,20 +149,15 @@ impl MediaSocket {
     }
 
     pub(crate) async fn send(&self, command: Command) -> Result<()> {
-        self.commands.send(command).await.map_err(|_| MediaError::Closed)
+        match command {
+            Command::Rtp { .. } => self.media.send(command).await.map_err(|_| MediaError::Closed),
+            _ => self.control.send(command).map_err(|_| MediaError::Closed),
+        }
     }
 
-    /// Closes connection `id` without waiting (for `Drop`): queued now if there is room, else
-    /// by a task that waits for room.
+    /// Closes connection `id` without waiting (for `Drop`).
     pub(crate) fn close_soon(&self, id: PeerId) {
-        if let Err(mpsc::error::TrySendError::Full(command)) = self.commands.try_send(Command::Close { id }) {
-            let commands = self.commands.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    let _ = commands.send(command).await;
-                });
-            }
-        }
+        let _ = self.control.send(Command::Close { id });
     }
 
     /// Runs `call` on the driver with the connection `id` and returns what it returns.
@@ -347,7 +347,12 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, socket: UdpSocket, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        mut self,
+        socket: UdpSocket,
+        mut control: mpsc::UnboundedReceiver<Command>,
+        mut media: mpsc::Receiver<Command>,
+    ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
             let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
@@ -358,19 +363,24 @@ impl Driver {
                 }
             };
             tokio::select! {
-                command = commands.recv() => match command {
+                command = control.recv() => match command {
                     Some(command) => self.command(command),
                     None => break,
                 },
+                Some(command) = media.recv() => self.command(command),
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((n, from)) => self.datagram(from, &buf[..n]),
                     Err(e) => tracing::debug!(error = %e, "media socket receive"),
                 },
                 () = sleep => {}
             }
-            // Take whatever else is ready without waiting: that is the batch.
+            // Take whatever else is ready without waiting: that is the batch. Signalling first,
+            // so a join never waits behind a queue of media.
+            while let Ok(command) = control.try_recv() {
+                self.command(command);
+            }
             for _ in 0..COMMAND_BATCH {
-                match commands.try_recv() {
+                match media.try_recv() {
                     Ok(command) => self.command(command),
                     Err(_) => break,
                 }
@@ -422,41 +432,73 @@ impl Driver {
                 self.touch(id);
             }
             Command::Call { id, call } => {
-                let Some(slot) = self.slots.get_mut(&id) else { return };
-                call(slot, now);
-                for ufrag in slot.new_ufrags() {
+                // A panicking call drops its reply channel: the caller sees the peer closed.
+                let ufrags = self.with_slot(id, |slot| {
+                    call(slot, now);
+                    slot.new_ufrags()
+                });
+                for ufrag in ufrags.into_iter().flatten() {
                     self.by_ufrag.insert(ufrag, id);
                 }
                 self.touch(id);
             }
             Command::Rtp { id, sender, packet } => {
-                let Some(slot) = self.slots.get_mut(&id) else { return };
-                let Some(mut rtp_sender) = slot.pc.rtp_sender(sender) else { return };
-                if let Err(e) = rtp_sender.write_rtp(now, packet) {
-                    tracing::trace!(error = %e, "rtp write refused");
-                }
+                self.with_slot(id, |slot| {
+                    let Some(mut rtp_sender) = slot.pc.rtp_sender(sender) else { return };
+                    if let Err(e) = rtp_sender.write_rtp(now, packet) {
+                        tracing::trace!(error = %e, "rtp write refused");
+                    }
+                });
                 self.touch(id);
             }
             Command::Close { id } => {
-                let Some(mut slot) = self.slots.remove(&id) else { return };
-                if let Err(e) = slot.pc.close() {
-                    tracing::debug!(error = %e, "closing a media connection");
-                }
-                // Its last words (DTLS close_notify) still go out.
-                while let Some(w) = slot.pc.poll_write() {
-                    self.out.push((w.message, w.transport.peer_addr));
-                }
-                for ufrag in &slot.ufrags {
-                    self.by_ufrag.remove(ufrag);
-                }
-                for addr in &slot.addrs {
-                    if self.by_addr.get(addr) == Some(&id) {
-                        self.by_addr.remove(addr);
+                let Some(mut slot) = self.remove(id) else { return };
+                let out = &mut self.out;
+                let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    if let Err(e) = slot.pc.close() {
+                        tracing::debug!(error = %e, "closing a media connection");
                     }
+                    // Its last words (DTLS close_notify) still go out.
+                    while let Some(w) = slot.pc.poll_write() {
+                        out.push((w.message, w.transport.peer_addr));
+                    }
+                }));
+                if closed.is_err() {
+                    tracing::error!(peer = id, "media connection panicked while closing");
                 }
-                self.stats.peers.fetch_sub(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Runs `f` on connection `id`. The stack is not ours: should it panic, that connection is
+    /// failed alone (its owner hears `Failed`) and every other peer on the socket goes on.
+    fn with_slot<R>(&mut self, id: PeerId, f: impl FnOnce(&mut PeerSlot) -> R) -> Option<R> {
+        let slot = self.slots.get_mut(&id)?;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(slot))) {
+            Ok(r) => Some(r),
+            Err(_) => {
+                tracing::error!(peer = id, "media connection panicked in the WebRTC stack; failing it alone");
+                if let Some(slot) = self.remove(id) {
+                    slot.shared.emit(PeerEvent::StateChanged(PeerState::Failed));
+                }
+                None
+            }
+        }
+    }
+
+    /// Forgets connection `id` and every way to reach it.
+    fn remove(&mut self, id: PeerId) -> Option<PeerSlot> {
+        let slot = self.slots.remove(&id)?;
+        for ufrag in &slot.ufrags {
+            self.by_ufrag.remove(ufrag);
+        }
+        for addr in &slot.addrs {
+            if self.by_addr.get(addr) == Some(&id) {
+                self.by_addr.remove(addr);
+            }
+        }
+        self.stats.peers.fetch_sub(1, Ordering::Relaxed);
+        Some(slot)
     }
 
     fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
@@ -481,7 +523,6 @@ impl Driver {
                 }
             },
         };
-        let Some(slot) = self.slots.get_mut(&id) else { return };
         let message = TaggedBytesMut {
             now: Instant::now(),
             transport: TransportContext {
@@ -492,7 +533,7 @@ impl Driver {
             },
             message: BytesMut::from(data),
         };
-        if let Err(e) = slot.pc.handle_read(message) {
+        if let Some(Err(e)) = self.with_slot(id, |slot| slot.pc.handle_read(message)) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
             tracing::trace!(%from, error = %e, "datagram refused");
         }
@@ -510,7 +551,7 @@ impl Driver {
                 continue; // superseded by an earlier deadline that already fired
             }
             slot.scheduled = None;
-            if let Err(e) = slot.pc.handle_timeout(now) {
+            if let Some(Err(e)) = self.with_slot(id, |slot| slot.pc.handle_timeout(now)) {
                 tracing::debug!(error = %e, "media connection timer");
             }
             self.touch(id);
@@ -522,19 +563,25 @@ impl Driver {
     async fn flush(&mut self, socket: &UdpSocket) {
         let now = Instant::now();
         for id in std::mem::take(&mut self.dirty) {
-            let Some(slot) = self.slots.get_mut(&id) else { continue };
-            slot.dirty = false;
-            slot.drain_events();
-            while let Some(w) = slot.pc.poll_write() {
-                self.out.push((w.message, w.transport.peer_addr));
-            }
-            if let Some(deadline) = slot.pc.poll_timeout() {
+            let mut out = std::mem::take(&mut self.out);
+            let timer = self.with_slot(id, |slot| {
+                slot.dirty = false;
+                slot.drain_events();
+                while let Some(w) = slot.pc.poll_write() {
+                    out.push((w.message, w.transport.peer_addr));
+                }
+                let deadline = slot.pc.poll_timeout()?;
                 // A deadline already past is handled on the next turn, not in a spin.
                 let deadline = deadline.max(now + Duration::from_micros(500));
                 if slot.scheduled.is_none_or(|s| deadline < s) {
                     slot.scheduled = Some(deadline);
-                    self.timers.push(Reverse((deadline, id)));
+                    return Some(deadline);
                 }
+                None
+            });
+            self.out = out;
+            if let Some(Some(deadline)) = timer {
+                self.timers.push(Reverse((deadline, id)));
             }
         }
         if !self.out.is_empty() {
@@ -611,5 +658,39 @@ mod batch {
     pub(super) fn send(socket: &UdpSocket, datagrams: &[(BytesMut, SocketAddr)]) -> std::io::Result<usize> {
         let (bytes, to) = &datagrams[0];
         socket.try_send_to(bytes, *to).map(|_| 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::peer::{Peer, PeerConfig};
+
+    #[tokio::test]
+    async fn a_connection_that_panics_is_failed_alone() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let socket = MediaSocket::bind(loopback, 0, None).await.unwrap();
+        let config = PeerConfig::local(loopback);
+        let (doomed, mut doomed_channels) = Peer::on_socket(&config, &socket).await.unwrap();
+        let (survivor, _survivor_channels) = Peer::on_socket(&config, &socket).await.unwrap();
+        let survivor_id = survivor.socket_id().unwrap();
+        socket.call(survivor_id, |_, _| Ok(())).await.unwrap(); // both registrations are through
+        assert_eq!(socket.stats().peers.load(Ordering::Relaxed), 2);
+
+        // Standing in for a bug in the WebRTC stack reached by some input.
+        let id = doomed.socket_id().unwrap();
+        let answer = socket.call(id, |_, _| -> Result<()> { panic!("stack bug") }).await;
+        assert!(matches!(answer, Err(MediaError::Closed)), "the caller hears the peer is gone: {answer:?}");
+        let event = tokio::time::timeout(Duration::from_secs(5), doomed_channels.events.recv()).await.unwrap();
+        assert_eq!(event, Some(PeerEvent::StateChanged(PeerState::Failed)), "its owner hears it failed");
+        assert_eq!(socket.stats().peers.load(Ordering::Relaxed), 1);
+
+        // The driver and the other connection go on.
+        assert!(socket.call(survivor_id, |slot, _| Ok(slot.pc.local_description().is_none())).await.unwrap());
+        assert!(doomed.local_description().await.is_none());
+        survivor.close().await.unwrap();
+        doomed.close().await.unwrap();
     }
 }

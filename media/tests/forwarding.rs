@@ -697,3 +697,107 @@ async fn malformed_sdp(server: Server) {
     peer.close().await.unwrap();
     c.pc.close().await.unwrap();
 }
+
+/// A deterministic junk datagram: every first byte (so every RFC 7983 kind) and many lengths.
+fn junk(i: u32) -> Vec<u8> {
+    let mut x = i.wrapping_mul(2_654_435_761).wrapping_add(1);
+    let len = 1 + (i as usize * 37) % 1400;
+    let mut out: Vec<u8> = (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect();
+    out[0] = i as u8;
+    out
+}
+
+/// A STUN binding request naming `ufrag` with no valid integrity: enough to claim an address
+/// on the shared port, not to pass ICE.
+fn stun_naming(ufrag: &str) -> Vec<u8> {
+    let username = format!("{ufrag}:intruder");
+    let mut attr = vec![0x00, 0x06];
+    attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+    attr.extend_from_slice(username.as_bytes());
+    while attr.len() % 4 != 0 {
+        attr.push(0);
+    }
+    let mut msg = vec![0x00, 0x01];
+    msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+    msg.extend_from_slice(&[9; 12]);
+    msg.extend_from_slice(&attr);
+    msg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_on_the_shared_port_is_refused_and_the_peer_on_it_goes_on() {
+    let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
+    let server = Server::shared().await;
+    let Server::Shared(socket) = &server else { unreachable!() };
+    let stats = socket.stats();
+    let config = PeerConfig::local(LOOPBACK);
+    let mut sub = connect_subscriber(0, &config, &server).await;
+    let base = Instant::now();
+    let (seen_tx, mut seen_rx) = mpsc::unbounded_channel::<Seen>();
+    let (tracks_tx, _tracks_rx) = mpsc::unbounded_channel();
+    let rx = std::mem::replace(&mut sub.client.events, mpsc::unbounded_channel().1);
+    tokio::spawn(watch_client_tracks(0, rx, base, seen_tx, tracks_tx));
+
+    let intruder = tokio::net::UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
+    let target = socket.local_addr();
+    // From an address nobody claimed: dropped before any connection sees it.
+    let unclaimed_before = stats.unclaimed.load(Relaxed);
+    let in_before = stats.datagrams_in.load(Relaxed);
+    for i in 0..300 {
+        intruder.send_to(&junk(i), target).await.unwrap();
+    }
+    // Claim the address for the peer (a STUN check naming its ufrag), then junk of every kind
+    // straight into its connection: refused there, one datagram at a time.
+    let local = sub.sfu.local_description().await.expect("negotiated");
+    let ufrag = local.lines().find_map(|l| l.strip_prefix("a=ice-ufrag:")).expect("our ufrag").trim().to_owned();
+    intruder.send_to(&stun_naming(&ufrag), target).await.unwrap();
+    for i in 0..5000 {
+        intruder.send_to(&junk(i), target).await.unwrap();
+        if i % 100 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let unclaimed = stats.unclaimed.load(Relaxed) - unclaimed_before;
+    let into_connection = stats.datagrams_in.load(Relaxed) - in_before - unclaimed;
+    assert!((290..=300).contains(&unclaimed), "junk from a stranger is unclaimed ({unclaimed} of 300)");
+    assert!(into_connection >= 5000, "junk from the claimed address reached the connection ({into_connection})");
+    assert_eq!(stats.peers.load(Relaxed), 1, "the peer is still registered");
+
+    // The peer carries on: media reaches its client, renegotiation still works.
+    for i in 0..50u32 {
+        let now_ns = u64::try_from(base.elapsed().as_nanos()).unwrap();
+        let p = packet(96, 100 + i as u16, i * 3000, 0, true, vp8_payload(i, now_ns, 800));
+        sub.video.write_rtp(p).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let mut got = 0;
+    let arrived = timeout(STEP, async {
+        while got < 50 {
+            if seen_rx.recv().await.is_none() {
+                break;
+            }
+            got += 1;
+        }
+    })
+    .await;
+    assert!(arrived.is_ok() && got == 50, "all 50 packets arrived after the junk, got {got}");
+    add_audio(0, &mut sub).await;
+    while let Ok(e) = sub.events.try_recv() {
+        assert!(
+            !matches!(e, PeerEvent::StateChanged(PeerState::Failed | PeerState::Closed)),
+            "the peer survived: {e:?}"
+        );
+    }
+    sub.sfu.close().await.unwrap();
+    sub.client.pc.close().await.unwrap();
+    assert_eq!(server.open_peers().await, 0);
+}
