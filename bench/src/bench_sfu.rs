@@ -137,10 +137,12 @@ fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("BENCH_SFU_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    // Every peer on one shared UDP port (port 0: any).
     let node = TestNode::start_with(
         NodeOptions::new(Backend::Sqlite)
             .env("PARLEY_RATE_BURST", "100000")
             .env("PARLEY_RATE_PER_SEC", "100000")
+            .env("PARLEY_MEDIA_PORT", "0")
             .env("PARLEY_LOG", "warn"),
     )
     .await;

@@ -9,7 +9,7 @@
 //!   for retransmission), [`pli`] (keyframe-request throttle), [`views`] (who receives what).
 //! - **The WebRTC adapter** [`peer`]: one server-side peer connection per participant on
 //!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out as a channel,
-//!   outgoing tracks that take rewritten RTP, PLI to publishers. By default the node's peers
+//!   outgoing tracks that take rewritten RTP, PLI to publishers. Configured so, the node's peers
 //!   share one UDP port: [`socket`] drives them all as sans-IO `rtc` connections from one
 //!   socket, [`demux`] (pure) says whose a datagram is.
 //!

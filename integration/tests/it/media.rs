@@ -70,8 +70,17 @@ async fn media_peers(node: &TestNode) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_reaches_every_subscriber_without_loss_and_leaving_mid_stream_is_clean() {
-    // The default: every peer on the node's one media port.
+    // The default: a port per peer.
     let (node, api) = media_node().await;
+    let transport = media_transport(&node).await;
+    assert_eq!(transport["mode"], "port_per_peer", "{transport}");
+    assert_eq!(transport["port_range"], Value::Null, "ephemeral ports");
+    one_publisher_reaches_everyone(&node, &api).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_one_shared_media_port_every_subscriber_gets_every_packet_the_same() {
+    let (node, api) = media_node_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_MEDIA_PORT", "0")).await;
     let before = media_transport(&node).await;
     assert_eq!(before["mode"], "shared_port", "{before}");
     let port = before["port"].as_u64().expect("the bound port");
