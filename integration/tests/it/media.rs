@@ -120,7 +120,7 @@ async fn one_publisher_reaches_everyone(node: &TestNode, api: &Api) {
     for u in &users[2..] {
         subs.push(connected(&api, meeting, *u, false, Publish::NOTHING).await);
     }
-    assert_eq!(media_peers(&node).await, 5);
+    assert_eq!(media_peers(node).await, 5);
 
     let host_media = host.publish(Rates::default());
     let second_media = second.publish(Rates::default());
@@ -158,7 +158,7 @@ async fn one_publisher_reaches_everyone(node: &TestNode, api: &Api) {
     // The second publisher leaves mid-stream: its tracks go, the others' media goes on.
     let offers_before = subs[0].offers_answered();
     second.leave().await;
-    assert!(eventually(WAIT, || async { media_peers(&node).await == 4 }).await, "the router closed the leaver's peer");
+    assert!(eventually(WAIT, || async { media_peers(node).await == 4 }).await, "the router closed the leaver's peer");
     assert!(
         eventually(WAIT, || async { subs[0].offers_answered() > offers_before }).await,
         "the server renegotiated the leaver's tracks away"
