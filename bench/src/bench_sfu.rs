@@ -134,18 +134,23 @@ fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
     Ok((per_s, per_s / cores))
 }
 
+/// A release node on SQLite with rate limits out of the way and one media setting (`key`).
+async fn sfu_node(key: &str, value: &str) -> TestNode {
+    TestNode::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .env("PARLEY_RATE_BURST", "100000")
+            .env("PARLEY_RATE_PER_SEC", "100000")
+            .env(key, value)
+            .env("PARLEY_LOG", "warn"),
+    )
+    .await
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("BENCH_SFU_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
     // Every peer on one shared UDP port (port 0: any).
-    let node = TestNode::start_with(
-        NodeOptions::new(Backend::Sqlite)
-            .env("PARLEY_RATE_BURST", "100000")
-            .env("PARLEY_RATE_PER_SEC", "100000")
-            .env("PARLEY_MEDIA_PORT", "0")
-            .env("PARLEY_LOG", "warn"),
-    )
-    .await;
+    let node = sfu_node("PARLEY_MEDIA_PORT", "0").await;
     let mut rows = Vec::new();
     for subs in [10, 50, 200] {
         rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs).await?);
@@ -155,14 +160,7 @@ async fn main() -> anyhow::Result<()> {
 
     // The same fan-out with a port (and a webrtc-rs driver) per peer: what the shared port
     // replaced, measured in the same run.
-    let per_peer = TestNode::start_with(
-        NodeOptions::new(Backend::Sqlite)
-            .env("PARLEY_RATE_BURST", "100000")
-            .env("PARLEY_RATE_PER_SEC", "100000")
-            .env("PARLEY_MEDIA_PORTS", "45000-45999")
-            .env("PARLEY_LOG", "warn"),
-    )
-    .await;
+    let per_peer = sfu_node("PARLEY_MEDIA_PORTS", "45000-45999").await;
     rows.push(scenario(&per_peer, "1 → 50, a port per peer (webrtc-rs driver per peer)", 1, 50, secs).await?);
     drop(per_peer);
 
