@@ -560,9 +560,28 @@ impl Drop for ThrowawayPostgres {
     }
 }
 
-/// A TCP port that was free a moment ago.
+/// A port that is free for both TCP and UDP on 127.0.0.1, for a node to bind later.
+///
+/// Taken from below the kernel's ephemeral range (`ip_local_port_range`, 32768 and up by
+/// default): a port the kernel hands out for `:0` binds and outgoing connections can be taken by
+/// another test's Redis or PostgreSQL connection between this check and the node's bind, which
+/// is how a cluster node once failed with "Address already in use". Ports are handed out in turn
+/// from a per-process offset, so two test processes rarely try the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() * 7919) % SPAN;
+    for _ in 0..SPAN {
+        let port = (FIRST + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % SPAN) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {FIRST} and {}", FIRST + SPAN)
 }
 
 /// Polls `f` until it returns true or `timeout` passes.
