@@ -3,7 +3,7 @@
 //! Inputs: the layers the publisher currently sends (RID `q`/`h`/`f` with measured bitrate and
 //! frame height), the height of the tile the subscriber shows the track in, and the share of
 //! the subscriber's downlink estimate given to this track. Output: the layer to forward, or
-//! none (paused: not visible, or not even the lowest layer fits).
+//! none (paused: the tile is hidden).
 //!
 //! Rules:
 //! - The view caps the layer: the smallest layer at least as tall as the tile (no point sending
@@ -11,6 +11,11 @@
 //! - The budget caps it too. Going **down** happens at once (congestion hurts now); going **up**
 //!   needs the higher layer to fit with [`UPGRADE_HEADROOM`] for [`UPGRADE_HOLD`] without
 //!   interruption, so an estimate that wobbles around a layer's bitrate does not flap.
+//! - The budget never pauses a visible tile: the lowest layer is the floor. The router does not
+//!   probe (no padding, no TWCC), so a paused track would never show that the link has room
+//!   again: a receiver's REMB follows what it receives, and one estimated from the audio alone
+//!   (a browser's first REMB often is) would keep its video paused for good. Only the view
+//!   pauses (a hidden tile).
 //! - A change of target takes effect only at a keyframe of the new layer: until then the old
 //!   layer keeps flowing ([`LayerSelector::on_packet`]) and [`LayerSelector::needs_keyframe`]
 //!   tells the router to ask the publisher for one (throttled by `pli`).
@@ -112,7 +117,9 @@ impl LayerSelector {
                 .map(|l| l.layer)
                 .max()
         };
-        let (plain, roomy) = (best(1.0), best(UPGRADE_HEADROOM));
+        // The floor: the lowest layer of a visible tile, whatever the budget.
+        let floor = || layers.iter().map(|l| l.layer).filter(|l| Some(*l) <= cap).min();
+        let (plain, roomy) = (best(1.0).or_else(floor), best(UPGRADE_HEADROOM).or_else(floor));
         // A target the publisher stopped sending is no target.
         let target = self.target.filter(|t| layers.iter().any(|l| l.layer == *t));
         // `None < Some(Low)`: pausing is going down.
@@ -341,14 +348,28 @@ mod tests {
     }
 
     #[test]
-    fn nothing_fits_pauses_and_resumes_after_the_hold() {
+    fn when_nothing_fits_the_lowest_layer_still_flows_and_the_hold_still_applies() {
         let (mut s, t0) = (LayerSelector::new(), Instant::now());
         let l = layers();
         s.update(&l, 720, 3000 * K, t0);
-        assert_eq!(s.update(&l, 720, 100 * K, at(t0, 10)), None);
-        assert!(!s.needs_keyframe());
-        assert_eq!(s.update(&l, 720, 400 * K, at(t0, 20)), None, "Low fits with headroom, hold starts");
-        assert_eq!(s.update(&l, 720, 400 * K, at(t0, 3020)), Some(Layer::Low));
+        assert_eq!(s.update(&l, 720, 100 * K, at(t0, 10)), Some(Layer::Low), "below Low: Low, not paused");
+        assert!(s.needs_keyframe(), "switching down to Low");
+        assert_eq!(s.update(&l, 720, 0, at(t0, 20)), Some(Layer::Low), "a zero budget too");
+        assert_eq!(s.update(&l, 720, 700 * K, at(t0, 30)), Some(Layer::Low), "Mid fits with headroom, hold starts");
+        assert_eq!(s.update(&l, 720, 700 * K, at(t0, 3030)), Some(Layer::Mid));
+    }
+
+    #[test]
+    fn a_first_estimate_from_the_audio_alone_does_not_keep_video_off() {
+        // A receiver's first REMB, before any video reached it, is about the audio's rate: the
+        // budget left for video is 0. It still gets the lowest layer, hence a chance to grow.
+        let (mut s, t0) = (LayerSelector::new(), Instant::now());
+        let budget = split_budget(Some(45 * K), 40 * K, &[720])[0];
+        assert_eq!(s.update(&layers(), 720, budget, t0), Some(Layer::Low));
+        assert!(s.needs_keyframe());
+        assert_eq!(s.on_packet(Layer::Low, true), PacketAction::Forward { switched: true });
+        assert_eq!(s.update(&layers(), 180, 0, t0), Some(Layer::Low), "a small tile: the same floor");
+        assert_eq!(s.update(&layers(), 0, 10_000 * K, t0), None, "hidden: the view still pauses");
     }
 
     #[test]
