@@ -43,7 +43,7 @@ pub use meeting::{MeetingMsg, MeetingRef};
 pub use membership::{Membership, NodeSpec};
 pub use node_host::{NodeHost, NodeHostArgs};
 pub use participant::{Outbound, ParticipantActor, ParticipantArgs, ParticipantMsg};
-pub use supervisor::{MeetingSupervisor, SupervisorMsg, SupervisorRef};
+pub use supervisor::{CrashTarget, MeetingSupervisor, SupervisorMsg, SupervisorRef};
 
 /// Timing of live meetings. Defaults are production values; tests shorten them.
 #[derive(Debug, Clone)]

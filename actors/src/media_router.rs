@@ -69,6 +69,8 @@ pub enum RouterMsg {
     Tick,
     /// Counters, for the admin API and tests.
     Stats(RpcReplyPort<RouterStats>),
+    /// Fault injection (drills, tests): panic, as a bug would.
+    Crash,
 }
 
 impl ractor::Message for RouterMsg {}
@@ -364,6 +366,7 @@ impl Actor for MediaRouterActor {
                     dropped_packets: state.counters.dropped.load(Ordering::Relaxed),
                 });
             }
+            RouterMsg::Crash => panic!("fault injection: media router of {} crashed on purpose", state.meeting_id),
         }
         Ok(())
     }
@@ -528,8 +531,17 @@ async fn close_member(m: Member) {
     if let Err(e) = m.peer.close().await {
         tracing::debug!(error = %e, "peer close");
     }
-    for t in m.tasks {
-        t.abort();
+    // Dropping `m` aborts its tasks.
+}
+
+/// A router that panics never reaches `post_stop`: its state is dropped instead. The member's
+/// tasks go with it, and with them the last handles on its peer, whose own `Drop` releases the
+/// connection — nothing outlives a crashed router.
+impl Drop for Member {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 

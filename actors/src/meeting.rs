@@ -55,6 +55,8 @@ pub enum MeetingMsg {
     Crash,
     /// Fault injection: make one participant's connection actor panic.
     CrashParticipant { user_id: Uuid },
+    /// Fault injection: make the meeting's media router panic (if it runs).
+    CrashMediaRouter,
     /// From the media router: an event for one participant (`to`) or for everyone.
     MediaEvent { to: Option<Uuid>, event: parley_core::protocol::Event },
 }
@@ -365,6 +367,11 @@ impl Actor for MeetingActor {
             MeetingMsg::CrashParticipant { user_id } => {
                 if let Some(Conn::Local(c)) = state.conns.get(&user_id) {
                     let _ = c.cast(ParticipantMsg::Crash);
+                }
+            }
+            MeetingMsg::CrashMediaRouter => {
+                if let Some(r) = &state.router {
+                    let _ = r.cast(RouterMsg::Crash);
                 }
             }
             MeetingMsg::Crash => panic!("fault injection: meeting {} crashed on purpose", state.meeting.meeting_id()),

@@ -27,9 +27,20 @@ pub enum SupervisorMsg {
     Count { reply: RpcReplyPort<usize> },
     /// Stop a meeting's actor here without ending the meeting (it moved to another node).
     Release { meeting_id: Uuid },
-    /// Fault injection: make a running meeting actor (or, with `participant`, that user's
-    /// connection actor) panic. Replies whether the meeting was running.
-    Crash { meeting_id: Uuid, participant: Option<Uuid>, reply: RpcReplyPort<bool> },
+    /// Fault injection: make an actor of a running meeting panic. Replies whether the meeting
+    /// was running.
+    Crash { meeting_id: Uuid, target: CrashTarget, reply: RpcReplyPort<bool> },
+}
+
+/// Which actor of a meeting a fault-injection drill crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashTarget {
+    /// The meeting actor itself (restarted by the supervisor, rehydrated).
+    Meeting,
+    /// One participant's connection actor.
+    Participant(Uuid),
+    /// The meeting's media router (its clients are told `media_closed` and offer again).
+    MediaRouter,
 }
 
 impl ractor::Message for SupervisorMsg {}
@@ -96,12 +107,13 @@ impl Actor for MeetingSupervisor {
                     m.stop(Some("moved".to_owned()));
                 }
             }
-            SupervisorMsg::Crash { meeting_id, participant, reply } => {
+            SupervisorMsg::Crash { meeting_id, target, reply } => {
                 let running = state.meetings.get(&meeting_id);
                 if let Some(m) = running {
-                    let _ = m.cast(match participant {
-                        Some(user_id) => crate::meeting::MeetingMsg::CrashParticipant { user_id },
-                        None => crate::meeting::MeetingMsg::Crash,
+                    let _ = m.cast(match target {
+                        CrashTarget::Participant(user_id) => crate::meeting::MeetingMsg::CrashParticipant { user_id },
+                        CrashTarget::Meeting => crate::meeting::MeetingMsg::Crash,
+                        CrashTarget::MediaRouter => crate::meeting::MeetingMsg::CrashMediaRouter,
                     });
                 }
                 let _ = reply.send(running.is_some());

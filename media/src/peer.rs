@@ -855,13 +855,24 @@ impl Peer {
     }
 }
 
+/// A peer dropped without [`Peer::close`] (its owner panicked) still releases its connection:
+/// its socket and driver task, or its slot on the shared socket.
 impl Drop for Peer {
     fn drop(&mut self) {
         self.abort_tasks();
-        if let Backend::Socket { socket, id } = &self.backend
-            && !self.shared.closed.load(Ordering::Acquire)
-        {
-            socket.close_soon(*id);
+        if self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        match &self.backend {
+            Backend::Socket { socket, id } => socket.close_soon(*id),
+            Backend::Own(pc) => {
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    let pc = Arc::clone(pc);
+                    runtime.spawn(async move {
+                        let _ = pc.close().await;
+                    });
+                }
+            }
         }
     }
 }

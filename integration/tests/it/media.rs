@@ -546,3 +546,51 @@ async fn a_layer_the_publisher_stops_sending_gives_way_to_the_next_one_down() {
     );
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_media_router_tells_its_clients_releases_every_peer_and_media_comes_back() {
+    let (node, api) = media_node_with(
+        NodeOptions::new(Backend::Sqlite).env("PARLEY_MEDIA_PORT", "0").env("PARLEY_FAULT_INJECTION", "1"),
+    )
+    .await;
+    let (meeting, users) = meeting_with(&api, 2).await;
+    let mut host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let media = host.publish(Rates::default());
+    let camera = stream(users[0], "camera");
+    let mut guest = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    assert!(guest.wait_received(WAIT, |r| r.streams.contains_key(&camera)).await);
+    assert_eq!(media_transport(&node).await["peers"], 2);
+
+    let admin = node.admin_token();
+    let crash = |actor: &str| format!("/api/admin/meetings/{meeting}/crash?actor={actor}");
+    let (status, body) = node.call(Method::POST, &crash("router"), Some(&admin), None).await;
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "an unknown actor is refused: {body}");
+    assert_eq!(media_transport(&node).await["peers"], 2, "and nothing happened");
+    let (status, body) = node.call(Method::POST, &crash("media_router"), Some(&admin), None).await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+
+    // Both clients are told, and the crashed router's connections are gone from the shared
+    // socket (a router that panics never runs its `post_stop`: its dropped state releases them).
+    for p in [&host, &guest] {
+        let told = eventually(WAIT, || async {
+            p.events().iter().any(|e| e["event"] == "media_closed" && e.to_string().contains("media router restarted"))
+        })
+        .await;
+        assert!(told, "media_closed reaches each client: {:?}\n{}", p.events(), node.log());
+    }
+    let released =
+        eventually(WAIT, || async { media_transport(&node).await["peers"] == 0 && media_peers(&node).await == 0 })
+            .await;
+    assert!(released, "every connection released: {}\n{}", media_transport(&node).await, node.log());
+    assert!(node.log().contains("media router failed"), "the node logs it:\n{}", node.log());
+
+    // The meeting itself went on: the clients offer again, a new router starts, media flows.
+    media.stop();
+    host.close_media().await;
+    guest.close_media().await;
+    host.connect_media(Publish::CAMERA_AND_MIC).await.expect("the host connects again");
+    let _media = host.publish(Rates::default());
+    guest.connect_media(Publish::NOTHING).await.expect("the guest connects again");
+    assert!(flows_again(&guest, &camera).await, "media flows through the new router\n{}", node.log());
+    assert_eq!(media_transport(&node).await["peers"], 2);
+}

@@ -8,11 +8,15 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{Caller, parse_id};
+use parley_actors::CrashTarget;
 
 #[derive(Deserialize)]
 pub struct CrashParams {
     /// Crash this user's connection actor instead of the meeting's.
     participant: Option<String>,
+    /// `media_router`: crash the meeting's media router instead (`meeting`, the default: the
+    /// meeting actor).
+    actor: Option<String>,
 }
 
 /// `POST /api/admin/meetings/{id}/crash[?participant=USER_ID]`: makes a running meeting actor
@@ -31,16 +35,26 @@ pub async fn crash_meeting(
     caller.require_admin()?;
     let id = parse_id(&id, "meeting")?;
     let participant = p.participant.as_deref().map(|u| parse_id(u, "user")).transpose()?;
+    let target = match (participant, p.actor.as_deref()) {
+        (Some(user), None | Some("participant")) => CrashTarget::Participant(user),
+        (None, None | Some("meeting")) => CrashTarget::Meeting,
+        (None, Some("media_router")) => CrashTarget::MediaRouter,
+        (_, Some(other)) => {
+            return Err(ApiError::invalid_field(format!(
+                "actor must be meeting, media_router or participant (with participant=USER_ID), not {other:?}"
+            )));
+        }
+    };
     let running = ractor::call_t!(
         app.live.supervisor,
-        |reply| parley_actors::SupervisorMsg::Crash { meeting_id: id, participant, reply },
+        |reply| parley_actors::SupervisorMsg::Crash { meeting_id: id, target, reply },
         5_000
     )
     .map_err(ApiError::internal)?;
     if !running {
         return Err(ApiError::not_found("that meeting is not running on this node"));
     }
-    tracing::warn!(meeting_id = %id, ?participant, operator = %caller.subject, "fault injection: actor crashed on purpose");
+    tracing::warn!(meeting_id = %id, ?target, operator = %caller.subject, "fault injection: actor crashed on purpose");
     Ok(Json(json!({"meeting_id": id, "participant": participant, "crashed": true})))
 }
 
