@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
+use parley_media::MediaError;
 use parley_media::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
 use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
@@ -35,7 +36,6 @@ use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
 use parley_media::rewrite::StreamRewriter;
 use parley_media::speaker::SpeakerDetector;
 use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, View};
-use parley_media::{MediaError, vp8};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -141,6 +141,7 @@ struct Routes {
 
 struct Route {
     key: Arc<str>,
+    codec: Codec,
     subscribers: Arc<[Subscriber]>,
     rates: Arc<LayerRates>,
 }
@@ -197,7 +198,8 @@ struct Counters {
 struct Published {
     key: Arc<str>,
     source: MediaSource,
-    kind: MediaKind,
+    /// What it carries; its subscribers get an outgoing track of the same codec.
+    codec: Codec,
     /// SSRC → simulcast layer (`None` without simulcast).
     ssrcs: BTreeMap<u32, Option<Layer>>,
     rates: Arc<LayerRates>,
@@ -588,7 +590,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
         PeerEvent::StateChanged(s) => {
             tracing::debug!(meeting_id = %state.meeting_id, %user, state = ?s, "media peer state");
         }
-        PeerEvent::TrackOpened { track_id, kind, ssrc, rid } => {
+        PeerEvent::TrackOpened { track_id, kind, ssrc, rid, codec } => {
             let Some(m) = state.members.get_mut(&user) else { return };
             let track_id: Arc<str> = Arc::from(track_id);
             let layer = simulcast_layer(rid.as_deref());
@@ -596,22 +598,30 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
             if is_new {
                 let source = m.source_of(&track_id, kind);
                 let key: Arc<str> = Arc::from(format!("{user}:{}", source.as_str()));
+                let codec = codec.unwrap_or_else(|| {
+                    // The negotiation offers only codecs we forward, so this is not expected.
+                    tracing::warn!(meeting_id = %state.meeting_id, %user, track = %key, "codec unknown: assumed VP8/Opus");
+                    match kind {
+                        MediaKind::Audio => Codec::Opus,
+                        MediaKind::Video => Codec::Vp8,
+                    }
+                });
                 m.published.insert(
                     track_id.clone(),
-                    Published { key, source, kind, ssrcs: BTreeMap::new(), rates: Arc::default() },
+                    Published { key, source, codec, ssrcs: BTreeMap::new(), rates: Arc::default() },
                 );
             }
             let Some(p) = m.published.get_mut(&track_id) else { return };
             p.ssrcs.insert(ssrc, layer);
-            let (key, layers, rates) = (p.key.clone(), p.layers(), p.rates.clone());
+            let (key, layers, rates, codec) = (p.key.clone(), p.layers(), p.rates.clone(), p.codec);
             if is_new {
-                tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, "publishing");
+                tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, ?codec, "publishing");
                 state
                     .routes
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .by_track
-                    .insert((user, track_id), Route { key, subscribers: Arc::from(Vec::new()), rates });
+                    .insert((user, track_id), Route { key, codec, subscribers: Arc::from(Vec::new()), rates });
                 replan_all(state).await;
             } else {
                 // A further simulcast layer: subscribers may choose it now.
@@ -760,9 +770,9 @@ async fn replan_all(state: &mut RouterState) {
     }
 }
 
-/// Where a key's packets come from: publisher, msid track id, kind, simulcast layers and
+/// Where a key's packets come from: publisher, msid track id, codec, simulcast layers and
 /// their rates.
-type Source = (Uuid, Arc<str>, MediaKind, Vec<Layer>, Arc<LayerRates>);
+type Source = (Uuid, Arc<str>, Codec, Vec<Layer>, Arc<LayerRates>);
 
 /// Brings one subscriber's outgoing tracks in line with its plan; offers if that changed them.
 async fn replan(state: &mut RouterState, user: Uuid) {
@@ -787,7 +797,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     for (u, pm) in &state.members {
         for (track_id, p) in &pm.published {
             if want.contains_key(&p.key) {
-                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.kind, p.layers(), p.rates.clone()));
+                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.codec, p.layers(), p.rates.clone()));
             }
         }
     }
@@ -808,7 +818,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     }
     let mut keyframes = Vec::new();
     for (key, tile) in &want {
-        let Some((publisher, track_id, kind, layers, rates)) = source_of.get(key) else { continue };
+        let Some((publisher, track_id, codec, layers, rates)) = source_of.get(key) else { continue };
         match m.out.get_mut(key) {
             Some((_, old_tile)) => {
                 if *old_tile != *tile
@@ -819,12 +829,12 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                 }
             }
             None => {
-                let codec = match kind {
-                    MediaKind::Audio => Codec::Opus,
-                    MediaKind::Video => Codec::Vp8,
+                let spec = OutTrackSpec {
+                    track_id: key.to_string(),
+                    stream_id: key.to_string(),
+                    codec: *codec,
+                    ssrc: rand::random(),
                 };
-                let spec =
-                    OutTrackSpec { track_id: key.to_string(), stream_id: key.to_string(), codec, ssrc: rand::random() };
                 match m.peer.add_track(spec).await {
                     Ok(track) => {
                         let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
@@ -838,7 +848,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                         });
                         m.out.insert(key.clone(), (track, *tile));
                         routes_add.push((*publisher, track_id.clone(), wants));
-                        if *kind == MediaKind::Video {
+                        if codec.kind() == MediaKind::Video {
                             keyframes.push(key.clone());
                         }
                         changed = true;
@@ -919,9 +929,11 @@ async fn ingest(
         }
         let route = {
             let r = routes.read().unwrap_or_else(|p| p.into_inner());
-            r.by_track.get(&(user, p.track_id.clone())).map(|r| (r.key.clone(), r.subscribers.clone(), r.rates.clone()))
+            r.by_track
+                .get(&(user, p.track_id.clone()))
+                .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone()))
         };
-        let Some((key, subscribers, rates)) = route else { continue };
+        let Some((key, codec, subscribers, rates)) = route else { continue };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let now = Instant::now();
@@ -939,7 +951,7 @@ async fn ingest(
         if targets.peek().is_none() {
             continue;
         }
-        let keyframe = p.kind == MediaKind::Video && vp8::is_keyframe(&p.packet.payload);
+        let keyframe = codec.is_keyframe(&p.packet.payload);
         // Header extensions and CSRCs belong to the publisher's leg and every `OutTrack` drops
         // them: strip them once here, not in each subscriber's clone (a browser's packets carry
         // several extensions, each cloned and freed per subscriber otherwise).

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{Value, json};
@@ -55,12 +56,15 @@ pub struct Publish {
     pub audio: bool,
     /// The camera in three simulcast layers (RIDs `q`, `h`, `f`), as browsers send it.
     pub simulcast: bool,
+    /// Offer only H.264 for video (as a browser without VP8 would) and send H.264 payloads.
+    pub h264: bool,
 }
 
 impl Publish {
-    pub const NOTHING: Publish = Publish { video: false, audio: false, simulcast: false };
-    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false };
-    pub const SIMULCAST_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: true };
+    pub const NOTHING: Publish = Publish { video: false, audio: false, simulcast: false, h264: false };
+    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false, h264: false };
+    pub const SIMULCAST_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: true, h264: false };
+    pub const H264_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false, h264: true };
 }
 
 /// The simulcast layers a simulcast camera sends, lowest first: RID, packets per frame,
@@ -79,6 +83,8 @@ pub struct StreamStats {
     pub measured: synth::Seen,
     pub keyframes: u64,
     pub ssrcs: Vec<u32>,
+    /// The negotiated codec's MIME type (`video/VP8`, `video/H264`, `audio/opus`).
+    pub codec: String,
 }
 
 /// What a participant received.
@@ -128,6 +134,8 @@ struct LocalTrack {
     track: Arc<TrackLocalStaticRTP>,
     source: &'static str,
     kind: RtpCodecKind,
+    /// Video in H.264 (else VP8).
+    h264: bool,
     streams: Vec<SendStream>,
 }
 
@@ -229,7 +237,7 @@ impl Participant {
     pub async fn connect_media(&mut self, publish: Publish) -> Result<(), LoadError> {
         let shared = self.shared.clone();
         let _signalling = shared.signalling.lock().await;
-        let pc = self.build_peer().await?;
+        let pc = self.build_peer(publish.h264).await?;
         let mut sources = serde_json::Map::new();
         if publish.video {
             let streams: Vec<SendStream> = if publish.simulcast {
@@ -237,17 +245,20 @@ impl Participant {
             } else {
                 vec![SendStream::new(None)]
             };
-            let t = local_track(self.user_id, "camera", RtpCodecKind::Video, vp8(), &streams);
+            let codec = if publish.h264 { h264() } else { vp8() };
+            let t = local_track(self.user_id, "camera", RtpCodecKind::Video, codec, &streams);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-camera", self.user_id), json!("camera"));
-            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, streams });
+            let h264 = publish.h264;
+            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, h264, streams });
         }
         if publish.audio {
             let streams = vec![SendStream::new(None)];
             let t = local_track(self.user_id, "microphone", RtpCodecKind::Audio, opus(), &streams);
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
-            self.tracks.push(LocalTrack { track: t, source: "microphone", kind: RtpCodecKind::Audio, streams });
+            let kind = RtpCodecKind::Audio;
+            self.tracks.push(LocalTrack { track: t, source: "microphone", kind, h264: false, streams });
         }
         for t in &self.tracks {
             // Drain the RTCP the server sends about our tracks (the stack's queue is bounded);
@@ -283,9 +294,17 @@ impl Participant {
         Ok(())
     }
 
-    async fn build_peer(&self) -> Result<Arc<dyn PeerConnection>, LoadError> {
+    /// `h264_only`: video offers H.264 alone (webrtc-rs's payload type 125), as a browser
+    /// without VP8 would.
+    async fn build_peer(&self, h264_only: bool) -> Result<Arc<dyn PeerConnection>, LoadError> {
         let mut me = MediaEngine::default();
-        me.register_default_codecs().map_err(rtc_err)?;
+        if h264_only {
+            let with_pt = |rtp_codec: RTCRtpCodec, payload_type: u8| RTCRtpCodecParameters { rtp_codec, payload_type };
+            me.register_codec(with_pt(opus(), 111), RtpCodecKind::Audio).map_err(rtc_err)?;
+            me.register_codec(with_pt(h264(), H264_PAYLOAD_TYPE), RtpCodecKind::Video).map_err(rtc_err)?;
+        } else {
+            me.register_default_codecs().map_err(rtc_err)?;
+        }
         me.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: AUDIO_LEVEL_URI.to_owned() },
             RtpCodecKind::Audio,
@@ -366,7 +385,7 @@ impl Participant {
         let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), &streams);
         let sender = pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
         tokio::spawn(watch_feedback(t.clone(), self.shared.clone()));
-        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, streams });
+        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, h264: false, streams });
         self.screen_sender = Some(sender);
         self.offer_again(&pc).await?;
         self.signal.ok(json!({"type": "screen_share_start"})).await.map(|_| ())
@@ -592,7 +611,7 @@ async fn send_media(
     rates: Rates,
     ext: Extensions,
 ) {
-    let LocalTrack { track, kind, streams, .. } = local;
+    let LocalTrack { track, kind, h264, streams, .. } = local;
     let video = kind == RtpCodecKind::Video;
     let (period, clock_step) = if video {
         (Duration::from_secs(1) / rates.video_fps.max(1), 90_000 / rates.video_fps.max(1))
@@ -642,7 +661,13 @@ async fn send_media(
                 } else if i == 0 {
                     let asked = lock(&shared.force_keyframe).remove(&st.stream.ssrc);
                     let keyframe = asked || frame.is_multiple_of(rates.keyframe_every.max(1));
-                    synth::vp8_payload(keyframe, stamp, st.bytes)
+                    if h264 {
+                        synth::h264_payload(keyframe, stamp, st.bytes)
+                    } else {
+                        synth::vp8_payload(keyframe, stamp, st.bytes)
+                    }
+                } else if h264 {
+                    synth::h264_continuation(stamp, st.bytes)
                 } else {
                     synth::vp8_continuation(stamp, st.bytes)
                 };
@@ -650,8 +675,13 @@ async fn send_media(
                     header: rtp::header::Header {
                         version: 2,
                         marker: i + 1 == st.packets,
-                        // webrtc-rs's default registry: VP8 96, Opus 111 (what our offer carries).
-                        payload_type: if video { 96 } else { 111 },
+                        // webrtc-rs's default registry: VP8 96, H.264 125, Opus 111 (what our
+                        // offer carries).
+                        payload_type: match (video, h264) {
+                            (true, false) => 96,
+                            (true, true) => H264_PAYLOAD_TYPE,
+                            (false, _) => 111,
+                        },
                         sequence_number: st.seq,
                         timestamp: st.ts,
                         ssrc: st.stream.ssrc,
@@ -702,6 +732,23 @@ fn mid_of_track(sdp: &str, track_id: &str) -> Option<u32> {
 
 fn rand_u32() -> u32 {
     Uuid::new_v4().as_u128() as u32
+}
+
+/// H.264's payload type in webrtc-rs's default registry (constrained baseline, mode 1).
+const H264_PAYLOAD_TYPE: u8 = 125;
+
+fn h264() -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: "video/H264".into(),
+        clock_rate: 90_000,
+        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+        rtcp_feedback: vec![
+            RTCPFeedback { typ: "nack".into(), parameter: String::new() },
+            RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },
+            RTCPFeedback { typ: "goog-remb".into(), parameter: String::new() },
+        ],
+        ..Default::default()
+    }
 }
 
 fn vp8() -> RTCRtpCodec {
@@ -937,8 +984,19 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
     let stream = track.stream_id().await.to_string();
     let video = track.kind().await == RtpCodecKind::Video;
     let mut ssrcs: HashMap<u32, ()> = HashMap::new();
+    let mut h264 = false;
     while let Some(event) = track.poll().await {
         let TrackRemoteEvent::OnRtpPacket(p) = event else { continue };
+        // A new stream's codec is known once its first packet arrived (this one).
+        let new_stream = !ssrcs.contains_key(&p.header.ssrc);
+        let codec = if new_stream {
+            ssrcs.insert(p.header.ssrc, ());
+            let codec = track.codec(p.header.ssrc).await.map(|c| c.mime_type).unwrap_or_default();
+            h264 = codec.eq_ignore_ascii_case("video/H264");
+            Some(codec)
+        } else {
+            None
+        };
         let stamp = synth::read_stamp(&p.payload);
         let now = Instant::now();
         let mut r = lock(&shared.received);
@@ -950,13 +1008,16 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
             s.by_layer[usize::from(st.layer.min(3))] += 1;
             s.last_layer = st.layer;
         }
-        if ssrcs.insert(p.header.ssrc, ()).is_none() {
+        if let Some(codec) = codec {
+            s.codec = codec;
             s.ssrcs.push(p.header.ssrc);
             if video {
                 lock(&shared.remote_video).push((track.clone(), p.header.ssrc));
             }
         }
-        if video && parley_media::vp8::is_keyframe(&p.payload) {
+        let keyframe =
+            if h264 { parley_media::h264::is_keyframe(&p.payload) } else { parley_media::vp8::is_keyframe(&p.payload) };
+        if video && keyframe {
             s.keyframes += 1;
         }
         match stamp {

@@ -83,6 +83,26 @@ pub fn vp8_continuation(stamp: Stamp, len: usize) -> Bytes {
     Bytes::from(p)
 }
 
+/// The first packet of an H.264 frame of `len` bytes (at least the headers and stamp): an FU-A
+/// fragment (RFC 6184) starting an IDR slice for a keyframe, a non-IDR slice otherwise.
+pub fn h264_payload(keyframe: bool, stamp: Stamp, len: usize) -> Bytes {
+    // FU indicator: NRI 3, type 28; FU header: S=1, NAL type 5 (IDR) or 1.
+    let mut p = vec![0x7c, if keyframe { 0x85 } else { 0x81 }];
+    let body = len.saturating_sub(p.len() + STAMP_LEN);
+    p.resize(p.len() + body, 0xAB);
+    push_stamp(&mut p, stamp);
+    Bytes::from(p)
+}
+
+/// A further FU-A fragment of an H.264 frame (S=0): never a keyframe start.
+pub fn h264_continuation(stamp: Stamp, len: usize) -> Bytes {
+    let mut p = vec![0x7c, 0x01];
+    let body = len.saturating_sub(p.len() + STAMP_LEN);
+    p.resize(p.len() + body, 0xAB);
+    push_stamp(&mut p, stamp);
+    Bytes::from(p)
+}
+
 /// An Opus RTP payload (TOC: SILK wideband 20 ms, mono) of about `len` bytes.
 pub fn opus_payload(stamp: Stamp, len: usize) -> Bytes {
     let mut p = vec![0x48];
@@ -165,6 +185,10 @@ mod tests {
     fn the_sfu_sees_keyframes_where_they_are() {
         let stamp = Stamp { phase: Phase::WarmUp, index: 0, sent_ns: 0, layer: 0 };
         assert!(parley_media::vp8::is_keyframe(&vp8_payload(true, stamp, 1200)));
+        assert!(parley_media::h264::is_keyframe(&h264_payload(true, stamp, 1200)));
+        assert!(!parley_media::h264::is_keyframe(&h264_payload(false, stamp, 1200)));
+        assert!(!parley_media::h264::is_keyframe(&h264_continuation(stamp, 1200)));
+        assert_eq!(read_stamp(&h264_payload(true, stamp, 1200)), Some(stamp));
         assert!(!parley_media::vp8::is_keyframe(&vp8_payload(false, stamp, 1200)));
         assert!(!parley_media::vp8::is_keyframe(&vp8_continuation(stamp, 1200)));
         assert_eq!(parley_media::vp8::keyframe_size(&vp8_payload(true, stamp, 1200)), Some((1280, 720)));

@@ -20,6 +20,7 @@
 
 pub mod demux;
 pub mod error;
+pub mod h264;
 pub mod layers;
 pub mod nack_cache;
 pub mod peer;

@@ -34,14 +34,15 @@ use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Registry, Slot, StreamInfo, TaggedPacket};
 use rtc::media_stream::MediaStreamTrack;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
+use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use rtc::sansio::Protocol;
@@ -161,14 +162,21 @@ impl MediaKind {
 #[serde(rename_all = "snake_case")]
 pub enum Codec {
     Vp8,
+    /// Forwarded when a publisher offers only H.264 (VP8 is preferred when it offers both).
+    H264,
     Opus,
 }
+
+/// The H.264 format our outgoing H.264 tracks announce: constrained baseline, non-interleaved
+/// (FU-A/STAP-A allowed). Forwarded streams keep whatever profile the publisher encoded;
+/// receivers decode by the stream's own SPS.
+const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 impl Codec {
     /// Audio or video.
     pub fn kind(self) -> MediaKind {
         match self {
-            Codec::Vp8 => MediaKind::Video,
+            Codec::Vp8 | Codec::H264 => MediaKind::Video,
             Codec::Opus => MediaKind::Audio,
         }
     }
@@ -176,19 +184,50 @@ impl Codec {
     /// RTP clock rate in Hz.
     pub fn clock_rate(self) -> u32 {
         match self {
-            Codec::Vp8 => 90_000,
+            Codec::Vp8 | Codec::H264 => 90_000,
             Codec::Opus => 48_000,
+        }
+    }
+
+    /// The codec of a MIME type (case-insensitive); `None` for codecs Parley does not forward.
+    pub fn from_mime(mime: &str) -> Option<Codec> {
+        [Codec::Vp8, Codec::H264, Codec::Opus].into_iter().find(|c| c.mime_type().eq_ignore_ascii_case(mime))
+    }
+
+    /// Whether this RTP payload starts a frame a decoder can begin with (always false for audio).
+    pub fn is_keyframe(self, payload: &[u8]) -> bool {
+        match self {
+            Codec::Vp8 => crate::vp8::is_keyframe(payload),
+            Codec::H264 => crate::h264::is_keyframe(payload),
+            Codec::Opus => false,
         }
     }
 
     fn mime_type(self) -> &'static str {
         match self {
             Codec::Vp8 => MIME_TYPE_VP8,
+            Codec::H264 => MIME_TYPE_H264,
             Codec::Opus => MIME_TYPE_OPUS,
         }
     }
 
-    /// The codec as registered by `MediaEngine::register_default_codecs`, so the sender finds it.
+    /// The payload type negotiated for this codec among `codecs` (an RTP sender's parameters):
+    /// the first of its MIME type, for H.264 the first non-interleaved one (our packets are
+    /// FU-A/STAP-A, which packetization-mode 0 does not allow).
+    fn payload_type_in(self, codecs: &[RTCRtpCodecParameters]) -> u16 {
+        let same = |c: &&RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(self.mime_type());
+        let fits = |c: &&RTCRtpCodecParameters| {
+            self != Codec::H264 || c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
+        };
+        codecs
+            .iter()
+            .filter(same)
+            .find(fits)
+            .or_else(|| codecs.iter().find(same))
+            .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type))
+    }
+
+    /// The codec as `register_forwarded_codecs` registers it, so the sender finds it.
     fn rtc_codec(self) -> RTCRtpCodec {
         match self {
             Codec::Vp8 => RTCRtpCodec {
@@ -196,6 +235,13 @@ impl Codec {
                 clock_rate: 90_000,
                 channels: 0,
                 sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![],
+            },
+            Codec::H264 => RTCRtpCodec {
+                mime_type: MIME_TYPE_H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: H264_FMTP.to_owned(),
                 rtcp_feedback: vec![],
             },
             Codec::Opus => RTCRtpCodec {
@@ -246,7 +292,8 @@ pub enum PeerEvent {
     /// The connection state changed.
     StateChanged(PeerState),
     /// A published stream sent its first packet (one per simulcast layer, each with its RID).
-    TrackOpened { track_id: String, kind: MediaKind, ssrc: u32, rid: Option<String> },
+    /// `codec`: what it carries, `None` for a codec Parley does not forward (VP9, AV1, …).
+    TrackOpened { track_id: String, kind: MediaKind, ssrc: u32, rid: Option<String>, codec: Option<Codec> },
     /// A published track ended (the client removed it or the connection closed).
     TrackEnded { track_id: String },
     /// The client asked for a keyframe (PLI or FIR) on one of our outgoing tracks: the router
@@ -813,12 +860,7 @@ impl Peer {
                 .call(*id, move |slot, _| {
                     for (track, sender) in &senders {
                         let pt = slot.pc.rtp_sender(*sender).map_or(NO_PAYLOAD_TYPE, |mut s| {
-                            s.get_parameters()
-                                .rtp_parameters
-                                .codecs
-                                .iter()
-                                .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(track.codec().mime_type()))
-                                .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type))
+                            track.codec().payload_type_in(&s.get_parameters().rtp_parameters.codecs)
                         });
                         track.inner.payload_type.store(pt, Ordering::Release);
                     }
@@ -835,12 +877,7 @@ impl Peer {
         for track in tracks {
             let OutSink::Own { sender, .. } = &track.inner.sink else { continue };
             let pt = match sender.get_parameters().await {
-                Ok(params) => params
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(track.codec().mime_type()))
-                    .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type)),
+                Ok(params) => track.codec().payload_type_in(&params.rtp_parameters.codecs),
                 Err(e) => {
                     tracing::warn!(track = track.track_id(), error = %e, "no sender parameters after negotiation");
                     NO_PAYLOAD_TYPE
@@ -1027,9 +1064,49 @@ async fn try_build(config: &PeerConfig, shared: &Arc<PeerShared>, addr: SocketAd
 /// What every server-side connection is built from, whichever socket it uses: the codecs and
 /// header extensions we accept, the default interceptors plus our keyframe forwarder, and ICE
 /// settings (lite, timeouts, NAT mapping).
+/// Registers the codecs Parley forwards, and only those: Opus; VP8, then H.264 (non-interleaved,
+/// baseline, constrained baseline and high profile), each video codec with its RTX. An offer of
+/// anything else (VP9, AV1, PCMU, …) alone gets that section rejected in the answer, rather than
+/// a track the router would forward under the wrong codec. Payload types are webrtc-rs's
+/// defaults, so both ends of our own tests agree.
+fn register_forwarded_codecs(engine: &mut MediaEngine) -> Result<()> {
+    let feedback = |typ: &str, parameter: &str| RTCPFeedback { typ: typ.to_owned(), parameter: parameter.to_owned() };
+    let video_feedback =
+        vec![feedback("goog-remb", ""), feedback("ccm", "fir"), feedback("nack", ""), feedback("nack", "pli")];
+    let codec = |mime: &str, clock_rate: u32, channels: u16, fmtp: &str, rtcp_feedback: Vec<RTCPFeedback>, pt: u8| {
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: mime.to_owned(),
+                clock_rate,
+                channels,
+                sdp_fmtp_line: fmtp.to_owned(),
+                rtcp_feedback,
+            },
+            payload_type: pt,
+        }
+    };
+    engine.register_codec(
+        codec(MIME_TYPE_OPUS, 48_000, 2, "minptime=10;useinbandfec=1", vec![], 111),
+        RtpCodecKind::Audio,
+    )?;
+    let h264 = |profile: &str| format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}");
+    let video = [
+        (MIME_TYPE_VP8, String::new(), 96, 97),
+        (MIME_TYPE_H264, h264("42001f"), 102, 103),
+        (MIME_TYPE_H264, h264("42e01f"), 125, 105),
+        (MIME_TYPE_H264, h264("640032"), 123, 124),
+    ];
+    for (mime, fmtp, pt, rtx) in video {
+        engine.register_codec(codec(mime, 90_000, 0, &fmtp, video_feedback.clone(), pt), RtpCodecKind::Video)?;
+        engine
+            .register_codec(codec(MIME_TYPE_RTX, 90_000, 0, &format!("apt={pt}"), vec![], rtx), RtpCodecKind::Video)?;
+    }
+    Ok(())
+}
+
 fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEngine, Registry, SettingEngineBuilder)> {
     let mut media_engine = MediaEngine::default();
-    media_engine.register_default_codecs()?;
+    register_forwarded_codecs(&mut media_engine)?;
     for uri in [MID_URI, RID_URI, REPAIRED_RID_URI] {
         media_engine.register_header_extension(
             RTCRtpHeaderExtensionCapability { uri: uri.to_owned() },
@@ -1108,7 +1185,9 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
             TrackRemoteEvent::OnOpen(init) => {
                 rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                 lock(&shared.remote_tracks).insert(init.ssrc, Arc::clone(&track));
+                let codec = track.codec(init.ssrc).await.and_then(|c| Codec::from_mime(&c.mime_type));
                 shared.emit(PeerEvent::TrackOpened {
+                    codec,
                     track_id: track_id.to_string(),
                     kind,
                     ssrc: init.ssrc,

@@ -42,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::demux;
 use crate::error::{MediaError, Result};
-use crate::peer::{IncomingRtp, MediaKind, PeerEvent, PeerShared, PeerState, is_keyframe_request};
+use crate::peer::{Codec, IncomingRtp, MediaKind, PeerEvent, PeerShared, PeerState, is_keyframe_request};
 
 /// Commands queued to the driver; it drains up to this many per loop iteration.
 const COMMAND_BATCH: usize = 1024;
@@ -245,11 +245,14 @@ impl PeerSlot {
                     self.shared.emit(PeerEvent::StateChanged(PeerState::from_rtc(state)));
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    let kind = self
+                    let (kind, codec) = self
                         .pc
                         .rtp_receiver(init.receiver_id)
-                        .map(|r| MediaKind::from_rtc(r.track().kind()))
-                        .unwrap_or(MediaKind::Video);
+                        .map(|r| {
+                            let codec = r.track().codec(init.ssrc).and_then(|c| Codec::from_mime(&c.mime_type));
+                            (MediaKind::from_rtc(r.track().kind()), codec)
+                        })
+                        .unwrap_or((MediaKind::Video, None));
                     let track = self.remote.entry(init.track_id.clone()).or_insert_with(|| RemoteTrack {
                         track_id: Arc::from(init.track_id.as_str()),
                         kind,
@@ -258,6 +261,7 @@ impl PeerSlot {
                     track.rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                     self.remote_ssrcs.insert(init.ssrc, init.receiver_id);
                     self.shared.emit(PeerEvent::TrackOpened {
+                        codec,
                         track_id: init.track_id,
                         kind: track.kind,
                         ssrc: init.ssrc,

@@ -512,7 +512,13 @@ async fn publisher_to_two_subscribers(server: Server) {
     .await;
     assert_eq!(
         opened,
-        PeerEvent::TrackOpened { track_id: "cam".into(), kind: MediaKind::Video, ssrc: PUB_VIDEO_SSRC, rid: None }
+        PeerEvent::TrackOpened {
+            track_id: "cam".into(),
+            kind: MediaKind::Video,
+            ssrc: PUB_VIDEO_SSRC,
+            rid: None,
+            codec: Some(Codec::Vp8)
+        }
     );
     assert!(sfu_pub.request_keyframe(PUB_VIDEO_SSRC).await.unwrap(), "first PLI goes out");
     assert!(!sfu_pub.request_keyframe(PUB_VIDEO_SSRC).await.unwrap(), "second within a second is throttled");
