@@ -27,7 +27,9 @@ use parley_media::socket::MediaSocket;
 use parley_media::vp8;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
-use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::timeout;
 use webrtc::media_stream::track_local::TrackLocal;
@@ -806,4 +808,49 @@ async fn junk_on_the_shared_port_is_refused_and_the_peer_on_it_goes_on() {
     sub.sfu.close().await.unwrap();
     sub.client.pc.close().await.unwrap();
     assert_eq!(server.open_peers().await, 0);
+}
+
+#[tokio::test]
+async fn an_offer_of_codecs_we_do_not_forward_gets_no_track_of_them() {
+    only_unforwarded_codecs(Server::OwnSockets).await;
+}
+
+#[tokio::test]
+async fn an_offer_of_codecs_we_do_not_forward_gets_no_track_of_them_on_the_shared_port() {
+    let server = Server::shared().await;
+    only_unforwarded_codecs(server.clone()).await;
+    assert_eq!(server.open_peers().await, 0, "closed peers left the shared socket");
+}
+
+/// A client that offers only VP9 video and PCMU audio (codecs the router does not forward): the
+/// node rejects both sections instead of accepting tracks it would forward mislabelled.
+async fn only_unforwarded_codecs(server: Server) {
+    let (peer, _channels) = server.peer(&PeerConfig::local(LOOPBACK)).await;
+    let mut me = MediaEngine::default();
+    let vp9 = RTCRtpCodec {
+        mime_type: "video/VP9".into(),
+        clock_rate: 90_000,
+        sdp_fmtp_line: "profile-id=0".into(),
+        ..Default::default()
+    };
+    let pcmu = RTCRtpCodec { mime_type: "audio/PCMU".into(), clock_rate: 8_000, channels: 1, ..Default::default() };
+    me.register_codec(RTCRtpCodecParameters { rtp_codec: vp9.clone(), payload_type: 98 }, RtpCodecKind::Video).unwrap();
+    me.register_codec(RTCRtpCodecParameters { rtp_codec: pcmu.clone(), payload_type: 0 }, RtpCodecKind::Audio).unwrap();
+    let pc = PeerConnectionBuilder::new()
+        .with_media_engine(me)
+        .with_handler(Arc::new(ClientHandler(mpsc::unbounded_channel().0)))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .unwrap();
+    pc.add_track(client_track("cam", RtpCodecKind::Video, 21, vp9) as Arc<dyn TrackLocal>).await.unwrap();
+    pc.add_track(client_track("mic", RtpCodecKind::Audio, 22, pcmu) as Arc<dyn TrackLocal>).await.unwrap();
+    let offer = pc.create_offer(None).await.unwrap();
+    let answer = peer.accept_offer(offer.sdp.clone()).await.expect("answered");
+    // Both sections rejected (port 0): the client knows at once that neither will be received.
+    assert!(answer.contains("m=video 0 ") && answer.contains("m=audio 0 "), "{answer}");
+    let lower = answer.to_ascii_lowercase();
+    assert!(!lower.contains("vp9") && !lower.contains("pcmu"), "neither codec accepted:\n{answer}");
+    peer.close().await.unwrap();
+    pc.close().await.unwrap();
 }
