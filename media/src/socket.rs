@@ -54,6 +54,8 @@ const COMMAND_QUEUE: usize = 8192;
 const MAX_DATAGRAM: usize = 2048;
 /// Socket buffers asked of the kernel: a burst of a fan-out to hundreds of peers fits.
 const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+/// How many times one flush lets a connection run timers that are already due before moving on.
+const IMMEDIATE_ROUNDS: u32 = 4;
 /// Datagrams per `sendmmsg` call.
 const SEND_BATCH: usize = 256;
 
@@ -566,16 +568,41 @@ impl Driver {
     /// and sends everything queued.
     async fn flush(&mut self, socket: &UdpSocket) {
         let now = Instant::now();
+        let mut learned = Vec::new();
         for id in std::mem::take(&mut self.dirty) {
             let mut out = std::mem::take(&mut self.out);
             let timer = self.with_slot(id, |slot| {
                 slot.dirty = false;
-                slot.drain_events();
-                while let Some(w) = slot.pc.poll_write() {
-                    out.push((w.message, w.transport.peer_addr));
-                }
-                let deadline = slot.pc.poll_timeout()?;
-                // A deadline already past is handled on the next turn, not in a spin.
+                let mut rounds = 0;
+                let deadline = loop {
+                    slot.drain_events();
+                    while let Some(w) = slot.pc.poll_write() {
+                        let to = w.transport.peer_addr;
+                        // A new destination (a connectivity check of ours): what comes back
+                        // from there is this connection's. A STUN response names no username,
+                        // so without this the answer to our own check would be dropped until
+                        // the client's checks taught us its address, and ICE would wait for a
+                        // retry.
+                        if !slot.addrs.contains(&to) {
+                            slot.addrs.push(to);
+                            learned.push(to);
+                        }
+                        out.push((w.message, to));
+                    }
+                    let deadline = slot.pc.poll_timeout()?;
+                    // Work the stack queued for "now" while handling the last input (the DTLS
+                    // handshake starting as ICE connects) is done at once: left to the next
+                    // turn's timers it would wait for whatever deadline comes next.
+                    if deadline <= now && rounds < IMMEDIATE_ROUNDS {
+                        rounds += 1;
+                        if let Err(e) = slot.pc.handle_timeout(now) {
+                            tracing::debug!(error = %e, "media connection timer");
+                        }
+                        continue;
+                    }
+                    break deadline;
+                };
+                // A deadline still past is handled on the next turn, not in a spin.
                 let deadline = deadline.max(now + Duration::from_micros(500));
                 if slot.scheduled.is_none_or(|s| deadline < s) {
                     slot.scheduled = Some(deadline);
@@ -586,6 +613,11 @@ impl Driver {
             self.out = out;
             if let Some(Some(deadline)) = timer {
                 self.timers.push(Reverse((deadline, id)));
+            }
+            // Never taken from another connection: a STUN check naming its username moves an
+            // address, nothing else does.
+            for to in learned.drain(..) {
+                self.by_addr.entry(to).or_insert(id);
             }
         }
         if !self.out.is_empty() {
