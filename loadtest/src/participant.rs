@@ -741,7 +741,7 @@ fn h264() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: "video/H264".into(),
         clock_rate: 90_000,
-        sdp_fmtp_line: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f".into(),
+        sdp_fmtp_line: parley_media::peer::H264_FMTP.into(),
         rtcp_feedback: vec![
             RTCPFeedback { typ: "nack".into(), parameter: String::new() },
             RTCPFeedback { typ: "nack".into(), parameter: "pli".into() },

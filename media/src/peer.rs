@@ -170,7 +170,7 @@ pub enum Codec {
 /// The H.264 format our outgoing H.264 tracks announce: constrained baseline, non-interleaved
 /// (FU-A/STAP-A allowed). Forwarded streams keep whatever profile the publisher encoded;
 /// receivers decode by the stream's own SPS.
-const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
+pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
 
 impl Codec {
     /// Audio or video.
@@ -1093,7 +1093,7 @@ fn register_forwarded_codecs(engine: &mut MediaEngine) -> Result<()> {
     let video = [
         (MIME_TYPE_VP8, String::new(), 96, 97),
         (MIME_TYPE_H264, h264("42001f"), 102, 103),
-        (MIME_TYPE_H264, h264("42e01f"), 125, 105),
+        (MIME_TYPE_H264, H264_FMTP.to_owned(), 125, 105),
         (MIME_TYPE_H264, h264("640032"), 123, 124),
     ];
     for (mime, fmtp, pt, rtx) in video {
