@@ -2,16 +2,20 @@
 //! the meeting actor (started on the first media request, stopped with the meeting).
 //!
 //! It owns one [`Peer`] (server-side WebRTC connection) per participant and decides who receives
-//! what; it never touches RTP itself. The packets take a shorter road, off the actor's mailbox:
+//! what; it never touches RTP itself. The packets take a shorter road, off the actor's mailbox
+//! and without a queue or a task of their own: each publisher's [`Ingest`] is its peer's
+//! [`RtpSink`], called on the receive path itself (the shared socket's driver, or the track's
+//! reader task), and runs each subscriber's [`Egress`] in place:
 //!
 //! ```text
-//! publisher's Peer ──IncomingRtp──▶ ingest task ──Arc<Forward>──▶ egress task ──write_rtp──▶ subscriber's Peer
-//!   (one per publisher: routes by        (one per subscriber: layer choice,
-//!    the shared route table; audio        seq/timestamp rewrite, its OutTracks)
-//!    levels to the speaker detector)
+//! publisher's Peer ──IncomingRtp──▶ Ingest ──────────────▶ Egress (per subscriber) ──Outbox──▶ subscriber's Peer
+//!                     (routes by the shared route   (layer choice, seq/timestamp
+//!                      table; audio levels to the    rewrite, its OutTracks)
+//!                      speaker detector)
 //! ```
 //!
-//! The actor keeps the route table and each egress task's bindings current: it turns the
+//! On the shared socket a packet is received, forwarded and sent to every subscriber in one turn
+//! of its driver. The actor keeps the route table and each egress's bindings current: it turns the
 //! meeting's media (who publishes what, who speaks, who shares a screen) and each subscriber's
 //! view into a `views::Plan`, and the difference between plans into `add_track`/`remove_track`,
 //! bindings and a server offer. Negotiation is one at a time per peer: while the server's offer
@@ -30,7 +34,8 @@ use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, V
 use parley_media::MediaError;
 use parley_media::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
 use parley_media::peer::{
-    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
+    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Outbox, Peer, PeerChannels, PeerConfig, PeerEvent,
+    PeerState, RtpSink,
 };
 use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
 use parley_media::rewrite::StreamRewriter;
@@ -46,8 +51,6 @@ use crate::meeting::{MeetingMsg, MeetingRef};
 pub type RouterRef = ActorRef<RouterMsg>;
 type Answer = Result<ReplyData, (ErrorCode, String)>;
 
-/// Packets queued for one subscriber before drops begin (~0.5 s of a busy gallery).
-const EGRESS_QUEUE: usize = 4096;
 /// How often the active speaker and every subscriber's simulcast layers are re-decided.
 const SPEAKER_TICK: Duration = Duration::from_millis(200);
 /// An egress waiting for a keyframe asks again after this long.
@@ -103,37 +106,8 @@ struct Forward {
     packet: parley_media::peer::RtpPacket,
 }
 
-/// What an egress task is told, in order.
-enum EgressMsg {
-    Rtp(Arc<Forward>),
-    /// Send `key` on `track`; `tile`: the tile height of a video track (drives the layer).
-    /// `rates`: the publisher's measured layer bitrates; `wants`: where to say which layers
-    /// this subscriber needs (the ingest skips the others).
-    Bind {
-        key: Arc<str>,
-        track: OutTrack,
-        tile: Option<u32>,
-        layers: Vec<Layer>,
-        rates: Arc<LayerRates>,
-        wants: Arc<AtomicU8>,
-    },
-    Unbind {
-        key: Arc<str>,
-    },
-    /// The tile or the publisher's layers of a bound video track changed.
-    Layers {
-        key: Arc<str>,
-        tile: u32,
-        layers: Vec<Layer>,
-    },
-    /// Re-decide every layer from the latest estimate and rates (sent on the router's tick).
-    Reselect,
-}
-
-type Egress = mpsc::Sender<EgressMsg>;
-
-/// Who receives each published track: read by ingest tasks on every packet, written by the
-/// actor on every plan change.
+/// Who receives each published track: read by every publisher's [`Ingest`] on every packet,
+/// written by the actor on every plan change.
 #[derive(Default)]
 struct Routes {
     by_track: HashMap<(Uuid, Arc<str>), Route>,
@@ -150,9 +124,9 @@ struct Route {
 #[derive(Clone)]
 struct Subscriber {
     user: Uuid,
-    egress: Egress,
+    egress: Arc<Egress>,
     /// The simulcast layers it needs now (bits of [`layer_bit`]): the one it receives and the
-    /// one it is switching to. Set by its egress task.
+    /// one it is switching to. Set by its egress.
     wants: Arc<AtomicU8>,
 }
 
@@ -169,7 +143,7 @@ fn layer_bit(layer: Option<Layer>) -> u8 {
 }
 
 /// Measured bitrate of each simulcast layer of one published track, bits/s: written by the
-/// publisher's ingest task, read by its subscribers' egress tasks.
+/// publisher's ingest, read by its subscribers' egresses.
 #[derive(Default)]
 struct LayerRates([AtomicU64; 3]);
 
@@ -187,7 +161,7 @@ fn layer_index(layer: Layer) -> usize {
     }
 }
 
-/// Counters shared by the tasks.
+/// Counters shared by the ingests and egresses.
 #[derive(Default)]
 struct Counters {
     forwarded: AtomicU64,
@@ -217,7 +191,7 @@ impl Published {
 struct Member {
     peer: Arc<Peer>,
     generation: u64,
-    egress: Egress,
+    egress: Arc<Egress>,
     tasks: Vec<AbortHandle>,
     /// What the client said each of its tracks is (by msid track id).
     sources: BTreeMap<String, MediaSource>,
@@ -356,7 +330,7 @@ impl Actor for MediaRouterActor {
             }
             RouterMsg::Tick => {
                 for m in state.members.values() {
-                    let _ = m.egress.try_send(EgressMsg::Reselect);
+                    m.egress.reselect();
                 }
                 speaker_tick(state).await;
             }
@@ -365,7 +339,8 @@ impl Actor for MediaRouterActor {
                     peers: state.members.len() as u32,
                     published_tracks: state.members.values().map(|m| m.published.len() as u32).sum(),
                     forwarded_packets: state.counters.forwarded.load(Ordering::Relaxed),
-                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed),
+                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed)
+                        + state.members.values().flat_map(|m| m.out.values()).map(|(t, _)| t.dropped()).sum::<u64>(),
                 });
             }
             RouterMsg::Crash => panic!("fault injection: media router of {} crashed on purpose", state.meeting_id),
@@ -500,18 +475,21 @@ async fn offer(
 }
 
 async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> Result<Member, (ErrorCode, String)> {
-    let (peer, PeerChannels { events, rtp }) = Peer::new(&state.config).await.map_err(media_error)?;
+    // Its packets go to its `Ingest`; the queue stays unused.
+    let (peer, PeerChannels { events, rtp: _ }) = Peer::new(&state.config).await.map_err(media_error)?;
     let peer = Arc::new(peer);
+    peer.route_rtp_to(Arc::new(Ingest {
+        user,
+        routes: state.routes.clone(),
+        speaker: state.speaker.clone(),
+        counters: state.counters.clone(),
+        router: myself.clone(),
+        meters: Mutex::new(HashMap::new()),
+    }));
     state.generations += 1;
     let generation = state.generations;
-    let (egress, egress_rx) = mpsc::channel(EGRESS_QUEUE);
-    let tasks = vec![
-        tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle(),
-        tokio::spawn(ingest(user, rtp, state.routes.clone(), state.speaker.clone(), state.counters.clone()))
-            .abort_handle(),
-        tokio::spawn(egress_loop(egress_rx, myself.clone(), state.counters.clone(), peer.downlink_estimate()))
-            .abort_handle(),
-    ];
+    let egress = Arc::new(Egress { bindings: Mutex::new(HashMap::new()), estimate: peer.downlink_estimate() });
+    let tasks = vec![tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle()];
     Ok(Member {
         peer,
         generation,
@@ -627,11 +605,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                 // A further simulcast layer: subscribers may choose it now.
                 for s in state.members.values() {
                     if let Some((_, Some(tile))) = s.out.get(&key) {
-                        let _ = s.egress.try_send(EgressMsg::Layers {
-                            key: key.clone(),
-                            tile: *tile,
-                            layers: layers.clone(),
-                        });
+                        s.egress.set_layers(&key, *tile, layers.clone());
                     }
                 }
             }
@@ -808,7 +782,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     let mut routes_remove: Vec<Arc<str>> = Vec::new();
     for key in remove {
         if let Some((track, _)) = m.out.remove(&key) {
-            let _ = m.egress.try_send(EgressMsg::Unbind { key: key.clone() });
+            m.egress.unbind(&key);
             if let Err(e) = m.peer.remove_track(&track).await {
                 tracing::debug!(%user, error = %e, "remove_track");
             }
@@ -825,7 +799,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                     && let Some(t) = tile
                 {
                     *old_tile = *tile;
-                    let _ = m.egress.try_send(EgressMsg::Layers { key: key.clone(), tile: *t, layers: layers.clone() });
+                    m.egress.set_layers(key, *t, layers.clone());
                 }
             }
             None => {
@@ -838,14 +812,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                 match m.peer.add_track(spec).await {
                     Ok(track) => {
                         let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
-                        let _ = m.egress.try_send(EgressMsg::Bind {
-                            key: key.clone(),
-                            track: track.clone(),
-                            tile: *tile,
-                            layers: layers.clone(),
-                            rates: rates.clone(),
-                            wants: wants.clone(),
-                        });
+                        m.egress.bind(key.clone(), track.clone(), *tile, layers.clone(), rates.clone(), wants.clone());
                         m.out.insert(key.clone(), (track, *tile));
                         routes_add.push((*publisher, track_id.clone(), wants));
                         if codec.kind() == MediaKind::Video {
@@ -912,31 +879,34 @@ async fn pump_events(
     }
 }
 
-/// One publisher's packets to the subscribers of each of its tracks; audio levels to the
-/// speaker detector.
-async fn ingest(
+/// One publisher's packets to the subscribers of each of its tracks, audio levels to the
+/// speaker detector: its peer's [`RtpSink`], run on the receive path.
+struct Ingest {
     user: Uuid,
-    mut rtp: mpsc::Receiver<IncomingRtp>,
     routes: Arc<RwLock<Routes>>,
     speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
     counters: Arc<Counters>,
-) {
-    // Bitrate of each simulcast layer, by track.
-    let mut meters: HashMap<Arc<str>, [BitrateMeter; 3]> = HashMap::new();
-    while let Some(p) = rtp.recv().await {
+    router: RouterRef,
+    /// Bitrate of each simulcast layer, by track.
+    meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
+}
+
+impl RtpSink for Ingest {
+    fn on_rtp(&self, p: IncomingRtp, out: &mut Outbox) {
         if let Some(level) = p.audio_level {
-            lock(&speaker).observe(user, level, Instant::now());
+            lock(&self.speaker).observe(self.user, level, Instant::now());
         }
         let route = {
-            let r = routes.read().unwrap_or_else(|p| p.into_inner());
+            let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
             r.by_track
-                .get(&(user, p.track_id.clone()))
+                .get(&(self.user, p.track_id.clone()))
                 .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone()))
         };
-        let Some((key, codec, subscribers, rates)) = route else { continue };
+        let Some((key, codec, subscribers, rates)) = route else { return };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let now = Instant::now();
+            let mut meters = lock(&self.meters);
             let track = meters.entry(p.track_id.clone()).or_default();
             // Payload plus the fixed RTP header: close enough to compare layers.
             track[layer_index(layer)].record(p.packet.payload.len() + 12, now);
@@ -949,7 +919,7 @@ async fn ingest(
         // Layers no subscriber watches stop here.
         let mut targets = subscribers.iter().filter(|s| s.wants.load(Ordering::Relaxed) & bit != 0).peekable();
         if targets.peek().is_none() {
-            continue;
+            return;
         }
         let keyframe = codec.is_keyframe(&p.packet.payload);
         // Header extensions and CSRCs belong to the publisher's leg and every `OutTrack` drops
@@ -959,11 +929,10 @@ async fn ingest(
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.csrc.clear();
-        let fwd = Arc::new(Forward { key, ssrc: p.ssrc, layer, keyframe, packet });
+        let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
+        let now = Instant::now();
         for s in targets {
-            if s.egress.try_send(EgressMsg::Rtp(fwd.clone())).is_err() {
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            s.egress.forward(&fwd, now, out, &self.router, &self.counters);
         }
     }
 }
@@ -1060,90 +1029,109 @@ fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now
     }
 }
 
-/// One subscriber's packets: layer choice, rewrite, send. `estimate`: its downlink estimate
-/// (REMB), 0 while unknown.
-async fn egress_loop(
-    mut rx: mpsc::Receiver<EgressMsg>,
-    router: RouterRef,
-    counters: Arc<Counters>,
+/// One subscriber's outgoing streams: which layer of each, rewritten how, on which track. Run
+/// by whichever publisher's packet reaches it (that publisher's [`Ingest`], on its receive
+/// path) and changed by the actor; the lock is held for one packet or one change.
+struct Egress {
+    bindings: Mutex<HashMap<Arc<str>, Binding>>,
+    /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
     estimate: Arc<AtomicU64>,
-) {
-    let mut bindings: HashMap<Arc<str>, Binding> = HashMap::new();
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            EgressMsg::Bind { key, track, tile, layers, rates, wants } => {
-                let clock = track.codec().clock_rate();
-                // Audio and single-layer video are forwarded as they come.
-                let selector = (tile.is_some() && !layers.is_empty()).then(LayerSelector::new);
-                let binding = Binding {
-                    track,
-                    rewriter: StreamRewriter::new(clock),
-                    selector,
-                    tile: tile.unwrap_or(0),
-                    layers,
-                    rates,
-                    wants,
-                    sent: BitrateMeter::new(),
-                    last_keyframe_ask: None,
-                };
-                binding.publish_wants();
-                bindings.insert(key, binding);
-                reselect(&mut bindings, &estimate, Instant::now());
+}
+
+impl Egress {
+    /// Sends `key` on `track` from now on. `tile`: the tile height of a video track (drives
+    /// the layer); `rates`: the publisher's measured layer bitrates; `wants`: where to say which
+    /// layers this subscriber needs (the ingest skips the others).
+    fn bind(
+        &self,
+        key: Arc<str>,
+        track: OutTrack,
+        tile: Option<u32>,
+        layers: Vec<Layer>,
+        rates: Arc<LayerRates>,
+        wants: Arc<AtomicU8>,
+    ) {
+        let clock = track.codec().clock_rate();
+        // Audio and single-layer video are forwarded as they come.
+        let selector = (tile.is_some() && !layers.is_empty()).then(LayerSelector::new);
+        let binding = Binding {
+            track,
+            rewriter: StreamRewriter::new(clock),
+            selector,
+            tile: tile.unwrap_or(0),
+            layers,
+            rates,
+            wants,
+            sent: BitrateMeter::new(),
+            last_keyframe_ask: None,
+        };
+        binding.publish_wants();
+        let mut bindings = lock(&self.bindings);
+        bindings.insert(key, binding);
+        reselect(&mut bindings, &self.estimate, Instant::now());
+    }
+
+    fn unbind(&self, key: &Arc<str>) {
+        let mut bindings = lock(&self.bindings);
+        bindings.remove(key);
+        reselect(&mut bindings, &self.estimate, Instant::now());
+    }
+
+    /// The tile or the publisher's layers of a bound video track changed.
+    fn set_layers(&self, key: &Arc<str>, tile: u32, layers: Vec<Layer>) {
+        let mut bindings = lock(&self.bindings);
+        if let Some(b) = bindings.get_mut(key) {
+            b.tile = tile;
+            if !layers.is_empty() {
+                b.selector.get_or_insert_with(LayerSelector::new);
+                b.layers = layers;
             }
-            EgressMsg::Unbind { key } => {
-                bindings.remove(&key);
-                reselect(&mut bindings, &estimate, Instant::now());
+        }
+        reselect(&mut bindings, &self.estimate, Instant::now());
+    }
+
+    /// Re-decides every layer from the latest estimate and rates (on the router's tick).
+    fn reselect(&self) {
+        reselect(&mut lock(&self.bindings), &self.estimate, Instant::now());
+    }
+
+    /// One packet of a track it may receive: layer choice, rewrite, into `out`.
+    fn forward(&self, fwd: &Forward, now: Instant, out: &mut Outbox, router: &RouterRef, counters: &Counters) {
+        let mut bindings = lock(&self.bindings);
+        let Some(b) = bindings.get_mut(&fwd.key) else { return };
+        if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
+            match selector.on_packet(layer, fwd.keyframe) {
+                PacketAction::Drop => {
+                    if selector.needs_keyframe()
+                        && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
+                    {
+                        b.last_keyframe_ask = Some(now);
+                        let _ =
+                            router.cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
+                    }
+                    return;
+                }
+                // The old layer is no longer needed.
+                PacketAction::Forward { switched: true } => b.publish_wants(),
+                PacketAction::Forward { switched: false } => {}
             }
-            EgressMsg::Layers { key, tile, layers } => {
-                if let Some(b) = bindings.get_mut(&key) {
-                    b.tile = tile;
-                    if !layers.is_empty() {
-                        b.selector.get_or_insert_with(LayerSelector::new);
-                        b.layers = layers;
-                    }
-                }
-                reselect(&mut bindings, &estimate, Instant::now());
+        }
+        let h = &fwd.packet.header;
+        let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { return };
+        let mut packet = fwd.packet.clone();
+        packet.header.sequence_number = rw.sequence_number;
+        packet.header.timestamp = rw.timestamp;
+        if b.selector.is_none() {
+            b.sent.record(packet.payload.len() + 12, now);
+        }
+        match out.write(&b.track, packet) {
+            Ok(()) => {
+                counters.forwarded.fetch_add(1, Ordering::Relaxed);
             }
-            EgressMsg::Reselect => reselect(&mut bindings, &estimate, Instant::now()),
-            EgressMsg::Rtp(fwd) => {
-                let Some(b) = bindings.get_mut(&fwd.key) else { continue };
-                let now = Instant::now();
-                if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
-                    match selector.on_packet(layer, fwd.keyframe) {
-                        PacketAction::Drop => {
-                            if selector.needs_keyframe()
-                                && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
-                            {
-                                b.last_keyframe_ask = Some(now);
-                                let _ = router
-                                    .cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
-                            }
-                            continue;
-                        }
-                        // The old layer is no longer needed.
-                        PacketAction::Forward { switched: true } => b.publish_wants(),
-                        PacketAction::Forward { switched: false } => {}
-                    }
-                }
-                let h = &fwd.packet.header;
-                let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { continue };
-                let mut packet = fwd.packet.clone();
-                packet.header.sequence_number = rw.sequence_number;
-                packet.header.timestamp = rw.timestamp;
-                if b.selector.is_none() {
-                    b.sent.record(packet.payload.len() + 12, now);
-                }
-                match b.track.write_rtp(packet).await {
-                    Ok(()) => {
-                        counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(MediaError::Closed) => return,
-                    Err(e) => {
-                        // Not negotiated yet (the answer is on its way): the packet is lost.
-                        if counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
-                            tracing::debug!(key = %fwd.key, error = %e, "packet not sent");
-                        }
-                    }
+            Err(e) => {
+                // Not negotiated yet (the answer is on its way): the packet is lost.
+                if counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
+                    tracing::debug!(key = %fwd.key, error = %e, "packet not sent");
                 }
             }
         }

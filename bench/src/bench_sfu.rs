@@ -5,7 +5,10 @@
 //!   receives everyone);
 //! - per scenario: packets out per second (distinct measured packets delivered), the node's CPU
 //!   use over the measured window (from /proc/<pid>/stat), packets out per second per core used,
-//!   one-way latency p50/p95/p99 (send → receive in this process, through the SFU) and loss;
+//!   one-way latency p50/p95/p99 (send → receive in this process, through the SFU: the load
+//!   tester's own WebRTC peers on the same cores included) and loss; on the shared port also the
+//!   packets' time in the node itself (datagram read → forwarded copy sent, from the node's
+//!   histogram: SFU-added latency apart from the clients);
 //! - baseline, same run: a raw UDP forwarder (one socket in, `fan_out` sends per packet, no
 //!   SRTP, no RTP handling) at full speed on one thread: packets out per second per core.
 //!
@@ -19,6 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use parley_integration::{Backend, NodeOptions, TestNode};
 use parley_loadtest::{LoadTest, Rates, Summary};
+use parley_media::latency::LatencySnapshot;
+use reqwest::Method;
 
 /// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
 const TICKS: f64 = 100.0;
@@ -37,6 +42,15 @@ struct Row {
     name: String,
     summary: Summary,
     cores: f64,
+    /// Time in the node of the packets forwarded during the scenario (shared port only).
+    in_node: Option<LatencySnapshot>,
+}
+
+/// The shared media socket's forward-latency histogram, `None` with a port per peer.
+async fn forward_latency(node: &TestNode) -> Option<LatencySnapshot> {
+    let (_, v) = node.call(Method::GET, "/api/admin/cluster", Some(&node.admin_token()), None).await;
+    let counts = v["media_transport"]["forward_latency"]["counts"].as_array()?;
+    Some(LatencySnapshot { counts: counts.iter().map(|c| c.as_u64().unwrap_or(0)).collect() })
 }
 
 async fn scenario(
@@ -58,6 +72,7 @@ async fn scenario(
         rates: Rates::default(),
     };
     eprintln!("bench-sfu: {name}");
+    let latency_before = forward_latency(node).await;
     let summary = parley_loadtest::run::run_observed(
         &test,
         |line| eprintln!("  {line}"),
@@ -70,9 +85,13 @@ async fn scenario(
         [(t0, c0), (t1, c1)] => (c1 - c0) / t1.duration_since(*t0).as_secs_f64(),
         _ => 0.0,
     };
+    let in_node = match (latency_before, forward_latency(node).await) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
     // Let the node close the meeting's peers before the next scenario.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    Ok(Row { name: name.to_owned(), summary, cores })
+    Ok(Row { name: name.to_owned(), summary, cores, in_node })
 }
 
 /// The baseline: one thread receives datagrams on one socket and sends each to `fan_out`
@@ -173,14 +192,21 @@ async fn main() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| scenario | packets out/s | node CPU (cores) | packets out/s per core | vs raw UDP | latency p50 / p95 / p99 (ms) | loss | join → first packet p50 / p95 (ms) |"
+        "| scenario | packets out/s | node CPU (cores) | packets out/s per core | vs raw UDP | latency p50 / p95 / p99 (ms) | in the node p50 / p95 / p99 (ms) | loss | join → first packet p50 / p95 (ms) |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let s = &r.summary;
         let per_core = if r.cores > 0.0 { s.packets_out_per_s / r.cores } else { 0.0 };
+        let in_node = match &r.in_node {
+            Some(h) if h.count() > 0 => {
+                let ms = |q: f64| h.quantile_us(q).unwrap_or(0.0) / 1000.0;
+                format!("{:.2} / {:.2} / {:.2}", ms(0.5), ms(0.95), ms(0.99))
+            }
+            _ => "—".to_owned(),
+        };
         println!(
-            "| {} | {:.0} | {:.2} | {:.0} | {:.3}× | {:.2} / {:.2} / {:.2} | {:.3} % | {:.0} / {:.0} |",
+            "| {} | {:.0} | {:.2} | {:.0} | {:.3}× | {:.2} / {:.2} / {:.2} | {} | {:.3} % | {:.0} / {:.0} |",
             r.name,
             s.packets_out_per_s,
             r.cores,
@@ -189,13 +215,14 @@ async fn main() -> anyhow::Result<()> {
             s.latency_ms.p50,
             s.latency_ms.p95,
             s.latency_ms.p99.unwrap_or(0.0),
+            in_node,
             s.loss_pct,
             s.join_to_first_packet_ms.p50,
             s.join_to_first_packet_ms.p95,
         );
     }
     println!(
-        "| baseline: raw UDP forwarder, 1 → 50, one thread | {raw_per_s:.0} | 1 thread | {raw_per_core:.0} | 1× | — | — | — |"
+        "| baseline: raw UDP forwarder, 1 → 50, one thread | {raw_per_s:.0} | 1 thread | {raw_per_core:.0} | 1× | — | — | — | — |"
     );
     for r in &rows {
         println!("{}: {}", r.name, serde_json::to_string(&r.summary)?);

@@ -6,21 +6,24 @@
 //!   [`rewrite`] (continuous outgoing seq/timestamp across source switches), [`layers`]
 //!   (simulcast layer choice with hysteresis, switch at keyframes) with [`vp8`] (keyframe
 //!   detection), [`speaker`] (active speaker from audio levels), [`nack_cache`] (packets kept
-//!   for retransmission), [`pli`] (keyframe-request throttle), [`views`] (who receives what).
+//!   for retransmission), [`pli`] (keyframe-request throttle), [`views`] (who receives what),
+//!   [`latency`] (a lock-free histogram of the time packets spend in the node).
 //! - **The WebRTC adapter** [`peer`]: one server-side peer connection per participant on
-//!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out as a channel,
-//!   outgoing tracks that take rewritten RTP, PLI to publishers. Configured so, the node's peers
+//!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out to a sink called on
+//!   the receive path (or a channel), outgoing tracks that take rewritten RTP, PLI to
+//!   publishers. Configured so, the node's peers
 //!   share one UDP port: [`socket`] drives them all as sans-IO `rtc` connections from one
 //!   socket, [`demux`] (pure) says whose a datagram is.
 //!
 //! The media-router actor (`parley-actors`, `media_router.rs`) owns one [`peer::Peer`] per
 //! participant and glues the two: RTP in → `layers`/`speaker` → `rewrite` →
-//! [`peer::OutTrack::write_rtp`], with `views` deciding the subscriptions.
+//! [`peer::Outbox`], with `views` deciding the subscriptions.
 //! `media/tests/forwarding.rs` shows that loop in miniature.
 
 pub mod demux;
 pub mod error;
 pub mod h264;
+pub mod latency;
 pub mod layers;
 pub mod nack_cache;
 pub mod peer;

@@ -18,9 +18,17 @@
 //!   because the webrtc-rs sender silently drops any packet whose SSRC, payload type or extension
 //!   ids were not negotiated on its leg (it logs, and `write_rtp` still returns `Ok`).
 //!
+//! Forwarding without a hop: [`Peer::route_rtp_to`] hands every published packet to an
+//! [`RtpSink`] on the receive path itself (the shared socket's driver, or the track's reader
+//! task), and what the sink writes ([`Outbox`]) goes out from there: on the shared socket,
+//! straight into the subscribers' connections in the same driver turn. Without a sink, packets
+//! go to the [`PeerChannels::rtp`] queue.
+//!
 //! Back-pressure: inbound RTP goes into a bounded queue with `try_send`; when the router falls
 //! behind, packets are dropped and counted ([`Peer::dropped_rtp`]) rather than stalling the
-//! connection's driver (whose own per-track queue holds 256 events and drops beyond that).
+//! connection's driver (whose own per-track queue holds 256 events and drops beyond that). An
+//! [`Outbox`] write to a connection of its own never waits either: a full queue drops the packet
+//! and counts it on the track ([`OutTrack::dropped`]).
 //!
 //! Teardown: [`Peer::close`] closes the connection, which ends every event stream; the tasks this
 //! module spawned end with them and are aborted as well (also on drop), so nothing outlives the
@@ -328,11 +336,57 @@ pub struct OutTrackSpec {
     pub ssrc: u32,
 }
 
-/// The receivers of a peer: drain both, or RTP is dropped and events pile up.
+/// The receivers of a peer: drain both, or RTP is dropped and events pile up. `rtp` stays
+/// empty once the peer routes its packets to an [`RtpSink`].
 #[derive(Debug)]
 pub struct PeerChannels {
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     pub rtp: mpsc::Receiver<IncomingRtp>,
+}
+
+/// Receives a peer's published packets on the receive path itself ([`Peer::route_rtp_to`]):
+/// the shared socket's driver or the track's reader task calls it for every packet. It must not
+/// block; what it forwards it writes into `out`, which is sent once it returns.
+pub trait RtpSink: Send + Sync + 'static {
+    fn on_rtp(&self, rtp: IncomingRtp, out: &mut Outbox);
+}
+
+/// Packets an [`RtpSink`] forwards, sent after it returns: on the node's shared socket, straight
+/// into the subscribers' connections in the same driver turn (no queue, no task switch); to a
+/// connection with its own socket, into its driver's queue without waiting (a full queue drops
+/// the packet, counted by [`OutTrack::dropped`]).
+#[derive(Default)]
+pub struct Outbox {
+    writes: Vec<(OutTrack, rtp::Packet)>,
+}
+
+impl Outbox {
+    /// Queues `packet` on `track`, stamped as [`OutTrack::write_rtp`] does; `NotNegotiated`
+    /// (and nothing queued) before the track's first negotiation.
+    pub fn write(&mut self, track: &OutTrack, packet: rtp::Packet) -> Result<()> {
+        let packet = track.stamp(packet)?;
+        self.writes.push((track.clone(), packet));
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+
+    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (OutTrack, rtp::Packet)> {
+        self.writes.drain(..)
+    }
+
+    /// Sends everything queued from outside a socket driver (a track reader task).
+    fn send_detached(&mut self) {
+        for (track, packet) in self.writes.drain(..) {
+            track.send_detached(packet);
+        }
+    }
 }
 
 /// Sentinel for "no payload type negotiated yet".
@@ -349,6 +403,8 @@ struct OutTrackInner {
     /// Payload type negotiated on this leg, or [`NO_PAYLOAD_TYPE`].
     payload_type: AtomicU16,
     sink: OutSink,
+    /// Packets an [`Outbox`] could not hand over without waiting.
+    dropped: AtomicU64,
 }
 
 /// Where an outgoing track's packets go.
@@ -389,18 +445,59 @@ impl OutTrack {
     /// sent as given — rewrite them first (`rewrite::StreamRewriter`).
     ///
     /// Waits when the connection's driver queue is full (outbound back-pressure).
-    pub async fn write_rtp(&self, mut packet: rtp::Packet) -> Result<()> {
+    pub async fn write_rtp(&self, packet: rtp::Packet) -> Result<()> {
+        let packet = self.stamp(packet)?;
+        match &self.inner.sink {
+            OutSink::Own { local, .. } => local.write_rtp(packet).await.map_err(MediaError::from),
+            OutSink::Socket { socket, id, sender } => {
+                socket.send(Command::Rtp { id: *id, sender: *sender, packet }).await
+            }
+        }
+    }
+
+    /// Packets dropped because its connection's queue was full when an [`Outbox`] sent them.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// This leg's SSRC and payload type on `packet`, and no header extensions.
+    fn stamp(&self, mut packet: rtp::Packet) -> Result<rtp::Packet> {
         let pt = self.payload_type().ok_or_else(|| MediaError::NotNegotiated(self.inner.spec.track_id.clone()))?;
         packet.header.ssrc = self.inner.spec.ssrc;
         packet.header.payload_type = pt;
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.csrc.clear();
+        Ok(packet)
+    }
+
+    /// Where a stamped packet goes on a shared socket: `(socket address, connection, sender)`.
+    pub(crate) fn socket_target(&self) -> Option<(SocketAddr, PeerId, RTCRtpSenderId)> {
         match &self.inner.sink {
-            OutSink::Own { local, .. } => local.write_rtp(packet).await.map_err(MediaError::from),
-            OutSink::Socket { socket, id, sender } => {
-                socket.send(Command::Rtp { id: *id, sender: *sender, packet }).await
+            OutSink::Socket { socket, id, sender } => Some((socket.local_addr(), *id, *sender)),
+            OutSink::Own { .. } => None,
+        }
+    }
+
+    /// Hands a stamped packet to its connection without waiting; counts it dropped if the
+    /// connection's queue is full (or the connection is gone).
+    pub(crate) fn send_detached(&self, packet: rtp::Packet) {
+        let sent = match &self.inner.sink {
+            OutSink::Own { local, .. } => {
+                // The driver queue's `send` completes on its first poll when there is room; a
+                // pending one is dropped, which withdraws the packet. Unconstrained: tokio's
+                // cooperative budget would otherwise make a send pending (a drop) after a
+                // hundred or so in one turn of the calling task, whatever the room.
+                let mut write = std::pin::pin!(tokio::task::coop::unconstrained(local.write_rtp(packet)));
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                matches!(std::future::Future::poll(write.as_mut(), &mut cx), std::task::Poll::Ready(Ok(())))
             }
+            OutSink::Socket { socket, id, sender } => {
+                socket.try_send_media(Command::Rtp { id: *id, sender: *sender, packet })
+            }
+        };
+        if !sent {
+            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -412,6 +509,9 @@ pub(crate) struct PeerShared {
     events: Mutex<Option<mpsc::UnboundedSender<PeerEvent>>>,
     /// Taken on close; each track task holds a clone until it is aborted.
     rtp: Mutex<Option<mpsc::Sender<IncomingRtp>>>,
+    /// Set by [`Peer::route_rtp_to`]: published packets go here instead of `rtp`. Taken on
+    /// close (the sink may hold other peers' tracks).
+    sink: Mutex<Option<Arc<dyn RtpSink>>>,
     /// Published streams by SSRC, to address PLIs.
     remote_tracks: Mutex<HashMap<u32, Arc<dyn TrackRemote>>>,
     /// Tasks spawned for this peer, aborted on close and drop.
@@ -433,6 +533,7 @@ impl PeerShared {
         let shared = Arc::new(PeerShared {
             events: Mutex::new(Some(events_tx)),
             rtp: Mutex::new(Some(rtp_tx)),
+            sink: Mutex::new(None),
             remote_tracks: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
             dropped_rtp: AtomicU64::new(0),
@@ -443,8 +544,14 @@ impl PeerShared {
         (shared, PeerChannels { events: events_rx, rtp: rtp_rx })
     }
 
-    /// Queues one published packet for the router; counts it as dropped when the queue is full.
-    pub(crate) fn deliver(&self, rtp: IncomingRtp) {
+    /// Hands one published packet to the sink (its writes into `out`), or queues it for the
+    /// router and counts it as dropped when the queue is full.
+    pub(crate) fn deliver(&self, rtp: IncomingRtp, out: &mut Outbox) {
+        let sink = lock(&self.sink).clone();
+        if let Some(sink) = sink {
+            sink.on_rtp(rtp, out);
+            return;
+        }
         if let Some(tx) = lock(&self.rtp).as_ref()
             && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(rtp)
         {
@@ -745,7 +852,12 @@ impl Peer {
             }
         };
         let out = OutTrack {
-            inner: Arc::new(OutTrackInner { spec: spec.clone(), payload_type: AtomicU16::new(NO_PAYLOAD_TYPE), sink }),
+            inner: Arc::new(OutTrackInner {
+                spec: spec.clone(),
+                payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
+                sink,
+                dropped: AtomicU64::new(0),
+            }),
         };
         lock(&self.out_tracks).insert(spec.track_id, out.clone());
         Ok(out)
@@ -803,6 +915,15 @@ impl Peer {
         }
     }
 
+    /// From now on, every packet this peer publishes goes to `sink`, called on the receive path
+    /// (see [`RtpSink`]), instead of the [`PeerChannels::rtp`] queue. Set it before
+    /// negotiating; a closed peer keeps no sink.
+    pub fn route_rtp_to(&self, sink: Arc<dyn RtpSink>) {
+        if !self.shared.closed.load(Ordering::Acquire) {
+            *lock(&self.shared.sink) = Some(sink);
+        }
+    }
+
     /// Inbound RTP packets dropped so far because the router's queue was full.
     pub fn dropped_rtp(&self) -> u64 {
         self.shared.dropped_rtp.load(Ordering::Relaxed)
@@ -831,6 +952,7 @@ impl Peer {
         // End the owner's receivers: with the tasks aborted these were the last senders.
         lock(&self.shared.events).take();
         lock(&self.shared.rtp).take();
+        lock(&self.shared.sink).take();
         result
     }
 
@@ -1176,7 +1298,7 @@ impl PeerConnectionEventHandler for Handler {
 
 /// Pumps one published track: lifecycle to events, RTP to the router's queue.
 async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>) {
-    let Some(rtp_tx) = lock(&shared.rtp).clone() else { return };
+    let mut outbox = Outbox::default();
     let kind = MediaKind::from_rtc(track.kind().await);
     let track_id: Arc<str> = Arc::from(track.track_id().await);
     let mut rids: HashMap<u32, Option<Arc<str>>> = HashMap::new();
@@ -1208,11 +1330,10 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
                     audio_level,
                     packet,
                 };
-                if let Err(mpsc::error::TrySendError::Full(_)) = rtp_tx.try_send(rtp) {
-                    shared.dropped_rtp.fetch_add(1, Ordering::Relaxed);
-                }
                 // Closed: the owner is tearing down; keep draining so the driver's queue does
                 // not fill up with events nobody reads.
+                shared.deliver(rtp, &mut outbox);
+                outbox.send_detached();
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

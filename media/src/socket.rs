@@ -42,7 +42,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::demux;
 use crate::error::{MediaError, Result};
-use crate::peer::{Codec, IncomingRtp, MediaKind, PeerEvent, PeerShared, PeerState, is_keyframe_request};
+use crate::latency::LatencyHistogram;
+use crate::peer::{Codec, IncomingRtp, MediaKind, Outbox, PeerEvent, PeerShared, PeerState, is_keyframe_request};
 
 /// Commands queued to the driver; it drains up to this many per loop iteration.
 const COMMAND_BATCH: usize = 1024;
@@ -98,6 +99,14 @@ pub struct SocketStats {
     pub unclaimed: AtomicU64,
     /// Datagrams a connection refused (bad DTLS, SRTP authentication failure, …).
     pub refused: AtomicU64,
+    /// RTP packets forwarded within the driver's turn: published on one connection and written
+    /// into another by its [`RtpSink`](crate::peer::RtpSink), no queue between.
+    pub forwarded_inline: AtomicU64,
+    /// Of each packet forwarded inline: from reading the datagram that carried it to the return
+    /// of the system call that sent it on (the packet's time in this node, less any wait in
+    /// the socket's receive buffer). When a turn reads several datagrams of one connection,
+    /// the first one's time counts for all (an upper bound).
+    pub forward_latency: LatencyHistogram,
 }
 
 impl MediaSocket {
@@ -157,6 +166,11 @@ impl MediaSocket {
         }
     }
 
+    /// Queues an RTP write without waiting; `false` if the queue is full or the driver gone.
+    pub(crate) fn try_send_media(&self, command: Command) -> bool {
+        self.media.try_send(command).is_ok()
+    }
+
     /// Closes connection `id` without waiting (for `Drop`).
     pub(crate) fn close_soon(&self, id: PeerId) {
         let _ = self.control.send(Command::Close { id });
@@ -198,6 +212,10 @@ pub(crate) enum Command {
     Close { id: PeerId },
 }
 
+/// Rounds of a flush: a connection written to by another's sink is flushed in the same turn,
+/// and one more round covers anything that writes in turn (nothing does today).
+const FLUSH_ROUNDS: usize = 8;
+
 /// A published track as the driver tracks it.
 struct RemoteTrack {
     track_id: Arc<str>,
@@ -224,11 +242,14 @@ pub(crate) struct PeerSlot {
     scheduled: Option<Instant>,
     /// Queued in the driver's dirty list.
     dirty: bool,
+    /// When the first datagram since its last flush was read.
+    received_at: Option<Instant>,
 }
 
 impl PeerSlot {
-    /// Hands the connection's events, RTP and RTCP to the peer's channels.
-    fn drain_events(&mut self) {
+    /// Hands the connection's events to the peer's channels and its RTP to the peer's sink (its
+    /// forwarded packets into `outbox`) or queue.
+    fn drain_events(&mut self, outbox: &mut Outbox) {
         while let Some(event) = self.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
@@ -288,14 +309,17 @@ impl PeerSlot {
                         0 => None,
                         id => packet.header.get_extension(id).and_then(|b| b.first().map(|v| v & 0x7f)),
                     };
-                    self.shared.deliver(IncomingRtp {
-                        track_id: Arc::clone(&track.track_id),
-                        kind: track.kind,
-                        ssrc,
-                        rid: track.rids.get(&ssrc).cloned().flatten(),
-                        audio_level,
-                        packet,
-                    });
+                    self.shared.deliver(
+                        IncomingRtp {
+                            track_id: Arc::clone(&track.track_id),
+                            kind: track.kind,
+                            ssrc,
+                            rid: track.rids.get(&ssrc).cloned().flatten(),
+                            audio_level,
+                            packet,
+                        },
+                        outbox,
+                    );
                 }
                 // Only keyframe requests reach here (our forwarder marks them); about our
                 // outgoing tracks, whose ids are the router's.
@@ -337,6 +361,10 @@ struct Driver {
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     dirty: Vec<PeerId>,
     out: Vec<(BytesMut, SocketAddr)>,
+    /// What the connection being flushed forwards to others, written right after it.
+    outbox: Outbox,
+    /// When the datagram behind each packet forwarded inline this turn was read.
+    forwarded_from: Vec<Instant>,
 }
 
 impl Driver {
@@ -350,6 +378,8 @@ impl Driver {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             out: Vec::new(),
+            outbox: Outbox::default(),
+            forwarded_from: Vec::new(),
         }
     }
 
@@ -361,7 +391,12 @@ impl Driver {
     ) {
         let mut buf = vec![0u8; MAX_DATAGRAM];
         loop {
-            let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
+            // Connections a full flush left dirty go on at once.
+            let next_timer = if self.dirty.is_empty() {
+                self.timers.peek().map(|Reverse((at, _))| *at)
+            } else {
+                Some(Instant::now())
+            };
             let sleep = async {
                 match next_timer {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -432,6 +467,7 @@ impl Driver {
                         ufrags: vec![ufrag],
                         scheduled: None,
                         dirty: false,
+                        received_at: None,
                     },
                 );
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
@@ -448,15 +484,7 @@ impl Driver {
                 }
                 self.touch(id);
             }
-            Command::Rtp { id, sender, packet } => {
-                self.with_slot(id, |slot| {
-                    let Some(mut rtp_sender) = slot.pc.rtp_sender(sender) else { return };
-                    if let Err(e) = rtp_sender.write_rtp(now, packet) {
-                        tracing::trace!(error = %e, "rtp write refused");
-                    }
-                });
-                self.touch(id);
-            }
+            Command::Rtp { id, sender, packet } => self.write_rtp(id, sender, packet, now),
             Command::Close { id } => {
                 let Some(mut slot) = self.remove(id) else { return };
                 let out = &mut self.out;
@@ -474,6 +502,39 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Sends one RTP packet on connection `id`'s sender (the datagram goes at the next flush).
+    fn write_rtp(&mut self, id: PeerId, sender: RTCRtpSenderId, packet: rtp::Packet, now: Instant) {
+        self.with_slot(id, |slot| {
+            let Some(mut rtp_sender) = slot.pc.rtp_sender(sender) else { return };
+            if let Err(e) = rtp_sender.write_rtp(now, packet) {
+                tracing::trace!(error = %e, "rtp write refused");
+            }
+        });
+        self.touch(id);
+    }
+
+    /// Writes what the last flushed connection's sink forwarded: into connections on this
+    /// socket at once, elsewhere without waiting. `received`: when that connection's datagrams
+    /// were read.
+    fn write_outbox(&mut self, now: Instant, received: Option<Instant>) {
+        let mut outbox = std::mem::take(&mut self.outbox);
+        let mut inline = 0;
+        for (track, packet) in outbox.drain() {
+            match track.socket_target() {
+                Some((addr, id, sender)) if addr == self.local_addr => {
+                    self.write_rtp(id, sender, packet, now);
+                    inline += 1;
+                    if let Some(at) = received {
+                        self.forwarded_from.push(at);
+                    }
+                }
+                _ => track.send_detached(packet),
+            }
+        }
+        self.stats.forwarded_inline.fetch_add(inline, Ordering::Relaxed);
+        self.outbox = outbox;
     }
 
     /// Runs `f` on connection `id`. The stack is not ours: should it panic, that connection is
@@ -529,8 +590,12 @@ impl Driver {
                 }
             },
         };
+        let now = Instant::now();
+        if let Some(slot) = self.slots.get_mut(&id) {
+            slot.received_at.get_or_insert(now);
+        }
         let message = TaggedBytesMut {
-            now: Instant::now(),
+            now,
             transport: TransportContext {
                 local_addr: self.local_addr,
                 peer_addr: from,
@@ -568,14 +633,45 @@ impl Driver {
     /// and sends everything queued.
     async fn flush(&mut self, socket: &UdpSocket) {
         let now = Instant::now();
+        for _ in 0..FLUSH_ROUNDS {
+            if self.dirty.is_empty() {
+                break;
+            }
+            for id in std::mem::take(&mut self.dirty) {
+                let received = self.flush_one(id, now);
+                if !self.outbox.is_empty() {
+                    self.write_outbox(now, received);
+                }
+            }
+        }
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            send_all(socket, &out, &self.stats).await;
+            self.out = out;
+            self.out.clear();
+        }
+        if !self.forwarded_from.is_empty() {
+            let sent = Instant::now();
+            for at in self.forwarded_from.drain(..) {
+                self.stats.forward_latency.record(sent.saturating_duration_since(at));
+            }
+        }
+    }
+
+    /// Lets one connection produce its events and datagrams (its published RTP through its
+    /// sink into the outbox) and reschedules its timer. Returns when its first datagram since
+    /// the last flush was read.
+    fn flush_one(&mut self, id: PeerId, now: Instant) -> Option<Instant> {
         let mut learned = Vec::new();
-        for id in std::mem::take(&mut self.dirty) {
+        let received = self.slots.get_mut(&id).and_then(|slot| slot.received_at.take());
+        {
             let mut out = std::mem::take(&mut self.out);
+            let mut outbox = std::mem::take(&mut self.outbox);
             let timer = self.with_slot(id, |slot| {
                 slot.dirty = false;
                 let mut rounds = 0;
                 let deadline = loop {
-                    slot.drain_events();
+                    slot.drain_events(&mut outbox);
                     while let Some(w) = slot.pc.poll_write() {
                         let to = w.transport.peer_addr;
                         // A new destination (a connectivity check of ours): what comes back
@@ -611,21 +707,17 @@ impl Driver {
                 None
             });
             self.out = out;
+            self.outbox = outbox;
             if let Some(Some(deadline)) = timer {
                 self.timers.push(Reverse((deadline, id)));
             }
-            // Never taken from another connection: a STUN check naming its username moves an
-            // address, nothing else does.
-            for to in learned.drain(..) {
-                self.by_addr.entry(to).or_insert(id);
-            }
         }
-        if !self.out.is_empty() {
-            let out = std::mem::take(&mut self.out);
-            send_all(socket, &out, &self.stats).await;
-            self.out = out;
-            self.out.clear();
+        // Never taken from another connection: a STUN check naming its username moves an
+        // address, nothing else does.
+        for to in learned {
+            self.by_addr.entry(to).or_insert(id);
         }
+        received
     }
 }
 

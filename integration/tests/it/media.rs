@@ -91,6 +91,15 @@ async fn on_one_shared_media_port_every_subscriber_gets_every_packet_the_same() 
     let out = after["datagrams_out"].as_u64().unwrap_or(0);
     assert!(out > 1000, "the media went out through the shared socket: {after}");
     assert!(after["send_calls"].as_u64().unwrap_or(0) <= out, "{after}");
+    // Forwarded inside the socket driver's turn (received, routed and written to each
+    // subscriber's connection with no queue between), not through a per-packet queue.
+    let inline = after["forwarded_inline"].as_u64().unwrap_or(0);
+    assert!(inline > 1000, "{after}");
+    // They had their time in the node measured (recorded once their datagrams are sent, so a
+    // reading while media flows may lag the count by a turn).
+    let timed: u64 =
+        after["forward_latency"]["counts"].as_array().map_or(0, |c| c.iter().filter_map(Value::as_u64).sum());
+    assert!(timed > 1000 && timed <= inline, "{timed} timed of {inline}: {after}");
     assert!(
         node.log().contains("one UDP port for every peer"),
         "the node says which transport is in place:\n{}",

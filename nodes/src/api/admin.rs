@@ -144,6 +144,16 @@ fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
                 "send_calls": st.send_calls.load(Relaxed),
                 "unclaimed": st.unclaimed.load(Relaxed),
                 "refused": st.refused.load(Relaxed),
+                "forwarded_inline": st.forwarded_inline.load(Relaxed),
+                // Cumulative counts by bucket (upper bounds in µs): subtract two readings for
+                // the packets in between.
+                "forward_latency": {
+                    "bucket_upper_us": (0..parley_media::latency::BUCKETS)
+                        .map(parley_media::latency::bucket_upper_us)
+                        .map(|us| (us * 10.0).round() / 10.0)
+                        .collect::<Vec<f64>>(),
+                    "counts": st.forward_latency.snapshot().counts,
+                },
             })
         }
         None => json!({
