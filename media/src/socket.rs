@@ -215,6 +215,8 @@ pub(crate) enum Command {
 /// Rounds of a flush: a connection written to by another's sink is flushed in the same turn,
 /// and one more round covers anything that writes in turn (nothing does today).
 const FLUSH_ROUNDS: usize = 8;
+/// Datagrams that, once produced, are sent before the rest of the turn's work is done.
+const SEND_EARLY: usize = 32;
 
 /// A published track as the driver tracks it.
 struct RemoteTrack {
@@ -244,6 +246,9 @@ pub(crate) struct PeerSlot {
     dirty: bool,
     /// When the first datagram since its last flush was read.
     received_at: Option<Instant>,
+    /// For each packet another connection's sink wrote into it since its last flush: when the
+    /// datagram that carried it in was read.
+    forwarded_from: Vec<Instant>,
 }
 
 impl PeerSlot {
@@ -363,7 +368,8 @@ struct Driver {
     out: Vec<(BytesMut, SocketAddr)>,
     /// What the connection being flushed forwards to others, written right after it.
     outbox: Outbox,
-    /// When the datagram behind each packet forwarded inline this turn was read.
+    /// For each packet forwarded inline whose datagram is in `out`: when the datagram that
+    /// carried it in was read.
     forwarded_from: Vec<Instant>,
 }
 
@@ -468,6 +474,7 @@ impl Driver {
                         scheduled: None,
                         dirty: false,
                         received_at: None,
+                        forwarded_from: Vec::new(),
                     },
                 );
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
@@ -526,8 +533,10 @@ impl Driver {
                 Some((addr, id, sender)) if addr == self.local_addr => {
                     self.write_rtp(id, sender, packet, now);
                     inline += 1;
-                    if let Some(at) = received {
-                        self.forwarded_from.push(at);
+                    if let Some(at) = received
+                        && let Some(slot) = self.slots.get_mut(&id)
+                    {
+                        slot.forwarded_from.push(at);
                     }
                 }
                 _ => track.send_detached(packet),
@@ -642,8 +651,18 @@ impl Driver {
                 if !self.outbox.is_empty() {
                     self.write_outbox(now, received);
                 }
+                // A wide fan-out goes out as it is encrypted, not all at the end: the first
+                // subscribers' copies need not wait for the last ones'.
+                if self.out.len() >= SEND_EARLY {
+                    self.send_out(socket).await;
+                }
             }
         }
+        self.send_out(socket).await;
+    }
+
+    /// Sends every datagram produced so far; times the forwarded packets among them.
+    async fn send_out(&mut self, socket: &UdpSocket) {
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
             send_all(socket, &out, &self.stats).await;
@@ -708,6 +727,9 @@ impl Driver {
             });
             self.out = out;
             self.outbox = outbox;
+            if let Some(slot) = self.slots.get_mut(&id) {
+                self.forwarded_from.append(&mut slot.forwarded_from);
+            }
             if let Some(Some(deadline)) = timer {
                 self.timers.push(Reverse((deadline, id)));
             }
