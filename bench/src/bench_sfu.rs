@@ -59,6 +59,7 @@ async fn scenario(
     publishers: usize,
     subscribers: usize,
     secs: u64,
+    rates: Rates,
 ) -> anyhow::Result<Row> {
     let pid = node.pid();
     let stat = format!("/proc/{pid}/stat");
@@ -69,7 +70,7 @@ async fn scenario(
         publishers,
         subscribers,
         duration: Duration::from_secs(secs),
-        rates: Rates::default(),
+        rates,
     };
     eprintln!("bench-sfu: {name}");
     let latency_before = forward_latency(node).await;
@@ -172,15 +173,23 @@ async fn main() -> anyhow::Result<()> {
     let node = sfu_node("PARLEY_MEDIA_PORT", "0").await;
     let mut rows = Vec::new();
     for subs in [10, 50, 200] {
-        rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs).await?);
+        rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs, Rates::default()).await?);
     }
-    rows.push(scenario(&node, "8 × 8 (everyone publishes)", 8, 0, secs).await?);
+    rows.push(scenario(&node, "8 × 8 (everyone publishes)", 8, 0, secs, Rates::default()).await?);
+    // The widest fan-out again with the publisher's frames paced as a browser paces them: the
+    // rows above send each frame's packets in one burst, so a burst's last copies wait for all
+    // its copies before them.
+    let paced = Rates { paced: true, ..Rates::default() };
+    rows.push(scenario(&node, "1 → 200, frames paced (packets spread over 33 ms)", 1, 200, secs, paced).await?);
     drop(node);
 
     // The same fan-out with a port (and a webrtc-rs driver) per peer: what the shared port
     // replaced, measured in the same run.
     let per_peer = sfu_node("PARLEY_MEDIA_PORTS", "45000-45999").await;
-    rows.push(scenario(&per_peer, "1 → 50, a port per peer (webrtc-rs driver per peer)", 1, 50, secs).await?);
+    rows.push(
+        scenario(&per_peer, "1 → 50, a port per peer (webrtc-rs driver per peer)", 1, 50, secs, Rates::default())
+            .await?,
+    );
     drop(per_peer);
 
     eprintln!("bench-sfu: raw UDP forwarder baseline");

@@ -515,12 +515,23 @@ pub struct Rates {
     pub keyframe_every: u32,
     /// RFC 6464 level sent with audio (0 loudest … 127 silence); `None`: no extension.
     pub audio_level: Option<u8>,
+    /// Spread a video frame's packets evenly over the frame interval, as a browser's pacer
+    /// does (a track without simulcast only); `false`: send them back to back (a burst per
+    /// frame, the harder case for an SFU).
+    pub paced: bool,
 }
 
 impl Default for Rates {
     fn default() -> Self {
         // ≈ a 720p camera: 30 fps × 4 packets of 1,100 B ≈ 1 Mbit/s, a keyframe every 2 s.
-        Rates { video_fps: 30, packets_per_frame: 4, video_packet_bytes: 1100, keyframe_every: 60, audio_level: None }
+        Rates {
+            video_fps: 30,
+            packets_per_frame: 4,
+            video_packet_bytes: 1100,
+            keyframe_every: 60,
+            audio_level: None,
+            paced: false,
+        }
     }
 }
 
@@ -639,6 +650,7 @@ async fn send_media(
             }
         })
         .collect();
+    let pace = video && rates.paced && states.len() == 1;
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut frame = 0u32;
@@ -704,6 +716,9 @@ async fn send_media(
                 }
                 if track.write_rtp(packet).await.is_err() {
                     return;
+                }
+                if pace && i + 1 < st.packets {
+                    tokio::time::sleep(period / st.packets).await;
                 }
                 st.seq = st.seq.wrapping_add(1);
                 st.index += 1;

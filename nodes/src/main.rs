@@ -70,6 +70,10 @@ enum Command {
         /// Video packets per frame (30 fps); 4 ≈ 1 Mbit/s per publisher.
         #[arg(long, default_value_t = 4)]
         packets_per_frame: u32,
+        /// Spread each frame's packets over the frame interval (as a browser's pacer does)
+        /// instead of sending them in one burst.
+        #[arg(long)]
+        paced: bool,
     },
 }
 
@@ -115,7 +119,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth::TokenKeys::new(&settings.secret).mint(user.trim(), admin, ttl));
             Ok(())
         }
-        Command::Loadtest { url, publishers, subscribers, duration, packets_per_frame } => {
+        Command::Loadtest { url, publishers, subscribers, duration, packets_per_frame, paced } => {
             let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
             let test = parley_loadtest::LoadTest {
                 url,
@@ -123,7 +127,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 publishers,
                 subscribers,
                 duration: std::time::Duration::from_secs(duration.max(1)),
-                rates: parley_loadtest::Rates { packets_per_frame: packets_per_frame.max(1), ..Default::default() },
+                rates: parley_loadtest::Rates {
+                    packets_per_frame: packets_per_frame.max(1),
+                    paced,
+                    ..Default::default()
+                },
             };
             let summary = parley_loadtest::run::run(&test, |line| eprintln!("loadtest: {line}")).await?;
             println!("{}", serde_json::to_string(&summary)?);
