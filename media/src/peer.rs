@@ -381,8 +381,10 @@ impl Outbox {
         self.writes.drain(..)
     }
 
-    /// Sends everything queued from outside a socket driver (a track reader task).
-    fn send_detached(&mut self) {
+    /// Sends everything queued from outside a socket driver (as a track reader task does),
+    /// without waiting: a packet whose connection's queue is full is dropped and counted on its
+    /// track ([`OutTrack::dropped`]).
+    pub fn send_now(&mut self) {
         for (track, packet) in self.writes.drain(..) {
             track.send_detached(packet);
         }
@@ -1333,7 +1335,7 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
                 // Closed: the owner is tearing down; keep draining so the driver's queue does
                 // not fill up with events nobody reads.
                 shared.deliver(rtp, &mut outbox);
-                outbox.send_detached();
+                outbox.send_now();
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parley_media::MediaError;
 use parley_media::peer::{
-    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
+    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Outbox, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
 use parley_media::rewrite::StreamRewriter;
 use parley_media::socket::MediaSocket;
@@ -393,6 +393,33 @@ async fn add_audio(sub: usize, s: &mut Subscriber) {
 }
 
 // ---------------------------------------------------------------------------------------------
+
+/// A forwarder never waits on a subscriber: what does not fit its connection's queue is dropped
+/// and counted, and the rest goes out. On this single-threaded runtime the connection's driver
+/// cannot drain its queue while the outbox is sent, so the queue fills.
+#[tokio::test]
+async fn an_outbox_drops_and_counts_what_a_full_connection_queue_cannot_take() {
+    let config = PeerConfig::local(LOOPBACK);
+    let s = connect_subscriber(0, &config, &Server::OwnSockets).await;
+    const N: u16 = 2000;
+    let mut outbox = Outbox::default();
+    for i in 0..N {
+        let p = packet(96, i, u32::from(i) * 3000, PUB_VIDEO_SSRC, true, vp8_payload(u32::from(i), 0, 1000));
+        outbox.write(&s.video, p).expect("a negotiated track");
+    }
+    assert_eq!(outbox.len(), usize::from(N));
+    outbox.send_now();
+    assert!(outbox.is_empty());
+    let dropped = s.video.dropped();
+    // webrtc-rs queues 256 writes per connection: the rest of the burst is dropped.
+    assert!((u64::from(N) - 256..u64::from(N)).contains(&dropped), "{dropped} of {N} dropped");
+    // What was queued still goes out, and later packets are taken again once it drains.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut later = Outbox::default();
+    later.write(&s.video, packet(96, N, 0, PUB_VIDEO_SSRC, true, vp8_payload(0, 0, 100))).unwrap();
+    later.send_now();
+    assert_eq!(s.video.dropped(), dropped, "room again once the driver has run");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publisher_to_two_subscribers_through_the_sfu() {
