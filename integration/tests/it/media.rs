@@ -107,6 +107,44 @@ async fn on_one_shared_media_port_every_subscriber_gets_every_packet_the_same() 
     );
 }
 
+/// A fan-out wider than the socket driver's early-send batch (each video frame's burst of 4
+/// packets becomes 48 copies, sent as they are encrypted, 32 at a time): nothing is lost and
+/// each forwarded copy is timed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_fan_out_on_the_shared_port_reaches_every_subscriber_whole() {
+    let (node, api) = media_node_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_MEDIA_PORT", "0")).await;
+    const SUBSCRIBERS: usize = 12;
+    let (meeting, users) = meeting_with(&api, SUBSCRIBERS + 1).await;
+    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let mut subs = Vec::new();
+    for u in &users[1..] {
+        subs.push(connected(&api, meeting, *u, false, Publish::NOTHING).await);
+    }
+    let media = host.publish(Rates::default());
+    let want = [stream(users[0], "camera"), stream(users[0], "microphone")];
+    for s in &subs {
+        assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
+    }
+    let before = media_transport(&node).await;
+    media.measure();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    media.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (video, audio) = media.sent();
+    assert!(video > 150 && audio > 60, "the publisher sent {video} video and {audio} audio packets");
+    for s in &subs {
+        let r = s.received();
+        let got = |source: &str| r.streams.get(&stream(users[0], source)).map_or(0, |st| st.measured.distinct());
+        assert_eq!((got("camera"), got("microphone")), (video, audio), "zero loss for subscriber {}", s.user_id);
+    }
+    let after = media_transport(&node).await;
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    let copies = (video + audio) * SUBSCRIBERS as u64;
+    assert!(delta("forwarded_inline") >= copies, "{} inline of {copies} copies: {after}", delta("forwarded_inline"));
+    // More datagrams than system calls: sends are still batched, only earlier.
+    assert!(delta("datagrams_out") > 2 * delta("send_calls"), "{before}\n{after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_port_range_each_peer_gets_its_own_port_and_media_flows_the_same() {
     let from = 42_000 + (std::process::id() % 400) as u16 * 50;
