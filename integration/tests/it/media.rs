@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use parley_integration::{Backend, NodeOptions, TestNode, eventually};
-use parley_loadtest::{Api, Participant, Publish, Rates};
+use parley_loadtest::{Api, Participant, Publish, Publisher, Rates};
 use reqwest::Method;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -126,17 +126,7 @@ async fn a_wide_fan_out_on_the_shared_port_reaches_every_subscriber_whole() {
         assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
     }
     let before = media_transport(&node).await;
-    media.measure();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    media.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (video, audio) = media.sent();
-    assert!(video > 150 && audio > 60, "the publisher sent {video} video and {audio} audio packets");
-    for s in &subs {
-        let r = s.received();
-        let got = |source: &str| r.streams.get(&stream(users[0], source)).map_or(0, |st| st.measured.distinct());
-        assert_eq!((got("camera"), got("microphone")), (video, audio), "zero loss for subscriber {}", s.user_id);
-    }
+    let (video, audio) = every_packet_once(&media, users[0], &subs).await;
     let after = media_transport(&node).await;
     let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
     let copies = (video + audio) * SUBSCRIBERS as u64;
@@ -154,6 +144,29 @@ async fn with_a_port_range_each_peer_gets_its_own_port_and_media_flows_the_same(
     assert_eq!(transport["mode"], "port_per_peer", "{transport}");
     assert_eq!(transport["port_range"], range.as_str());
     one_publisher_reaches_everyone(&node, &api).await;
+}
+
+/// Measures `media` (published by `publisher`) for 2 s, stops it, and checks that each of
+/// `subs` received every measured packet once (zero loss on loopback). Returns what was sent:
+/// (video, audio).
+async fn every_packet_once(media: &Publisher, publisher: Uuid, subs: &[Participant]) -> (u64, u64) {
+    media.measure();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    media.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (video, audio) = media.sent();
+    assert!(video > 150 && audio > 60, "the publisher sent {video} video and {audio} audio packets");
+    for s in subs {
+        let r = s.received();
+        let got = |source: &str| r.streams.get(&stream(publisher, source)).map_or(0, |st| st.measured.distinct());
+        assert_eq!(
+            (got("camera"), got("microphone")),
+            (video, audio),
+            "zero loss on loopback, every packet once, for subscriber {}",
+            s.user_id
+        );
+    }
+    (video, audio)
 }
 
 /// Five participants, two publishing: every subscriber gets every packet; a publisher leaving
@@ -184,21 +197,9 @@ async fn one_publisher_reaches_everyone(node: &TestNode, api: &Api) {
     assert!(!counts(&host).contains_key(&stream(users[0], "camera")));
     assert!(host.wait_received(WAIT, |r| r.streams.contains_key(&stream(users[1], "camera"))).await);
 
-    host_media.measure();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    host_media.stop();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (video, audio) = host_media.sent();
-    assert!(video > 150 && audio > 60, "the publisher sent {video} video and {audio} audio packets");
+    every_packet_once(&host_media, users[0], &subs).await;
     for s in &subs {
         let r = s.received();
-        let got = |source: &str| r.streams.get(&stream(users[0], source)).map_or(0, |st| st.measured.distinct());
-        assert_eq!(
-            (got("camera"), got("microphone")),
-            (video, audio),
-            "zero loss on loopback, every packet once, for subscriber {}",
-            s.user_id
-        );
         assert!(!r.latencies_us.is_empty());
     }
 
