@@ -6,7 +6,8 @@
 //! └── MeetingActor (one per live meeting)    owns parley_core::meeting::LiveMeeting; performs its
 //!     │                                      effects: deliver events, mirror presence, persist
 //!     └── MediaRouterActor (on first media   the SFU: one WebRTC peer per participant, RTP
-//!         request)                           forwarded by its ingest/egress tasks (media_router.rs)
+//!         request)                           forwarded on the receive path by each publisher's
+//!                                            Ingest and each subscriber's Egress (media_router.rs)
 //! ParticipantActor (one per WebSocket)       decodes frames, authorises joins (password, status),
 //!                                            forwards requests, encodes replies/events; its crash
 //!                                            or disconnect never touches the meeting

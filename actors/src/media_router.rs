@@ -893,8 +893,9 @@ struct Ingest {
 
 impl RtpSink for Ingest {
     fn on_rtp(&self, p: IncomingRtp, out: &mut Outbox) {
+        let now = Instant::now();
         if let Some(level) = p.audio_level {
-            lock(&self.speaker).observe(self.user, level, Instant::now());
+            lock(&self.speaker).observe(self.user, level, now);
         }
         let route = {
             let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
@@ -905,7 +906,6 @@ impl RtpSink for Ingest {
         let Some((key, codec, subscribers, rates)) = route else { return };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
-            let now = Instant::now();
             let mut meters = lock(&self.meters);
             let track = meters.entry(p.track_id.clone()).or_default();
             // Payload plus the fixed RTP header: close enough to compare layers.
@@ -930,7 +930,6 @@ impl RtpSink for Ingest {
         packet.header.extensions.clear();
         packet.header.csrc.clear();
         let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
-        let now = Instant::now();
         for s in targets {
             s.egress.forward(&fwd, now, out, &self.router, &self.counters);
         }
