@@ -1021,6 +1021,9 @@ impl Peer {
 impl Drop for Peer {
     fn drop(&mut self) {
         self.abort_tasks();
+        // Nothing it publishes is forwarded any more, even while its connection winds down; and
+        // the sink (which holds other peers' tracks) is not kept alive by that connection.
+        lock(&self.shared.sink).take();
         if self.shared.closed.load(Ordering::Acquire) {
             return;
         }
