@@ -476,7 +476,10 @@ async fn offer(
 
 async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> Result<Member, (ErrorCode, String)> {
     // Its packets go to its `Ingest`; the queue stays unused.
-    let (peer, PeerChannels { events, rtp: _ }) = Peer::new(&state.config).await.map_err(media_error)?;
+    // On the shared port, a meeting's connections share a driver thread while it is small.
+    let meeting = state.meeting_id.to_string();
+    let (peer, PeerChannels { events, rtp: _ }) =
+        Peer::in_meeting(&state.config, Some(&meeting)).await.map_err(media_error)?;
     let peer = Arc::new(peer);
     peer.route_rtp_to(Arc::new(Ingest {
         user,

@@ -154,23 +154,23 @@ fn raw_udp_forwarder(fan_out: usize, secs: u64) -> anyhow::Result<(f64, f64)> {
     Ok((per_s, per_s / cores))
 }
 
-/// A release node on SQLite with rate limits out of the way and one media setting (`key`).
-async fn sfu_node(key: &str, value: &str) -> TestNode {
-    TestNode::start_with(
-        NodeOptions::new(Backend::Sqlite)
-            .env("PARLEY_RATE_BURST", "100000")
-            .env("PARLEY_RATE_PER_SEC", "100000")
-            .env(key, value)
-            .env("PARLEY_LOG", "warn"),
-    )
-    .await
+/// A release node on SQLite with rate limits out of the way and the given media settings.
+async fn sfu_node(media: &[(&str, &str)]) -> TestNode {
+    let mut options = NodeOptions::new(Backend::Sqlite)
+        .env("PARLEY_RATE_BURST", "100000")
+        .env("PARLEY_RATE_PER_SEC", "100000")
+        .env("PARLEY_LOG", "warn");
+    for (key, value) in media {
+        options = options.env(key, *value);
+    }
+    TestNode::start_with(options).await
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs: u64 = std::env::var("BENCH_SFU_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
-    // Every peer on one shared UDP port (port 0: any).
-    let node = sfu_node("PARLEY_MEDIA_PORT", "0").await;
+    // Every peer on one shared UDP port (port 0: any), one driver thread per core.
+    let node = sfu_node(&[("PARLEY_MEDIA_PORT", "0")]).await;
     let mut rows = Vec::new();
     for subs in [10, 50, 200] {
         rows.push(scenario(&node, &format!("1 → {subs}"), 1, subs, secs, Rates::default()).await?);
@@ -183,9 +183,15 @@ async fn main() -> anyhow::Result<()> {
     rows.push(scenario(&node, "1 → 200, frames paced (packets spread over 33 ms)", 1, 200, secs, paced).await?);
     drop(node);
 
+    // The widest fan-out on a single driver thread (the shared port before it had one per
+    // core): what spreading a large meeting over the cores buys, measured in the same run.
+    let one_thread = sfu_node(&[("PARLEY_MEDIA_PORT", "0"), ("PARLEY_MEDIA_THREADS", "1")]).await;
+    rows.push(scenario(&one_thread, "1 → 200, one driver thread", 1, 200, secs, Rates::default()).await?);
+    drop(one_thread);
+
     // The same fan-out with a port (and a webrtc-rs driver) per peer: what the shared port
     // replaced, measured in the same run.
-    let per_peer = sfu_node("PARLEY_MEDIA_PORTS", "45000-45999").await;
+    let per_peer = sfu_node(&[("PARLEY_MEDIA_PORTS", "45000-45999")]).await;
     rows.push(
         scenario(&per_peer, "1 → 50, a port per peer (webrtc-rs driver per peer)", 1, 50, secs, Rates::default())
             .await?,

@@ -70,6 +70,13 @@ impl LatencySnapshot {
         LatencySnapshot { counts: counts.collect() }
     }
 
+    /// This one and `other` together (two threads' histograms read as one).
+    pub fn merged(&self, other: &LatencySnapshot) -> LatencySnapshot {
+        let len = self.counts.len().max(other.counts.len());
+        let at = |s: &LatencySnapshot, i: usize| s.counts.get(i).copied().unwrap_or(0);
+        LatencySnapshot { counts: (0..len).map(|i| at(self, i) + at(other, i)).collect() }
+    }
+
     /// The `q` quantile (0..=1) as its bucket's upper bound, µs (so within 10 % above the true
     /// value); `None` when empty.
     pub fn quantile_us(&self, q: f64) -> Option<f64> {
@@ -125,6 +132,18 @@ mod tests {
         assert_eq!(d.count(), 2);
         assert_eq!(d.quantile_us(0.99), Some(FIRST_US));
         assert_eq!(LatencyHistogram::default().snapshot().quantile_us(0.5), None);
+    }
+
+    #[test]
+    fn merged_snapshots_count_both() {
+        let (a, b) = (LatencyHistogram::default(), LatencyHistogram::default());
+        a.record(Duration::from_micros(100));
+        b.record(Duration::from_micros(100));
+        b.record(Duration::from_millis(3));
+        let both = a.snapshot().merged(&b.snapshot());
+        assert_eq!(both.count(), 3);
+        assert_eq!(both.counts[bucket_of(Duration::from_micros(100))], 2);
+        assert_eq!(both.merged(&LatencySnapshot { counts: Vec::new() }), both);
     }
 
     #[test]

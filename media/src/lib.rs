@@ -27,6 +27,7 @@ pub mod latency;
 pub mod layers;
 pub mod nack_cache;
 pub mod peer;
+pub mod placement;
 pub mod pli;
 pub mod rewrite;
 pub mod socket;

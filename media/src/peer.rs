@@ -107,6 +107,12 @@ pub struct PeerConfig {
     /// Every peer on one UDP port: the node binds a [`MediaSocket`] on this port (0: the
     /// system picks) at start and sets `shared_socket`. `None`: a socket per peer.
     pub shared_port: Option<u16>,
+    /// Driver threads of the shared socket, each with a core's worth of SRTP and interceptor
+    /// work (`None`: one per core, [`crate::socket::default_threads`]).
+    pub socket_threads: Option<usize>,
+    /// Meeting size from which its connections are spread over the shared socket's threads
+    /// (`None`: [`crate::placement::DEFAULT_SPREAD_AT`]).
+    pub spread_at: Option<usize>,
     /// The node's media socket, bound from `shared_port`; [`Peer::new`] puts peers on it.
     #[serde(skip)]
     pub shared_socket: Option<Arc<MediaSocket>>,
@@ -134,6 +140,8 @@ impl PeerConfig {
             bind_ip,
             port_range: None,
             shared_port: None,
+            socket_threads: None,
+            spread_at: None,
             shared_socket: None,
             public_ip: None,
             ice_servers: Vec::new(),
@@ -473,10 +481,10 @@ impl OutTrack {
         Ok(packet)
     }
 
-    /// Where a stamped packet goes on a shared socket: `(socket address, connection, sender)`.
-    pub(crate) fn socket_target(&self) -> Option<(SocketAddr, PeerId, RTCRtpSenderId)> {
+    /// Where a stamped packet goes on a shared socket: `(socket key, connection, sender)`.
+    pub(crate) fn socket_target(&self) -> Option<(u64, PeerId, RTCRtpSenderId)> {
         match &self.inner.sink {
-            OutSink::Socket { socket, id, sender } => Some((socket.local_addr(), *id, *sender)),
+            OutSink::Socket { socket, id, sender } => Some((socket.key(), *id, *sender)),
             OutSink::Own { .. } => None,
         }
     }
@@ -499,8 +507,13 @@ impl OutTrack {
             }
         };
         if !sent {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+            self.count_dropped();
         }
+    }
+
+    /// One more packet that could not be handed over without waiting.
+    pub(crate) fn count_dropped(&self) {
+        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -607,8 +620,15 @@ impl Peer {
     /// Creates the peer connection: on the node's shared socket when `config` has one, else
     /// with its own UDP socket (a port from the configured range). Nothing is negotiated yet.
     pub async fn new(config: &PeerConfig) -> Result<(Peer, PeerChannels)> {
+        Peer::in_meeting(config, None).await
+    }
+
+    /// As [`Peer::new`], for a participant of meeting `group`: on the shared socket, a
+    /// meeting's connections are kept on one driver thread while it is small
+    /// ([`crate::placement`]).
+    pub async fn in_meeting(config: &PeerConfig, group: Option<&str>) -> Result<(Peer, PeerChannels)> {
         if let Some(socket) = &config.shared_socket {
-            return Peer::on_socket(config, socket).await;
+            return Peer::on_socket(config, socket, group).await;
         }
         let (shared, channels) = PeerShared::new(config);
         let (pc, local_port) = build_connection(config, &shared).await?;
@@ -616,8 +636,13 @@ impl Peer {
     }
 
     /// Creates the peer connection on the node's one media port: `socket` carries its
-    /// datagrams along with every other peer's. Nothing is negotiated yet.
-    pub async fn on_socket(config: &PeerConfig, socket: &Arc<MediaSocket>) -> Result<(Peer, PeerChannels)> {
+    /// datagrams along with every other peer's; `group` (a meeting) places it among the
+    /// socket's driver threads. Nothing is negotiated yet.
+    pub async fn on_socket(
+        config: &PeerConfig,
+        socket: &Arc<MediaSocket>,
+        group: Option<&str>,
+    ) -> Result<(Peer, PeerChannels)> {
         let (shared, channels) = PeerShared::new(config);
         let (media_engine, registry, settings) = stack_parts(config, &shared)?;
         // Our own ICE credentials: the ufrag is how the socket's driver knows this peer's
@@ -629,7 +654,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_setting_engine(settings.with_ice_credentials(ufrag.clone(), pwd).build())
             .build(Instant::now())?;
-        let id = socket.next_id();
+        let id = socket.admit(group);
         socket.send(Command::Open { id, pc: Box::new(pc), ufrag, shared: Arc::clone(&shared) }).await?;
         let port = socket.local_addr().port();
         let peer = Peer::with_backend(Backend::Socket { socket: Arc::clone(socket), id }, shared, port);

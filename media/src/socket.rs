@@ -1,29 +1,34 @@
-//! One UDP port for every media peer of a node: a driver task that owns the socket and every
-//! server-side connection (sans-IO `rtc::RTCPeerConnection`s), demultiplexes datagrams to them
-//! ([`crate::demux`]), and sends what they produce in batches (`sendmmsg`, one system call for
+//! One UDP port for every media peer of a node: driver threads that own the socket and every
+//! server-side connection (sans-IO `rtc::RTCPeerConnection`s), demultiplex datagrams to them
+//! ([`crate::demux`]), and send what they produce in batches (`sendmmsg`, one system call for
 //! many datagrams to many peers).
 //!
 //! Why: production SFUs expose one port (firewalls, load balancers), and webrtc-rs's own driver
 //! spends one loop iteration and one `sendmsg` per packet per peer. Here one loop iteration
-//! takes every queued command (an SFU fan-out of one packet to fifty subscribers is fifty
-//! queued writes) and every readable datagram, lets each touched connection produce its
-//! output, and flushes it all with as few system calls as the kernel allows.
+//! takes every queued command and every readable datagram, lets each touched connection produce
+//! its output, and flushes it all with as few system calls as the kernel allows.
 //!
-//! Shape: [`MediaSocket::bind`] spawns the driver; [`crate::peer::Peer::on_socket`] registers a
-//! connection with it and talks to it through [`Command`]s — signalling runs as a closure on the
+//! Shape: [`MediaSocket::bind`] starts one driver per thread (`threads`, one per core by
+//! default), each on a thread of its own with its own socket bound to the same port
+//! (`SO_REUSEPORT`: the kernel spreads remote addresses over them). A connection belongs to one
+//! driver, chosen by [`crate::placement`] (a meeting's connections together until the meeting
+//! is large, then spread); its id names the driver. [`crate::peer::Peer::on_socket`] registers
+//! a connection and talks to it through [`Command`]s — signalling runs as a closure on the
 //! driver ([`PeerSlot`] is the connection plus what the driver knows of it), RTP writes are
-//! plain messages. Events and published RTP leave through the peer's own channels, as with a
-//! per-peer socket.
+//! plain messages. A datagram read by a driver that does not own its connection (the kernel
+//! chose by address, not by meeting) is handed to the owner through a shared [`Directory`] of
+//! ufrags and addresses. A published packet is forwarded by the owner of its publisher: into
+//! its own connections in the same turn, to another driver's as one batch per packet. Events
+//! and published RTP leave through the peer's own channels or sink, as with a per-peer socket.
 //!
-//! Limits: one driver task, so one core's worth of SRTP and interceptor work per node; ICE over
-//! UDP only (no TCP candidates); host candidates only (a public address is advertised through
-//! `public_ip`, 1:1 NAT).
+//! Limits: ICE over UDP only (no TCP candidates); host candidates only (a public address is
+//! advertised through `public_ip`, 1:1 NAT).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -42,14 +47,17 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::demux;
 use crate::error::{MediaError, Result};
-use crate::latency::LatencyHistogram;
-use crate::peer::{Codec, IncomingRtp, MediaKind, Outbox, PeerEvent, PeerShared, PeerState, is_keyframe_request};
+use crate::latency::{LatencyHistogram, LatencySnapshot};
+use crate::peer::{
+    Codec, IncomingRtp, MediaKind, OutTrack, Outbox, PeerEvent, PeerShared, PeerState, is_keyframe_request,
+};
+use crate::placement::{self, Placement, thread_of};
 
-/// Commands queued to the driver; it drains up to this many per loop iteration.
+/// Commands queued to a driver; it drains up to this many per loop iteration.
 const COMMAND_BATCH: usize = 1024;
 /// Datagrams read per loop iteration before the driver turns to its other work.
 const RECV_BATCH: usize = 64;
-/// Capacity of the command queue: writers wait when it is full (outbound back-pressure).
+/// Capacity of a driver's media queue: writers wait when it is full (outbound back-pressure).
 const COMMAND_QUEUE: usize = 8192;
 /// Largest datagram accepted (above any path MTU).
 const MAX_DATAGRAM: usize = 2048;
@@ -60,21 +68,63 @@ const IMMEDIATE_ROUNDS: u32 = 4;
 /// Datagrams per `sendmmsg` call.
 const SEND_BATCH: usize = 256;
 
-/// A connection registered with the driver.
+/// A connection registered with the socket; [`thread_of`] it is the driver that owns it.
 pub(crate) type PeerId = u64;
 
-/// The node's media socket. Dropping the last handle stops the driver and closes every
-/// connection on it.
+/// Tells one node's sockets apart (a forwarded packet is written inline only into a connection
+/// of the same socket).
+static NEXT_SOCKET_KEY: AtomicU64 = AtomicU64::new(1);
+
+/// How to bind a [`MediaSocket`].
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    pub ip: IpAddr,
+    /// 0: one the system picks.
+    pub port: u16,
+    /// What candidates advertise when the node sits behind a 1:1 NAT.
+    pub public_ip: Option<IpAddr>,
+    /// Driver threads, each with its own socket on the port ([`default_threads`]).
+    pub threads: usize,
+    /// A meeting's connections share one driver until it has this many
+    /// ([`placement::DEFAULT_SPREAD_AT`]).
+    pub spread_at: usize,
+}
+
+impl SocketOptions {
+    pub fn new(ip: IpAddr, port: u16, public_ip: Option<IpAddr>) -> Self {
+        Self { ip, port, public_ip, threads: default_threads(), spread_at: placement::DEFAULT_SPREAD_AT }
+    }
+}
+
+/// One driver per core (the SRTP and interceptor work of a fan-out is what fills them), at most
+/// [`placement::MAX_THREADS`]; one where the kernel cannot spread a port over sockets.
+pub fn default_threads() -> usize {
+    if cfg!(target_os = "linux") {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).min(placement::MAX_THREADS)
+    } else {
+        1
+    }
+}
+
+/// The node's media socket. Dropping the last handle stops the drivers and closes every
+/// connection on them.
 pub struct MediaSocket {
-    /// Signalling and lifecycle (open, calls, close): few, never stuck behind media.
-    control: mpsc::UnboundedSender<Command>,
-    /// RTP writes: bounded, so writers wait when the driver falls behind.
-    media: mpsc::Sender<Command>,
+    drivers: Vec<DriverHandle>,
     local_addr: SocketAddr,
     advertised: SocketAddr,
-    next_id: AtomicU64,
+    key: u64,
+    placement: Mutex<Placement>,
+    directory: Arc<Directory>,
+}
+
+/// How the socket (and the other drivers) reach one driver.
+struct DriverHandle {
+    /// Signalling and lifecycle (open, calls, close): few, never stuck behind media.
+    control: mpsc::UnboundedSender<Command>,
+    /// RTP writes, forwarded batches, handed-over datagrams: bounded.
+    media: mpsc::Sender<Command>,
     stats: Arc<SocketStats>,
-    driver: tokio::task::AbortHandle,
+    task: tokio::task::AbortHandle,
 }
 
 impl std::fmt::Debug for MediaSocket {
@@ -82,61 +132,117 @@ impl std::fmt::Debug for MediaSocket {
         f.debug_struct("MediaSocket")
             .field("local_addr", &self.local_addr)
             .field("advertised", &self.advertised)
+            .field("threads", &self.drivers.len())
             .finish()
     }
 }
 
-/// Counters of the driver, readable from any thread.
+/// Counters of one driver, written only by it.
 #[derive(Debug, Default)]
-pub struct SocketStats {
+struct SocketStats {
+    peers: AtomicUsize,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    send_calls: AtomicU64,
+    unclaimed: AtomicU64,
+    refused: AtomicU64,
+    handed_over: AtomicU64,
+    forwarded_inline: AtomicU64,
+    forwarded_across: AtomicU64,
+    dropped_across: AtomicU64,
+    forward_latency: LatencyHistogram,
+}
+
+/// The socket's counters at one moment, summed over its drivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketStatsSnapshot {
     /// Connections registered and not yet closed.
-    pub peers: AtomicUsize,
-    pub datagrams_in: AtomicU64,
-    pub datagrams_out: AtomicU64,
+    pub peers: usize,
+    /// Of `peers`, on each driver thread.
+    pub peers_per_thread: Vec<usize>,
+    /// Remote addresses the connections are known by (back to 0 once every peer is gone).
+    pub addresses: usize,
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
     /// `sendmmsg` calls (datagrams_out / send_calls is the batching achieved).
-    pub send_calls: AtomicU64,
+    pub send_calls: u64,
     /// Datagrams from an address no connection claims (not a STUN check naming one of ours).
-    pub unclaimed: AtomicU64,
+    pub unclaimed: u64,
     /// Datagrams a connection refused (bad DTLS, SRTP authentication failure, …).
-    pub refused: AtomicU64,
+    pub refused: u64,
+    /// Datagrams read by one driver and handed to the driver owning their connection.
+    pub handed_over: u64,
     /// RTP packets forwarded within the driver's turn: published on one connection and written
-    /// into another by its [`RtpSink`](crate::peer::RtpSink), no queue between.
-    pub forwarded_inline: AtomicU64,
-    /// Of each packet forwarded inline: from reading the datagram that carried it to the return
-    /// of the system call that sent it on (the packet's time in this node, less any wait in
-    /// the socket's receive buffer). When a turn reads several datagrams of one connection,
-    /// the first one's time counts for all (an upper bound).
-    pub forward_latency: LatencyHistogram,
+    /// into another of the same driver by its [`RtpSink`](crate::peer::RtpSink), no queue
+    /// between.
+    pub forwarded_inline: u64,
+    /// RTP packets forwarded into another driver's connection (one queued batch per published
+    /// packet and driver).
+    pub forwarded_across: u64,
+    /// Of those, dropped because the other driver's queue was full.
+    pub dropped_across: u64,
+    /// Of each packet forwarded (inline or across): from reading the datagram that carried it
+    /// to the return of the system call that sent it on (the packet's time in this node, less
+    /// any wait in the socket's receive buffer). When a turn reads several datagrams of one
+    /// connection, the first one's time counts for all (an upper bound).
+    pub forward_latency: LatencySnapshot,
 }
 
 impl MediaSocket {
-    /// Binds `ip:port` (port 0: one the system picks) and starts the driver. `public_ip` is what
-    /// candidates advertise when the node sits behind a 1:1 NAT.
+    /// Binds `ip:port` (port 0: one the system picks) with the default number of driver threads.
+    /// `public_ip` is what candidates advertise when the node sits behind a 1:1 NAT.
     pub async fn bind(ip: IpAddr, port: u16, public_ip: Option<IpAddr>) -> Result<Arc<MediaSocket>> {
+        Self::bind_with(SocketOptions::new(ip, port, public_ip)).await
+    }
+
+    /// Binds the port once per driver thread and starts the drivers.
+    pub async fn bind_with(options: SocketOptions) -> Result<Arc<MediaSocket>> {
+        let SocketOptions { ip, port, public_ip, threads, spread_at } = options;
+        let threads = threads.clamp(1, placement::MAX_THREADS);
         let bind_error = |e: std::io::Error| MediaError::Bind { ip, from: port, to: port, detail: e.to_string() };
-        let std_socket = std::net::UdpSocket::bind((ip, port)).map_err(bind_error)?;
-        std_socket.set_nonblocking(true).map_err(bind_error)?;
-        let sock = socket2::Socket::from(std_socket);
-        // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-        let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
-        let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
-        let socket = UdpSocket::from_std(sock.into()).map_err(bind_error)?;
-        let local_addr = socket.local_addr().map_err(bind_error)?;
+        if port != 0 {
+            // Sockets that share a port with SO_REUSEPORT would also share it with anyone else
+            // who asked for it so: make sure nobody holds it first.
+            drop(std::net::UdpSocket::bind((ip, port)).map_err(bind_error)?);
+        }
+        let first = reuseport_socket(SocketAddr::new(ip, port)).map_err(bind_error)?;
+        let local_addr = first.local_addr().map_err(bind_error)?;
+        let mut sockets = vec![first];
+        for _ in 1..threads {
+            sockets.push(reuseport_socket(local_addr).map_err(bind_error)?);
+        }
         let advertised = SocketAddr::new(public_ip.unwrap_or(ip), local_addr.port());
-        let (control, control_rx) = mpsc::unbounded_channel();
-        let (media, media_rx) = mpsc::channel(COMMAND_QUEUE);
-        let stats = Arc::new(SocketStats::default());
-        let driver = Driver::new(local_addr, Arc::clone(&stats));
-        let task = tokio::spawn(driver.run(socket, control_rx, media_rx));
-        tracing::info!(%local_addr, %advertised, "media socket bound: one UDP port for every peer");
+        let key = NEXT_SOCKET_KEY.fetch_add(1, Ordering::Relaxed);
+        let directory = Arc::new(Directory::default());
+        let mut controls = Vec::new();
+        let mut medias = Vec::new();
+        let mut receivers = Vec::new();
+        for _ in 0..threads {
+            let (control, control_rx) = mpsc::unbounded_channel();
+            let (media, media_rx) = mpsc::channel(COMMAND_QUEUE);
+            controls.push(control);
+            medias.push(media);
+            receivers.push((control_rx, media_rx));
+        }
+        let links: Arc<[mpsc::Sender<Command>]> = medias.clone().into();
+        let mut drivers = Vec::new();
+        for (thread, ((socket, (control_rx, media_rx)), (control, media))) in
+            sockets.into_iter().zip(receivers).zip(controls.into_iter().zip(medias)).enumerate()
+        {
+            let stats = Arc::new(SocketStats::default());
+            let driver =
+                Driver::new(thread, key, local_addr, Arc::clone(&stats), Arc::clone(&directory), links.clone());
+            let task = spawn_driver(thread, socket, driver, control_rx, media_rx).await.map_err(bind_error)?;
+            drivers.push(DriverHandle { control, media, stats, task });
+        }
+        tracing::info!(%local_addr, %advertised, threads, "media socket bound: one UDP port for every peer");
         Ok(Arc::new(MediaSocket {
-            control,
-            media,
+            drivers,
             local_addr,
             advertised,
-            next_id: AtomicU64::new(1),
-            stats,
-            driver: task.abort_handle(),
+            key,
+            placement: Mutex::new(Placement::new(threads, spread_at)),
+            directory,
         }))
     }
 
@@ -150,30 +256,90 @@ impl MediaSocket {
         self.advertised
     }
 
-    /// The driver's counters.
-    pub fn stats(&self) -> &SocketStats {
-        &self.stats
+    /// Driver threads.
+    pub fn threads(&self) -> usize {
+        self.drivers.len()
     }
 
-    pub(crate) fn next_id(&self) -> PeerId {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+    /// The drivers' counters, summed.
+    pub fn stats(&self) -> SocketStatsSnapshot {
+        let mut total = SocketStatsSnapshot {
+            peers: 0,
+            peers_per_thread: Vec::new(),
+            addresses: self.directory.addrs.read().unwrap_or_else(PoisonError::into_inner).len(),
+            datagrams_in: 0,
+            datagrams_out: 0,
+            send_calls: 0,
+            unclaimed: 0,
+            refused: 0,
+            handed_over: 0,
+            forwarded_inline: 0,
+            forwarded_across: 0,
+            dropped_across: 0,
+            forward_latency: LatencySnapshot { counts: Vec::new() },
+        };
+        let read = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for d in &self.drivers {
+            let s = &d.stats;
+            let peers = s.peers.load(Ordering::Relaxed);
+            total.peers += peers;
+            total.peers_per_thread.push(peers);
+            total.datagrams_in += read(&s.datagrams_in);
+            total.datagrams_out += read(&s.datagrams_out);
+            total.send_calls += read(&s.send_calls);
+            total.unclaimed += read(&s.unclaimed);
+            total.refused += read(&s.refused);
+            total.handed_over += read(&s.handed_over);
+            total.forwarded_inline += read(&s.forwarded_inline);
+            total.forwarded_across += read(&s.forwarded_across);
+            total.dropped_across += read(&s.dropped_across);
+            total.forward_latency = total.forward_latency.merged(&s.forward_latency.snapshot());
+        }
+        total
+    }
+
+    /// Identifies this socket among the node's.
+    pub(crate) fn key(&self) -> u64 {
+        self.key
+    }
+
+    /// A new connection's id, placed with the rest of meeting `group` ([`crate::placement`]).
+    pub(crate) fn admit(&self, group: Option<&str>) -> PeerId {
+        self.placement.lock().unwrap_or_else(PoisonError::into_inner).admit(group)
+    }
+
+    fn driver(&self, id: PeerId) -> &DriverHandle {
+        // Ids come from `admit`, whose threads are ours; `min` keeps a stray one in bounds.
+        &self.drivers[thread_of(id).min(self.drivers.len() - 1)]
     }
 
     pub(crate) async fn send(&self, command: Command) -> Result<()> {
         match command {
-            Command::Rtp { .. } => self.media.send(command).await.map_err(|_| MediaError::Closed),
-            _ => self.control.send(command).map_err(|_| MediaError::Closed),
+            Command::Rtp { id, .. } => self.driver(id).media.send(command).await.map_err(|_| MediaError::Closed),
+            Command::Open { id, .. } | Command::Call { id, .. } => {
+                self.driver(id).control.send(command).map_err(|_| MediaError::Closed)
+            }
+            Command::Close { id } => {
+                self.placement.lock().unwrap_or_else(PoisonError::into_inner).release(id);
+                self.driver(id).control.send(command).map_err(|_| MediaError::Closed)
+            }
+            // Only drivers send these, to each other.
+            Command::Datagram { .. } | Command::Forwarded { .. } => Err(MediaError::Closed),
         }
     }
 
     /// Queues an RTP write without waiting; `false` if the queue is full or the driver gone.
     pub(crate) fn try_send_media(&self, command: Command) -> bool {
-        self.media.try_send(command).is_ok()
+        match &command {
+            Command::Rtp { id, .. } => self.driver(*id).media.try_send(command).is_ok(),
+            _ => false,
+        }
     }
 
     /// Closes connection `id` without waiting (for `Drop`).
     pub(crate) fn close_soon(&self, id: PeerId) {
-        let _ = self.control.send(Command::Close { id });
+        self.placement.lock().unwrap_or_else(PoisonError::into_inner).release(id);
+        let _ = self.driver(id).control.send(Command::Close { id });
     }
 
     /// Runs `call` on the driver with the connection `id` and returns what it returns.
@@ -194,7 +360,95 @@ impl MediaSocket {
 
 impl Drop for MediaSocket {
     fn drop(&mut self) {
-        self.driver.abort();
+        for d in &self.drivers {
+            d.task.abort();
+        }
+    }
+}
+
+/// A UDP socket on `addr` that shares its port with the socket's other drivers.
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
+    sock.set_reuse_port(true)?;
+    sock.set_nonblocking(true)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER_BYTES);
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER_BYTES);
+    sock.bind(&addr.into())?;
+    Ok(sock.into())
+}
+
+/// Runs `driver` on a thread of its own, with a single-threaded runtime: drivers are busy
+/// enough to want a core each, and a thread of their own keeps the runtime from running two on
+/// one worker. Returns once it runs.
+async fn spawn_driver(
+    thread: usize,
+    socket: std::net::UdpSocket,
+    driver: Driver,
+    control: mpsc::UnboundedReceiver<Command>,
+    media: mpsc::Receiver<Command>,
+) -> std::io::Result<tokio::task::AbortHandle> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (started, running) = oneshot::channel();
+    std::thread::Builder::new().name(format!("parley-media-{thread}")).spawn(move || {
+        let task = runtime.spawn(async move {
+            match UdpSocket::from_std(socket) {
+                Ok(socket) => driver.run(socket, control, media).await,
+                Err(e) => tracing::error!(error = %e, thread, "media driver cannot use its socket"),
+            }
+        });
+        let _ = started.send(task.abort_handle());
+        let _ = runtime.block_on(task);
+    })?;
+    running.await.map_err(|_| std::io::Error::other("media driver thread ended at start"))
+}
+
+/// Who owns which ufrag and which remote address, for every driver of a socket. Read for each
+/// datagram, written when a connection opens, learns an address or closes.
+#[derive(Debug, Default)]
+struct Directory {
+    ufrags: RwLock<HashMap<String, PeerId>>,
+    addrs: RwLock<HashMap<SocketAddr, PeerId>>,
+}
+
+impl Directory {
+    fn by_ufrag(&self, ufrag: &str) -> Option<PeerId> {
+        self.ufrags.read().unwrap_or_else(PoisonError::into_inner).get(ufrag).copied()
+    }
+
+    fn by_addr(&self, addr: &SocketAddr) -> Option<PeerId> {
+        self.addrs.read().unwrap_or_else(PoisonError::into_inner).get(addr).copied()
+    }
+
+    fn add_ufrag(&self, ufrag: String, id: PeerId) {
+        self.ufrags.write().unwrap_or_else(PoisonError::into_inner).insert(ufrag, id);
+    }
+
+    /// Moves `addr` to `id`; returns whom it belonged to.
+    fn claim_addr(&self, addr: SocketAddr, id: PeerId) -> Option<PeerId> {
+        self.addrs.write().unwrap_or_else(PoisonError::into_inner).insert(addr, id)
+    }
+
+    /// `addr` is `id`'s unless it is already someone's.
+    fn learn_addr(&self, addr: SocketAddr, id: PeerId) {
+        self.addrs.write().unwrap_or_else(PoisonError::into_inner).entry(addr).or_insert(id);
+    }
+
+    fn forget(&self, id: PeerId, ufrags: &[String], addrs: &[SocketAddr]) {
+        let mut by_ufrag = self.ufrags.write().unwrap_or_else(PoisonError::into_inner);
+        for ufrag in ufrags {
+            if by_ufrag.get(ufrag) == Some(&id) {
+                by_ufrag.remove(ufrag);
+            }
+        }
+        drop(by_ufrag);
+        let mut by_addr = self.addrs.write().unwrap_or_else(PoisonError::into_inner);
+        for addr in addrs {
+            if by_addr.get(addr) == Some(&id) {
+                by_addr.remove(addr);
+            }
+        }
     }
 }
 
@@ -210,6 +464,12 @@ pub(crate) enum Command {
     Rtp { id: PeerId, sender: RTCRtpSenderId, packet: rtp::Packet },
     /// Close and forget a connection.
     Close { id: PeerId },
+    /// A datagram another driver read for a connection of this one; `claimed`: it is a STUN
+    /// check naming the connection that moved its address to it.
+    Datagram { id: PeerId, from: SocketAddr, data: BytesMut, read_at: Instant, claimed: bool },
+    /// Packets another driver's sink forwarded into this one's connections; `received`: when
+    /// the datagram that carried them in was read.
+    Forwarded { writes: Vec<(OutTrack, rtp::Packet)>, received: Option<Instant> },
 }
 
 /// Rounds of a flush: a connection written to by another's sink is flushed in the same turn,
@@ -356,31 +616,48 @@ impl PeerSlot {
     }
 }
 
-/// The driver's state: every connection and how to find it.
+/// One driver's state: its connections, and how to reach the socket's other drivers.
 struct Driver {
+    /// Its index among the socket's drivers ([`thread_of`] its connections' ids).
+    thread: usize,
+    /// The socket's [`MediaSocket::key`].
+    key: u64,
     local_addr: SocketAddr,
     stats: Arc<SocketStats>,
+    directory: Arc<Directory>,
+    /// Every driver's media queue, this one's included.
+    links: Arc<[mpsc::Sender<Command>]>,
     slots: HashMap<PeerId, PeerSlot>,
-    by_ufrag: HashMap<String, PeerId>,
-    by_addr: HashMap<SocketAddr, PeerId>,
     timers: BinaryHeap<Reverse<(Instant, PeerId)>>,
     dirty: Vec<PeerId>,
     out: Vec<(BytesMut, SocketAddr)>,
     /// What the connection being flushed forwards to others, written right after it.
     outbox: Outbox,
-    /// For each packet forwarded inline whose datagram is in `out`: when the datagram that
-    /// carried it in was read.
+    /// For each packet forwarded whose datagram is in `out`: when the datagram that carried it
+    /// in was read.
     forwarded_from: Vec<Instant>,
+    /// Per driver: what the connection being flushed forwards into that driver's connections.
+    across: Vec<Vec<(OutTrack, rtp::Packet)>>,
 }
 
 impl Driver {
-    fn new(local_addr: SocketAddr, stats: Arc<SocketStats>) -> Self {
+    fn new(
+        thread: usize,
+        key: u64,
+        local_addr: SocketAddr,
+        stats: Arc<SocketStats>,
+        directory: Arc<Directory>,
+        links: Arc<[mpsc::Sender<Command>]>,
+    ) -> Self {
         Self {
+            thread,
+            key,
             local_addr,
             stats,
+            directory,
+            across: vec![Vec::new(); links.len()],
+            links,
             slots: HashMap::new(),
-            by_ufrag: HashMap::new(),
-            by_addr: HashMap::new(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             out: Vec::new(),
@@ -416,7 +693,7 @@ impl Driver {
                 },
                 Some(command) = media.recv() => self.command(command),
                 received = socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                    Ok((n, from)) => self.datagram(from, &buf[..n], Instant::now()),
                     Err(e) => tracing::debug!(error = %e, "media socket receive"),
                 },
                 () = sleep => {}
@@ -434,7 +711,7 @@ impl Driver {
             }
             for _ in 0..RECV_BATCH {
                 match socket.try_recv_from(&mut buf) {
-                    Ok((n, from)) => self.datagram(from, &buf[..n]),
+                    Ok((n, from)) => self.datagram(from, &buf[..n], Instant::now()),
                     Err(_) => break,
                 }
             }
@@ -460,7 +737,7 @@ impl Driver {
         let now = Instant::now();
         match command {
             Command::Open { id, pc, ufrag, shared } => {
-                self.by_ufrag.insert(ufrag.clone(), id);
+                self.directory.add_ufrag(ufrag.clone(), id);
                 self.slots.insert(
                     id,
                     PeerSlot {
@@ -487,11 +764,23 @@ impl Driver {
                     slot.new_ufrags()
                 });
                 for ufrag in ufrags.into_iter().flatten() {
-                    self.by_ufrag.insert(ufrag, id);
+                    self.directory.add_ufrag(ufrag, id);
                 }
                 self.touch(id);
             }
             Command::Rtp { id, sender, packet } => self.write_rtp(id, sender, packet, now),
+            Command::Datagram { id, from, data, read_at, claimed } => self.receive(id, from, data, read_at, claimed),
+            Command::Forwarded { writes, received } => {
+                for (track, packet) in writes {
+                    let Some((_, id, sender)) = track.socket_target() else { continue };
+                    self.write_rtp(id, sender, packet, now);
+                    if let Some(at) = received
+                        && let Some(slot) = self.slots.get_mut(&id)
+                    {
+                        slot.forwarded_from.push(at);
+                    }
+                }
+            }
             Command::Close { id } => {
                 let Some(mut slot) = self.remove(id) else { return };
                 let out = &mut self.out;
@@ -522,28 +811,52 @@ impl Driver {
         self.touch(id);
     }
 
-    /// Writes what the last flushed connection's sink forwarded: into connections on this
-    /// socket at once, elsewhere without waiting. `received`: when that connection's datagrams
-    /// were read.
+    /// Writes what the last flushed connection's sink forwarded: to the socket's other drivers
+    /// first, as one batch each (they encrypt theirs while this one encrypts its own), then
+    /// into this driver's connections, and elsewhere (a connection with a socket of its own)
+    /// without waiting. `received`: when that connection's datagrams were read.
     fn write_outbox(&mut self, now: Instant, received: Option<Instant>) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        let mut inline = 0;
+        let mut mine = Vec::with_capacity(outbox.len());
         for (track, packet) in outbox.drain() {
             match track.socket_target() {
-                Some((addr, id, sender)) if addr == self.local_addr => {
-                    self.write_rtp(id, sender, packet, now);
-                    inline += 1;
-                    if let Some(at) = received
-                        && let Some(slot) = self.slots.get_mut(&id)
-                    {
-                        slot.forwarded_from.push(at);
-                    }
+                Some((key, id, sender)) if key == self.key && thread_of(id) == self.thread => {
+                    mine.push((id, sender, packet));
+                }
+                Some((key, id, _)) if key == self.key && thread_of(id) < self.across.len() => {
+                    self.across[thread_of(id)].push((track, packet));
                 }
                 _ => track.send_detached(packet),
             }
         }
-        self.stats.forwarded_inline.fetch_add(inline, Ordering::Relaxed);
         self.outbox = outbox;
+        for thread in 0..self.across.len() {
+            if self.across[thread].is_empty() {
+                continue;
+            }
+            let writes = std::mem::take(&mut self.across[thread]);
+            let n = writes.len() as u64;
+            match self.links[thread].try_send(Command::Forwarded { writes, received }) {
+                Ok(()) => self.stats.forwarded_across.fetch_add(n, Ordering::Relaxed),
+                Err(refused) => {
+                    if let Command::Forwarded { writes, .. } = refused.into_inner() {
+                        for (track, _) in writes {
+                            track.count_dropped();
+                        }
+                    }
+                    self.stats.dropped_across.fetch_add(n, Ordering::Relaxed)
+                }
+            };
+        }
+        self.stats.forwarded_inline.fetch_add(mine.len() as u64, Ordering::Relaxed);
+        for (id, sender, packet) in mine {
+            self.write_rtp(id, sender, packet, now);
+            if let Some(at) = received
+                && let Some(slot) = self.slots.get_mut(&id)
+            {
+                slot.forwarded_from.push(at);
+            }
+        }
     }
 
     /// Runs `f` on connection `id`. The stack is not ours: should it panic, that connection is
@@ -565,53 +878,63 @@ impl Driver {
     /// Forgets connection `id` and every way to reach it.
     fn remove(&mut self, id: PeerId) -> Option<PeerSlot> {
         let slot = self.slots.remove(&id)?;
-        for ufrag in &slot.ufrags {
-            self.by_ufrag.remove(ufrag);
-        }
-        for addr in &slot.addrs {
-            if self.by_addr.get(addr) == Some(&id) {
-                self.by_addr.remove(addr);
-            }
-        }
+        self.directory.forget(id, &slot.ufrags, &slot.addrs);
         self.stats.peers.fetch_sub(1, Ordering::Relaxed);
         Some(slot)
     }
 
-    fn datagram(&mut self, from: SocketAddr, data: &[u8]) {
+    /// A datagram this driver read: handled here if its connection is this driver's, else
+    /// handed to the driver that owns it.
+    fn datagram(&mut self, from: SocketAddr, data: &[u8], read_at: Instant) {
         self.stats.datagrams_in.fetch_add(1, Ordering::Relaxed);
         // A STUN check names its connection outright (and may move an address to a new one: a
         // client that reconnected from the same port); anything else goes by address.
-        let claimed = demux::stun_local_ufrag(data).and_then(|ufrag| self.by_ufrag.get(ufrag).copied());
-        let id = match claimed {
-            Some(id) => {
-                if self.by_addr.insert(from, id) != Some(id)
-                    && let Some(slot) = self.slots.get_mut(&id)
-                {
-                    slot.addrs.push(from);
-                }
-                id
-            }
-            None => match self.by_addr.get(&from) {
-                Some(id) => *id,
-                None => {
-                    self.stats.unclaimed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            },
+        let claimed = demux::stun_local_ufrag(data).and_then(|ufrag| self.directory.by_ufrag(ufrag));
+        let Some(id) = claimed.or_else(|| self.directory.by_addr(&from)) else {
+            self.stats.unclaimed.fetch_add(1, Ordering::Relaxed);
+            return;
         };
-        let now = Instant::now();
-        if let Some(slot) = self.slots.get_mut(&id) {
-            slot.received_at.get_or_insert(now);
+        // The address is the connection's from now on, for every driver at once: the datagrams
+        // right behind this one must not wait for its owner to take it.
+        let claimed = claimed.is_some() && self.directory.claim_addr(from, id) != Some(id);
+        let data = BytesMut::from(data);
+        let owner = thread_of(id);
+        if owner == self.thread {
+            self.receive(id, from, data, read_at, claimed);
+            return;
         }
+        let handed = Command::Datagram { id, from, data, read_at, claimed };
+        let handed = self.links.get(owner).is_some_and(|link| link.try_send(handed).is_ok());
+        // Otherwise the owner is swamped (or gone): the datagram is lost, as UDP allows.
+        let counter = if handed { &self.stats.handed_over } else { &self.stats.refused };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A datagram for connection `id`, which is this driver's. `claimed`: a STUN check naming
+    /// it moved `from` to it in the directory just now (the connection keeps the address, to
+    /// forget it when it closes).
+    fn receive(&mut self, id: PeerId, from: SocketAddr, data: BytesMut, read_at: Instant, claimed: bool) {
+        let Some(slot) = self.slots.get_mut(&id) else {
+            // Closed since it was read: the address it was given goes with it.
+            if claimed {
+                self.directory.forget(id, &[], &[from]);
+            }
+            self.stats.unclaimed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        if claimed && !slot.addrs.contains(&from) {
+            slot.addrs.push(from);
+        }
+        slot.received_at.get_or_insert(read_at);
         let message = TaggedBytesMut {
-            now,
+            now: read_at,
             transport: TransportContext {
                 local_addr: self.local_addr,
                 peer_addr: from,
                 transport_protocol: TransportProtocol::UDP,
                 ecn: None,
             },
-            message: BytesMut::from(data),
+            message: data,
         };
         if let Some(Err(e)) = self.with_slot(id, |slot| slot.pc.handle_read(message)) {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -737,7 +1060,7 @@ impl Driver {
         // Never taken from another connection: a STUN check naming its username moves an
         // address, nothing else does.
         for to in learned {
-            self.by_addr.entry(to).or_insert(id);
+            self.directory.learn_addr(to, id);
         }
         received
     }
@@ -823,11 +1146,11 @@ mod tests {
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let socket = MediaSocket::bind(loopback, 0, None).await.unwrap();
         let config = PeerConfig::local(loopback);
-        let (doomed, mut doomed_channels) = Peer::on_socket(&config, &socket).await.unwrap();
-        let (survivor, _survivor_channels) = Peer::on_socket(&config, &socket).await.unwrap();
+        let (doomed, mut doomed_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
+        let (survivor, _survivor_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
         let survivor_id = survivor.socket_id().unwrap();
         socket.call(survivor_id, |_, _| Ok(())).await.unwrap(); // both registrations are through
-        assert_eq!(socket.stats().peers.load(Ordering::Relaxed), 2);
+        assert_eq!(socket.stats().peers, 2);
 
         // Standing in for a bug in the WebRTC stack reached by some input.
         let id = doomed.socket_id().unwrap();
@@ -835,12 +1158,101 @@ mod tests {
         assert!(matches!(answer, Err(MediaError::Closed)), "the caller hears the peer is gone: {answer:?}");
         let event = tokio::time::timeout(Duration::from_secs(5), doomed_channels.events.recv()).await.unwrap();
         assert_eq!(event, Some(PeerEvent::StateChanged(PeerState::Failed)), "its owner hears it failed");
-        assert_eq!(socket.stats().peers.load(Ordering::Relaxed), 1);
+        assert_eq!(socket.stats().peers, 1);
 
         // The driver and the other connection go on.
         assert!(socket.call(survivor_id, |slot, _| Ok(slot.pc.local_description().is_none())).await.unwrap());
         assert!(doomed.local_description().await.is_none());
         survivor.close().await.unwrap();
         doomed.close().await.unwrap();
+    }
+
+    /// A STUN binding request naming `ufrag` (no valid integrity: it claims an address, no more).
+    fn stun_naming(ufrag: &str) -> Vec<u8> {
+        let username = format!("{ufrag}:remote");
+        let mut attr = vec![0x00, 0x06];
+        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
+        attr.extend_from_slice(username.as_bytes());
+        while attr.len() % 4 != 0 {
+            attr.push(0);
+        }
+        let mut msg = vec![0x00, 0x01];
+        msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
+        msg.extend_from_slice(&[7; 12]);
+        msg.extend_from_slice(&attr);
+        msg
+    }
+
+    #[tokio::test]
+    async fn datagrams_the_kernel_gives_another_thread_reach_their_connection() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut options = SocketOptions::new(loopback, 0, None);
+        options.threads = 2;
+        let socket = MediaSocket::bind_with(options).await.unwrap();
+        assert_eq!(socket.threads(), 2);
+        let config = PeerConfig::local(loopback);
+        let (a, _a_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
+        let (b, _b_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
+        let (a_id, b_id) = (a.socket_id().unwrap(), b.socket_id().unwrap());
+        assert_ne!(thread_of(a_id), thread_of(b_id), "two lone connections: one per thread");
+        socket.call(b_id, |_, _| Ok(())).await.unwrap();
+        socket.call(a_id, |_, _| Ok(())).await.unwrap();
+        assert_eq!(socket.stats().peers_per_thread, vec![1, 1]);
+        let ufrag_of = |id| {
+            let ufrags = socket.directory.ufrags.read().unwrap();
+            ufrags.iter().find(|(_, owner)| **owner == id).map(|(u, _)| u.clone()).expect("registered")
+        };
+        let (a_ufrag, b_ufrag) = (ufrag_of(a_id), ufrag_of(b_id));
+
+        // The kernel picks a thread's socket by the sender's address: from 32 addresses, each
+        // thread reads some checks for the other's connection (all 32 landing on one side:
+        // one chance in 2^31).
+        let mut remotes = Vec::new();
+        for i in 0..32 {
+            let remote = tokio::net::UdpSocket::bind((loopback, 0)).await.unwrap();
+            let ufrag = if i % 2 == 0 { &a_ufrag } else { &b_ufrag };
+            remote.send_to(&stun_naming(ufrag), socket.local_addr()).await.unwrap();
+            remotes.push((remote.local_addr().unwrap(), if i % 2 == 0 { a_id } else { b_id }));
+        }
+        let claimed_all = async {
+            loop {
+                if remotes.iter().all(|(addr, id)| socket.directory.by_addr(addr) == Some(*id)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), claimed_all).await.expect("every check claimed its address");
+        // Each connection's driver took every check naming it, whichever thread read it.
+        for id in [a_id, b_id] {
+            let want: Vec<SocketAddr> = remotes.iter().filter(|(_, owner)| *owner == id).map(|(a, _)| *a).collect();
+            let mut held = Vec::new();
+            for _ in 0..500 {
+                held = socket.call(id, |slot, _| Ok(slot.addrs.clone())).await.unwrap();
+                if want.iter().all(|a| held.contains(a)) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(want.iter().all(|a| held.contains(a)), "{held:?} lacks some of {want:?}");
+        }
+        let stats = socket.stats();
+        assert_eq!(stats.datagrams_in, 32);
+        assert!(stats.handed_over > 0 && stats.handed_over < 32, "{stats:?}");
+        assert_eq!(stats.unclaimed, 0, "{stats:?}");
+
+        // Closing forgets every address and ufrag, whichever thread learned them.
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+        for _ in 0..100 {
+            if socket.stats().peers == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(socket.stats().peers, 0);
+        assert!(socket.directory.addrs.read().unwrap().is_empty());
+        assert!(socket.directory.ufrags.read().unwrap().is_empty());
     }
 }

@@ -14,7 +14,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -67,7 +66,7 @@ impl Server {
     async fn peer(&self, config: &PeerConfig) -> (Peer, PeerChannels) {
         match self {
             Server::OwnSockets => Peer::new(config).await.unwrap(),
-            Server::Shared(socket) => Peer::on_socket(config, socket).await.unwrap(),
+            Server::Shared(socket) => Peer::on_socket(config, socket, Some("test")).await.unwrap(),
         }
     }
 
@@ -78,12 +77,12 @@ impl Server {
             Server::Shared(socket) => {
                 // Closing is queued to the driver: give it a moment.
                 for _ in 0..100 {
-                    if socket.stats().peers.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+                    if socket.stats().peers == 0 {
                         break;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
-                socket.stats().peers.load(std::sync::atomic::Ordering::Relaxed)
+                socket.stats().peers
             }
         }
     }
@@ -433,8 +432,8 @@ async fn publisher_to_two_subscribers_on_one_shared_media_port() {
     assert_eq!(server.open_peers().await, 0, "every connection left the shared socket");
     let Server::Shared(socket) = server else { unreachable!() };
     let stats = socket.stats();
-    let (out, calls) = (stats.datagrams_out.load(Relaxed), stats.send_calls.load(Relaxed));
-    eprintln!("shared socket: {out} datagrams out in {calls} sendmmsg calls, {} in", stats.datagrams_in.load(Relaxed));
+    let (out, calls) = (stats.datagrams_out, stats.send_calls);
+    eprintln!("shared socket: {out} datagrams out in {calls} sendmmsg calls, {} in", stats.datagrams_in);
     assert!(out >= 4 * u64::from(PACKETS), "all media left through the one socket");
 }
 
@@ -772,7 +771,6 @@ async fn junk_on_the_shared_port_is_refused_and_the_peer_on_it_goes_on() {
     let _ = tracing_subscriber::fmt().with_env_filter("warn").with_test_writer().try_init();
     let server = Server::shared().await;
     let Server::Shared(socket) = &server else { unreachable!() };
-    let stats = socket.stats();
     let config = PeerConfig::local(LOOPBACK);
     let mut sub = connect_subscriber(0, &config, &server).await;
     let base = Instant::now();
@@ -784,8 +782,8 @@ async fn junk_on_the_shared_port_is_refused_and_the_peer_on_it_goes_on() {
     let intruder = tokio::net::UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
     let target = socket.local_addr();
     // From an address nobody claimed: dropped before any connection sees it.
-    let unclaimed_before = stats.unclaimed.load(Relaxed);
-    let in_before = stats.datagrams_in.load(Relaxed);
+    let before = socket.stats();
+    let (unclaimed_before, in_before) = (before.unclaimed, before.datagrams_in);
     for i in 0..300 {
         intruder.send_to(&junk(i), target).await.unwrap();
     }
@@ -801,11 +799,12 @@ async fn junk_on_the_shared_port_is_refused_and_the_peer_on_it_goes_on() {
         }
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let unclaimed = stats.unclaimed.load(Relaxed) - unclaimed_before;
-    let into_connection = stats.datagrams_in.load(Relaxed) - in_before - unclaimed;
+    let stats = socket.stats();
+    let unclaimed = stats.unclaimed - unclaimed_before;
+    let into_connection = stats.datagrams_in - in_before - unclaimed;
     assert!((290..=300).contains(&unclaimed), "junk from a stranger is unclaimed ({unclaimed} of 300)");
     assert!(into_connection >= 5000, "junk from the claimed address reached the connection ({into_connection})");
-    assert_eq!(stats.peers.load(Relaxed), 1, "the peer is still registered");
+    assert_eq!(stats.peers, 1, "the peer is still registered");
 
     // The peer carries on: media reaches its client, renegotiation still works.
     for i in 0..50u32 {

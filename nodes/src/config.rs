@@ -145,6 +145,10 @@ pub struct MediaSection {
     /// The one UDP port every media peer of the node shares (0: one the system picks). Not
     /// the default yet (see README): without it, a port per peer.
     pub port: Option<u16>,
+    /// Threads driving the shared port (default: one per core).
+    pub threads: Option<usize>,
+    /// Meeting size from which its connections are spread over those threads (default 24).
+    pub spread_at: Option<usize>,
     /// Instead of one shared port: an inclusive UDP port range, one port per media peer.
     pub port_min: Option<u16>,
     pub port_max: Option<u16>,
@@ -239,7 +243,7 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared port), `PARLEY_MEDIA_PORTS`
+/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared port), `PARLEY_MEDIA_THREADS`, `PARLEY_MEDIA_SPREAD_AT`, `PARLEY_MEDIA_PORTS`
 /// (`40000-40999`), `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS`
 /// over it.
 fn resolve_media(
@@ -301,6 +305,32 @@ fn resolve_media(
         // stopped flowing on the shared port (see README); a port per peer until that is fixed.
         (None, None) => None,
     };
+    let socket_threads = match env.var("PARLEY_MEDIA_THREADS") {
+        Some(raw) => Some(
+            raw.trim()
+                .parse::<usize>()
+                .map_err(|_| ConfigError::BadMedia(format!("PARLEY_MEDIA_THREADS = `{raw}` is not a number")))?,
+        ),
+        None => m.threads,
+    };
+    if let Some(n) = socket_threads
+        && !(1..=parley_media::placement::MAX_THREADS).contains(&n)
+    {
+        return Err(ConfigError::BadMedia(format!(
+            "media threads = {n}: want 1 to {}",
+            parley_media::placement::MAX_THREADS
+        )));
+    }
+    let spread_at =
+        match env.var("PARLEY_MEDIA_SPREAD_AT") {
+            Some(raw) => Some(raw.trim().parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                ConfigError::BadMedia(format!("PARLEY_MEDIA_SPREAD_AT = `{raw}`: want a size from 1"))
+            })?),
+            None => match m.spread_at {
+                Some(0) => return Err(ConfigError::BadMedia("spread_at = 0: want a size from 1".to_owned())),
+                n => n,
+            },
+        };
     let ice_servers = match env.var("PARLEY_ICE_SERVERS") {
         Some(raw) => raw
             .split(',')
@@ -324,6 +354,8 @@ fn resolve_media(
         bind_ip,
         port_range,
         shared_port,
+        socket_threads,
+        spread_at,
         shared_socket: None,
         public_ip,
         ice_servers,
@@ -602,6 +634,20 @@ mod tests {
         assert_eq!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().media.shared_port, Some(10080));
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "x")]);
         assert!(matches!(Settings::resolve(&file(), Some("node-a"), &env), Err(ConfigError::BadMedia(_))));
+        assert_eq!(s.media.socket_threads, None, "one driver thread per core by default");
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_THREADS", "3")]);
+        assert_eq!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().media.socket_threads, Some(3));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_SPREAD_AT", "2")]);
+        assert_eq!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().media.spread_at, Some(2));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_SPREAD_AT", "0")]);
+        assert!(matches!(Settings::resolve(&file(), Some("node-a"), &env), Err(ConfigError::BadMedia(_))));
+        for bad in ["0", "65", "two"] {
+            let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_THREADS", bad)]);
+            let refused = Settings::resolve(&file(), Some("node-a"), &env);
+            assert!(
+                matches!(&refused, Err(ConfigError::BadMedia(m)) if m.contains("THREADS") || m.contains("threads"))
+            );
+        }
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "10080"), ("PARLEY_MEDIA_PORTS", "1-2")]);
         let both = Settings::resolve(&file(), Some("node-a"), &env);
         assert!(

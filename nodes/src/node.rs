@@ -106,13 +106,22 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     let mut settings = settings;
     let media = &mut settings.media;
     if let Some(port) = media.shared_port {
-        let socket = parley_media::socket::MediaSocket::bind(media.bind_ip, port, media.public_ip)
+        let mut options = parley_media::socket::SocketOptions::new(media.bind_ip, port, media.public_ip);
+        if let Some(threads) = media.socket_threads {
+            options.threads = threads;
+        }
+        if let Some(spread_at) = media.spread_at {
+            options.spread_at = spread_at;
+        }
+        let socket = parley_media::socket::MediaSocket::bind_with(options)
             .await
             .with_context(|| format!("cannot bind the media port {}:{port}", media.bind_ip))?;
         media.shared_socket = Some(socket);
     }
     let ports = match (&media.shared_socket, media.port_range) {
-        (Some(socket), _) => format!("{} (one UDP port for every peer)", socket.local_addr().port()),
+        (Some(socket), _) => {
+            format!("{} (one UDP port for every peer, {} driver threads)", socket.local_addr().port(), socket.threads())
+        }
         (None, Some((a, b))) => format!("{a}-{b} (one per peer)"),
         (None, None) => "ephemeral (one per peer)".to_owned(),
     };

@@ -135,6 +135,48 @@ async fn a_wide_fan_out_on_the_shared_port_reaches_every_subscriber_whole() {
     assert!(delta("datagrams_out") > 2 * delta("send_calls"), "{before}\n{after}");
 }
 
+/// A meeting large enough to be spread over the shared port's driver threads (the threshold
+/// lowered to 2 here): each thread encrypts its own subscribers' copies, the publisher's driver
+/// hands the other thread one batch per packet, and nothing is lost or duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meeting_spread_over_the_driver_threads_reaches_every_subscriber_whole() {
+    let options = NodeOptions::new(Backend::Sqlite)
+        .env("PARLEY_MEDIA_PORT", "0")
+        .env("PARLEY_MEDIA_THREADS", "2")
+        .env("PARLEY_MEDIA_SPREAD_AT", "2");
+    let (node, api) = media_node_with(options).await;
+    const SUBSCRIBERS: usize = 8;
+    let (meeting, users) = meeting_with(&api, SUBSCRIBERS + 1).await;
+    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let mut subs = Vec::new();
+    for u in &users[1..] {
+        subs.push(connected(&api, meeting, *u, false, Publish::NOTHING).await);
+    }
+    let media = host.publish(Rates::default());
+    let want = [stream(users[0], "camera"), stream(users[0], "microphone")];
+    for s in &subs {
+        assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
+    }
+    let before = media_transport(&node).await;
+    assert_eq!(before["threads"], 2, "{before}");
+    let per_thread: Vec<u64> =
+        before["peers_per_thread"].as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    assert_eq!(per_thread.iter().sum::<u64>(), SUBSCRIBERS as u64 + 1, "{before}");
+    assert!(per_thread.iter().all(|n| *n >= 4), "the meeting is spread evenly: {before}");
+    let (video, audio) = every_packet_once(&media, users[0], &subs).await;
+    let after = media_transport(&node).await;
+    let delta = |k: &str| after[k].as_u64().unwrap_or(0) - before[k].as_u64().unwrap_or(0);
+    let copies = (video + audio) * SUBSCRIBERS as u64;
+    let (inline, across) = (delta("forwarded_inline"), delta("forwarded_across"));
+    assert!(inline + across >= copies, "{inline} inline + {across} across of {copies} copies: {after}");
+    assert!(across >= copies / 3 && inline >= copies / 3, "both threads forwarded: {before}\n{after}");
+    assert_eq!(delta("dropped_across"), 0, "{after}");
+    let timed = |v: &Value| {
+        v["forward_latency"]["counts"].as_array().map_or(0, |c| c.iter().filter_map(Value::as_u64).sum::<u64>())
+    };
+    assert!(timed(&after) - timed(&before) >= copies, "every copy timed, whichever thread sent it: {after}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_port_range_each_peer_gets_its_own_port_and_media_flows_the_same() {
     let from = 42_000 + (std::process::id() % 400) as u16 * 50;

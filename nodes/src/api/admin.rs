@@ -130,7 +130,6 @@ pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json
 /// How this node's media peers reach the network: one shared UDP port (with the socket
 /// driver's counters) or a port per peer.
 fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
-    use std::sync::atomic::Ordering::Relaxed;
     match &media.shared_socket {
         Some(socket) => {
             let st = socket.stats();
@@ -138,13 +137,19 @@ fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
                 "mode": "shared_port",
                 "port": socket.local_addr().port(),
                 "advertised": socket.advertised_addr().to_string(),
-                "peers": st.peers.load(Relaxed),
-                "datagrams_in": st.datagrams_in.load(Relaxed),
-                "datagrams_out": st.datagrams_out.load(Relaxed),
-                "send_calls": st.send_calls.load(Relaxed),
-                "unclaimed": st.unclaimed.load(Relaxed),
-                "refused": st.refused.load(Relaxed),
-                "forwarded_inline": st.forwarded_inline.load(Relaxed),
+                "threads": socket.threads(),
+                "peers": st.peers,
+                "peers_per_thread": st.peers_per_thread,
+                "addresses": st.addresses,
+                "datagrams_in": st.datagrams_in,
+                "datagrams_out": st.datagrams_out,
+                "send_calls": st.send_calls,
+                "unclaimed": st.unclaimed,
+                "refused": st.refused,
+                "handed_over": st.handed_over,
+                "forwarded_inline": st.forwarded_inline,
+                "forwarded_across": st.forwarded_across,
+                "dropped_across": st.dropped_across,
                 // Cumulative counts by bucket (upper bounds in µs): subtract two readings for
                 // the packets in between.
                 "forward_latency": {
@@ -152,7 +157,7 @@ fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
                         .map(parley_media::latency::bucket_upper_us)
                         .map(|us| (us * 10.0).round() / 10.0)
                         .collect::<Vec<f64>>(),
-                    "counts": st.forward_latency.snapshot().counts,
+                    "counts": st.forward_latency.counts,
                 },
             })
         }
