@@ -43,6 +43,48 @@ pub fn kind(datagram: &[u8]) -> DatagramKind {
 /// The local (our) ufrag named by a STUN message's USERNAME attribute (`<local>:<remote>`), if
 /// `datagram` is a well-formed STUN message that has one. Anything malformed is `None`.
 pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    let value = stun_attribute(datagram, ATTR_USERNAME)?;
+    if value.len() > MAX_USERNAME {
+        return None;
+    }
+    let username = std::str::from_utf8(value).ok()?;
+    let local = username.split(':').next()?;
+    (!local.is_empty()).then_some(local)
+}
+
+/// A STUN transaction id.
+pub type TransactionId = [u8; 12];
+
+/// Binding request (RFC 5389 §6: method 0x001, class request).
+const BINDING_REQUEST: u16 = 0x0001;
+/// Binding success response.
+const BINDING_SUCCESS: u16 = 0x0101;
+/// USE-CANDIDATE (RFC 8445 §7.1.2): the controlling agent nominates this pair.
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
+
+/// The transaction id of a binding request that nominates its candidate pair (it carries
+/// USE-CANDIDATE): the client has chosen, or switched to, the address it came from.
+pub fn stun_nomination(datagram: &[u8]) -> Option<TransactionId> {
+    let (kind, id) = stun_header(datagram)?;
+    (kind == BINDING_REQUEST && stun_attribute(datagram, ATTR_USE_CANDIDATE).is_some()).then_some(id)
+}
+
+/// The transaction id of a binding success response (what an ICE agent answers a check whose
+/// credentials it verified).
+pub fn stun_success(datagram: &[u8]) -> Option<TransactionId> {
+    let (kind, id) = stun_header(datagram)?;
+    (kind == BINDING_SUCCESS).then_some(id)
+}
+
+/// Message type and transaction id of a well-formed STUN header.
+fn stun_header(datagram: &[u8]) -> Option<(u16, TransactionId)> {
+    stun_body(datagram)?;
+    let kind = u16::from_be_bytes([datagram[0], datagram[1]]);
+    Some((kind, datagram[8..HEADER_LEN].try_into().ok()?))
+}
+
+/// The attributes of a well-formed STUN message.
+fn stun_body(datagram: &[u8]) -> Option<&[u8]> {
     if kind(datagram) != DatagramKind::Stun || datagram.len() < HEADER_LEN || datagram[4..8] != MAGIC_COOKIE {
         return None;
     }
@@ -50,24 +92,74 @@ pub fn stun_local_ufrag(datagram: &[u8]) -> Option<&str> {
     if body_len % 4 != 0 || HEADER_LEN + body_len > datagram.len() {
         return None;
     }
-    let mut attrs = &datagram[HEADER_LEN..HEADER_LEN + body_len];
+    Some(&datagram[HEADER_LEN..HEADER_LEN + body_len])
+}
+
+/// The value of the first attribute of type `wanted`; `None` if absent or malformed.
+fn stun_attribute(datagram: &[u8], wanted: u16) -> Option<&[u8]> {
+    let mut attrs = stun_body(datagram)?;
     while attrs.len() >= 4 {
         let kind = u16::from_be_bytes([attrs[0], attrs[1]]);
         let len = usize::from(u16::from_be_bytes([attrs[2], attrs[3]]));
         let value = attrs.get(4..4 + len)?;
-        if kind == ATTR_USERNAME {
-            if len > MAX_USERNAME {
-                return None;
-            }
-            let username = std::str::from_utf8(value).ok()?;
-            let local = username.split(':').next()?;
-            return (!local.is_empty()).then_some(local);
+        if kind == wanted {
+            return Some(value);
         }
         // Attributes are padded to a multiple of 4 bytes.
         let padded = 4 + len.div_ceil(4) * 4;
         attrs = attrs.get(padded..)?;
     }
     None
+}
+
+/// Which address a connection's media goes to: the pair its client nominated last.
+///
+/// A controlled ICE agent (the `rtc` stack's) keeps the first pair the client nominated and
+/// ignores later nominations, but a browser nominates again when it switches pairs (Chromium
+/// prefers a cheaper network once both work) and from then on sends from the new pair. This
+/// follows the client: a nominating check is remembered, and once the stack answers it with a
+/// success response (so its credentials were good), its address is where DTLS and SRTP go. STUN
+/// keeps the stack's own addressing: checks and their answers belong to their pairs.
+#[derive(Debug, Default)]
+pub struct Nominations {
+    /// Nominating checks received and not yet answered: (from, transaction id).
+    pending: Vec<(std::net::SocketAddr, TransactionId)>,
+    current: Option<std::net::SocketAddr>,
+}
+
+/// Nominating checks remembered until answered (a client sends a few at most).
+const MAX_PENDING_NOMINATIONS: usize = 8;
+
+impl Nominations {
+    /// A datagram received from `from`.
+    pub fn received(&mut self, from: std::net::SocketAddr, datagram: &[u8]) {
+        if let Some(id) = stun_nomination(datagram) {
+            if self.pending.len() == MAX_PENDING_NOMINATIONS {
+                self.pending.remove(0);
+            }
+            self.pending.push((from, id));
+        }
+    }
+
+    /// A datagram about to be sent to `to`: returns where it goes instead.
+    pub fn route(&mut self, datagram: &[u8], to: std::net::SocketAddr) -> std::net::SocketAddr {
+        if let Some(answered) = stun_success(datagram) {
+            if let Some(at) = self.pending.iter().position(|(from, id)| *from == to && *id == answered) {
+                self.current = Some(to);
+                self.pending.remove(at);
+            }
+            return to;
+        }
+        match (kind(datagram), self.current) {
+            (DatagramKind::Stun, _) | (_, None) => to,
+            (_, Some(nominated)) => nominated,
+        }
+    }
+
+    /// The address media goes to, once the client has nominated a pair the stack answered.
+    pub fn current(&self) -> Option<std::net::SocketAddr> {
+        self.current
+    }
 }
 
 #[cfg(test)]
@@ -120,6 +212,84 @@ mod tests {
         let mut rtp = stun(&[(ATTR_USERNAME, b"a:b")]);
         rtp[0] = 0x80;
         assert_eq!(stun_local_ufrag(&rtp), None, "RTP is never STUN");
+    }
+
+    #[test]
+    fn a_nominating_check_and_a_success_response_give_their_transaction_ids() {
+        let nominating = stun(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[]), (0x0008, &[0; 20])]);
+        assert_eq!(stun_nomination(&nominating), Some([7; 12]));
+        assert_eq!(stun_nomination(&stun(&[(ATTR_USERNAME, b"a:b")])), None, "a check that nominates nothing");
+        assert_eq!(stun_success(&nominating), None, "a request is not a response");
+        let mut success = stun(&[(0x0020, &[0; 8])]);
+        success[0] = 0x01; // 0x0101
+        assert_eq!(stun_success(&success), Some([7; 12]));
+        assert_eq!(stun_nomination(&success), None);
+        let mut error = success.clone();
+        error[0] = 0x01;
+        error[1] = 0x11;
+        assert_eq!(stun_success(&error), None, "an error response");
+        let mut truncated = nominating.clone();
+        truncated.truncate(HEADER_LEN + 2);
+        assert_eq!(stun_nomination(&truncated), None);
+        assert_eq!(stun_success(&[0x80, 0x01, 0, 0]), None, "RTP");
+    }
+
+    fn addr(port: u16) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn with_id(mut msg: Vec<u8>, id: u8) -> Vec<u8> {
+        msg[8..HEADER_LEN].copy_from_slice(&[id; 12]);
+        msg
+    }
+
+    fn success(id: u8) -> Vec<u8> {
+        let mut msg = with_id(stun(&[(0x0020, &[0; 8])]), id);
+        msg[0] = 0x01;
+        msg
+    }
+
+    #[test]
+    fn media_follows_the_clients_latest_answered_nomination() {
+        let (first, second, stranger) = (addr(1000), addr(2000), addr(3000));
+        let (stack_pick, srtp, dtls, check) = (first, [0x80u8, 96, 0, 1], [22u8, 254, 253], stun(&[]));
+        let mut n = Nominations::default();
+        assert_eq!(n.route(&srtp, stack_pick), stack_pick, "nothing nominated yet: the stack's pick");
+
+        let nominate = |id| with_id(stun(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[])]), id);
+        n.received(first, &nominate(1));
+        assert_eq!(n.route(&srtp, stack_pick), stack_pick, "not answered yet");
+        assert_eq!(n.route(&success(1), first), first);
+        assert_eq!(n.current(), Some(first));
+
+        // The client switches pairs: media follows once the stack answers the new check.
+        n.received(second, &nominate(2));
+        assert_eq!(n.route(&srtp, stack_pick), first);
+        assert_eq!(n.route(&success(2), second), second);
+        assert_eq!(n.route(&srtp, stack_pick), second, "SRTP to the new pair");
+        assert_eq!(n.route(&dtls, stack_pick), second, "DTLS too");
+        assert_eq!(n.route(&check, first), first, "STUN keeps its own pair");
+
+        // An answer that matches no nominating check from that address changes nothing: not a
+        // check that only names the ufrag, not another address's transaction.
+        n.received(stranger, &with_id(stun(&[(ATTR_USERNAME, b"a:b")]), 3));
+        assert_eq!(n.route(&success(3), stranger), stranger);
+        n.received(stranger, &nominate(4));
+        assert_eq!(n.route(&success(4), first), first, "the answer went elsewhere");
+        assert_eq!(n.current(), Some(second));
+        // An unanswered nomination (bad credentials: the stack sends an error) never moves it.
+        assert_eq!(n.route(&srtp, stack_pick), second);
+    }
+
+    #[test]
+    fn pending_nominations_are_bounded() {
+        let mut n = Nominations::default();
+        for i in 0..100u8 {
+            n.received(addr(u16::from(i)), &with_id(stun(&[(ATTR_USE_CANDIDATE, &[])]), i));
+        }
+        assert_eq!(n.pending.len(), MAX_PENDING_NOMINATIONS);
+        assert_eq!(n.route(&success(99), addr(99)), addr(99));
+        assert_eq!(n.current(), Some(addr(99)));
     }
 
     #[test]

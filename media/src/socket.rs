@@ -211,6 +211,13 @@ impl MediaSocket {
         for _ in 1..threads {
             sockets.push(reuseport_socket(local_addr).map_err(bind_error)?);
         }
+        if threads > 1
+            && let Err(e) = steer_to_first(&sockets[0])
+        {
+            // The kernel then spreads remote addresses over the sockets: it still works, but a
+            // peer that sends from two addresses may have its datagrams taken in another order.
+            tracing::warn!(error = %e, "media socket: cannot steer every datagram to the first driver");
+        }
         let advertised = SocketAddr::new(public_ip.unwrap_or(ip), local_addr.port());
         let key = NEXT_SOCKET_KEY.fetch_add(1, Ordering::Relaxed);
         let directory = Arc::new(Directory::default());
@@ -379,6 +386,37 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     Ok(sock.into())
 }
 
+/// Every datagram to the port goes to the group's first socket (a classic BPF program that
+/// answers "index 0"): one driver reads them all, in the order they came, and hands each to the
+/// driver owning its connection; the other sockets only send. Reading on several sockets would
+/// let the kernel spread a peer's addresses over drivers, and a browser that sends from two
+/// addresses at once (a second candidate pair, renomination) could have its ICE checks taken
+/// out of order and end up on a pair it no longer listens on.
+#[cfg(target_os = "linux")]
+fn steer_to_first(socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic; not exported by `libc` for every target).
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let mut program = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    let fprog = libc::sock_fprog { len: program.len() as libc::c_ushort, filter: program.as_mut_ptr() };
+    // SAFETY: `fprog` points at `program`, both alive for the call; the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_REUSEPORT_CBPF,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn steer_to_first(_socket: &std::net::UdpSocket) -> std::io::Result<()> {
+    Err(std::io::Error::other("one driver thread only where the kernel cannot steer"))
+}
+
 /// Runs `driver` on a thread of its own, with a single-threaded runtime: drivers are busy
 /// enough to want a core each, and a thread of their own keeps the runtime from running two on
 /// one worker. Returns once it runs.
@@ -509,6 +547,8 @@ pub(crate) struct PeerSlot {
     /// For each packet another connection's sink wrote into it since its last flush: when the
     /// datagram that carried it in was read.
     forwarded_from: Vec<Instant>,
+    /// Where its DTLS and SRTP go: the pair its client nominated last.
+    nominations: demux::Nominations,
 }
 
 impl PeerSlot {
@@ -752,6 +792,7 @@ impl Driver {
                         dirty: false,
                         received_at: None,
                         forwarded_from: Vec::new(),
+                        nominations: demux::Nominations::default(),
                     },
                 );
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
@@ -925,9 +966,12 @@ impl Driver {
         if claimed && !slot.addrs.contains(&from) {
             slot.addrs.push(from);
         }
+        slot.nominations.received(from, &data);
         slot.received_at.get_or_insert(read_at);
         let message = TaggedBytesMut {
-            now: read_at,
+            // The stack's clock must not run backwards: a datagram handed over from another
+            // driver was read before ones this driver has already given the connection.
+            now: Instant::now(),
             transport: TransportContext {
                 local_addr: self.local_addr,
                 peer_addr: from,
@@ -1015,7 +1059,7 @@ impl Driver {
                 let deadline = loop {
                     slot.drain_events(&mut outbox);
                     while let Some(w) = slot.pc.poll_write() {
-                        let to = w.transport.peer_addr;
+                        let to = slot.nominations.route(&w.message, w.transport.peer_addr);
                         // A new destination (a connectivity check of ours): what comes back
                         // from there is this connection's. A STUN response names no username,
                         // so without this the answer to our own check would be dropped until
@@ -1149,11 +1193,13 @@ mod tests {
         let (doomed, mut doomed_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
         let (survivor, _survivor_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
         let survivor_id = survivor.socket_id().unwrap();
-        socket.call(survivor_id, |_, _| Ok(())).await.unwrap(); // both registrations are through
+        let id = doomed.socket_id().unwrap();
+        // Both registrations are through (each driver takes its commands in order).
+        socket.call(survivor_id, |_, _| Ok(())).await.unwrap();
+        socket.call(id, |_, _| Ok(())).await.unwrap();
         assert_eq!(socket.stats().peers, 2);
 
         // Standing in for a bug in the WebRTC stack reached by some input.
-        let id = doomed.socket_id().unwrap();
         let answer = socket.call(id, |_, _| -> Result<()> { panic!("stack bug") }).await;
         assert!(matches!(answer, Err(MediaError::Closed)), "the caller hears the peer is gone: {answer:?}");
         let event = tokio::time::timeout(Duration::from_secs(5), doomed_channels.events.recv()).await.unwrap();
@@ -1185,7 +1231,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn datagrams_the_kernel_gives_another_thread_reach_their_connection() {
+    async fn the_first_driver_reads_every_datagram_and_hands_each_to_its_connections_driver() {
         let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
         let mut options = SocketOptions::new(loopback, 0, None);
         options.threads = 2;
@@ -1205,9 +1251,8 @@ mod tests {
         };
         let (a_ufrag, b_ufrag) = (ufrag_of(a_id), ufrag_of(b_id));
 
-        // The kernel picks a thread's socket by the sender's address: from 32 addresses, each
-        // thread reads some checks for the other's connection (all 32 landing on one side:
-        // one chance in 2^31).
+        // From 32 addresses, checks naming one connection or the other: all read by the first
+        // driver (the port's steering), the other connection's handed over.
         let mut remotes = Vec::new();
         for i in 0..32 {
             let remote = tokio::net::UdpSocket::bind((loopback, 0)).await.unwrap();
@@ -1239,7 +1284,7 @@ mod tests {
         }
         let stats = socket.stats();
         assert_eq!(stats.datagrams_in, 32);
-        assert!(stats.handed_over > 0 && stats.handed_over < 32, "{stats:?}");
+        assert_eq!(stats.handed_over, 16, "{stats:?}");
         assert_eq!(stats.unclaimed, 0, "{stats:?}");
 
         // Closing forgets every address and ufrag, whichever thread learned them.

@@ -142,8 +142,8 @@ pub struct MediaSection {
     pub bind_ip: Option<String>,
     /// Public address behind a 1:1 NAT (a cloud VM), advertised in ICE candidates instead.
     pub public_ip: Option<String>,
-    /// The one UDP port every media peer of the node shares (0: one the system picks). Not
-    /// the default yet (see README): without it, a port per peer.
+    /// The one UDP port every media peer of the node shares (0, the default: one the system
+    /// picks).
     pub port: Option<u16>,
     /// Threads driving the shared port (default: one per core).
     pub threads: Option<usize>,
@@ -301,9 +301,8 @@ fn resolve_media(
         }
         (Some(p), None) => Some(p),
         (None, Some(_)) => None,
-        // Not the default yet: with two headless Chromium pages under a loaded machine, video
-        // stopped flowing on the shared port (see README); a port per peer until that is fixed.
-        (None, None) => None,
+        // The default: every peer on one port the system picks (set `port` for a firewall).
+        (None, None) => Some(0),
     };
     let socket_threads = match env.var("PARLEY_MEDIA_THREADS") {
         Some(raw) => Some(
@@ -629,7 +628,7 @@ mod tests {
         let s = Settings::resolve(&file(), Some("node-a"), &env).unwrap();
         assert_eq!(s.media.bind_ip.to_string(), "127.0.0.1", "the node's host by default");
         assert_eq!(s.media.port_range, None);
-        assert_eq!(s.media.shared_port, None, "a port per peer by default");
+        assert_eq!(s.media.shared_port, Some(0), "one shared port by default, the system's pick");
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "10080")]);
         assert_eq!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().media.shared_port, Some(10080));
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "x")]);

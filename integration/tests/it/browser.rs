@@ -323,6 +323,13 @@ async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page]
     let stderr = chromium.stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
     out += &format!("--- chromium stderr (last lines) ---\n{}\n", tail(&stderr, 40));
     out += &format!("--- node log (last lines) ---\n{}", tail(&node.log(), 80));
+    // The whole node log beside the screenshots, for what the last lines do not show.
+    let dir = target_dir().join("test-artifacts");
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    let path = dir.join(format!("browser-failure-node-{stamp}.log"));
+    if std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&path, node.log())).is_ok() {
+        out += &format!("\n(the whole node log: {})", path.display());
+    }
     out
 }
 
