@@ -115,17 +115,7 @@ async fn on_one_shared_media_port_every_subscriber_gets_every_packet_the_same() 
 async fn a_wide_fan_out_on_the_shared_port_reaches_every_subscriber_whole() {
     let (node, api) = media_node_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_MEDIA_PORT", "0")).await;
     const SUBSCRIBERS: usize = 12;
-    let (meeting, users) = meeting_with(&api, SUBSCRIBERS + 1).await;
-    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
-    let mut subs = Vec::new();
-    for u in &users[1..] {
-        subs.push(connected(&api, meeting, *u, false, Publish::NOTHING).await);
-    }
-    let media = host.publish(Rates::default());
-    let want = [stream(users[0], "camera"), stream(users[0], "microphone")];
-    for s in &subs {
-        assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
-    }
+    let (users, _host, subs, media) = one_to(&node, &api, SUBSCRIBERS).await;
     let before = media_transport(&node).await;
     let (video, audio) = every_packet_once(&media, users[0], &subs).await;
     let after = media_transport(&node).await;
@@ -147,17 +137,7 @@ async fn a_meeting_spread_over_the_driver_threads_reaches_every_subscriber_whole
         .env("PARLEY_MEDIA_SPREAD_AT", "2");
     let (node, api) = media_node_with(options).await;
     const SUBSCRIBERS: usize = 8;
-    let (meeting, users) = meeting_with(&api, SUBSCRIBERS + 1).await;
-    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
-    let mut subs = Vec::new();
-    for u in &users[1..] {
-        subs.push(connected(&api, meeting, *u, false, Publish::NOTHING).await);
-    }
-    let media = host.publish(Rates::default());
-    let want = [stream(users[0], "camera"), stream(users[0], "microphone")];
-    for s in &subs {
-        assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
-    }
+    let (users, _host, subs, media) = one_to(&node, &api, SUBSCRIBERS).await;
     let before = media_transport(&node).await;
     assert_eq!(before["threads"], 2, "{before}");
     let per_thread: Vec<u64> =
@@ -187,6 +167,27 @@ async fn with_a_port_range_each_peer_gets_its_own_port_and_media_flows_the_same(
     assert_eq!(transport["mode"], "port_per_peer", "{transport}");
     assert_eq!(transport["port_range"], range.as_str());
     one_publisher_reaches_everyone(&node, &api).await;
+}
+
+/// A meeting of one publisher (camera and microphone) and `subscribers` who publish nothing,
+/// once every subscriber receives both streams: (users, publisher, subscribers, its media).
+async fn one_to(
+    node: &TestNode,
+    api: &Api,
+    subscribers: usize,
+) -> (Vec<Uuid>, Participant, Vec<Participant>, Publisher) {
+    let (meeting, users) = meeting_with(api, subscribers + 1).await;
+    let host = connected(api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let mut subs = Vec::new();
+    for u in &users[1..] {
+        subs.push(connected(api, meeting, *u, false, Publish::NOTHING).await);
+    }
+    let media = host.publish(Rates::default());
+    let want = [stream(users[0], "camera"), stream(users[0], "microphone")];
+    for s in &subs {
+        assert!(s.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await, "{}", node.log());
+    }
+    (users, host, subs, media)
 }
 
 /// Measures `media` (published by `publisher`) for 2 s, stops it, and checks that each of
