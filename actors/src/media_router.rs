@@ -785,6 +785,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     let mut routes_remove: Vec<Arc<str>> = Vec::new();
     for key in remove {
         if let Some((track, _)) = m.out.remove(&key) {
+            tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track removed");
             m.egress.unbind(&key);
             if let Err(e) = m.peer.remove_track(&track).await {
                 tracing::debug!(%user, error = %e, "remove_track");
@@ -814,6 +815,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                 };
                 match m.peer.add_track(spec).await {
                     Ok(track) => {
+                        tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track added");
                         let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
                         m.egress.bind(key.clone(), track.clone(), *tile, layers.clone(), rates.clone(), wants.clone());
                         m.out.insert(key.clone(), (track, *tile));
