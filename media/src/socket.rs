@@ -549,6 +549,8 @@ pub(crate) struct PeerSlot {
     forwarded_from: Vec<Instant>,
     /// Where its DTLS and SRTP go: the pair its client nominated last.
     nominations: demux::Nominations,
+    /// RTP writes the stack refused (a sender gone, not yet started, …).
+    refused_writes: u64,
 }
 
 impl PeerSlot {
@@ -793,6 +795,7 @@ impl Driver {
                         received_at: None,
                         forwarded_from: Vec::new(),
                         nominations: demux::Nominations::default(),
+                        refused_writes: 0,
                     },
                 );
                 self.stats.peers.fetch_add(1, Ordering::Relaxed);
@@ -844,9 +847,17 @@ impl Driver {
     /// Sends one RTP packet on connection `id`'s sender (the datagram goes at the next flush).
     fn write_rtp(&mut self, id: PeerId, sender: RTCRtpSenderId, packet: rtp::Packet, now: Instant) {
         self.with_slot(id, |slot| {
-            let Some(mut rtp_sender) = slot.pc.rtp_sender(sender) else { return };
-            if let Err(e) = rtp_sender.write_rtp(now, packet) {
-                tracing::trace!(error = %e, "rtp write refused");
+            let refused = match slot.pc.rtp_sender(sender) {
+                None => "no such sender".to_owned(),
+                Some(mut rtp_sender) => match rtp_sender.write_rtp(now, packet) {
+                    Ok(()) => return,
+                    Err(e) => e.to_string(),
+                },
+            };
+            // Logged on the 1st, 2nd, 4th, 8th… refusal of a connection: seen, never a flood.
+            slot.refused_writes += 1;
+            if slot.refused_writes.is_power_of_two() {
+                tracing::debug!(peer = id, ?sender, refused = slot.refused_writes, reason = %refused, "rtp write refused");
             }
         });
         self.touch(id);

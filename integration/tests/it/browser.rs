@@ -227,7 +227,7 @@ impl Call {
         let node = TestNode::start_with(
             NodeOptions::new(Backend::Postgres)
                 .with_redis()
-                .env("PARLEY_LOG", "info,parley_actors::media_router=debug"),
+                .env("PARLEY_LOG", "info,parley_actors::media_router=debug,parley_media::socket=debug"),
         )
         .await;
         let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
