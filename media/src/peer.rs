@@ -21,8 +21,9 @@
 //! Forwarding without a hop: [`Peer::route_rtp_to`] hands every published packet to an
 //! [`RtpSink`] on the receive path itself (the shared socket's driver, or the track's reader
 //! task), and what the sink writes ([`Outbox`]) goes out from there: on the shared socket,
-//! straight into the subscribers' connections in the same driver turn. Without a sink, packets
-//! go to the [`PeerChannels::rtp`] queue.
+//! straight into the subscribers' connections in the same driver turn (those another driver
+//! thread owns get one batch per packet). Without a sink, packets go to the
+//! [`PeerChannels::rtp`] queue.
 //!
 //! Back-pressure: inbound RTP goes into a bounded queue with `try_send`; when the router falls
 //! behind, packets are dropped and counted ([`Peer::dropped_rtp`]) rather than stalling the
@@ -360,8 +361,8 @@ pub trait RtpSink: Send + Sync + 'static {
 }
 
 /// Packets an [`RtpSink`] forwards, sent after it returns: on the node's shared socket, straight
-/// into the subscribers' connections in the same driver turn (no queue, no task switch); to a
-/// connection with its own socket, into its driver's queue without waiting (a full queue drops
+/// into the subscribers' connections in the same driver turn (no queue, no task switch; those
+/// of another driver thread as one batch per packet); to a connection with its own socket, into its driver's queue without waiting (a full queue drops
 /// the packet, counted by [`OutTrack::dropped`]).
 #[derive(Default)]
 pub struct Outbox {
