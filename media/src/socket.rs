@@ -680,6 +680,8 @@ struct Driver {
     forwarded_from: Vec<Instant>,
     /// Per driver: what the connection being flushed forwards into that driver's connections.
     across: Vec<Vec<(OutTrack, rtp::Packet)>>,
+    /// What it forwards into this driver's connections (kept to reuse its allocation).
+    mine: Vec<(PeerId, RTCRtpSenderId, rtp::Packet)>,
 }
 
 impl Driver {
@@ -698,6 +700,7 @@ impl Driver {
             stats,
             directory,
             across: vec![Vec::new(); links.len()],
+            mine: Vec::new(),
             links,
             slots: HashMap::new(),
             timers: BinaryHeap::new(),
@@ -817,12 +820,7 @@ impl Driver {
             Command::Forwarded { writes, received } => {
                 for (track, packet) in writes {
                     let Some((_, id, sender)) = track.socket_target() else { continue };
-                    self.write_rtp(id, sender, packet, now);
-                    if let Some(at) = received
-                        && let Some(slot) = self.slots.get_mut(&id)
-                    {
-                        slot.forwarded_from.push(at);
-                    }
+                    self.write_forwarded(id, sender, packet, now, received);
                 }
             }
             Command::Close { id } => {
@@ -869,7 +867,7 @@ impl Driver {
     /// without waiting. `received`: when that connection's datagrams were read.
     fn write_outbox(&mut self, now: Instant, received: Option<Instant>) {
         let mut outbox = std::mem::take(&mut self.outbox);
-        let mut mine = Vec::with_capacity(outbox.len());
+        let mut mine = std::mem::take(&mut self.mine);
         for (track, packet) in outbox.drain() {
             match track.socket_target() {
                 Some((key, id, sender)) if key == self.key && thread_of(id) == self.thread => {
@@ -901,13 +899,27 @@ impl Driver {
             };
         }
         self.stats.forwarded_inline.fetch_add(mine.len() as u64, Ordering::Relaxed);
-        for (id, sender, packet) in mine {
-            self.write_rtp(id, sender, packet, now);
-            if let Some(at) = received
-                && let Some(slot) = self.slots.get_mut(&id)
-            {
-                slot.forwarded_from.push(at);
-            }
+        for (id, sender, packet) in mine.drain(..) {
+            self.write_forwarded(id, sender, packet, now, received);
+        }
+        self.mine = mine;
+    }
+
+    /// Writes a forwarded packet into connection `id`, to be timed from `received` (when the
+    /// datagram that carried it in was read) once it is sent.
+    fn write_forwarded(
+        &mut self,
+        id: PeerId,
+        sender: RTCRtpSenderId,
+        packet: rtp::Packet,
+        now: Instant,
+        received: Option<Instant>,
+    ) {
+        self.write_rtp(id, sender, packet, now);
+        if let Some(at) = received
+            && let Some(slot) = self.slots.get_mut(&id)
+        {
+            slot.forwarded_from.push(at);
         }
     }
 
