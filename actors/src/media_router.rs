@@ -491,7 +491,7 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
     }));
     state.generations += 1;
     let generation = state.generations;
-    let egress = Arc::new(Egress { bindings: Mutex::new(HashMap::new()), estimate: peer.downlink_estimate() });
+    let egress = Arc::new(Egress { user, bindings: Mutex::new(HashMap::new()), estimate: peer.downlink_estimate() });
     let tasks = vec![tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle()];
     Ok(Member {
         peer,
@@ -968,11 +968,14 @@ struct Binding {
     /// What we send on this track (for streams that cannot adapt: their share of the budget).
     sent: BitrateMeter,
     last_keyframe_ask: Option<Instant>,
+    /// Packets the track took, and refused (not negotiated yet): logged at 1, 2, 4, 8…
+    sent_packets: u64,
+    unsent: u64,
 }
 
 impl Binding {
     /// Re-decides the layer of a simulcast binding within `budget_bps`.
-    fn select(&mut self, key: &str, budget_bps: u64, now: Instant) {
+    fn select(&mut self, key: &str, budget_bps: u64, subscriber: Uuid, now: Instant) {
         let Some(selector) = self.selector.as_mut() else { return };
         let before = selector.target();
         let mut infos: Vec<LayerInfo> = self
@@ -993,7 +996,7 @@ impl Binding {
         let after = selector.update(&infos, self.tile, budget_bps, now);
         if after != before {
             let budget_bps = (budget_bps != u64::MAX).then_some(budget_bps);
-            tracing::debug!(track = key, from = ?before, to = ?after, tile = self.tile, ?budget_bps, "simulcast layer");
+            tracing::debug!(track = key, %subscriber, from = ?before, to = ?after, tile = self.tile, ?budget_bps, "simulcast layer");
         }
         self.publish_wants();
     }
@@ -1019,7 +1022,7 @@ fn nominal_height(layer: Layer) -> u32 {
 
 /// Re-decides every simulcast layer of one subscriber: the downlink estimate, less what its
 /// other streams take, shared by tile area (`layers::split_budget`).
-fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now: Instant) {
+fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
     let estimate = match estimate.load(Ordering::Relaxed) {
         0 => None,
         bps => Some(bps),
@@ -1029,7 +1032,7 @@ fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now
         bindings.iter_mut().filter(|(_, b)| b.selector.is_some()).collect();
     let tiles: Vec<u32> = adaptive.iter().map(|(_, b)| b.tile).collect();
     for ((key, b), budget) in adaptive.iter_mut().zip(split_budget(estimate, fixed, &tiles)) {
-        b.select(key, budget, now);
+        b.select(key, budget, subscriber, now);
     }
 }
 
@@ -1037,6 +1040,8 @@ fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, now
 /// by whichever publisher's packet reaches it (that publisher's [`Ingest`], on its receive
 /// path) and changed by the actor; the lock is held for one packet or one change.
 struct Egress {
+    /// The subscriber (for the log).
+    user: Uuid,
     bindings: Mutex<HashMap<Arc<str>, Binding>>,
     /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
     estimate: Arc<AtomicU64>,
@@ -1068,17 +1073,19 @@ impl Egress {
             wants,
             sent: BitrateMeter::new(),
             last_keyframe_ask: None,
+            unsent: 0,
+            sent_packets: 0,
         };
         binding.publish_wants();
         let mut bindings = lock(&self.bindings);
         bindings.insert(key, binding);
-        reselect(&mut bindings, &self.estimate, Instant::now());
+        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
     }
 
     fn unbind(&self, key: &Arc<str>) {
         let mut bindings = lock(&self.bindings);
         bindings.remove(key);
-        reselect(&mut bindings, &self.estimate, Instant::now());
+        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
     }
 
     /// The tile or the publisher's layers of a bound video track changed.
@@ -1091,12 +1098,12 @@ impl Egress {
                 b.layers = layers;
             }
         }
-        reselect(&mut bindings, &self.estimate, Instant::now());
+        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
     }
 
     /// Re-decides every layer from the latest estimate and rates (on the router's tick).
     fn reselect(&self) {
-        reselect(&mut lock(&self.bindings), &self.estimate, Instant::now());
+        reselect(&mut lock(&self.bindings), &self.estimate, self.user, Instant::now());
     }
 
     /// One packet of a track it may receive: layer choice, rewrite, into `out`.
@@ -1116,7 +1123,10 @@ impl Egress {
                     return;
                 }
                 // The old layer is no longer needed.
-                PacketAction::Forward { switched: true } => b.publish_wants(),
+                PacketAction::Forward { switched: true } => {
+                    tracing::debug!(track = %fwd.key, subscriber = %self.user, ?layer, ssrc = fwd.ssrc, "simulcast layer switched at a keyframe");
+                    b.publish_wants();
+                }
                 PacketAction::Forward { switched: false } => {}
             }
         }
@@ -1131,11 +1141,17 @@ impl Egress {
         match out.write(&b.track, packet) {
             Ok(()) => {
                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                b.sent_packets += 1;
+                if b.sent_packets.is_power_of_two() {
+                    tracing::debug!(key = %fwd.key, subscriber = %self.user, sent = b.sent_packets, seq = rw.sequence_number, "packets forwarded");
+                }
             }
             Err(e) => {
                 // Not negotiated yet (the answer is on its way): the packet is lost.
-                if counters.dropped.fetch_add(1, Ordering::Relaxed).is_multiple_of(1000) {
-                    tracing::debug!(key = %fwd.key, error = %e, "packet not sent");
+                counters.dropped.fetch_add(1, Ordering::Relaxed);
+                b.unsent += 1;
+                if b.unsent.is_power_of_two() {
+                    tracing::debug!(key = %fwd.key, subscriber = %self.user, unsent = b.unsent, keyframe = fwd.keyframe, error = %e, "packet not sent");
                 }
             }
         }

@@ -13,7 +13,8 @@ const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 /// STUN header length: type, length, cookie, transaction id.
 const HEADER_LEN: usize = 20;
 /// The USERNAME attribute.
-const ATTR_USERNAME: u16 = 0x0006;
+/// STUN USERNAME attribute type.
+pub const ATTR_USERNAME: u16 = 0x0006;
 /// Longest USERNAME STUN allows (RFC 5389 §15.3: < 513 bytes).
 const MAX_USERNAME: usize = 512;
 
@@ -162,65 +163,71 @@ impl Nominations {
     }
 }
 
+/// A STUN binding request carrying `attrs` (type, value; padded as STUN pads) and no message
+/// integrity: enough to claim an address on the shared port, not to pass an ICE check. For
+/// probes and tests.
+pub fn binding_request(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (kind, value) in attrs {
+        body.extend_from_slice(&kind.to_be_bytes());
+        body.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        body.extend_from_slice(value);
+        while body.len() % 4 != 0 {
+            body.push(0);
+        }
+    }
+    let mut msg = vec![0x00, 0x01];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&MAGIC_COOKIE);
+    msg.extend_from_slice(&[7; 12]);
+    msg.extend_from_slice(&body);
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A binding request with the given attributes (type, value), padded as STUN pads.
-    fn stun(attrs: &[(u16, &[u8])]) -> Vec<u8> {
-        let mut body = Vec::new();
-        for (kind, value) in attrs {
-            body.extend_from_slice(&kind.to_be_bytes());
-            body.extend_from_slice(&(value.len() as u16).to_be_bytes());
-            body.extend_from_slice(value);
-            while body.len() % 4 != 0 {
-                body.push(0);
-            }
-        }
-        let mut msg = vec![0x00, 0x01];
-        msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
-        msg.extend_from_slice(&MAGIC_COOKIE);
-        msg.extend_from_slice(&[7; 12]);
-        msg.extend_from_slice(&body);
-        msg
-    }
-
     #[test]
     fn the_local_ufrag_is_read_from_username_after_other_attributes() {
         // PRIORITY (0x0024) first, then USERNAME with a length that needs padding.
-        let msg = stun(&[(0x0024, &[0, 0, 0, 1]), (ATTR_USERNAME, b"abcdefgh:xyz"), (0x0008, &[0; 20])]);
+        let msg = binding_request(&[(0x0024, &[0, 0, 0, 1]), (ATTR_USERNAME, b"abcdefgh:xyz"), (0x0008, &[0; 20])]);
         assert_eq!(stun_local_ufrag(&msg), Some("abcdefgh"));
-        let odd = stun(&[(0x8029, &[1; 8]), (ATTR_USERNAME, b"ufrag1:remote5")]);
+        let odd = binding_request(&[(0x8029, &[1; 8]), (ATTR_USERNAME, b"ufrag1:remote5")]);
         assert_eq!(stun_local_ufrag(&odd), Some("ufrag1"));
     }
 
     #[test]
     fn malformed_or_foreign_datagrams_name_no_peer() {
         assert_eq!(stun_local_ufrag(&[]), None);
-        assert_eq!(stun_local_ufrag(&stun(&[(0x0024, &[0, 0, 0, 1])])), None, "no USERNAME");
-        assert_eq!(stun_local_ufrag(&stun(&[(ATTR_USERNAME, b":remote")])), None, "empty local part");
-        assert_eq!(stun_local_ufrag(&stun(&[(ATTR_USERNAME, &[0xff, 0xfe])])), None, "not UTF-8");
-        let mut bad_cookie = stun(&[(ATTR_USERNAME, b"a:b")]);
+        assert_eq!(stun_local_ufrag(&binding_request(&[(0x0024, &[0, 0, 0, 1])])), None, "no USERNAME");
+        assert_eq!(stun_local_ufrag(&binding_request(&[(ATTR_USERNAME, b":remote")])), None, "empty local part");
+        assert_eq!(stun_local_ufrag(&binding_request(&[(ATTR_USERNAME, &[0xff, 0xfe])])), None, "not UTF-8");
+        let mut bad_cookie = binding_request(&[(ATTR_USERNAME, b"a:b")]);
         bad_cookie[4] = 0;
         assert_eq!(stun_local_ufrag(&bad_cookie), None);
-        let mut truncated = stun(&[(ATTR_USERNAME, b"abcd:efgh")]);
+        let mut truncated = binding_request(&[(ATTR_USERNAME, b"abcd:efgh")]);
         truncated.truncate(truncated.len() - 4);
         assert_eq!(stun_local_ufrag(&truncated), None, "declared length beyond the datagram");
-        let mut overlong_attr = stun(&[(ATTR_USERNAME, b"abcd:efgh")]);
+        let mut overlong_attr = binding_request(&[(ATTR_USERNAME, b"abcd:efgh")]);
         overlong_attr[HEADER_LEN + 3] = 200;
         assert_eq!(stun_local_ufrag(&overlong_attr), None, "attribute longer than the message");
-        let mut rtp = stun(&[(ATTR_USERNAME, b"a:b")]);
+        let mut rtp = binding_request(&[(ATTR_USERNAME, b"a:b")]);
         rtp[0] = 0x80;
         assert_eq!(stun_local_ufrag(&rtp), None, "RTP is never STUN");
     }
 
     #[test]
     fn a_nominating_check_and_a_success_response_give_their_transaction_ids() {
-        let nominating = stun(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[]), (0x0008, &[0; 20])]);
+        let nominating = binding_request(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[]), (0x0008, &[0; 20])]);
         assert_eq!(stun_nomination(&nominating), Some([7; 12]));
-        assert_eq!(stun_nomination(&stun(&[(ATTR_USERNAME, b"a:b")])), None, "a check that nominates nothing");
+        assert_eq!(
+            stun_nomination(&binding_request(&[(ATTR_USERNAME, b"a:b")])),
+            None,
+            "a check that nominates nothing"
+        );
         assert_eq!(stun_success(&nominating), None, "a request is not a response");
-        let mut success = stun(&[(0x0020, &[0; 8])]);
+        let mut success = binding_request(&[(0x0020, &[0; 8])]);
         success[0] = 0x01; // 0x0101
         assert_eq!(stun_success(&success), Some([7; 12]));
         assert_eq!(stun_nomination(&success), None);
@@ -244,7 +251,7 @@ mod tests {
     }
 
     fn success(id: u8) -> Vec<u8> {
-        let mut msg = with_id(stun(&[(0x0020, &[0; 8])]), id);
+        let mut msg = with_id(binding_request(&[(0x0020, &[0; 8])]), id);
         msg[0] = 0x01;
         msg
     }
@@ -252,11 +259,11 @@ mod tests {
     #[test]
     fn media_follows_the_clients_latest_answered_nomination() {
         let (first, second, stranger) = (addr(1000), addr(2000), addr(3000));
-        let (stack_pick, srtp, dtls, check) = (first, [0x80u8, 96, 0, 1], [22u8, 254, 253], stun(&[]));
+        let (stack_pick, srtp, dtls, check) = (first, [0x80u8, 96, 0, 1], [22u8, 254, 253], binding_request(&[]));
         let mut n = Nominations::default();
         assert_eq!(n.route(&srtp, stack_pick), stack_pick, "nothing nominated yet: the stack's pick");
 
-        let nominate = |id| with_id(stun(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[])]), id);
+        let nominate = |id| with_id(binding_request(&[(ATTR_USERNAME, b"a:b"), (ATTR_USE_CANDIDATE, &[])]), id);
         n.received(first, &nominate(1));
         assert_eq!(n.route(&srtp, stack_pick), stack_pick, "not answered yet");
         assert_eq!(n.route(&success(1), first), first);
@@ -272,7 +279,7 @@ mod tests {
 
         // An answer that matches no nominating check from that address changes nothing: not a
         // check that only names the ufrag, not another address's transaction.
-        n.received(stranger, &with_id(stun(&[(ATTR_USERNAME, b"a:b")]), 3));
+        n.received(stranger, &with_id(binding_request(&[(ATTR_USERNAME, b"a:b")]), 3));
         assert_eq!(n.route(&success(3), stranger), stranger);
         n.received(stranger, &nominate(4));
         assert_eq!(n.route(&success(4), first), first, "the answer went elsewhere");
@@ -285,7 +292,7 @@ mod tests {
     fn pending_nominations_are_bounded() {
         let mut n = Nominations::default();
         for i in 0..100u8 {
-            n.received(addr(u16::from(i)), &with_id(stun(&[(ATTR_USE_CANDIDATE, &[])]), i));
+            n.received(addr(u16::from(i)), &with_id(binding_request(&[(ATTR_USE_CANDIDATE, &[])]), i));
         }
         assert_eq!(n.pending.len(), MAX_PENDING_NOMINATIONS);
         assert_eq!(n.route(&success(99), addr(99)), addr(99));

@@ -35,7 +35,7 @@
 //! module spawned end with them and are aborted as well (also on drop), so nothing outlives the
 //! peer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +48,8 @@ use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
@@ -95,6 +97,9 @@ const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-str
 /// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
 /// the RTCP before it is narrowed down.
 pub const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
+/// Where [`RidStreamReportFilter`] sits: just wire-side of the receiver-report interceptor
+/// (10 000), so the reports it writes pass the filter on their way out.
+const RID_REPORT_FILTER_SLOT: usize = 9_500;
 
 /// Network settings of the media node, shared by all its peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -539,6 +544,8 @@ pub(crate) struct PeerShared {
     /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
     /// 0 while it has sent none.
     downlink_bps: Arc<AtomicU64>,
+    /// Published streams the stack maps by their RID alone (see [`RidStreamReportFilter`]).
+    rid_streams: Arc<RidStreams>,
     closed: AtomicBool,
 }
 
@@ -555,9 +562,18 @@ impl PeerShared {
             dropped_rtp: AtomicU64::new(0),
             audio_level_ext_id: AtomicU8::new(0),
             downlink_bps: Arc::new(AtomicU64::new(0)),
+            rid_streams: Arc::default(),
             closed: AtomicBool::new(false),
         });
         (shared, PeerChannels { events: events_rx, rtp: rtp_rx })
+    }
+
+    /// A published stream opened: one with a RID (a simulcast layer, its SSRC not in the SDP)
+    /// gets no reception reports from now on (see [`RidStreamReportFilter`]).
+    pub(crate) fn stream_opened(&self, ssrc: u32, rid: Option<&str>) {
+        if rid.is_some() {
+            self.rid_streams.insert(ssrc);
+        }
     }
 
     /// Hands one published packet to the sink (its writes into `out`), or queues it for the
@@ -1272,10 +1288,12 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?.with(
-        Slot::from(KEYFRAME_FORWARDER_SLOT),
-        KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
-    );
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+        .with(
+            Slot::from(KEYFRAME_FORWARDER_SLOT),
+            KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
+        )
+        .with(Slot::from(RID_REPORT_FILTER_SLOT), RidStreamReportFilter::new(Arc::clone(&shared.rid_streams)));
 
     // `disconnected` after a sixth of the timeout (at most webrtc-rs's 5 s), `failed` after the
     // rest; keepalives often enough that a live but idle peer never gets near either.
@@ -1336,6 +1354,7 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnOpen(init) => {
+                shared.stream_opened(init.ssrc, init.rid.as_deref());
                 rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                 lock(&shared.remote_tracks).insert(init.ssrc, Arc::clone(&track));
                 let codec = track.codec(init.ssrc).await.and_then(|c| Codec::from_mime(&c.mime_type));
@@ -1463,9 +1482,163 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
+/// SSRCs of one peer's published streams that the stack maps by RID alone.
+#[derive(Default)]
+pub(crate) struct RidStreams(Mutex<HashSet<u32>>);
+
+impl RidStreams {
+    fn insert(&self, ssrc: u32) {
+        lock(&self.0).insert(ssrc);
+    }
+
+    fn contains(&self, ssrc: u32) -> bool {
+        lock(&self.0).contains(&ssrc)
+    }
+}
+
+/// Keeps reception reports about RID-mapped streams (a browser's simulcast layers) from
+/// reaching their publisher.
+///
+/// Why: on every renegotiation `rtc` 0.21 re-creates each receiving transceiver's track from
+/// the SDP (`start_rtp`), which for a simulcast section names RIDs but no SSRCs, so the SSRCs it
+/// had learned are forgotten and it can learn them again only from a packet carrying its RID
+/// (and MID) header extension. libwebrtc stops adding those extensions to a stream as soon as a
+/// report block about it comes back. Together: any renegotiation of a browser publisher's
+/// connection a second or more into the call (a newcomer's tracks offered to it, its own screen
+/// share) silently dropped every packet of its camera from then on. Unreported, the browser
+/// keeps tagging each packet (a few bytes), and the stack maps the layers again at their next
+/// packet. The publisher still gets round-trip times from its audio's reports and its bandwidth
+/// estimate from transport-wide congestion feedback; what it loses is the per-layer loss and
+/// jitter figures of those reports.
+struct RidStreamReportFilter {
+    rid_streams: Arc<RidStreams>,
+    read: std::collections::VecDeque<TaggedPacket>,
+    write: std::collections::VecDeque<TaggedPacket>,
+}
+
+impl RidStreamReportFilter {
+    fn new(rid_streams: Arc<RidStreams>) -> Self {
+        Self { rid_streams, read: Default::default(), write: Default::default() }
+    }
+
+    /// `packets` without report blocks about RID-mapped streams; a receiver report left with
+    /// none goes entirely.
+    fn filtered(&self, packets: &[Box<dyn rtcp::Packet>]) -> Vec<Box<dyn rtcp::Packet>> {
+        let mut out = Vec::with_capacity(packets.len());
+        for p in packets {
+            let any = p.as_any();
+            if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                let reports: Vec<_> =
+                    rr.reports.iter().filter(|r| !self.rid_streams.contains(r.ssrc)).cloned().collect();
+                if !reports.is_empty() {
+                    out.push(Box::new(ReceiverReport { reports, ..rr.clone() }) as Box<dyn rtcp::Packet>);
+                }
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                let reports = sr.reports.iter().filter(|r| !self.rid_streams.contains(r.ssrc)).cloned().collect();
+                out.push(Box::new(SenderReport { reports, ..sr.clone() }));
+            } else {
+                out.push(p.cloned());
+            }
+        }
+        out
+    }
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for RidStreamReportFilter {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = webrtc::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<TaggedPacket> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let ChainPacket::Rtcp(packets) = &msg.message.packet {
+            let reports_rid_stream = |p: &dyn rtcp::Packet| {
+                let any = p.as_any();
+                let blocks = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
+                    (Some(rr), _) => &rr.reports,
+                    (_, Some(sr)) => &sr.reports,
+                    _ => return false,
+                };
+                blocks.iter().any(|r| self.rid_streams.contains(r.ssrc))
+            };
+            if packets.iter().any(|p| reports_rid_stream(p.as_ref())) {
+                let kept = self.filtered(packets);
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                msg.message.packet = ChainPacket::Rtcp(kept);
+            }
+        }
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<TaggedPacket> {
+        self.write.pop_front()
+    }
+}
+
+impl Interceptor for RidStreamReportFilter {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn report(ssrcs: &[u32]) -> Box<dyn rtcp::Packet> {
+        let reports = ssrcs.iter().map(|&ssrc| rtcp::reception_report::ReceptionReport { ssrc, ..Default::default() });
+        Box::new(ReceiverReport { ssrc: 1, reports: reports.collect(), ..Default::default() })
+    }
+
+    fn written(filter: &mut RidStreamReportFilter, packets: Vec<Box<dyn rtcp::Packet>>) -> Option<Vec<Vec<u32>>> {
+        let msg = TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: ChainPacket::Rtcp(packets).into(),
+        };
+        filter.handle_write(msg).expect("write");
+        let out = filter.poll_write()?;
+        let ChainPacket::Rtcp(packets) = out.message.packet else { panic!("not RTCP") };
+        Some(
+            packets
+                .iter()
+                .map(|p| match p.as_any().downcast_ref::<ReceiverReport>() {
+                    Some(rr) => rr.reports.iter().map(|r| r.ssrc).collect(),
+                    None => vec![],
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn reports_about_rid_mapped_streams_never_leave() {
+        let streams = Arc::new(RidStreams::default());
+        let mut filter = RidStreamReportFilter::new(Arc::clone(&streams));
+        // Nothing RID-mapped yet: reports pass untouched.
+        assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10, 20]]));
+        streams.insert(20);
+        // The RID-mapped stream's block goes, the other stays.
+        assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10]]));
+        // A report about it alone goes entirely; so does a compound of nothing else.
+        assert_eq!(written(&mut filter, vec![report(&[20])]), None);
+        // Other RTCP in the same compound stays.
+        let pli: Box<dyn rtcp::Packet> = Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: 30 });
+        assert_eq!(written(&mut filter, vec![report(&[20]), pli]), Some(vec![vec![]]));
+    }
 
     #[test]
     fn extmap_id_finds_the_uri() {

@@ -588,6 +588,7 @@ impl PeerSlot {
                         kind,
                         rids: HashMap::new(),
                     });
+                    self.shared.stream_opened(init.ssrc, init.rid.as_deref());
                     track.rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                     self.remote_ssrcs.insert(init.ssrc, init.receiver_id);
                     self.shared.emit(PeerEvent::TrackOpened {
@@ -1239,18 +1240,7 @@ mod tests {
     /// A STUN binding request naming `ufrag` (no valid integrity: it claims an address, no more).
     fn stun_naming(ufrag: &str) -> Vec<u8> {
         let username = format!("{ufrag}:remote");
-        let mut attr = vec![0x00, 0x06];
-        attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
-        attr.extend_from_slice(username.as_bytes());
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let mut msg = vec![0x00, 0x01];
-        msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-        msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-        msg.extend_from_slice(&[7; 12]);
-        msg.extend_from_slice(&attr);
-        msg
+        crate::demux::binding_request(&[(crate::demux::ATTR_USERNAME, username.as_bytes())])
     }
 
     #[tokio::test]

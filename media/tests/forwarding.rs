@@ -752,18 +752,7 @@ fn junk(i: u32) -> Vec<u8> {
 /// on the shared port, not to pass ICE.
 fn stun_naming(ufrag: &str) -> Vec<u8> {
     let username = format!("{ufrag}:intruder");
-    let mut attr = vec![0x00, 0x06];
-    attr.extend_from_slice(&(username.len() as u16).to_be_bytes());
-    attr.extend_from_slice(username.as_bytes());
-    while attr.len() % 4 != 0 {
-        attr.push(0);
-    }
-    let mut msg = vec![0x00, 0x01];
-    msg.extend_from_slice(&(attr.len() as u16).to_be_bytes());
-    msg.extend_from_slice(&[0x21, 0x12, 0xA4, 0x42]);
-    msg.extend_from_slice(&[9; 12]);
-    msg.extend_from_slice(&attr);
-    msg
+    parley_media::demux::binding_request(&[(parley_media::demux::ATTR_USERNAME, username.as_bytes())])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

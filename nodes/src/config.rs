@@ -243,6 +243,21 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The environment's `name` parsed (it wins), else the file's value; `what` the value must be.
+fn env_or<T: std::str::FromStr>(
+    env: &dyn Env,
+    name: &str,
+    what: &str,
+    file: Option<T>,
+) -> Result<Option<T>, ConfigError> {
+    match env.var(name) {
+        Some(raw) => {
+            raw.trim().parse().map(Some).map_err(|_| ConfigError::BadMedia(format!("{name} = `{raw}` is not {what}")))
+        }
+        None => Ok(file),
+    }
+}
+
 /// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared port), `PARLEY_MEDIA_THREADS`, `PARLEY_MEDIA_SPREAD_AT`, `PARLEY_MEDIA_PORTS`
 /// (`40000-40999`), `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS`
 /// over it.
@@ -285,14 +300,7 @@ fn resolve_media(
     {
         return Err(ConfigError::BadMedia(format!("port range {a}-{b} is empty")));
     }
-    let shared_port = match env.var("PARLEY_MEDIA_PORT") {
-        Some(raw) => Some(
-            raw.trim()
-                .parse::<u16>()
-                .map_err(|_| ConfigError::BadMedia(format!("PARLEY_MEDIA_PORT = `{raw}` is not a port")))?,
-        ),
-        None => m.port,
-    };
+    let shared_port = env_or(env, "PARLEY_MEDIA_PORT", "a port", m.port)?;
     let shared_port = match (shared_port, port_range) {
         (Some(p), Some((a, b))) => {
             return Err(ConfigError::BadMedia(format!(
@@ -304,14 +312,7 @@ fn resolve_media(
         // The default: every peer on one port the system picks (set `port` for a firewall).
         (None, None) => Some(0),
     };
-    let socket_threads = match env.var("PARLEY_MEDIA_THREADS") {
-        Some(raw) => Some(
-            raw.trim()
-                .parse::<usize>()
-                .map_err(|_| ConfigError::BadMedia(format!("PARLEY_MEDIA_THREADS = `{raw}` is not a number")))?,
-        ),
-        None => m.threads,
-    };
+    let socket_threads = env_or(env, "PARLEY_MEDIA_THREADS", "a number", m.threads)?;
     if let Some(n) = socket_threads
         && !(1..=parley_media::placement::MAX_THREADS).contains(&n)
     {
@@ -320,16 +321,10 @@ fn resolve_media(
             parley_media::placement::MAX_THREADS
         )));
     }
-    let spread_at =
-        match env.var("PARLEY_MEDIA_SPREAD_AT") {
-            Some(raw) => Some(raw.trim().parse::<usize>().ok().filter(|n| *n >= 1).ok_or_else(|| {
-                ConfigError::BadMedia(format!("PARLEY_MEDIA_SPREAD_AT = `{raw}`: want a size from 1"))
-            })?),
-            None => match m.spread_at {
-                Some(0) => return Err(ConfigError::BadMedia("spread_at = 0: want a size from 1".to_owned())),
-                n => n,
-            },
-        };
+    let spread_at = env_or(env, "PARLEY_MEDIA_SPREAD_AT", "a number", m.spread_at)?;
+    if spread_at == Some(0) {
+        return Err(ConfigError::BadMedia("spread_at = 0: want a size from 1".to_owned()));
+    }
     let ice_servers = match env.var("PARLEY_ICE_SERVERS") {
         Some(raw) => raw
             .split(',')
@@ -339,13 +334,8 @@ fn resolve_media(
             .collect(),
         None => m.ice_servers.clone(),
     };
-    let dead_peer_timeout = match env.var("PARLEY_MEDIA_DEAD_PEER_SECS").map(|raw| (raw.parse::<f64>().ok(), raw)) {
-        Some((Some(secs), _)) => secs,
-        Some((None, raw)) => {
-            return Err(ConfigError::BadMedia(format!("PARLEY_MEDIA_DEAD_PEER_SECS = `{raw}` is not a number")));
-        }
-        None => m.dead_peer_secs.unwrap_or(parley_media::peer::DEFAULT_DEAD_PEER_TIMEOUT.as_secs_f64()),
-    };
+    let dead_peer_timeout = env_or(env, "PARLEY_MEDIA_DEAD_PEER_SECS", "a number", m.dead_peer_secs)?
+        .unwrap_or(parley_media::peer::DEFAULT_DEAD_PEER_TIMEOUT.as_secs_f64());
     if !(1.0..=3600.0).contains(&dead_peer_timeout) {
         return Err(ConfigError::BadMedia(format!("dead_peer_secs = {dead_peer_timeout}: want 1 to 3600")));
     }

@@ -195,6 +195,69 @@ async fn the_pages_controls_chat_mute_screen_share_speaker_view_and_leave() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_keep_flowing_when_the_publishers_connections_are_renegotiated() {
+    // Chromium stops tagging a simulcast layer's packets with its RID once a receiver report
+    // for that layer came back (about a second in). A renegotiation of a publisher's
+    // connection after that — the server offering it a newcomer's tracks, the publisher
+    // offering its screen — must not cost the server the layers' SSRCs, or that camera stops
+    // reaching everyone.
+    let call = Call::start().await;
+    let (host, guest) = (&call.host, &call.guest);
+    let (host_camera, guest_camera) = (format!("{}:camera", call.host_id), format!("{}:camera", call.guest_id));
+    // Both pages decode at least 10 more frames of the other's camera (within 15 s: a loaded
+    // machine slows decoding; a camera the server lost stops it for good).
+    let flowing = |what: &'static str| {
+        let (host_camera, guest_camera) = (host_camera.clone(), guest_camera.clone());
+        let call = &call;
+        async move {
+            let frames =
+                || async { (guest.frames_decoded_of(&host_camera).await, host.frames_decoded_of(&guest_camera).await) };
+            let before = frames().await;
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let mut now = before;
+            while !(now.0 >= before.0 + 10.0 && now.1 >= before.1 + 10.0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: each page goes on decoding the other's camera (frames decoded, guest then host: \
+                     {before:?}, 15 s later {now:?})\n{}",
+                    call.report().await
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                now = frames().await;
+            }
+        }
+    };
+    // Past the first receiver reports (sent every second): from here Chromium's packets no
+    // longer carry their RID unless the node withholds reports about those layers.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // A third participant: the server offers its tracks to both publishers.
+    let (third_id, third_token) = call.node.user("third@example.com", "Tess Third").await;
+    let third = Page::open(&call.cdp, &call.url(&third_token, "Tess"), "third").await;
+    let third_camera = format!("{third_id}:camera");
+    for page in [host, guest] {
+        call.expect(
+            page,
+            &format!("window.parley.state().remoteTiles.includes('{third_camera}')"),
+            "the page gets the third participant's camera",
+        )
+        .await;
+    }
+    flowing("after the server's offers").await;
+
+    // The host's own offer: its screen.
+    host.gesture("document.getElementById('share').click()").await.expect("share");
+    call.expect(
+        guest,
+        &format!("window.parley.state().remoteTiles.includes('{}:screen')", call.host_id),
+        "the guest gets the host's screen",
+    )
+    .await;
+    flowing("after the host's offer").await;
+    drop(third);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_admitted_from_the_waiting_room_gets_media() {
     // `Call` waits for both pages to decode video: the admitted guest's page (which joined
     // through the `admitted` event, not a `joined` reply) connected its media too.
@@ -214,6 +277,7 @@ struct Call {
     cdp: Arc<Cdp>,
     node: TestNode,
     chromium: Chromium,
+    meeting: Uuid,
 }
 
 impl Call {
@@ -253,7 +317,7 @@ impl Call {
         let joined = host.wait_for("window.parley.state().joined", Duration::from_secs(15)).await;
         assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);
         let guest = Page::open(&cdp, &url(&guest_token, "Gus"), "guest").await;
-        let call = Call { host, guest, host_id, guest_id, cdp, node, chromium };
+        let call = Call { host, guest, host_id, guest_id, cdp, node, chromium, meeting };
         if waiting_room {
             let (host, guest) = (&call.host, &call.guest);
             call.expect(
@@ -291,6 +355,11 @@ impl Call {
         report(&self.cdp, &self.chromium, &self.node, &[&self.host, &self.guest]).await
     }
 
+    /// The page that joins this call as the holder of `token`.
+    fn url(&self, token: &str, name: &str) -> String {
+        format!("{}/?meeting={}&token={token}&name={name}&autojoin=1", self.node.base, self.meeting)
+    }
+
     /// A page's remote tiles (stream ids).
     async fn tiles(&self, page: &Page) -> Vec<String> {
         let v = page.eval("window.parley.state().remoteTiles").await.expect("remote tiles");
@@ -308,7 +377,27 @@ impl Call {
 /// What a failure report shows: each page's state and WebRTC stats, its console, Chromium's
 /// and the node's logs.
 async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page]) -> String {
-    let mut out = String::new();
+    // First what a failure usually turns on, compact (a CI log shows its head and tail): each
+    // page's state and inbound streams, the node's media decisions.
+    let mut out = String::from("--- summary ---\n");
+    for p in pages {
+        let state = p.eval("window.parley.state()").await.map(|v| v.to_string()).unwrap_or_else(|e| e.to_string());
+        let stats = p.eval("window.parley.stats()").await.unwrap_or_default();
+        let pick = |field: &str| stats.get(field).map(|v| v.to_string()).unwrap_or_default();
+        out += &format!("{}: {state}\n  ice {} inbound {}\n", p.label, pick("ice"), pick("inbound"));
+        let ssrcs = stats.get("remoteSdp").and_then(|v| v.as_array()).map_or_else(Vec::new, |lines| {
+            lines.iter().filter_map(|l| l.as_str()).filter(|l| l.starts_with("a=ssrc:")).collect::<Vec<_>>()
+        });
+        out += &format!("  remote ssrcs {ssrcs:?}\n");
+    }
+    let media = node
+        .log()
+        .lines()
+        .filter(|l| MEDIA_LOG.iter().any(|m| l.contains(m)))
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+        .join("\n");
+    out += &format!("node media lines (last 60):\n{}\n--- details ---\n", tail(&media, 60));
     for p in pages {
         let state = p.eval("window.parley.state()").await;
         let stats = p.eval("window.parley.stats()").await;
@@ -332,6 +421,20 @@ async fn report(cdp: &Cdp, chromium: &Chromium, node: &TestNode, pages: &[&Page]
     }
     out
 }
+
+/// Node log lines about media decisions: tracks, layers, keyframes, refused writes, failures.
+const MEDIA_LOG: &[&str] = &[
+    "outgoing track",
+    "simulcast layer",
+    "keyframe request",
+    "rtp write refused",
+    "packet not sent",
+    "packets forwarded",
+    "publishing",
+    "media peer",
+    "WARN",
+    "ERROR",
+];
 
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
@@ -623,6 +726,15 @@ impl Page {
     /// Video frames this page decoded so far (0 while the page is not ready).
     async fn frames_decoded(&self) -> f64 {
         self.eval("window.parley ? window.parley.framesDecoded() : 0")
+            .await
+            .ok()
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0)
+    }
+
+    /// Frames decoded of one received track (`<user>:<source>`).
+    async fn frames_decoded_of(&self, track: &str) -> f64 {
+        self.eval(&format!("window.parley.framesDecodedOf('{track}')"))
             .await
             .ok()
             .and_then(|v| v.as_f64())
