@@ -544,8 +544,6 @@ pub(crate) struct PeerShared {
     /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
     /// 0 while it has sent none.
     downlink_bps: Arc<AtomicU64>,
-    /// Published streams the stack maps by their RID alone (see [`RidStreamReportFilter`]).
-    rid_streams: Arc<RidStreams>,
     closed: AtomicBool,
 }
 
@@ -562,18 +560,9 @@ impl PeerShared {
             dropped_rtp: AtomicU64::new(0),
             audio_level_ext_id: AtomicU8::new(0),
             downlink_bps: Arc::new(AtomicU64::new(0)),
-            rid_streams: Arc::default(),
             closed: AtomicBool::new(false),
         });
         (shared, PeerChannels { events: events_rx, rtp: rtp_rx })
-    }
-
-    /// A published stream opened: one with a RID (a simulcast layer, its SSRC not in the SDP)
-    /// gets no reception reports from now on (see [`RidStreamReportFilter`]).
-    pub(crate) fn stream_opened(&self, ssrc: u32, rid: Option<&str>) {
-        if rid.is_some() {
-            self.rid_streams.insert(ssrc);
-        }
     }
 
     /// Hands one published packet to the sink (its writes into `out`), or queues it for the
@@ -1293,7 +1282,7 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
             Slot::from(KEYFRAME_FORWARDER_SLOT),
             KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
         )
-        .with(Slot::from(RID_REPORT_FILTER_SLOT), RidStreamReportFilter::new(Arc::clone(&shared.rid_streams)));
+        .with(Slot::from(RID_REPORT_FILTER_SLOT), RidStreamReportFilter::default());
 
     // `disconnected` after a sixth of the timeout (at most webrtc-rs's 5 s), `failed` after the
     // rest; keepalives often enough that a live but idle peer never gets near either.
@@ -1354,7 +1343,6 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
     while let Some(event) = track.poll().await {
         match event {
             TrackRemoteEvent::OnOpen(init) => {
-                shared.stream_opened(init.ssrc, init.rid.as_deref());
                 rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                 lock(&shared.remote_tracks).insert(init.ssrc, Arc::clone(&track));
                 let codec = track.codec(init.ssrc).await.and_then(|c| Codec::from_mime(&c.mime_type));
@@ -1482,20 +1470,6 @@ impl Interceptor for KeyframeRequestForwarder {
     fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
-/// SSRCs of one peer's published streams that the stack maps by RID alone.
-#[derive(Default)]
-pub(crate) struct RidStreams(Mutex<HashSet<u32>>);
-
-impl RidStreams {
-    fn insert(&self, ssrc: u32) {
-        lock(&self.0).insert(ssrc);
-    }
-
-    fn contains(&self, ssrc: u32) -> bool {
-        lock(&self.0).contains(&ssrc)
-    }
-}
-
 /// Keeps reception reports about RID-mapped streams (a browser's simulcast layers) from
 /// reaching their publisher.
 ///
@@ -1510,17 +1484,20 @@ impl RidStreams {
 /// packet. The publisher still gets round-trip times from its audio's reports and its bandwidth
 /// estimate from transport-wide congestion feedback; what it loses is the per-layer loss and
 /// jitter figures of those reports.
+///
+/// A stream counts as RID-mapped once one of its packets carries the RID extension its
+/// binding negotiated: seen on the way in, before any report about it can go out.
+#[derive(Default)]
 struct RidStreamReportFilter {
-    rid_streams: Arc<RidStreams>,
+    /// The RID extension id of each bound published stream that negotiated one.
+    rid_extension: HashMap<u32, u8>,
+    /// Streams seen tagged with their RID.
+    rid_streams: HashSet<u32>,
     read: std::collections::VecDeque<TaggedPacket>,
     write: std::collections::VecDeque<TaggedPacket>,
 }
 
 impl RidStreamReportFilter {
-    fn new(rid_streams: Arc<RidStreams>) -> Self {
-        Self { rid_streams, read: Default::default(), write: Default::default() }
-    }
-
     /// `packets` without report blocks about RID-mapped streams; a receiver report left with
     /// none goes entirely.
     fn filtered(&self, packets: &[Box<dyn rtcp::Packet>]) -> Vec<Box<dyn rtcp::Packet>> {
@@ -1529,12 +1506,12 @@ impl RidStreamReportFilter {
             let any = p.as_any();
             if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
                 let reports: Vec<_> =
-                    rr.reports.iter().filter(|r| !self.rid_streams.contains(r.ssrc)).cloned().collect();
+                    rr.reports.iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned().collect();
                 if !reports.is_empty() {
                     out.push(Box::new(ReceiverReport { reports, ..rr.clone() }) as Box<dyn rtcp::Packet>);
                 }
             } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                let reports = sr.reports.iter().filter(|r| !self.rid_streams.contains(r.ssrc)).cloned().collect();
+                let reports = sr.reports.iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned().collect();
                 out.push(Box::new(SenderReport { reports, ..sr.clone() }));
             } else {
                 out.push(p.cloned());
@@ -1552,6 +1529,15 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RidStreamReportFilter {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
+        if let ChainPacket::Rtp(packet) = &msg.message.packet {
+            let ssrc = packet.header.ssrc;
+            if let Some(id) = self.rid_extension.get(&ssrc)
+                && !self.rid_streams.contains(&ssrc)
+                && packet.header.get_extension(*id).is_some()
+            {
+                self.rid_streams.insert(ssrc);
+            }
+        }
         self.read.push_back(msg);
         Ok(())
     }
@@ -1569,7 +1555,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RidStreamReportFilter {
                     (_, Some(sr)) => &sr.reports,
                     _ => return false,
                 };
-                blocks.iter().any(|r| self.rid_streams.contains(r.ssrc))
+                blocks.iter().any(|r| self.rid_streams.contains(&r.ssrc))
             };
             if packets.iter().any(|p| reports_rid_stream(p.as_ref())) {
                 let kept = self.filtered(packets);
@@ -1591,8 +1577,17 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RidStreamReportFilter {
 impl Interceptor for RidStreamReportFilter {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        if let Some(ext) = info.rtp_header_extensions.iter().find(|e| e.uri == RID_URI)
+            && let Ok(id) = u8::try_from(ext.id)
+        {
+            self.rid_extension.insert(info.ssrc, id);
+        }
+    }
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.rid_extension.remove(&info.ssrc);
+        self.rid_streams.remove(&info.ssrc);
+    }
 }
 
 #[cfg(test)]
@@ -1624,13 +1619,41 @@ mod tests {
         )
     }
 
+    /// A published packet of `ssrc` read through `filter`, tagged with RID `f` at `rid_id`.
+    fn read(filter: &mut RidStreamReportFilter, ssrc: u32, rid_id: Option<u8>) {
+        let mut packet = rtp::Packet::default();
+        packet.header.ssrc = ssrc;
+        if let Some(id) = rid_id {
+            packet.header.set_extension(id, bytes::Bytes::from_static(b"f")).expect("extension");
+        }
+        let msg = TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: ChainPacket::Rtp(packet).into(),
+        };
+        filter.handle_read(msg).expect("read");
+        assert!(filter.poll_read().is_some(), "every packet goes on");
+    }
+
     #[test]
     fn reports_about_rid_mapped_streams_never_leave() {
-        let streams = Arc::new(RidStreams::default());
-        let mut filter = RidStreamReportFilter::new(Arc::clone(&streams));
-        // Nothing RID-mapped yet: reports pass untouched.
+        let mut filter = RidStreamReportFilter::default();
+        let rid = |ssrc| StreamInfo {
+            ssrc,
+            rtp_header_extensions: vec![rtc::interceptor::RTPHeaderExtension { uri: RID_URI.to_owned(), id: 4 }],
+            ..Default::default()
+        };
+        filter.bind_remote_stream(&rid(20));
+        filter.bind_remote_stream(&rid(30));
+        filter.bind_remote_stream(&StreamInfo { ssrc: 10, ..Default::default() });
+        // Nothing seen tagged yet: reports pass untouched.
         assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10, 20]]));
-        streams.insert(20);
+        // 30 negotiated the extension but its packet carries none (a declared SSRC); 10 did
+        // not negotiate it: both reported.
+        read(&mut filter, 30, None);
+        read(&mut filter, 10, Some(4));
+        read(&mut filter, 20, Some(4));
+        assert_eq!(written(&mut filter, vec![report(&[10, 20, 30])]), Some(vec![vec![10, 30]]));
         // The RID-mapped stream's block goes, the other stays.
         assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10]]));
         // A report about it alone goes entirely; so does a compound of nothing else.

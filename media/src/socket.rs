@@ -588,7 +588,6 @@ impl PeerSlot {
                         kind,
                         rids: HashMap::new(),
                     });
-                    self.shared.stream_opened(init.ssrc, init.rid.as_deref());
                     track.rids.insert(init.ssrc, init.rid.as_deref().map(Arc::from));
                     self.remote_ssrcs.insert(init.ssrc, init.receiver_id);
                     self.shared.emit(PeerEvent::TrackOpened {
