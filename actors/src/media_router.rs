@@ -33,9 +33,10 @@ use std::time::{Duration, Instant};
 use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
 use parley_media::MediaError;
 use parley_media::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
+use parley_media::nack_cache::{self, NackCache};
 use parley_media::peer::{
     Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Outbox, Peer, PeerChannels, PeerConfig, PeerEvent,
-    PeerState, RtpSink,
+    PeerState, RtpPacket, RtpSink,
 };
 use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
 use parley_media::rewrite::StreamRewriter;
@@ -85,6 +86,8 @@ pub struct RouterStats {
     pub published_tracks: u32,
     pub forwarded_packets: u64,
     pub dropped_packets: u64,
+    pub retransmitted_packets: u64,
+    pub not_retransmitted_packets: u64,
 }
 
 pub struct RouterArgs {
@@ -118,7 +121,14 @@ struct Route {
     codec: Codec,
     subscribers: Arc<[Subscriber]>,
     rates: Arc<LayerRates>,
+    /// Video only: the packets forwarded lately, for NACKs.
+    cache: Option<Arc<PacketCache>>,
 }
+
+/// The packets of one published video track forwarded lately, by SSRC (one stream per simulcast
+/// layer) and sequence number: what subscribers' NACKs are answered from. One entry per
+/// published packet, whatever the number of subscribers (the payload is shared, not copied).
+type PacketCache = Mutex<HashMap<u32, NackCache<RtpPacket>>>;
 
 /// One subscriber of a route.
 #[derive(Clone)]
@@ -166,11 +176,16 @@ fn layer_index(layer: Layer) -> usize {
 struct Counters {
     forwarded: AtomicU64,
     dropped: AtomicU64,
+    /// Packets sent again for a NACK, and NACKed packets no longer cached (or never sent).
+    retransmitted: AtomicU64,
+    not_retransmitted: AtomicU64,
 }
 
 /// A published track (camera, microphone or screen) of one participant.
 struct Published {
     key: Arc<str>,
+    /// Video only: what its subscribers' NACKs are answered from (shared with its route).
+    cache: Option<Arc<PacketCache>>,
     source: MediaSource,
     /// What it carries; its subscribers get an outgoing track of the same codec.
     codec: Codec,
@@ -339,7 +354,9 @@ impl Actor for MediaRouterActor {
                     peers: state.members.len() as u32,
                     published_tracks: state.members.values().map(|m| m.published.len() as u32).sum(),
                     forwarded_packets: state.counters.forwarded.load(Ordering::Relaxed),
-                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed)
+                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed),
+                    retransmitted_packets: state.counters.retransmitted.load(Ordering::Relaxed),
+                    not_retransmitted_packets: state.counters.not_retransmitted.load(Ordering::Relaxed)
                         + state.members.values().flat_map(|m| m.out.values()).map(|(t, _)| t.dropped()).sum::<u64>(),
                 });
             }
@@ -587,14 +604,16 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                         MediaKind::Video => Codec::Vp8,
                     }
                 });
+                let cache = (codec.kind() == MediaKind::Video).then(Arc::default);
                 m.published.insert(
                     track_id.clone(),
-                    Published { key, source, codec, ssrcs: BTreeMap::new(), rates: Arc::default() },
+                    Published { key, cache, source, codec, ssrcs: BTreeMap::new(), rates: Arc::default() },
                 );
             }
             let Some(p) = m.published.get_mut(&track_id) else { return };
             p.ssrcs.insert(ssrc, layer);
-            let (key, layers, rates, codec) = (p.key.clone(), p.layers(), p.rates.clone(), p.codec);
+            let (key, layers, rates, codec, cache) =
+                (p.key.clone(), p.layers(), p.rates.clone(), p.codec, p.cache.clone());
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, ?codec, "publishing");
                 state
@@ -602,7 +621,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .by_track
-                    .insert((user, track_id), Route { key, codec, subscribers: Arc::from(Vec::new()), rates });
+                    .insert((user, track_id), Route { key, codec, subscribers: Arc::from(Vec::new()), rates, cache });
                 replan_all(state).await;
             } else {
                 // A further simulcast layer: subscribers may choose it now.
@@ -618,7 +637,52 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
             // A subscriber's decoder wants a keyframe of what we send it as `track_id` (the key).
             request_keyframe(state, &track_id, None).await;
         }
+        PeerEvent::NackReceived { track_id, sequence_numbers } => {
+            retransmit(state, user, &track_id, &sequence_numbers).await;
+        }
         PeerEvent::GatheringComplete => {}
+    }
+}
+
+/// Sends `user` again the packets of its outgoing track `key` it says it lost, from the
+/// publisher's packet cache, each with the sequence number and timestamp it first left with.
+/// A packet no longer cached (or never sent) is not answered: the receiver's decoder asks for a
+/// keyframe if it needs one.
+async fn retransmit(state: &RouterState, user: Uuid, key: &str, lost: &[u16]) {
+    let cache = state.members.values().flat_map(|m| m.published.values()).find(|p| &*p.key == key);
+    let (Some(cache), Some(m)) = (cache.and_then(|p| p.cache.clone()), state.members.get(&user)) else { return };
+    let mut resend = Vec::new();
+    let track = {
+        let bindings = lock(&m.egress.bindings);
+        let Some(b) = bindings.get(key) else { return };
+        let cache = lock(&cache);
+        for &seq in lost {
+            let packet = b.rewriter.origin(seq).and_then(|o| {
+                let mut packet = cache.get(&o.source)?.get(o.sequence_number)?.clone();
+                packet.header.sequence_number = seq;
+                packet.header.timestamp = packet.header.timestamp.wrapping_add(o.ts_offset);
+                Some(packet)
+            });
+            resend.extend(packet);
+        }
+        b.track.clone()
+    };
+    let missed = (lost.len() - resend.len()) as u64;
+    state.counters.not_retransmitted.fetch_add(missed, Ordering::Relaxed);
+    let mut sent = 0;
+    for packet in resend {
+        match track.write_rtp(packet).await {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                tracing::debug!(%user, track = %key, error = %e, "retransmission not sent");
+                break;
+            }
+        }
+    }
+    let before = state.counters.retransmitted.fetch_add(sent, Ordering::Relaxed);
+    // Logged at the 1st, 2nd, 4th… retransmission of the router: seen, never a flood.
+    if sent > 0 && (before + 1..=before + sent).any(u64::is_power_of_two) {
+        tracing::debug!(%user, track = %key, sent, missed, total = before + sent, "NACK answered from the publisher's cache");
     }
 }
 
@@ -906,9 +970,9 @@ impl RtpSink for Ingest {
             let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
             r.by_track
                 .get(&(self.user, p.track_id.clone()))
-                .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone()))
+                .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone()))
         };
-        let Some((key, codec, subscribers, rates)) = route else { return };
+        let Some((key, codec, subscribers, rates, cache)) = route else { return };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let mut meters = lock(&self.meters);
@@ -934,6 +998,12 @@ impl RtpSink for Ingest {
         packet.header.extension = false;
         packet.header.extensions.clear();
         packet.header.csrc.clear();
+        if let Some(cache) = cache {
+            lock(&cache)
+                .entry(p.ssrc)
+                .or_insert_with(|| NackCache::new(nack_cache::DEFAULT_CAPACITY))
+                .insert(packet.header.sequence_number, packet.clone());
+        }
         let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
         for s in targets {
             s.egress.forward(&fwd, now, out, &self.router, &self.counters);

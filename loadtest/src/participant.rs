@@ -32,14 +32,12 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 
-use parley_media::peer::{
-    AUDIO_LEVEL_URI, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, MID_URI, RID_URI, extmap_id,
-};
-use rtc::interceptor::{Interceptor, Packet as ChainPacket, Slot, StreamInfo, TaggedPacket};
+use parley_media::interceptors::{Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, PacketFilter};
+use parley_media::peer::{AUDIO_LEVEL_URI, MID_URI, RID_URI, extmap_id};
+use rtc::interceptor::{Packet as ChainPacket, Slot, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::sansio::Protocol;
 use webrtc::media_stream::track_local::TrackLocalEvent;
 
 use crate::LoadError;
@@ -322,10 +320,11 @@ impl Participant {
         }
         let mut registry = register_default_interceptors(Registry::new(), &mut me)
             .map_err(rtc_err)?
-            .with(Slot::from(KEYFRAME_FORWARDER_SLOT), KeyframeRequestForwarder::default());
+            .with(Slot::from(KEYFRAME_FORWARDER_SLOT), Filtered::new(KeyframeRequestForwarder::default()));
         let every = self.shared.drop_every.load(Ordering::Relaxed);
         if every > 0 {
-            registry = registry.with(Slot::from(LOSS_SLOT), LossInjector::new(every, self.shared.dropped.clone()));
+            registry = registry
+                .with(Slot::from(LOSS_SLOT), Filtered::new(LossInjector::new(every, self.shared.dropped.clone())));
         }
         let handler = Handler {
             shared: self.shared.clone(),
@@ -855,31 +854,16 @@ struct LossInjector {
     seen: u32,
     dropped_seqs: std::collections::HashSet<(u32, u16)>,
     dropped: Arc<AtomicU64>,
-    read: std::collections::VecDeque<TaggedPacket>,
-    write: std::collections::VecDeque<TaggedPacket>,
 }
 
 impl LossInjector {
     fn new(every: u32, dropped: Arc<AtomicU64>) -> Self {
-        LossInjector {
-            every,
-            seen: 0,
-            dropped_seqs: Default::default(),
-            dropped,
-            read: Default::default(),
-            write: Default::default(),
-        }
+        LossInjector { every, seen: 0, dropped_seqs: Default::default(), dropped }
     }
 }
 
-impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+impl PacketFilter for LossInjector {
+    fn read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
         if let ChainPacket::Rtp(p) = &msg.message.packet
             && p.header.payload_type == 96
         {
@@ -889,33 +873,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for LossInjector {
                 if self.seen.is_multiple_of(self.every) {
                     self.dropped_seqs.insert(key);
                     self.dropped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
+                    return None;
                 }
             }
         }
-        self.read.push_back(msg);
-        Ok(())
+        Some(msg)
     }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for LossInjector {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
 }
 
 /// Answers server offers, applies server candidates, records the rest.

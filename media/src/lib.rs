@@ -23,6 +23,7 @@
 pub mod demux;
 pub mod error;
 pub mod h264;
+pub mod interceptors;
 pub mod latency;
 pub mod layers;
 pub mod nack_cache;

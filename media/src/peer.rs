@@ -35,28 +35,24 @@
 //! module spawned end with them and are aborted as well (also on drop), so nothing outlives the
 //! peer.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rtc::interceptor::{Attribute, Interceptor, Packet as ChainPacket, Registry, Slot, StreamInfo, TaggedPacket};
+use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
 use rtc::rtcp;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::rtcp::receiver_report::ReceiverReport;
-use rtc::rtcp::sender_report::SenderReport;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use rtc::sansio::Protocol;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -66,11 +62,16 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceCandidateInit,
     RTCIceCandidateType, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSdpType,
-    RTCSessionDescription, SettingEngineBuilder, register_default_interceptors,
+    RTCSessionDescription, SettingEngineBuilder, configure_rtcp_reports, configure_simulcast_extension_headers,
+    configure_twcc_receiver_only,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::{MediaError, Result};
+use crate::interceptors::{
+    Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, RID_REPORT_FILTER_SLOT, RidStreamReportFilter,
+    RtxWrapper, is_keyframe_request,
+};
 use crate::socket::{Command, MediaSocket, PeerId, PeerSlot};
 use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
@@ -93,13 +94,6 @@ pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
-/// Where our keyframe-request forwarder sits in the interceptor chain: after every built-in
-/// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
-/// the RTCP before it is narrowed down.
-pub const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
-/// Where [`RidStreamReportFilter`] sits: just wire-side of the receiver-report interceptor
-/// (10 000), so the reports it writes pass the filter on their way out.
-const RID_REPORT_FILTER_SLOT: usize = 9_500;
 
 /// Network settings of the media node, shared by all its peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -321,6 +315,27 @@ pub enum PeerEvent {
     /// The client asked for a keyframe (PLI or FIR) on one of our outgoing tracks: the router
     /// should ask that track's current source.
     KeyframeRequested { track_id: String },
+    /// The client lost these packets (RTP sequence numbers as we sent them) of one of our
+    /// outgoing tracks: the router answers from the publisher's packet cache.
+    NackReceived { track_id: String, sequence_numbers: Vec<u16> },
+}
+
+/// What the client's feedback about our outgoing track `track_id` asks of the router: a
+/// keyframe, lost packets again, both or neither.
+pub(crate) fn feedback_events(track_id: &str, packets: &[Box<dyn rtcp::Packet>]) -> Vec<PeerEvent> {
+    let mut events = Vec::new();
+    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
+        events.push(PeerEvent::KeyframeRequested { track_id: track_id.to_owned() });
+    }
+    let lost: Vec<u16> = packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+        .flat_map(|nack| nack.nacks.iter().flat_map(|pair| pair.packet_list()))
+        .collect();
+    if !lost.is_empty() {
+        events.push(PeerEvent::NackReceived { track_id: track_id.to_owned(), sequence_numbers: lost });
+    }
+    events
 }
 
 /// One RTP packet published by this peer.
@@ -474,6 +489,12 @@ impl OutTrack {
     /// Packets dropped because its connection's queue was full when an [`Outbox`] sent them.
     pub fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// As if negotiated with payload type `pt` (tests of what happens to stamped packets).
+    #[cfg(test)]
+    pub(crate) fn negotiated_as(&self, pt: u8) {
+        self.inner.payload_type.store(u16::from(pt), Ordering::Release);
     }
 
     /// This leg's SSRC and payload type on `packet`, and no header extensions.
@@ -1277,12 +1298,22 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
         RtpCodecKind::Audio,
         None,
     )?;
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?
+    // The stack's default interceptors but one: no NACK responder. It would keep a copy of
+    // every packet of every leg to answer that leg's NACKs; the router answers them from the
+    // publisher's packet cache instead, one entry per published packet (the NACK feedback
+    // itself is in the video codecs registered above).
+    configure_simulcast_extension_headers(&mut media_engine)?;
+    let registry = Registry::new()
+        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
+        .with(Slot::NackResponder, Filtered::new(RtxWrapper::default()));
+    let registry = configure_rtcp_reports(configure_twcc_receiver_only(registry, &mut media_engine)?)
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),
-            KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)),
+            Filtered::new(
+                KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)).forwarding_nacks(),
+            ),
         )
-        .with(Slot::from(RID_REPORT_FILTER_SLOT), RidStreamReportFilter::default());
+        .with(Slot::from(RID_REPORT_FILTER_SLOT), Filtered::new(RidStreamReportFilter::default()));
 
     // `disconnected` after a sixth of the timeout (at most webrtc-rs's 5 s), `failed` after the
     // rest; keepalives often enough that a live but idle peer never gets near either.
@@ -1381,212 +1412,16 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
     shared.emit(PeerEvent::TrackEnded { track_id: track_id.to_string() });
 }
 
-/// Drains the RTCP the client sends about one of our outgoing tracks; keyframe requests become
-/// [`PeerEvent::KeyframeRequested`]. Draining also keeps the stack's 256-event queue from
+/// Drains the RTCP the client sends about one of our outgoing tracks; keyframe requests and
+/// NACKs become [`PeerEvent`]s ([`feedback_events`]). Draining also keeps the stack's 256-event queue from
 /// filling with receiver reports (it would log an error per report).
 async fn read_local_track_feedback(shared: Arc<PeerShared>, track: Arc<TrackLocalStaticRTP>, track_id: String) {
     while let Some(event) = track.poll().await {
-        if let TrackLocalEvent::OnRtcpPacket(packets) = event
-            && packets.iter().any(|p| is_keyframe_request(p.as_ref()))
-        {
-            shared.emit(PeerEvent::KeyframeRequested { track_id: track_id.clone() });
-        }
-    }
-}
-
-pub(crate) fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
-    let any = packet.as_any();
-    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
-}
-
-/// Interceptor marking inbound PLI/FIR for delivery to the application. Without it, webrtc-rs
-/// ends every inbound RTCP packet at the end of its interceptor chain and `TrackLocal::poll`
-/// never sees a keyframe request. Other RTCP passes through unmarked (and stops there, after
-/// the built-in interceptors used it).
-/// Public so that client peers (the load tester) can see the keyframe requests a server sends
-/// them: register it at [`KEYFRAME_FORWARDER_SLOT`].
-///
-/// Built [`with_downlink_estimate`](Self::with_downlink_estimate), it also keeps the bitrate
-/// of the latest REMB the remote sent (webrtc-rs has no REMB interceptor).
-#[derive(Default)]
-pub struct KeyframeRequestForwarder {
-    read: std::collections::VecDeque<TaggedPacket>,
-    write: std::collections::VecDeque<TaggedPacket>,
-    downlink_bps: Option<Arc<AtomicU64>>,
-}
-
-impl KeyframeRequestForwarder {
-    /// A forwarder that also stores each received REMB's bitrate (bits/s) in `cell`.
-    pub fn with_downlink_estimate(cell: Arc<AtomicU64>) -> Self {
-        Self { downlink_bps: Some(cell), ..Self::default() }
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for KeyframeRequestForwarder {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        if let ChainPacket::Rtcp(packets) = &msg.message.packet {
-            if let Some(cell) = &self.downlink_bps {
-                for remb in packets.iter().filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
-                {
-                    // At least 1 bit/s: 0 means "no estimate".
-                    cell.store((remb.bitrate as u64).max(1), Ordering::Relaxed);
-                }
-            }
-            let requests: Vec<Box<dyn rtcp::Packet>> =
-                packets.iter().filter(|p| is_keyframe_request(p.as_ref())).cloned().collect();
-            if !requests.is_empty() {
-                msg.message.packet = ChainPacket::Rtcp(requests);
-                msg.message.add(Attribute::DeliverToApplication);
+        if let TrackLocalEvent::OnRtcpPacket(packets) = event {
+            for event in feedback_events(&track_id, &packets) {
+                shared.emit(event);
             }
         }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for KeyframeRequestForwarder {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Keeps reception reports about RID-mapped streams (a browser's simulcast layers) from
-/// reaching their publisher.
-///
-/// Why: on every renegotiation `rtc` 0.21 re-creates each receiving transceiver's track from
-/// the SDP (`start_rtp`), which for a simulcast section names RIDs but no SSRCs, so the SSRCs it
-/// had learned are forgotten and it can learn them again only from a packet carrying its RID
-/// (and MID) header extension. libwebrtc stops adding those extensions to a stream as soon as a
-/// report block about it comes back. Together: any renegotiation of a browser publisher's
-/// connection a second or more into the call (a newcomer's tracks offered to it, its own screen
-/// share) silently dropped every packet of its camera from then on. Unreported, the browser
-/// keeps tagging each packet (a few bytes), and the stack maps the layers again at their next
-/// packet. The publisher still gets round-trip times from its audio's reports and its bandwidth
-/// estimate from transport-wide congestion feedback; what it loses is the per-layer loss and
-/// jitter figures of those reports.
-///
-/// A stream counts as RID-mapped once one of its packets carries the RID extension its
-/// binding negotiated: seen on the way in, before any report about it can go out.
-#[derive(Default)]
-struct RidStreamReportFilter {
-    /// The RID extension id of each bound published stream that negotiated one.
-    rid_extension: HashMap<u32, u8>,
-    /// Streams seen tagged with their RID.
-    rid_streams: HashSet<u32>,
-    read: std::collections::VecDeque<TaggedPacket>,
-    write: std::collections::VecDeque<TaggedPacket>,
-}
-
-impl RidStreamReportFilter {
-    /// `packets` without report blocks about RID-mapped streams; a receiver report left with
-    /// none goes entirely.
-    fn filtered(&self, packets: &[Box<dyn rtcp::Packet>]) -> Vec<Box<dyn rtcp::Packet>> {
-        let mut out = Vec::with_capacity(packets.len());
-        for p in packets {
-            let any = p.as_any();
-            if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                let reports: Vec<_> =
-                    rr.reports.iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned().collect();
-                if !reports.is_empty() {
-                    out.push(Box::new(ReceiverReport { reports, ..rr.clone() }) as Box<dyn rtcp::Packet>);
-                }
-            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                let reports = sr.reports.iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned().collect();
-                out.push(Box::new(SenderReport { reports, ..sr.clone() }));
-            } else {
-                out.push(p.cloned());
-            }
-        }
-        out
-    }
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for RidStreamReportFilter {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = webrtc::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        if let ChainPacket::Rtp(packet) = &msg.message.packet {
-            let ssrc = packet.header.ssrc;
-            if let Some(id) = self.rid_extension.get(&ssrc)
-                && !self.rid_streams.contains(&ssrc)
-                && packet.header.get_extension(*id).is_some()
-            {
-                self.rid_streams.insert(ssrc);
-            }
-        }
-        self.read.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<TaggedPacket> {
-        self.read.pop_front()
-    }
-
-    fn handle_write(&mut self, mut msg: TaggedPacket) -> std::result::Result<(), Self::Error> {
-        if let ChainPacket::Rtcp(packets) = &msg.message.packet {
-            let reports_rid_stream = |p: &dyn rtcp::Packet| {
-                let any = p.as_any();
-                let blocks = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
-                    (Some(rr), _) => &rr.reports,
-                    (_, Some(sr)) => &sr.reports,
-                    _ => return false,
-                };
-                blocks.iter().any(|r| self.rid_streams.contains(&r.ssrc))
-            };
-            if packets.iter().any(|p| reports_rid_stream(p.as_ref())) {
-                let kept = self.filtered(packets);
-                if kept.is_empty() {
-                    return Ok(());
-                }
-                msg.message.packet = ChainPacket::Rtcp(kept);
-            }
-        }
-        self.write.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<TaggedPacket> {
-        self.write.pop_front()
-    }
-}
-
-impl Interceptor for RidStreamReportFilter {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, info: &StreamInfo) {
-        if let Some(ext) = info.rtp_header_extensions.iter().find(|e| e.uri == RID_URI)
-            && let Ok(id) = u8::try_from(ext.id)
-        {
-            self.rid_extension.insert(info.ssrc, id);
-        }
-    }
-    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
-        self.rid_extension.remove(&info.ssrc);
-        self.rid_streams.remove(&info.ssrc);
     }
 }
 
@@ -1594,73 +1429,24 @@ impl Interceptor for RidStreamReportFilter {
 mod tests {
     use super::*;
 
-    fn report(ssrcs: &[u32]) -> Box<dyn rtcp::Packet> {
-        let reports = ssrcs.iter().map(|&ssrc| rtcp::reception_report::ReceptionReport { ssrc, ..Default::default() });
-        Box::new(ReceiverReport { ssrc: 1, reports: reports.collect(), ..Default::default() })
-    }
-
-    fn written(filter: &mut RidStreamReportFilter, packets: Vec<Box<dyn rtcp::Packet>>) -> Option<Vec<Vec<u32>>> {
-        let msg = TaggedPacket {
-            now: Instant::now(),
-            transport: Default::default(),
-            message: ChainPacket::Rtcp(packets).into(),
-        };
-        filter.handle_write(msg).expect("write");
-        let out = filter.poll_write()?;
-        let ChainPacket::Rtcp(packets) = out.message.packet else { panic!("not RTCP") };
-        Some(
-            packets
-                .iter()
-                .map(|p| match p.as_any().downcast_ref::<ReceiverReport>() {
-                    Some(rr) => rr.reports.iter().map(|r| r.ssrc).collect(),
-                    None => vec![],
-                })
-                .collect(),
-        )
-    }
-
-    /// A published packet of `ssrc` read through `filter`, tagged with RID `f` at `rid_id`.
-    fn read(filter: &mut RidStreamReportFilter, ssrc: u32, rid_id: Option<u8>) {
-        let mut packet = rtp::Packet::default();
-        packet.header.ssrc = ssrc;
-        if let Some(id) = rid_id {
-            packet.header.set_extension(id, bytes::Bytes::from_static(b"f")).expect("extension");
-        }
-        let msg = TaggedPacket {
-            now: Instant::now(),
-            transport: Default::default(),
-            message: ChainPacket::Rtp(packet).into(),
-        };
-        filter.handle_read(msg).expect("read");
-        assert!(filter.poll_read().is_some(), "every packet goes on");
-    }
-
     #[test]
-    fn reports_about_rid_mapped_streams_never_leave() {
-        let mut filter = RidStreamReportFilter::default();
-        let rid = |ssrc| StreamInfo {
-            ssrc,
-            rtp_header_extensions: vec![rtc::interceptor::RTPHeaderExtension { uri: RID_URI.to_owned(), id: 4 }],
-            ..Default::default()
+    fn feedback_asks_for_keyframes_and_lost_packets() {
+        use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
+        let pli: Box<dyn rtcp::Packet> = Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: 7 });
+        // Packet 40 and, from its bitmask, 41 and 43; then 90 in a second NACK.
+        let nack = |pairs: Vec<NackPair>| -> Box<dyn rtcp::Packet> {
+            Box::new(TransportLayerNack { sender_ssrc: 1, media_ssrc: 7, nacks: pairs })
         };
-        filter.bind_remote_stream(&rid(20));
-        filter.bind_remote_stream(&rid(30));
-        filter.bind_remote_stream(&StreamInfo { ssrc: 10, ..Default::default() });
-        // Nothing seen tagged yet: reports pass untouched.
-        assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10, 20]]));
-        // 30 negotiated the extension but its packet carries none (a declared SSRC); 10 did
-        // not negotiate it: both reported.
-        read(&mut filter, 30, None);
-        read(&mut filter, 10, Some(4));
-        read(&mut filter, 20, Some(4));
-        assert_eq!(written(&mut filter, vec![report(&[10, 20, 30])]), Some(vec![vec![10, 30]]));
-        // The RID-mapped stream's block goes, the other stays.
-        assert_eq!(written(&mut filter, vec![report(&[10, 20])]), Some(vec![vec![10]]));
-        // A report about it alone goes entirely; so does a compound of nothing else.
-        assert_eq!(written(&mut filter, vec![report(&[20])]), None);
-        // Other RTCP in the same compound stays.
-        let pli: Box<dyn rtcp::Packet> = Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: 30 });
-        assert_eq!(written(&mut filter, vec![report(&[20]), pli]), Some(vec![vec![]]));
+        let lost = NackPair { packet_id: 40, lost_packets: 0b101 };
+        let events = feedback_events("t", &[nack(vec![lost]), pli, nack(vec![NackPair::new(90)])]);
+        assert_eq!(
+            events,
+            vec![
+                PeerEvent::KeyframeRequested { track_id: "t".into() },
+                PeerEvent::NackReceived { track_id: "t".into(), sequence_numbers: vec![40, 41, 43, 90] },
+            ]
+        );
+        assert!(feedback_events("t", &[]).is_empty());
     }
 
     #[test]

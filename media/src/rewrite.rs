@@ -15,14 +15,32 @@
 //! - Packets older than the switch point, or more than [`MAX_REORDER_PACKETS`] behind the newest,
 //!   are dropped: their numbers are taken or ambiguous.
 //!
+//! - [`StreamRewriter::origin`] maps an outgoing sequence number back to its source and incoming
+//!   number (within [`MAX_REORDER_PACKETS`] of the newest, over the last [`PAST_SEGMENTS`]
+//!   segments): a subscriber's NACK is answered from the publisher's packet cache.
+//!
 //! The caller decides switches: it passes only packets of the source it selected (late packets
 //! of the previous source are filtered out there) and switches video only at a keyframe
 //! (`layers`).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 /// How far behind the newest forwarded packet a late packet may arrive and still be forwarded.
 pub const MAX_REORDER_PACKETS: u16 = 512;
+/// Segments before the current one that [`StreamRewriter::origin`] still maps.
+pub const PAST_SEGMENTS: usize = 8;
+
+/// Where an outgoing packet came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    /// Its source (publisher SSRC / layer).
+    pub source: u32,
+    /// Its sequence number as the source sent it.
+    pub sequence_number: u16,
+    /// Added to the source's timestamp to give the one it left with.
+    pub ts_offset: u32,
+}
 
 /// Sequence number and timestamp a packet leaves with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +65,8 @@ struct Segment {
     /// Packets the segment has advanced by since its first (saturating): how far back
     /// the switch point lies.
     advanced: u32,
+    /// Outgoing sequence number of its first packet.
+    first_out: u16,
 }
 
 /// The rewriter of one outgoing track.
@@ -55,6 +75,8 @@ pub struct StreamRewriter {
     /// RTP clock of the codec, Hz.
     clock_rate: u32,
     segment: Option<Segment>,
+    /// The segments before it, oldest first (at most [`PAST_SEGMENTS`]).
+    past: VecDeque<Segment>,
     /// Set by [`Self::pause`]: the next packet starts a new segment even from the same source.
     resync: bool,
     /// Newest sequence number sent, its timestamp, and when it was sent.
@@ -64,7 +86,7 @@ pub struct StreamRewriter {
 impl StreamRewriter {
     /// A rewriter for a codec with `clock_rate` Hz (90 000 video, 48 000 Opus).
     pub fn new(clock_rate: u32) -> Self {
-        Self { clock_rate: clock_rate.max(1), segment: None, resync: false, last_out: None }
+        Self { clock_rate: clock_rate.max(1), segment: None, past: VecDeque::new(), resync: false, last_out: None }
     }
 
     /// The next packet (from any source) starts a new segment: forwarding stopped for a while
@@ -82,6 +104,27 @@ impl StreamRewriter {
     /// Newest sequence number sent.
     pub fn last_sequence_number(&self) -> Option<u16> {
         self.last_out.map(|(seq, _, _)| seq)
+    }
+
+    /// Where the packet sent as `out_seq` came from; `None` if it is more than
+    /// [`MAX_REORDER_PACKETS`] behind the newest, not sent yet, or in a segment too old to
+    /// remember.
+    pub fn origin(&self, out_seq: u16) -> Option<Origin> {
+        let (newest, _, _) = self.last_out?;
+        // Ahead of the newest wraps to far behind: refused with the rest.
+        let behind = newest.wrapping_sub(out_seq);
+        if behind > MAX_REORDER_PACKETS {
+            return None;
+        }
+        // Segments follow each other without a gap: the newest one that began at or before
+        // `out_seq` sent it.
+        self.segment.iter().chain(self.past.iter().rev()).find(|s| newest.wrapping_sub(s.first_out) >= behind).map(
+            |s| Origin {
+                source: s.source,
+                sequence_number: out_seq.wrapping_sub(s.seq_offset),
+                ts_offset: s.ts_offset,
+            },
+        )
     }
 
     /// Maps one packet of `source` arriving at `now`; `None`: drop it.
@@ -122,12 +165,19 @@ impl StreamRewriter {
                 (last_seq.wrapping_add(1), last_ts.wrapping_add(ticks as u32))
             }
         };
+        if let Some(ended) = self.segment.take() {
+            if self.past.len() == PAST_SEGMENTS {
+                self.past.pop_front();
+            }
+            self.past.push_back(ended);
+        }
         self.segment = Some(Segment {
             source,
             seq_offset: out_seq.wrapping_sub(seq),
             ts_offset: out_ts.wrapping_sub(ts),
             highest_in: seq,
             advanced: 0,
+            first_out: out_seq,
         });
         self.resync = false;
         self.last_out = Some((out_seq, out_ts, now));
@@ -142,6 +192,54 @@ mod tests {
 
     fn ms(t0: Instant, ms: u64) -> Instant {
         t0 + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn origin_maps_each_sent_number_back_to_its_source_across_switches() {
+        let mut r = StreamRewriter::new(90_000);
+        let t0 = Instant::now();
+        assert_eq!(r.origin(0), None, "nothing sent yet");
+        r.rewrite(1, 100, 5000, t0).unwrap();
+        r.rewrite(1, 101, 8000, ms(t0, 33)).unwrap();
+        let s = r.rewrite(2, 40_000, 1_000_000, ms(t0, 73)).unwrap();
+        r.rewrite(2, 40_001, 1_003_000, ms(t0, 106)).unwrap();
+        let old = Origin { source: 1, sequence_number: 101, ts_offset: 0 };
+        assert_eq!(r.origin(101), Some(old));
+        assert_eq!(r.origin(100), Some(Origin { sequence_number: 100, ..old }));
+        let new = r.origin(103).expect("current segment");
+        assert_eq!((new.source, new.sequence_number), (2, 40_001));
+        assert_eq!(1_000_000u32.wrapping_add(new.ts_offset), s.timestamp, "the timestamp it left with");
+        assert_eq!(r.origin(104), None, "not sent yet");
+        // A gap in what the source sent is a gap here too: it maps to the number it skipped.
+        r.rewrite(2, 40_003, 1_009_000, ms(t0, 170)).unwrap();
+        assert_eq!(r.origin(104).map(|o| (o.source, o.sequence_number)), Some((2, 40_002)));
+    }
+
+    #[test]
+    fn origin_forgets_what_is_too_far_behind_or_too_many_segments_ago() {
+        let mut r = StreamRewriter::new(90_000);
+        let t0 = Instant::now();
+        for seq in 0..=600u16 {
+            r.rewrite(1, seq, u32::from(seq) * 3000, t0).unwrap();
+        }
+        assert_eq!(r.origin(600 - MAX_REORDER_PACKETS).map(|o| o.sequence_number), Some(600 - MAX_REORDER_PACKETS));
+        assert_eq!(r.origin(600 - MAX_REORDER_PACKETS - 1), None, "beyond the reorder window");
+        // One packet per source, switching each time: the segment of `source 1` ends up more
+        // than PAST_SEGMENTS back.
+        for source in 2..(PAST_SEGMENTS as u32 + 3) {
+            r.rewrite(source, 7, 0, t0).unwrap();
+        }
+        assert_eq!(r.origin(600), None, "its segment is forgotten");
+        // Sources 2 to PAST_SEGMENTS + 1 sent 601, 602…: all remembered, behind the current one.
+        assert_eq!(r.origin(601).map(|o| o.source), Some(2));
+        assert_eq!(r.origin(600 + PAST_SEGMENTS as u16 + 1).map(|o| o.source), Some(PAST_SEGMENTS as u32 + 2));
+        // Across the wrap of outgoing numbers too.
+        let mut w = StreamRewriter::new(90_000);
+        w.rewrite(1, 65_534, 0, t0).unwrap();
+        w.rewrite(1, 65_535, 0, t0).unwrap();
+        w.rewrite(1, 0, 0, t0).unwrap();
+        assert_eq!(w.origin(65_535).map(|o| o.sequence_number), Some(65_535));
+        assert_eq!(w.origin(1), None, "ahead of the newest");
     }
 
     #[test]

@@ -48,9 +48,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::demux;
 use crate::error::{MediaError, Result};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
-use crate::peer::{
-    Codec, IncomingRtp, MediaKind, OutTrack, Outbox, PeerEvent, PeerShared, PeerState, is_keyframe_request,
-};
+use crate::peer::{Codec, IncomingRtp, MediaKind, OutTrack, Outbox, PeerEvent, PeerShared, PeerState, feedback_events};
 use crate::placement::{self, Placement, thread_of};
 
 /// Commands queued to a driver; it drains up to this many per loop iteration.
@@ -628,13 +626,12 @@ impl PeerSlot {
                         outbox,
                     );
                 }
-                // Only keyframe requests reach here (our forwarder marks them); about our
-                // outgoing tracks, whose ids are the router's.
-                RTCMessage::RtcpPacket(track_id, packets)
-                    if !self.remote.contains_key(&track_id)
-                        && packets.iter().any(|p| is_keyframe_request(p.as_ref())) =>
-                {
-                    self.shared.emit(PeerEvent::KeyframeRequested { track_id });
+                // Only keyframe requests and NACKs reach here (our forwarder marks them); about
+                // our outgoing tracks, whose ids are the router's.
+                RTCMessage::RtcpPacket(track_id, packets) if !self.remote.contains_key(&track_id) => {
+                    for event in feedback_events(&track_id, &packets) {
+                        self.shared.emit(event);
+                    }
                 }
                 _ => {}
             }
@@ -1206,7 +1203,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::peer::{Peer, PeerConfig};
+    use crate::peer::{OutTrackSpec, Peer, PeerConfig};
 
     #[tokio::test]
     async fn a_connection_that_panics_is_failed_alone() {
@@ -1234,6 +1231,98 @@ mod tests {
         assert!(doomed.local_description().await.is_none());
         survivor.close().await.unwrap();
         doomed.close().await.unwrap();
+    }
+
+    /// A driver that is not running, on thread `thread` of a `threads`-thread socket `key`,
+    /// with links to the other drivers of capacity 1 (their receivers returned, none drained).
+    fn idle_driver(
+        thread: usize,
+        threads: usize,
+        key: u64,
+    ) -> (Driver, Arc<SocketStats>, Arc<Directory>, Vec<mpsc::Receiver<Command>>) {
+        let (links, receivers): (Vec<_>, Vec<_>) = (0..threads).map(|_| mpsc::channel(1)).unzip();
+        let stats = Arc::new(SocketStats::default());
+        let directory = Arc::new(Directory::default());
+        let local = SocketAddr::from((Ipv4Addr::LOCALHOST, 1));
+        let driver = Driver::new(thread, key, local, Arc::clone(&stats), Arc::clone(&directory), links.into());
+        (driver, stats, directory, receivers)
+    }
+
+    #[tokio::test]
+    async fn a_datagram_for_a_swamped_driver_is_dropped_and_counted_and_the_next_one_goes_through() {
+        // Connection 1 is thread 1's; this driver (thread 0) reads its datagrams, as the port's
+        // steering (or, without it, the kernel) may have it do.
+        let (mut driver, stats, directory, mut receivers) = idle_driver(0, 2, 7);
+        let id: PeerId = 1;
+        assert_eq!(thread_of(id), 1);
+        directory.add_ufrag("owned".into(), id);
+        let from = SocketAddr::from((Ipv4Addr::LOCALHOST, 40_000));
+        // The owner's queue is full.
+        driver.links[1].try_send(Command::Close { id: 99 }).unwrap();
+
+        driver.datagram(from, &stun_naming("owned"), Instant::now());
+        let counted = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((counted(&stats.refused), counted(&stats.handed_over)), (1, 0), "lost, as UDP allows, and counted");
+        assert_eq!(directory.by_addr(&from), Some(id), "the address is the connection's all the same");
+
+        // Once the owner has taken what it had, the next datagram is handed over.
+        assert!(matches!(receivers[1].try_recv(), Ok(Command::Close { id: 99 })));
+        driver.datagram(from, &[0x80, 96, 0, 1], Instant::now());
+        assert_eq!((counted(&stats.refused), counted(&stats.handed_over)), (1, 1));
+        match receivers[1].try_recv() {
+            Ok(Command::Datagram { id: to, from: sender, claimed, .. }) => {
+                assert_eq!((to, sender, claimed), (id, from, false), "by address, claimed already");
+            }
+            _ => panic!("the datagram was not handed to its connection's driver"),
+        }
+        assert_eq!(counted(&stats.datagrams_in), 2);
+    }
+
+    #[tokio::test]
+    async fn copies_for_a_swamped_driver_are_dropped_and_counted_on_their_track() {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut options = SocketOptions::new(loopback, 0, None);
+        options.threads = 2;
+        let socket = MediaSocket::bind_with(options).await.unwrap();
+        let (subscriber, _channels) = Peer::on_socket(&PeerConfig::local(loopback), &socket, None).await.unwrap();
+        let spec = OutTrackSpec {
+            track_id: "cam".into(),
+            stream_id: "publisher".into(),
+            codec: crate::peer::Codec::Vp8,
+            ssrc: 1234,
+        };
+        let track = subscriber.add_track(spec).await.unwrap();
+        track.negotiated_as(96);
+        let owner = thread_of(subscriber.socket_id().unwrap());
+        // A driver of the same socket on the other thread forwards copies to the subscriber.
+        let (mut driver, stats, _directory, mut receivers) = idle_driver(1 - owner, 2, socket.key());
+        driver.links[owner].try_send(Command::Close { id: 99 }).unwrap();
+
+        for _ in 0..3 {
+            driver.outbox.write(&track, rtp::Packet::default()).unwrap();
+        }
+        driver.write_outbox(Instant::now(), None);
+        let counted = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        assert_eq!((counted(&stats.dropped_across), counted(&stats.forwarded_across)), (3, 0));
+        assert_eq!(track.dropped(), 3, "each lost copy counts on its track");
+        assert!(driver.across.iter().all(Vec::is_empty), "nothing left behind for later");
+
+        // With room again, the next packet's copies go as one batch.
+        assert!(matches!(receivers[owner].try_recv(), Ok(Command::Close { id: 99 })));
+        for _ in 0..2 {
+            driver.outbox.write(&track, rtp::Packet::default()).unwrap();
+        }
+        driver.write_outbox(Instant::now(), None);
+        assert_eq!((counted(&stats.dropped_across), counted(&stats.forwarded_across)), (3, 2));
+        match receivers[owner].try_recv() {
+            Ok(Command::Forwarded { writes, .. }) => {
+                assert_eq!(writes.len(), 2);
+                assert!(writes.iter().all(|(_, p)| p.header.ssrc == 1234 && p.header.payload_type == 96));
+            }
+            _ => panic!("the copies were not handed to the subscriber's driver"),
+        }
+        assert_eq!(track.dropped(), 3);
+        subscriber.close().await.unwrap();
     }
 
     /// A STUN binding request naming `ufrag` (no valid integrity: it claims an address, no more).

@@ -433,7 +433,7 @@ async fn nacks_repair_injected_loss_and_a_new_subscriber_makes_a_pli_reach_the_p
     assert!(newcomer.wait_received(WAIT, |r| r.streams.contains_key(&camera)).await);
 
     // Every 10th video packet this subscriber receives is dropped before its NACK generator;
-    // the server's send leg resends from its cache: nothing is missing in the end.
+    // the router resends each from the publisher's packet cache: nothing is missing in the end.
     let lossy = Participant::join(&api, meeting, users[2], false).await.expect("join");
     lossy.inject_receive_loss(10);
     let mut lossy = lossy;
@@ -448,6 +448,10 @@ async fn nacks_repair_injected_loss_and_a_new_subscriber_makes_a_pli_reach_the_p
     let dropped = lossy.injected_drops();
     assert!(dropped >= video / 12, "loss was injected: {dropped} of {video}");
     assert_eq!(got, video, "every dropped packet was repaired by a NACK retransmission ({dropped} dropped)");
+    assert!(
+        node.log().contains("NACK answered from the publisher's cache"),
+        "the router answered, not the stack (it has no NACK responder)"
+    );
     let clean = newcomer.received().streams.get(&camera).map_or(0, |s| s.measured.distinct());
     assert_eq!(clean, video);
 }
