@@ -354,10 +354,10 @@ impl Actor for MediaRouterActor {
                     peers: state.members.len() as u32,
                     published_tracks: state.members.values().map(|m| m.published.len() as u32).sum(),
                     forwarded_packets: state.counters.forwarded.load(Ordering::Relaxed),
-                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed),
-                    retransmitted_packets: state.counters.retransmitted.load(Ordering::Relaxed),
-                    not_retransmitted_packets: state.counters.not_retransmitted.load(Ordering::Relaxed)
+                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed)
                         + state.members.values().flat_map(|m| m.out.values()).map(|(t, _)| t.dropped()).sum::<u64>(),
+                    retransmitted_packets: state.counters.retransmitted.load(Ordering::Relaxed),
+                    not_retransmitted_packets: state.counters.not_retransmitted.load(Ordering::Relaxed),
                 });
             }
             RouterMsg::Crash => panic!("fault injection: media router of {} crashed on purpose", state.meeting_id),
@@ -649,13 +649,13 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
 /// A packet no longer cached (or never sent) is not answered: the receiver's decoder asks for a
 /// keyframe if it needs one.
 async fn retransmit(state: &RouterState, user: Uuid, key: &str, lost: &[u16]) {
-    let cache = state.members.values().flat_map(|m| m.published.values()).find(|p| &*p.key == key);
-    let (Some(cache), Some(m)) = (cache.and_then(|p| p.cache.clone()), state.members.get(&user)) else { return };
+    let Some(m) = state.members.get(&user) else { return };
     let mut resend = Vec::new();
     let track = {
         let bindings = lock(&m.egress.bindings);
         let Some(b) = bindings.get(key) else { return };
-        let cache = lock(&cache);
+        let Some(cache) = &b.cache else { return };
+        let cache = lock(cache);
         for &seq in lost {
             let packet = b.rewriter.origin(seq).and_then(|o| {
                 let mut packet = cache.get(&o.source)?.get(o.sequence_number)?.clone();
@@ -811,9 +811,9 @@ async fn replan_all(state: &mut RouterState) {
     }
 }
 
-/// Where a key's packets come from: publisher, msid track id, codec, simulcast layers and
-/// their rates.
-type Source = (Uuid, Arc<str>, Codec, Vec<Layer>, Arc<LayerRates>);
+/// Where a key's packets come from: publisher, msid track id, codec, simulcast layers, their
+/// rates and (video) the packet cache that answers NACKs.
+type Source = (Uuid, Arc<str>, Codec, Vec<Layer>, Arc<LayerRates>, Option<Arc<PacketCache>>);
 
 /// Brings one subscriber's outgoing tracks in line with its plan; offers if that changed them.
 async fn replan(state: &mut RouterState, user: Uuid) {
@@ -838,7 +838,10 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     for (u, pm) in &state.members {
         for (track_id, p) in &pm.published {
             if want.contains_key(&p.key) {
-                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.codec, p.layers(), p.rates.clone()));
+                source_of.insert(
+                    p.key.clone(),
+                    (*u, track_id.clone(), p.codec, p.layers(), p.rates.clone(), p.cache.clone()),
+                );
             }
         }
     }
@@ -860,9 +863,11 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     }
     let mut keyframes = Vec::new();
     for (key, tile) in &want {
-        let Some((publisher, track_id, codec, layers, rates)) = source_of.get(key) else { continue };
+        let Some((publisher, track_id, codec, layers, rates, cache)) = source_of.get(key) else { continue };
         match m.out.get_mut(key) {
             Some((_, old_tile)) => {
+                // The same key may now be a new track of its publisher's (it published again).
+                m.egress.answer_nacks_from(key, cache.clone());
                 if *old_tile != *tile
                     && let Some(t) = tile
                 {
@@ -882,6 +887,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                         tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track added");
                         let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
                         m.egress.bind(key.clone(), track.clone(), *tile, layers.clone(), rates.clone(), wants.clone());
+                        m.egress.answer_nacks_from(key, cache.clone());
                         m.out.insert(key.clone(), (track, *tile));
                         routes_add.push((*publisher, track_id.clone(), wants));
                         if codec.kind() == MediaKind::Video {
@@ -1035,6 +1041,8 @@ struct Binding {
     rates: Arc<LayerRates>,
     /// Where the ingest reads which layers to send us.
     wants: Arc<AtomicU8>,
+    /// The publisher's packet cache (video), what this track's NACKs are answered from.
+    cache: Option<Arc<PacketCache>>,
     /// What we send on this track (for streams that cannot adapt: their share of the budget).
     sent: BitrateMeter,
     last_keyframe_ask: Option<Instant>,
@@ -1141,6 +1149,7 @@ impl Egress {
             layers,
             rates,
             wants,
+            cache: None,
             sent: BitrateMeter::new(),
             last_keyframe_ask: None,
             unsent: 0,
@@ -1150,6 +1159,13 @@ impl Egress {
         let mut bindings = lock(&self.bindings);
         bindings.insert(key, binding);
         reselect(&mut bindings, &self.estimate, self.user, Instant::now());
+    }
+
+    /// NACKs about `key` are answered from `cache` (none: not answered).
+    fn answer_nacks_from(&self, key: &Arc<str>, cache: Option<Arc<PacketCache>>) {
+        if let Some(b) = lock(&self.bindings).get_mut(key) {
+            b.cache = cache;
+        }
     }
 
     fn unbind(&self, key: &Arc<str>) {
