@@ -8,9 +8,9 @@
 //!
 //! - [`KeyframeRequestForwarder`] (at [`KEYFRAME_FORWARDER_SLOT`]): inbound PLI/FIR (and, on
 //!   the node, NACKs) go on to the application; the latest REMB is kept.
-//! - [`RidStreamReportFilter`] (at [`RID_REPORT_FILTER_SLOT`]): no report blocks about a
+//! - `RidStreamReportFilter` (at [`RID_REPORT_FILTER_SLOT`]): no report blocks about a
 //!   browser's RID-mapped simulcast streams leave the node.
-//! - [`RtxWrapper`] (where the stack's NACK responder would sit): a packet sent again goes out
+//! - `RtxWrapper` (where the stack's NACK responder would sit): a packet sent again goes out
 //!   on its stream's RTX SSRC (RFC 4588).
 
 use std::collections::hash_map::Entry;
@@ -36,7 +36,7 @@ use crate::peer::RID_URI;
 /// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen
 /// the RTCP before it is narrowed down.
 pub const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
-/// Where [`RidStreamReportFilter`] sits: just wire-side of the receiver-report interceptor
+/// Where `RidStreamReportFilter` sits: just wire-side of the receiver-report interceptor
 /// (10 000), so the reports it writes pass the filter on their way out.
 pub const RID_REPORT_FILTER_SLOT: usize = 9_500;
 

@@ -11,7 +11,8 @@
 //! - **The WebRTC adapter** [`peer`]: one server-side peer connection per participant on
 //!   webrtc-rs 0.21 — negotiation both ways, trickle ICE, published RTP out to a sink called on
 //!   the receive path (or a channel), outgoing tracks that take rewritten RTP, PLI to
-//!   publishers. Configured so, the node's peers
+//!   publishers, NACKs up to the router — with [`interceptors`], our stages in each
+//!   connection's interceptor chain. Configured so, the node's peers
 //!   share one UDP port: [`socket`] drives them all as sans-IO `rtc` connections from one
 //!   socket, [`demux`] (pure) says whose a datagram is.
 //!

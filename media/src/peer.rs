@@ -1413,8 +1413,8 @@ async fn read_remote_track(shared: Arc<PeerShared>, track: Arc<dyn TrackRemote>)
 }
 
 /// Drains the RTCP the client sends about one of our outgoing tracks; keyframe requests and
-/// NACKs become [`PeerEvent`]s ([`feedback_events`]). Draining also keeps the stack's 256-event queue from
-/// filling with receiver reports (it would log an error per report).
+/// NACKs become [`PeerEvent`]s ([`feedback_events`]). Draining also keeps the stack's 256-event
+/// queue from filling with receiver reports (it would log an error per report).
 async fn read_local_track_feedback(shared: Arc<PeerShared>, track: Arc<TrackLocalStaticRTP>, track_id: String) {
     while let Some(event) = track.poll().await {
         if let TrackLocalEvent::OnRtcpPacket(packets) = event {
