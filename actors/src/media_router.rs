@@ -505,6 +505,7 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         counters: state.counters.clone(),
         router: myself.clone(),
         meters: Mutex::new(HashMap::new()),
+        drop_every: state.config.drop_forwarded_every,
     }));
     state.generations += 1;
     let generation = state.generations;
@@ -964,6 +965,8 @@ struct Ingest {
     router: RouterRef,
     /// Bitrate of each simulcast layer, by track.
     meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
+    /// Fault injection: withhold every Nth video packet from each subscriber (0: never).
+    drop_every: u32,
 }
 
 impl RtpSink for Ingest {
@@ -1012,7 +1015,7 @@ impl RtpSink for Ingest {
         }
         let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
         for s in targets {
-            s.egress.forward(&fwd, now, out, &self.router, &self.counters);
+            s.egress.forward(&fwd, now, out, &self.router, &self.counters, self.drop_every);
         }
     }
 }
@@ -1043,6 +1046,8 @@ struct Binding {
     wants: Arc<AtomicU8>,
     /// The publisher's packet cache (video), what this track's NACKs are answered from.
     cache: Option<Arc<PacketCache>>,
+    /// Fault injection: packets since the last one withheld.
+    withheld: u32,
     /// What we send on this track (for streams that cannot adapt: their share of the budget).
     sent: BitrateMeter,
     last_keyframe_ask: Option<Instant>,
@@ -1150,6 +1155,7 @@ impl Egress {
             rates,
             wants,
             cache: None,
+            withheld: 0,
             sent: BitrateMeter::new(),
             last_keyframe_ask: None,
             unsent: 0,
@@ -1193,7 +1199,15 @@ impl Egress {
     }
 
     /// One packet of a track it may receive: layer choice, rewrite, into `out`.
-    fn forward(&self, fwd: &Forward, now: Instant, out: &mut Outbox, router: &RouterRef, counters: &Counters) {
+    fn forward(
+        &self,
+        fwd: &Forward,
+        now: Instant,
+        out: &mut Outbox,
+        router: &RouterRef,
+        counters: &Counters,
+        drop_every: u32,
+    ) {
         let mut bindings = lock(&self.bindings);
         let Some(b) = bindings.get_mut(&fwd.key) else { return };
         if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
@@ -1218,6 +1232,13 @@ impl Egress {
         }
         let h = &fwd.packet.header;
         let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { return };
+        if drop_every > 0 && b.track.codec().kind() == MediaKind::Video {
+            // Fault injection: numbered and cached, never sent; the subscriber will NACK it.
+            b.withheld = (b.withheld + 1) % drop_every;
+            if b.withheld == 0 {
+                return;
+            }
+        }
         let mut packet = fwd.packet.clone();
         packet.header.sequence_number = rw.sequence_number;
         packet.header.timestamp = rw.timestamp;

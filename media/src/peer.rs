@@ -128,6 +128,11 @@ pub struct PeerConfig {
     /// How long a peer may go without ICE traffic (consent checks, media) before it is failed:
     /// the client vanished without closing ([`DEFAULT_DEAD_PEER_TIMEOUT`]).
     pub dead_peer_timeout: Duration,
+    /// Fault injection (tests, drills): the router withholds the first transmission of every
+    /// Nth video packet it forwards to each subscriber, who loses it, NACKs it and gets it again
+    /// from the publisher's cache. 0: off.
+    #[serde(default)]
+    pub drop_forwarded_every: u32,
 }
 
 /// webrtc-rs's own default: 5 s to `disconnected`, 25 s more to `failed`.
@@ -148,6 +153,7 @@ impl PeerConfig {
             ice_lite: false,
             rtp_queue_packets: DEFAULT_RTP_QUEUE_PACKETS,
             dead_peer_timeout: DEFAULT_DEAD_PEER_TIMEOUT,
+            drop_forwarded_every: 0,
         }
     }
 }

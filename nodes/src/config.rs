@@ -258,9 +258,10 @@ fn env_or<T: std::str::FromStr>(
     }
 }
 
-/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared port), `PARLEY_MEDIA_THREADS`, `PARLEY_MEDIA_SPREAD_AT`, `PARLEY_MEDIA_PORTS`
-/// (`40000-40999`), `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS`
-/// over it.
+/// `[media]` with `PARLEY_MEDIA_BIND_IP`, `PARLEY_MEDIA_PUBLIC_IP`, `PARLEY_MEDIA_PORT` (one shared
+/// port), `PARLEY_MEDIA_THREADS`, `PARLEY_MEDIA_SPREAD_AT`, `PARLEY_MEDIA_PORTS` (`40000-40999`),
+/// `PARLEY_ICE_SERVERS` (comma-separated URLs) and `PARLEY_MEDIA_DEAD_PEER_SECS` over it, and
+/// the environment-only fault injection `PARLEY_MEDIA_DROP_FORWARDED_EVERY`.
 fn resolve_media(
     m: &MediaSection,
     node_host: Option<&str>,
@@ -351,6 +352,7 @@ fn resolve_media(
         ice_lite: m.ice_lite.unwrap_or(false),
         rtp_queue_packets: parley_media::peer::DEFAULT_RTP_QUEUE_PACKETS,
         dead_peer_timeout: std::time::Duration::from_secs_f64(dead_peer_timeout),
+        drop_forwarded_every: env_or(env, "PARLEY_MEDIA_DROP_FORWARDED_EVERY", "a number", None)?.unwrap_or(0),
     })
 }
 
@@ -674,7 +676,11 @@ mod tests {
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_DEAD_PEER_SECS", "2.5")]);
         let s = Settings::resolve(&with_media, None, &env).unwrap();
         assert_eq!(s.media.dead_peer_timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(s.media.drop_forwarded_every, 0, "no fault injected unless asked");
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_DROP_FORWARDED_EVERY", "15")]);
+        assert_eq!(Settings::resolve(&with_media, None, &env).unwrap().media.drop_forwarded_every, 15);
         for bad in [
+            ("PARLEY_MEDIA_DROP_FORWARDED_EVERY", "some"),
             ("PARLEY_MEDIA_PORTS", "50010-50000"),
             ("PARLEY_MEDIA_PORTS", "lots"),
             ("PARLEY_MEDIA_BIND_IP", "0.0.0.0"),

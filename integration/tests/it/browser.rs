@@ -257,11 +257,33 @@ async fn cameras_keep_flowing_when_the_publishers_connections_are_renegotiated()
     drop(third);
 }
 
+/// The node withholds every 15th video packet it forwards to each page (fault injection): the
+/// page's NACK is answered from the publisher's cache on the RTX stream, Chromium counts the
+/// packets received again, and both cameras keep being decoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_repair_lost_video_with_the_nodes_retransmissions() {
+    let call = Call::start_with(false, &[("PARLEY_MEDIA_DROP_FORWARDED_EVERY", "15")]).await;
+    for page in [&call.host, &call.guest] {
+        let repaired = "window.parley.repairs().then(r => r.nacks > 0 && r.retransmitted > 0)";
+        if !page.wait_for(repaired, Duration::from_secs(15)).await {
+            let repairs = page.eval("window.parley.repairs()").await;
+            panic!("the {} page repairs its losses: {repairs:?}\n{}", page.label, call.report().await);
+        }
+        let repairs = page.eval("window.parley.repairs()").await.unwrap_or_default();
+        println!("the {} page: {repairs}", page.label);
+        let before = page.frames_decoded().await;
+        let more = format!("window.parley.framesDecoded().then(n => n >= {before} + 10)");
+        call.expect(page, &more, "video keeps being decoded").await;
+    }
+    let log = call.node.log();
+    assert!(log.contains("NACK answered from the publisher's cache"), "the router answered\n{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_guest_admitted_from_the_waiting_room_gets_media() {
     // `Call` waits for both pages to decode video: the admitted guest's page (which joined
     // through the `admitted` event, not a `joined` reply) connected its media too.
-    let call = Call::start_with(true).await;
+    let call = Call::start_with(true, &[]).await;
     assert!(call.tiles(&call.guest).await.contains(&format!("{}:camera", call.host_id)));
     let me = "document.getElementById('people').textContent";
     assert!(call.guest.eval(me).await.expect("people").as_str().is_some_and(|t| t.contains("Gus (you)")));
@@ -282,18 +304,20 @@ struct Call {
 
 impl Call {
     async fn start() -> Call {
-        Call::start_with(false).await
+        Call::start_with(false, &[]).await
     }
 
     /// With `waiting_room`, the guest's page waits until the host admits it from its page.
-    async fn start_with(waiting_room: bool) -> Call {
+    /// `env`: more settings of the node.
+    async fn start_with(waiting_room: bool, env: &[(&str, &str)]) -> Call {
         let chromium = Chromium::launch();
-        let node = TestNode::start_with(
-            NodeOptions::new(Backend::Postgres)
-                .with_redis()
-                .env("PARLEY_LOG", "info,parley_actors::media_router=debug,parley_media::socket=debug"),
-        )
-        .await;
+        let mut options = NodeOptions::new(Backend::Postgres)
+            .with_redis()
+            .env("PARLEY_LOG", "info,parley_actors::media_router=debug,parley_media::socket=debug");
+        for (key, value) in env {
+            options = options.env(key, *value);
+        }
+        let node = TestNode::start_with(options).await;
         let (host_id, host_token) = node.user("host@example.com", "Hannah Host").await;
         let (guest_id, guest_token) = node.user("guest@example.com", "Gus Guest").await;
         let meeting = id_of(
