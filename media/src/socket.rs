@@ -1280,10 +1280,7 @@ mod tests {
 
     #[tokio::test]
     async fn copies_for_a_swamped_driver_are_dropped_and_counted_on_their_track() {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let mut options = SocketOptions::new(loopback, 0, None);
-        options.threads = 2;
-        let socket = MediaSocket::bind_with(options).await.unwrap();
+        let (socket, loopback) = two_driver_socket().await;
         let (subscriber, _channels) = Peer::on_socket(&PeerConfig::local(loopback), &socket, None).await.unwrap();
         let spec = OutTrackSpec {
             track_id: "cam".into(),
@@ -1325,6 +1322,14 @@ mod tests {
         subscriber.close().await.unwrap();
     }
 
+    /// A socket on a loopback port with two driver threads, and that address.
+    async fn two_driver_socket() -> (Arc<MediaSocket>, IpAddr) {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let mut options = SocketOptions::new(loopback, 0, None);
+        options.threads = 2;
+        (MediaSocket::bind_with(options).await.unwrap(), loopback)
+    }
+
     /// A STUN binding request naming `ufrag` (no valid integrity: it claims an address, no more).
     fn stun_naming(ufrag: &str) -> Vec<u8> {
         let username = format!("{ufrag}:remote");
@@ -1333,10 +1338,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_first_driver_reads_every_datagram_and_hands_each_to_its_connections_driver() {
-        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
-        let mut options = SocketOptions::new(loopback, 0, None);
-        options.threads = 2;
-        let socket = MediaSocket::bind_with(options).await.unwrap();
+        let (socket, loopback) = two_driver_socket().await;
         assert_eq!(socket.threads(), 2);
         let config = PeerConfig::local(loopback);
         let (a, _a_channels) = Peer::on_socket(&config, &socket, None).await.unwrap();
