@@ -505,11 +505,15 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         counters: state.counters.clone(),
         router: myself.clone(),
         meters: Mutex::new(HashMap::new()),
-        drop_every: state.config.drop_forwarded_every,
     }));
     state.generations += 1;
     let generation = state.generations;
-    let egress = Arc::new(Egress { user, bindings: Mutex::new(HashMap::new()), estimate: peer.downlink_estimate() });
+    let egress = Arc::new(Egress {
+        user,
+        bindings: Mutex::new(HashMap::new()),
+        estimate: peer.downlink_estimate(),
+        drop_every: state.config.drop_forwarded_every,
+    });
     let tasks = vec![tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle()];
     Ok(Member {
         peer,
@@ -965,8 +969,6 @@ struct Ingest {
     router: RouterRef,
     /// Bitrate of each simulcast layer, by track.
     meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
-    /// Fault injection: withhold every Nth video packet from each subscriber (0: never).
-    drop_every: u32,
 }
 
 impl RtpSink for Ingest {
@@ -1015,7 +1017,7 @@ impl RtpSink for Ingest {
         }
         let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
         for s in targets {
-            s.egress.forward(&fwd, now, out, &self.router, &self.counters, self.drop_every);
+            s.egress.forward(&fwd, now, out, &self.router, &self.counters);
         }
     }
 }
@@ -1128,6 +1130,8 @@ struct Egress {
     bindings: Mutex<HashMap<Arc<str>, Binding>>,
     /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
     estimate: Arc<AtomicU64>,
+    /// Fault injection: withhold every Nth video packet sent to this subscriber (0: never).
+    drop_every: u32,
 }
 
 impl Egress {
@@ -1199,15 +1203,7 @@ impl Egress {
     }
 
     /// One packet of a track it may receive: layer choice, rewrite, into `out`.
-    fn forward(
-        &self,
-        fwd: &Forward,
-        now: Instant,
-        out: &mut Outbox,
-        router: &RouterRef,
-        counters: &Counters,
-        drop_every: u32,
-    ) {
+    fn forward(&self, fwd: &Forward, now: Instant, out: &mut Outbox, router: &RouterRef, counters: &Counters) {
         let mut bindings = lock(&self.bindings);
         let Some(b) = bindings.get_mut(&fwd.key) else { return };
         if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
@@ -1232,9 +1228,9 @@ impl Egress {
         }
         let h = &fwd.packet.header;
         let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { return };
-        if drop_every > 0 && b.track.codec().kind() == MediaKind::Video {
+        if self.drop_every > 0 && b.track.codec().kind() == MediaKind::Video {
             // Fault injection: numbered and cached, never sent; the subscriber will NACK it.
-            b.withheld = (b.withheld + 1) % drop_every;
+            b.withheld = (b.withheld + 1) % self.drop_every;
             if b.withheld == 0 {
                 return;
             }
