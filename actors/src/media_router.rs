@@ -113,7 +113,7 @@ struct Forward {
 /// written by the actor on every plan change.
 #[derive(Default)]
 struct Routes {
-    by_track: HashMap<(Uuid, Arc<str>), Route>,
+    by_track: FastMap<(Uuid, Arc<str>), Route>,
 }
 
 struct Route {
@@ -128,7 +128,11 @@ struct Route {
 /// The packets of one published video track forwarded lately, by SSRC (one stream per simulcast
 /// layer) and sequence number: what subscribers' NACKs are answered from. One entry per
 /// published packet, whatever the number of subscribers (the payload is shared, not copied).
-type PacketCache = Mutex<HashMap<u32, NackCache<RtpPacket>>>;
+type PacketCache = Mutex<FastMap<u32, NackCache<RtpPacket>>>;
+
+/// The maps read for every packet or every copy: keyed by track ids a client chose, so seeded
+/// (foldhash), but without SipHash's cost on each lookup.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One subscriber of a route.
 #[derive(Clone)]
@@ -504,13 +508,13 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         speaker: state.speaker.clone(),
         counters: state.counters.clone(),
         router: myself.clone(),
-        meters: Mutex::new(HashMap::new()),
+        meters: Mutex::new(FastMap::default()),
     }));
     state.generations += 1;
     let generation = state.generations;
     let egress = Arc::new(Egress {
         user,
-        bindings: Mutex::new(HashMap::new()),
+        bindings: Mutex::new(FastMap::default()),
         estimate: peer.downlink_estimate(),
         drop_every: state.config.drop_forwarded_every,
     });
@@ -673,7 +677,10 @@ async fn retransmit(state: &RouterState, user: Uuid, key: &str, lost: &[u16]) {
         b.track.clone()
     };
     let missed = (lost.len() - resend.len()) as u64;
-    state.counters.not_retransmitted.fetch_add(missed, Ordering::Relaxed);
+    let missed_before = state.counters.not_retransmitted.fetch_add(missed, Ordering::Relaxed);
+    if (missed_before + 1..=missed_before + missed).any(u64::is_power_of_two) {
+        tracing::debug!(%user, track = %key, missed, total = missed_before + missed, "NACK not answered: packets no longer cached or never sent");
+    }
     let mut sent = 0;
     for packet in resend {
         match track.write_rtp(packet).await {
@@ -968,7 +975,7 @@ struct Ingest {
     counters: Arc<Counters>,
     router: RouterRef,
     /// Bitrate of each simulcast layer, by track.
-    meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
+    meters: Mutex<FastMap<Arc<str>, [BitrateMeter; 3]>>,
 }
 
 impl RtpSink for Ingest {
@@ -1107,7 +1114,7 @@ fn nominal_height(layer: Layer) -> u32 {
 
 /// Re-decides every simulcast layer of one subscriber: the downlink estimate, less what its
 /// other streams take, shared by tile area (`layers::split_budget`).
-fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
+fn reselect(bindings: &mut FastMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
     let estimate = match estimate.load(Ordering::Relaxed) {
         0 => None,
         bps => Some(bps),
@@ -1127,7 +1134,7 @@ fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, sub
 struct Egress {
     /// The subscriber (for the log).
     user: Uuid,
-    bindings: Mutex<HashMap<Arc<str>, Binding>>,
+    bindings: Mutex<FastMap<Arc<str>, Binding>>,
     /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
     estimate: Arc<AtomicU64>,
     /// Fault injection: withhold every Nth video packet sent to this subscriber (0: never).

@@ -38,6 +38,7 @@ use rtc::interceptor::{Packet as ChainPacket, Slot, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{TransportLayerNack, nack_pairs_from_sequence_numbers};
 use webrtc::media_stream::track_local::TrackLocalEvent;
 
 use crate::LoadError;
@@ -81,6 +82,8 @@ pub struct StreamStats {
     pub measured: synth::Seen,
     pub keyframes: u64,
     pub ssrcs: Vec<u32>,
+    /// The sequence number of the latest packet.
+    pub last_sequence_number: u16,
     /// The negotiated codec's MIME type (`video/VP8`, `video/H264`, `audio/opus`).
     pub codec: String,
 }
@@ -443,6 +446,16 @@ impl Participant {
         let (track, ssrc) = first.ok_or_else(|| LoadError::Media("no video received yet".to_owned()))?;
         let remb = ReceiverEstimatedMaximumBitrate { sender_ssrc: 0, bitrate: bps as f32, ssrcs: vec![ssrc] };
         track.write_rtcp(vec![Box::new(remb)]).await.map_err(rtc_err)
+    }
+
+    /// Tells the server that the packets numbered `lost` of the first video track we receive
+    /// never arrived (RTCP NACK), whether or not they did.
+    pub async fn send_nack(&self, lost: &[u16]) -> Result<(), LoadError> {
+        let first = lock(&self.shared.remote_video).first().cloned();
+        let (track, ssrc) = first.ok_or_else(|| LoadError::Media("no video received yet".to_owned()))?;
+        let nack =
+            TransportLayerNack { sender_ssrc: 0, media_ssrc: ssrc, nacks: nack_pairs_from_sequence_numbers(lost) };
+        track.write_rtcp(vec![Box::new(nack)]).await.map_err(rtc_err)
     }
 
     /// Asks for a view (`subscribe`).
@@ -982,6 +995,7 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
         let latency = stamp.filter(|s| s.phase == Phase::Measure).map(|s| synth::latency(&s));
         let s = r.streams.entry(stream.clone()).or_default();
         s.packets += 1;
+        s.last_sequence_number = p.header.sequence_number;
         if let Some(st) = stamp {
             s.by_layer[usize::from(st.layer.min(3))] += 1;
             s.last_layer = st.layer;

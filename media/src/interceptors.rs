@@ -10,7 +10,7 @@
 //!   the node, NACKs) go on to the application; the latest REMB is kept.
 //! - `RidStreamReportFilter` (at [`RID_REPORT_FILTER_SLOT`]): no report blocks about a
 //!   browser's RID-mapped simulcast streams leave the node.
-//! - `RtxWrapper` (where the stack's NACK responder would sit): a packet sent again goes out
+//! - `RtxWrapper` (sharing that stage, see `node_send_filters`): a packet sent again goes out
 //!   on its stream's RTX SSRC (RFC 4588).
 
 use std::collections::hash_map::Entry;
@@ -37,8 +37,23 @@ use crate::peer::RID_URI;
 /// the RTCP before it is narrowed down.
 pub const KEYFRAME_FORWARDER_SLOT: usize = 14_000;
 /// Where `RidStreamReportFilter` sits: just wire-side of the receiver-report interceptor
-/// (10 000), so the reports it writes pass the filter on their way out.
+/// (10 000), so the reports it writes pass the filter on their way out. The node's
+/// `RtxWrapper` shares the stage (`node_send_filters`).
 pub const RID_REPORT_FILTER_SLOT: usize = 9_500;
+
+/// The node's filters at [`RID_REPORT_FILTER_SLOT`], in one stage: the RTX wrapper wire-side
+/// of the RID report filter.
+///
+/// The wrapper only rewrites RTP on its way out, and may sit anywhere between the pacer (it
+/// produces packets the wire has not seen: above 3 000) and the sender-report interceptor
+/// (11 000, which must count a packet on the SSRC the application wrote it on). The stages in
+/// between that the node registers, the NACK generator (7 000) and the TWCC receiver
+/// (8 000), pass what is written untouched. So it shares the RID report filter's stage instead
+/// of the NACK responder's slot: one stage fewer for every packet the node sends (a stage
+/// costs each packet its moves through that stage's queue, in both directions).
+pub(crate) fn node_send_filters() -> Filtered<(RtxWrapper, RidStreamReportFilter)> {
+    Filtered::new((RtxWrapper::default(), RidStreamReportFilter::default()))
+}
 
 /// One decision per packet, in each direction: `Some` passes the packet on (changed or not),
 /// `None` drops it. Both default to passing everything.
@@ -92,7 +107,9 @@ impl<F: PacketFilter> Protocol<TaggedPacket, TaggedPacket, ()> for Filtered<F> {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.read.extend(self.filter.read(msg));
+        if let Some(msg) = self.filter.read(msg) {
+            self.read.push_back(msg);
+        }
         Ok(())
     }
 
@@ -101,7 +118,9 @@ impl<F: PacketFilter> Protocol<TaggedPacket, TaggedPacket, ()> for Filtered<F> {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write.extend(self.filter.write(msg));
+        if let Some(msg) = self.filter.write(msg) {
+            self.write.push_back(msg);
+        }
         Ok(())
     }
 
@@ -122,6 +141,40 @@ impl<F: PacketFilter> Interceptor for Filtered<F> {
     }
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.filter.unbind_remote_stream(info);
+    }
+}
+
+/// Two filters in one stage of the chain, `A` nearer the wire: what comes in goes through `A`
+/// then `B`, what goes out through `B` then `A`, as if `A` sat just wire-side of `B`. Every
+/// stage costs each packet in either direction its moves through the stage's queue, so
+/// filters that may sit next to each other share one.
+impl<A: PacketFilter, B: PacketFilter> PacketFilter for (A, B) {
+    fn read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        self.0.read(msg).and_then(|msg| self.1.read(msg))
+    }
+
+    fn write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+        self.1.write(msg).and_then(|msg| self.0.write(msg))
+    }
+
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_local_stream(info);
+        self.1.bind_local_stream(info);
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_local_stream(info);
+        self.1.unbind_local_stream(info);
+    }
+
+    fn bind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.bind_remote_stream(info);
+        self.1.bind_remote_stream(info);
+    }
+
+    fn unbind_remote_stream(&mut self, info: &StreamInfo) {
+        self.0.unbind_remote_stream(info);
+        self.1.unbind_remote_stream(info);
     }
 }
 
@@ -372,8 +425,8 @@ mod tests {
 
     /// What leaves `filter` for `packets`, as each packet's report-block SSRCs (an empty list
     /// for anything but a receiver report); `None` when nothing leaves.
-    fn written(
-        filter: &mut Filtered<RidStreamReportFilter>,
+    fn written<F: PacketFilter>(
+        filter: &mut Filtered<F>,
         packets: Vec<Box<dyn rtcp::Packet>>,
     ) -> Option<Vec<Vec<u32>>> {
         let msg = TaggedPacket {
@@ -397,7 +450,7 @@ mod tests {
     }
 
     /// A published packet of `ssrc` read through `filter`, tagged with RID `f` at `rid_id`.
-    fn read(filter: &mut Filtered<RidStreamReportFilter>, ssrc: u32, rid_id: Option<u8>) {
+    fn read<F: PacketFilter>(filter: &mut Filtered<F>, ssrc: u32, rid_id: Option<u8>) {
         let mut packet = rtc::rtp::Packet::default();
         packet.header.ssrc = ssrc;
         if let Some(id) = rid_id {
@@ -500,7 +553,7 @@ mod tests {
     }
 
     /// What leaves `wrapper` for an RTP packet of `ssrc` numbered `seq` with payload `[9]`.
-    fn sent(wrapper: &mut Filtered<RtxWrapper>, ssrc: u32, seq: u16) -> (u32, u8, u16, Vec<u8>, bool) {
+    fn sent<F: PacketFilter>(wrapper: &mut Filtered<F>, ssrc: u32, seq: u16) -> (u32, u8, u16, Vec<u8>, bool) {
         let mut packet = rtc::rtp::Packet::default();
         packet.header.ssrc = ssrc;
         packet.header.payload_type = 96;
@@ -516,6 +569,72 @@ mod tests {
         let repair = out.message.has(&Attribute::Retransmission);
         let ChainPacket::Rtp(p) = out.message.packet else { panic!("not RTP") };
         (p.header.ssrc, p.header.payload_type, p.header.sequence_number, p.payload.to_vec(), repair)
+    }
+
+    /// A filter that notes each packet it sees under its name, and drops them if told to.
+    struct Tracer {
+        name: &'static str,
+        seen: Arc<std::sync::Mutex<Vec<&'static str>>>,
+        drops: bool,
+    }
+
+    impl Tracer {
+        fn pass(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+            self.seen.lock().unwrap().push(self.name);
+            (!self.drops).then_some(msg)
+        }
+    }
+
+    impl PacketFilter for Tracer {
+        fn read(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+            self.pass(msg)
+        }
+        fn write(&mut self, msg: TaggedPacket) -> Option<TaggedPacket> {
+            self.pass(msg)
+        }
+    }
+
+    #[test]
+    fn a_pair_reads_through_its_wire_side_filter_first_writes_through_it_last_and_stops_at_a_drop() {
+        let packet = || TaggedPacket {
+            now: Instant::now(),
+            transport: Default::default(),
+            message: ChainPacket::Rtcp(vec![]).into(),
+        };
+        for (wire_drops, app_drops) in [(false, false), (true, false), (false, true)] {
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let tracer = |name, drops| Tracer { name, seen: Arc::clone(&seen), drops };
+            let mut pair = Filtered::new((tracer("wire", wire_drops), tracer("app", app_drops)));
+            pair.handle_read(packet()).expect("read");
+            assert_eq!(pair.poll_read().is_some(), !wire_drops && !app_drops);
+            pair.handle_write(packet()).expect("write");
+            assert_eq!(pair.poll_write().is_some(), !wire_drops && !app_drops);
+            let expected: &[&str] = match (wire_drops, app_drops) {
+                (false, false) => &["wire", "app", "app", "wire"],
+                // In: dropped before the other sees it; out: the other saw it first.
+                (true, _) => &["wire", "app", "wire"],
+                (_, true) => &["wire", "app", "app"],
+            };
+            assert_eq!(seen.lock().unwrap().as_slice(), expected, "wire drops {wire_drops}, app drops {app_drops}");
+        }
+    }
+
+    #[test]
+    fn the_nodes_send_stage_withholds_rid_reports_and_resends_on_the_repair_stream() {
+        let mut stage = node_send_filters();
+        stage.bind_remote_stream(&rid_stream(20));
+        stage.bind_local_stream(&StreamInfo {
+            ssrc: 10,
+            ssrc_rtx: Some(11),
+            payload_type: 96,
+            payload_type_rtx: Some(97),
+            ..Default::default()
+        });
+        read(&mut stage, 20, Some(4));
+        assert_eq!(written(&mut stage, vec![report(&[20, 30])]), Some(vec![vec![30]]));
+        assert_eq!(sent(&mut stage, 10, 7), (10, 96, 7, vec![9], false));
+        let (ssrc, pt, _, payload, repair) = sent(&mut stage, 10, 7);
+        assert_eq!((ssrc, pt, payload, repair), (11, 97, vec![0, 7, 9], true));
     }
 
     #[test]

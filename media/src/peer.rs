@@ -69,8 +69,8 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::error::{MediaError, Result};
 use crate::interceptors::{
-    Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, RID_REPORT_FILTER_SLOT, RidStreamReportFilter,
-    RtxWrapper, is_keyframe_request,
+    Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, RID_REPORT_FILTER_SLOT, is_keyframe_request,
+    node_send_filters,
 };
 use crate::socket::{Command, MediaSocket, PeerId, PeerSlot};
 use rtc::peer_connection::RTCPeerConnectionBuilder;
@@ -1309,9 +1309,7 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
     // publisher's packet cache instead, one entry per published packet (the NACK feedback
     // itself is in the video codecs registered above).
     configure_simulcast_extension_headers(&mut media_engine)?;
-    let registry = Registry::new()
-        .with(Slot::NackGenerator, NackGeneratorBuilder::new().build())
-        .with(Slot::NackResponder, Filtered::new(RtxWrapper::default()));
+    let registry = Registry::new().with(Slot::NackGenerator, NackGeneratorBuilder::new().build());
     let registry = configure_rtcp_reports(configure_twcc_receiver_only(registry, &mut media_engine)?)
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),
@@ -1319,7 +1317,7 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
                 KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)).forwarding_nacks(),
             ),
         )
-        .with(Slot::from(RID_REPORT_FILTER_SLOT), Filtered::new(RidStreamReportFilter::default()));
+        .with(Slot::from(RID_REPORT_FILTER_SLOT), node_send_filters());
 
     // `disconnected` after a sixth of the timeout (at most webrtc-rs's 5 s), `failed` after the
     // rest; keepalives often enough that a live but idle peer never gets near either.

@@ -456,6 +456,46 @@ async fn nacks_repair_injected_loss_and_a_new_subscriber_makes_a_pli_reach_the_p
     assert_eq!(clean, video);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_for_packets_never_sent_or_long_gone_is_counted_and_the_stream_goes_on() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 2).await;
+    let publisher = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let media = publisher.publish(Rates::default());
+    let camera = stream(users[0], "camera");
+    let subscriber = connected(&api, meeting, users[1], false, Publish::NOTHING).await;
+    let camera_packets = |p: &Participant| p.received().streams.get(&camera).map_or(0, |s| s.packets);
+    assert!(subscriber.wait_received(WAIT, |r| r.streams.get(&camera).is_some_and(|s| s.packets >= 30)).await);
+    let last = subscriber.received().streams[&camera].last_sequence_number;
+
+    // Numbers the router never sent (ahead of the newest) and ones too far behind for its
+    // cache: nothing to resend, counted, and nothing else happens.
+    let lost = [last.wrapping_add(400), last.wrapping_sub(2_000), last.wrapping_sub(30_000)];
+    subscriber.send_nack(&lost).await.expect("nack");
+    assert!(
+        eventually(WAIT, || async { node.log().contains("NACK not answered: packets no longer cached or never sent") })
+            .await,
+        "the router counted the NACK it could not answer\n{}",
+        node.log()
+    );
+    let before = camera_packets(&subscriber);
+    assert!(
+        subscriber.wait_received(WAIT, |r| r.streams.get(&camera).is_some_and(|s| s.packets >= before + 30)).await,
+        "video goes on after the NACK"
+    );
+    assert_eq!(media_peers(&node).await, 2, "no connection was dropped for it");
+
+    // A packet just sent is still cached: the same subscriber's NACK for it is answered.
+    let last = subscriber.received().streams[&camera].last_sequence_number;
+    subscriber.send_nack(&[last.wrapping_sub(1)]).await.expect("nack");
+    assert!(
+        eventually(WAIT, || async { node.log().contains("NACK answered from the publisher's cache") }).await,
+        "a NACK for a cached packet is answered\n{}",
+        node.log()
+    );
+    media.stop();
+}
+
 /// The layer (0 none, 1 `q`, 2 `h`, 3 `f`) of the latest packet of `key` `p` received.
 fn last_layer(p: &Participant, key: &str) -> u8 {
     p.received().streams.get(key).map_or(0, |s| s.last_layer)
