@@ -44,11 +44,11 @@ pub const RID_REPORT_FILTER_SLOT: usize = 9_500;
 /// The node's filters at [`RID_REPORT_FILTER_SLOT`], in one stage: the RTX wrapper wire-side
 /// of the RID report filter.
 ///
-/// The wrapper only rewrites RTP on its way out, and may sit anywhere between the pacer (it
-/// produces packets the wire has not seen: above 3 000) and the sender-report interceptor
-/// (11 000, which must count a packet on the SSRC the application wrote it on). The stages in
-/// between that the node registers, the NACK generator (7 000) and the TWCC receiver
-/// (8 000), pass what is written untouched. So it shares the RID report filter's stage instead
+/// The wrapper only rewrites RTP on its way out. It must sit above the pacer (it produces
+/// packets the wire has not seen: above 3 000) and stays wire-side of the sender-report
+/// interceptor (11 000), as it did in the NACK responder's slot (4 000). The stages in between
+/// that the node registers, the NACK generator (7 000) and the TWCC receiver (8 000), pass what
+/// is written untouched, so both places send the same packets. So it shares the RID report filter's stage instead
 /// of the NACK responder's slot: one stage fewer for every packet the node sends (a stage
 /// costs each packet its moves through that stage's queue, in both directions).
 pub(crate) fn node_send_filters() -> Filtered<(RtxWrapper, RidStreamReportFilter)> {
