@@ -879,7 +879,7 @@ async fn replan(state: &mut RouterState, user: Uuid) {
         match m.out.get_mut(key) {
             Some((_, old_tile)) => {
                 // The same key may now be a new track of its publisher's (it published again).
-                m.egress.answer_nacks_from(key, cache.clone());
+                m.egress.answer_nacks_from(key, cache);
                 if *old_tile != *tile
                     && let Some(t) = tile
                 {
@@ -898,8 +898,15 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                     Ok(track) => {
                         tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track added");
                         let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
-                        m.egress.bind(key.clone(), track.clone(), *tile, layers.clone(), rates.clone(), wants.clone());
-                        m.egress.answer_nacks_from(key, cache.clone());
+                        m.egress.bind(
+                            key.clone(),
+                            track.clone(),
+                            *tile,
+                            layers.clone(),
+                            rates.clone(),
+                            wants.clone(),
+                            cache.clone(),
+                        );
                         m.out.insert(key.clone(), (track, *tile));
                         routes_add.push((*publisher, track_id.clone(), wants));
                         if codec.kind() == MediaKind::Video {
@@ -1144,7 +1151,9 @@ struct Egress {
 impl Egress {
     /// Sends `key` on `track` from now on. `tile`: the tile height of a video track (drives
     /// the layer); `rates`: the publisher's measured layer bitrates; `wants`: where to say which
-    /// layers this subscriber needs (the ingest skips the others).
+    /// layers this subscriber needs (the ingest skips the others); `cache`: what its NACKs are
+    /// answered from (the publisher's packet cache of a video track).
+    #[allow(clippy::too_many_arguments)]
     fn bind(
         &self,
         key: Arc<str>,
@@ -1153,6 +1162,7 @@ impl Egress {
         layers: Vec<Layer>,
         rates: Arc<LayerRates>,
         wants: Arc<AtomicU8>,
+        cache: Option<Arc<PacketCache>>,
     ) {
         let clock = track.codec().clock_rate();
         // Audio and single-layer video are forwarded as they come.
@@ -1165,7 +1175,7 @@ impl Egress {
             layers,
             rates,
             wants,
-            cache: None,
+            cache,
             withheld: 0,
             sent: BitrateMeter::new(),
             last_keyframe_ask: None,
@@ -1178,10 +1188,11 @@ impl Egress {
         reselect(&mut bindings, &self.estimate, self.user, Instant::now());
     }
 
-    /// NACKs about `key` are answered from `cache` (none: not answered).
-    fn answer_nacks_from(&self, key: &Arc<str>, cache: Option<Arc<PacketCache>>) {
+    /// NACKs about `key` are answered from `cache` (none: not answered) from now on: its
+    /// publisher published the track again, with a new cache.
+    fn answer_nacks_from(&self, key: &Arc<str>, cache: &Option<Arc<PacketCache>>) {
         if let Some(b) = lock(&self.bindings).get_mut(key) {
-            b.cache = cache;
+            b.cache = cache.clone();
         }
     }
 

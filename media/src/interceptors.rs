@@ -269,10 +269,11 @@ impl RidStreamReportFilter {
     /// The blocks of `reports` about streams that are not RID-mapped; `None` when that is all
     /// of them (nothing to change).
     fn kept(&self, reports: &[ReceptionReport]) -> Option<Vec<ReceptionReport>> {
-        if !reports.iter().any(|r| self.rid_streams.contains(&r.ssrc)) {
-            return None;
-        }
-        Some(reports.iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned().collect())
+        // Each block looked up once: the first about such a stream starts the copy.
+        let first = reports.iter().position(|r| self.rid_streams.contains(&r.ssrc))?;
+        let mut kept = reports[..first].to_vec();
+        kept.extend(reports[first + 1..].iter().filter(|r| !self.rid_streams.contains(&r.ssrc)).cloned());
+        Some(kept)
     }
 
     /// `packets` without report blocks about RID-mapped streams, in one pass; a receiver
