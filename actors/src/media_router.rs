@@ -113,7 +113,7 @@ struct Forward {
 /// written by the actor on every plan change.
 #[derive(Default)]
 struct Routes {
-    by_track: FastMap<(Uuid, Arc<str>), Route>,
+    by_track: HashMap<(Uuid, Arc<str>), Route>,
 }
 
 struct Route {
@@ -128,11 +128,7 @@ struct Route {
 /// The packets of one published video track forwarded lately, by SSRC (one stream per simulcast
 /// layer) and sequence number: what subscribers' NACKs are answered from. One entry per
 /// published packet, whatever the number of subscribers (the payload is shared, not copied).
-type PacketCache = Mutex<FastMap<u32, NackCache<RtpPacket>>>;
-
-/// The maps read for every packet or every copy: keyed by track ids a client chose, so seeded
-/// (foldhash), but without SipHash's cost on each lookup.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type PacketCache = Mutex<HashMap<u32, NackCache<RtpPacket>>>;
 
 /// One subscriber of a route.
 #[derive(Clone)]
@@ -508,13 +504,13 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         speaker: state.speaker.clone(),
         counters: state.counters.clone(),
         router: myself.clone(),
-        meters: Mutex::new(FastMap::default()),
+        meters: Mutex::new(HashMap::new()),
     }));
     state.generations += 1;
     let generation = state.generations;
     let egress = Arc::new(Egress {
         user,
-        bindings: Mutex::new(FastMap::default()),
+        bindings: Mutex::new(HashMap::new()),
         estimate: peer.downlink_estimate(),
         drop_every: state.config.drop_forwarded_every,
     });
@@ -982,7 +978,7 @@ struct Ingest {
     counters: Arc<Counters>,
     router: RouterRef,
     /// Bitrate of each simulcast layer, by track.
-    meters: Mutex<FastMap<Arc<str>, [BitrateMeter; 3]>>,
+    meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
 }
 
 impl RtpSink for Ingest {
@@ -1121,7 +1117,7 @@ fn nominal_height(layer: Layer) -> u32 {
 
 /// Re-decides every simulcast layer of one subscriber: the downlink estimate, less what its
 /// other streams take, shared by tile area (`layers::split_budget`).
-fn reselect(bindings: &mut FastMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
+fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
     let estimate = match estimate.load(Ordering::Relaxed) {
         0 => None,
         bps => Some(bps),
@@ -1141,7 +1137,7 @@ fn reselect(bindings: &mut FastMap<Arc<str>, Binding>, estimate: &AtomicU64, sub
 struct Egress {
     /// The subscriber (for the log).
     user: Uuid,
-    bindings: Mutex<FastMap<Arc<str>, Binding>>,
+    bindings: Mutex<HashMap<Arc<str>, Binding>>,
     /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
     estimate: Arc<AtomicU64>,
     /// Fault injection: withhold every Nth video packet sent to this subscriber (0: never).
