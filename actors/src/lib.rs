@@ -22,6 +22,7 @@
 //! connection on one node reaches a meeting on another through the two nodes' `NodeHost`s
 //! (route.rs).
 
+pub mod admission;
 pub mod media_router;
 pub mod meeting;
 pub mod membership;
@@ -30,6 +31,7 @@ pub mod participant;
 pub mod route;
 pub mod supervisor;
 pub mod wire;
+pub mod write_queue;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,16 +3,15 @@
 //! roles and the end of the meeting. Presence/database failures while performing an effect are
 //! logged and do not stop the meeting: its memory stays authoritative while it runs.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_core::meeting::{
     Analytics, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
 };
-use parley_core::model::Role;
 use parley_core::placement::Owner;
-use parley_core::protocol::{ChatMessage, ErrorCode, Event, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
+use parley_core::protocol::{ErrorCode, Event, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
 use parley_presence::PresenceRecord;
 use parley_store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -22,10 +21,23 @@ use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
 use crate::participant::{ParticipantMsg, SharedEvent};
 use crate::route::{Conn, MeetingHandle, cast_node};
 use crate::wire::{Body, ConnAddr};
+use crate::write_queue::{Flushed, Write, WriteQueue};
 use crate::{LiveServices, now_ms};
 
-/// In a start error: another live node owns the meeting.
-pub const OWNED_ELSEWHERE: &str = "owned by another node";
+/// Why a meeting's actor did not start: a refusal, not a crash (the supervisor turns it into a
+/// reply code; nothing panicked).
+#[derive(Debug, thiserror::Error)]
+pub enum StartRefused {
+    /// Another live node owns the meeting (it is moving between nodes).
+    #[error("the meeting is owned by another node")]
+    OwnedElsewhere,
+    /// In a cluster, ownership cannot be claimed without presence.
+    #[error("presence unavailable: {0}")]
+    PresenceUnavailable(String),
+    /// The database refused or could not be reached (an ended meeting, for one).
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
 
 pub type MeetingRef = ActorRef<MeetingMsg>;
 
@@ -102,31 +114,9 @@ pub struct MeetingState {
     mirrored_flags: Option<DurableFlags>,
     rehydrated: bool,
     /// Database writes not stored yet (the database was unreachable), oldest first; retried in
-    /// order before any newer write and on every sweep.
-    unsaved: VecDeque<Write>,
-    /// A [`MeetingMsg::RetryWrites`] is scheduled.
-    retry_armed: bool,
-    /// The wait before the next retry: doubles after each failed retry up to
-    /// [`RETRY_WRITES_MAX`], so that a database that hangs (rather than refusing) costs the
-    /// meeting at most one [`WRITE_TIMEOUT`] per backoff period.
-    retry_after: Duration,
+    /// order before any newer write (on [`MeetingMsg::RetryWrites`] and every sweep).
+    writes: WriteQueue,
 }
-
-/// A database write of a live meeting.
-#[derive(Debug, Clone)]
-enum Write {
-    Chat(ChatMessage),
-    Role { user_id: Uuid, role: Role },
-}
-
-/// At most this many unsaved writes are kept while the database is away; beyond it the oldest
-/// are dropped (and logged) so that a long outage cannot exhaust memory.
-const MAX_UNSAVED: usize = 10_000;
-/// A live write normally takes milliseconds; one that takes longer than this is deferred.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(1);
-/// How soon deferred writes are tried again at first, and at most.
-const RETRY_WRITES_AFTER: Duration = Duration::from_secs(1);
-const RETRY_WRITES_MAX: Duration = Duration::from_secs(8);
 /// How long a meeting that ended during a database outage keeps retrying to record its end.
 const END_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
 
@@ -148,13 +138,22 @@ impl Actor for MeetingActor {
         let claim = Owner { node: s.node.clone(), epoch: 0 };
         match s.presence.claim_owner(id, &claim, args.takeover_from.as_deref()).await {
             Ok(true) => {}
-            Ok(false) => return Err(OWNED_ELSEWHERE.into()),
+            Ok(false) => return Err(StartRefused::OwnedElsewhere.into()),
             Err(e) if s.membership.is_standalone() => {
                 tracing::warn!(meeting_id = %id, error = %e, "presence: ownership not recorded");
             }
-            Err(e) => return Err(format!("presence unavailable: {e}").into()),
+            Err(e) => return Err(StartRefused::PresenceUnavailable(e.to_string()).into()),
         }
-        let info = s.store.start_meeting(id, &s.node).await.map_err(|e| format!("start: {e}"))?;
+        let info = match s.store.start_meeting(id, &s.node).await {
+            Ok(info) => info,
+            Err(e) => {
+                if matches!(e, StoreError::Rule(_) | StoreError::NotFound(_)) {
+                    // Over (ended, cancelled) or gone: the claim just made must not linger.
+                    let _ = s.presence.clear(id, &[]).await;
+                }
+                return Err(StartRefused::Store(e).into());
+            }
+        };
         let owner = Owner { node: s.node.clone(), epoch: info.epoch };
         if let Err(e) = s.presence.claim_owner(id, &owner, None).await {
             tracing::warn!(meeting_id = %id, error = %e, "presence: owner epoch not recorded");
@@ -164,7 +163,18 @@ impl Actor for MeetingActor {
         let (meeting, rehydrated) = if info.was_active {
             (LiveMeeting::restore(cfg, started, now_ms(), saved_state(s, args.meeting_id).await), true)
         } else {
-            (LiveMeeting::new(cfg, started), false)
+            // A meeting restarted after it ended keeps its chat and numbers new messages after it.
+            let chat = s.store.chat_history(id, CHAT_HISTORY as u64).await.unwrap_or_else(|e| {
+                tracing::warn!(meeting_id = %id, error = %e, "earlier chat unreadable");
+                Vec::new()
+            });
+            let meeting = if chat.is_empty() {
+                LiveMeeting::new(cfg, started)
+            } else {
+                let earlier = Snapshot { participants: Vec::new(), waiting: Vec::new(), flags: None, chat };
+                LiveMeeting::restore(cfg, started, now_ms(), earlier)
+            };
+            (meeting, false)
         };
         myself.send_interval(s.config.sweep_interval, || MeetingMsg::Sweep);
         tracing::info!(
@@ -193,9 +203,7 @@ impl Actor for MeetingActor {
             last_seen,
             mirrored_flags,
             rehydrated,
-            unsaved: VecDeque::new(),
-            retry_armed: false,
-            retry_after: RETRY_WRITES_AFTER,
+            writes: WriteQueue::default(),
         })
     }
 
@@ -348,7 +356,7 @@ impl Actor for MeetingActor {
             }
             MeetingMsg::Sweep => sweep(&myself, state).await,
             MeetingMsg::RetryWrites => {
-                state.retry_armed = false;
+                state.writes.retry_due();
                 save(&myself, state).await;
                 if state.fenced {
                     step_down(&myself, state);
@@ -390,7 +398,7 @@ impl Actor for MeetingActor {
 /// those who are alive.
 async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
-    if !state.unsaved.is_empty() && !state.retry_armed {
+    if !state.writes.is_empty() && !state.writes.retry_armed() {
         save(myself, state).await;
         if state.fenced {
             step_down(myself, state);
@@ -564,7 +572,7 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 myself.send_after(s.config.empty_grace, move || MeetingMsg::GraceExpired { generation });
             }
             Effect::Ended { reason, analytics } => {
-                match store_end(&s, meeting_id, state.epoch, &mut state.unsaved, &analytics).await {
+                match store_end(&s, meeting_id, state.epoch, &mut state.writes, &analytics).await {
                     Err(StoreError::Fenced) => {
                         // Not ours to end any more: the new owner carries on.
                         state.fenced = true;
@@ -572,8 +580,8 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                     }
                     Err(e) => {
                         tracing::error!(%meeting_id, error = %e, "meeting end not stored yet; retrying in the background");
-                        let unsaved = std::mem::take(&mut state.unsaved);
-                        tokio::spawn(store_end_later(s.clone(), meeting_id, state.epoch, unsaved, analytics));
+                        let writes = std::mem::take(&mut state.writes);
+                        tokio::spawn(store_end_later(s.clone(), meeting_id, state.epoch, writes, analytics));
                     }
                     Ok(()) => {}
                 }
@@ -598,91 +606,61 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
     }
 }
 
-/// Adds a write behind the unsaved ones (dropping the oldest past [`MAX_UNSAVED`]).
-fn queue(state: &mut MeetingState, w: Write) {
-    if state.unsaved.len() >= MAX_UNSAVED
-        && let Some(lost) = state.unsaved.pop_front()
-    {
-        tracing::error!(meeting_id = %state.meeting.meeting_id(), write = ?lost, "database away too long: write dropped");
-    }
-    state.unsaved.push_back(w);
-}
-
 /// Stores one write of this step. Normally it is stored before the reply goes out; while
 /// earlier writes wait for the database it only joins the queue (in order), so that an outage
-/// costs the meeting at most one [`WRITE_TIMEOUT`] per retry, not one per write.
+/// costs the meeting at most one timeout per retry, not one per write.
 async fn persist(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, w: Write) {
-    let waiting = !state.unsaved.is_empty();
-    queue(state, w);
+    let waiting = !state.writes.is_empty();
+    state.writes.push(state.meeting.meeting_id(), w);
     if !waiting {
         save(myself, state).await;
     }
 }
 
-/// Stores the unsaved writes in order, stopping at the first failure (kept, and retried after
-/// a backoff from [`RETRY_WRITES_AFTER`] to [`RETRY_WRITES_MAX`]). A fenced write marks the meeting fenced: the rest belongs to the
-/// new owner.
+/// Stores the unsaved writes in order (see [`WriteQueue::flush`]); while the database is away a
+/// retry is scheduled with backoff. A fenced write marks the meeting fenced: the rest belongs
+/// to the new owner.
 async fn save(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let meeting_id = state.meeting.meeting_id();
-    let backlog = state.unsaved.len();
-    match store_in_order(&state.services, meeting_id, state.epoch, &mut state.unsaved).await {
-        Ok(()) => {}
-        Err(StoreError::Fenced) => {
-            state.fenced = true;
-            state.unsaved.clear();
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(%meeting_id, error = %e, unsaved = state.unsaved.len(), "database write deferred; will retry");
-            if !state.retry_armed {
-                state.retry_armed = true;
-                myself.send_after(state.retry_after, || MeetingMsg::RetryWrites);
-                state.retry_after = (state.retry_after * 2).min(RETRY_WRITES_MAX);
+    let backlog = state.writes.len();
+    let (s, epoch) = (Arc::clone(&state.services), state.epoch);
+    match state.writes.flush(meeting_id, |w| write(Arc::clone(&s), meeting_id, epoch, w)).await {
+        Flushed::Done { stored } => {
+            if backlog > 1 {
+                tracing::info!(%meeting_id, writes = stored, "deferred database writes stored");
             }
-            return;
+        }
+        Flushed::Fenced => state.fenced = true,
+        Flushed::Deferred { error, retry_in } => {
+            tracing::warn!(%meeting_id, %error, unsaved = state.writes.len(), "database write deferred; will retry");
+            if let Some(after) = retry_in {
+                myself.send_after(after, || MeetingMsg::RetryWrites);
+            }
         }
     }
-    state.retry_after = RETRY_WRITES_AFTER;
-    if backlog > 1 {
-        tracing::info!(%meeting_id, writes = backlog, "deferred database writes stored");
-    }
-}
-
-/// Stores queued writes oldest first, removing each once stored; stops at the first failure
-/// (a write that takes longer than [`WRITE_TIMEOUT`] counts as one) and returns it.
-async fn store_in_order(
-    s: &LiveServices,
-    meeting_id: Uuid,
-    epoch: i64,
-    queue: &mut VecDeque<Write>,
-) -> Result<(), StoreError> {
-    while let Some(w) = queue.front() {
-        tokio::time::timeout(WRITE_TIMEOUT, write(s, meeting_id, epoch, w))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Rule(format!("no answer within {WRITE_TIMEOUT:?}"))))?;
-        queue.pop_front();
-    }
-    Ok(())
 }
 
 /// What a meeting owes the database when it ends: its queued writes, then the end itself.
 async fn store_end(
-    s: &LiveServices,
+    s: &Arc<LiveServices>,
     meeting_id: Uuid,
     epoch: i64,
-    queue: &mut VecDeque<Write>,
+    writes: &mut WriteQueue,
     analytics: &Analytics,
 ) -> Result<(), StoreError> {
-    store_in_order(s, meeting_id, epoch, queue).await?;
-    s.store.end_meeting(meeting_id, epoch, analytics).await
+    match writes.flush(meeting_id, |w| write(Arc::clone(s), meeting_id, epoch, w)).await {
+        Flushed::Done { .. } => s.store.end_meeting(meeting_id, epoch, analytics).await,
+        Flushed::Fenced => Err(StoreError::Fenced),
+        Flushed::Deferred { error, .. } => Err(error),
+    }
 }
 
 /// One write, fenced by `epoch`. Chat inserts are idempotent and role updates absolute, so a
 /// write that timed out after committing is safe to repeat.
-async fn write(s: &LiveServices, meeting_id: Uuid, epoch: i64, w: &Write) -> Result<(), StoreError> {
+async fn write(s: Arc<LiveServices>, meeting_id: Uuid, epoch: i64, w: Write) -> Result<(), StoreError> {
     match w {
-        Write::Chat(m) => s.store.insert_chat(meeting_id, epoch, m).await,
-        Write::Role { user_id, role } => s.store.set_participant_role(meeting_id, epoch, *user_id, *role).await,
+        Write::Chat(m) => s.store.insert_chat(meeting_id, epoch, &m).await,
+        Write::Role { user_id, role } => s.store.set_participant_role(meeting_id, epoch, user_id, role).await,
     }
 }
 
@@ -692,7 +670,7 @@ async fn store_end_later(
     s: Arc<LiveServices>,
     meeting_id: Uuid,
     epoch: i64,
-    mut unsaved: VecDeque<Write>,
+    mut writes: WriteQueue,
     analytics: Analytics,
 ) {
     let started = Instant::now();
@@ -700,7 +678,7 @@ async fn store_end_later(
     while started.elapsed() < END_RETRY_FOR {
         tokio::time::sleep(Duration::from_secs(1)).await;
         attempts += 1;
-        match store_end(&s, meeting_id, epoch, &mut unsaved, &analytics).await {
+        match store_end(&s, meeting_id, epoch, &mut writes, &analytics).await {
             Ok(()) => {
                 tracing::info!(%meeting_id, attempts, "meeting end stored after the database came back");
                 return;
@@ -715,20 +693,16 @@ async fn store_end_later(
             Err(_) => {}
         }
     }
-    tracing::error!(%meeting_id, writes = unsaved.len(), "meeting end never stored: gave up");
+    tracing::error!(%meeting_id, writes = writes.len(), "meeting end never stored: gave up");
 }
 
-/// Sends one event to connections: local ones directly, remote ones in one message per node.
 /// This node as the meeting's media node.
 fn media_node(s: &LiveServices) -> MediaNode {
     let me = s.membership.me();
-    MediaNode {
-        node: me.name.clone(),
-        media_addr: format!("{}:{}", me.host, me.media_port),
-        ice_servers: s.media.ice_servers.clone(),
-    }
+    MediaNode { node: me.name.clone(), media_addr: s.media.media_addr(), ice_servers: s.media.ice_servers.clone() }
 }
 
+/// Sends one event to connections: local ones directly, remote ones in one message per node.
 fn deliver<'a>(s: &LiveServices, conns: impl Iterator<Item = &'a Conn>, shared: &Arc<SharedEvent>) {
     let mut remote: HashMap<&str, Vec<u64>> = HashMap::new();
     for c in conns {

@@ -35,7 +35,6 @@ pub struct NodeSpec {
     pub host: String,
     pub http_port: u16,
     pub cluster_port: u16,
-    pub media_port: u16,
     pub max_meetings: u32,
     pub max_participants: u32,
 }
@@ -187,7 +186,6 @@ mod tests {
             host: "127.0.0.1".into(),
             http_port: 1,
             cluster_port: 2,
-            media_port: 3,
             max_meetings: 10,
             max_participants: 100,
         }

@@ -7,9 +7,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use parley_core::join::{JoinDecision, JoinMode};
 use parley_core::meeting::Caller;
-use parley_core::model::{MeetingStatus, Role};
-use parley_core::password;
 use parley_core::protocol::{
     DecodeError, Encoding, ErrorCode, EventFrame, LeaveReason, Reply, ReplyData, Request, decode_request, encode,
 };
@@ -18,6 +17,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::admission::admit;
 use crate::meeting::connections_group;
 use crate::route::{MeetingHandle, locate};
 use crate::supervisor::SupervisorRef;
@@ -242,15 +242,19 @@ impl Actor for ParticipantActor {
 async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, request: Request) -> Answer {
     match request {
         Request::Auth { .. } => fail(ErrorCode::InvalidField, "this connection is already authenticated"),
-        Request::Start { meeting_id, ref display_name } => start(myself, state, meeting_id, display_name.clone()).await,
+        Request::Start { meeting_id, ref display_name } => {
+            if state.meeting.is_some() {
+                return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
+            }
+            join_or_start(myself, state, meeting_id, None, display_name.clone(), JoinMode::Start).await
+        }
         Request::Join { meeting_id, ref password, ref display_name } => {
             if let Some((current, _, _)) = &state.meeting
                 && *current != meeting_id
             {
                 return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
             }
-            let caller = authorise_join(state, meeting_id, password.as_deref()).await?;
-            enter(myself, state, meeting_id, caller, display_name.clone()).await
+            join_or_start(myself, state, meeting_id, password.as_deref(), display_name.clone(), JoinMode::Join).await
         }
         Request::Resume { meeting_id, ref resume_token } => {
             if state.meeting.as_ref().is_some_and(|(current, _, _)| *current != meeting_id) {
@@ -344,76 +348,31 @@ fn leave_group(myself: &ParticipantRef, state: &mut ParticipantState) {
     }
 }
 
-/// `start`: only the host or a co-host, only a scheduled or active meeting.
-async fn start(
+/// `join` or `start`: the one join decision (`crate::admission`, `parley_core::join`), then in.
+/// A moderator's entry into a meeting that is not live starts it (and restarts an ended one
+/// before its scheduled end).
+async fn join_or_start(
     myself: &ParticipantRef,
     state: &mut ParticipantState,
     meeting_id: Uuid,
+    password: Option<&str>,
     display_name: Option<String>,
+    mode: JoinMode,
 ) -> Answer {
-    if state.meeting.is_some() {
-        return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
-    }
-    let facts = state
-        .services
-        .store
-        .join_facts(meeting_id, state.user_id)
-        .await
-        .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
-        .ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_owned()))?;
-    if !facts.facts.caller_role.is_some_and(Role::is_moderator) {
-        return fail(ErrorCode::Forbidden, "only the host or a co-host may start the meeting");
-    }
-    if !matches!(facts.facts.status, MeetingStatus::Scheduled | MeetingStatus::Active) {
-        return fail(ErrorCode::MeetingNotActive, format!("the meeting is {}", facts.facts.status));
-    }
-    let caller = Caller {
-        user_id: state.user_id,
-        display_name: state.display_name.clone(),
-        invited_role: facts.facts.caller_role,
-    };
-    enter(myself, state, meeting_id, caller, display_name).await
-}
-
-/// The join decision's database half: the meeting exists and is live, the password is right.
-async fn authorise_join(
-    state: &ParticipantState,
-    meeting_id: Uuid,
-    pw: Option<&str>,
-) -> Result<Caller, (ErrorCode, String)> {
     let s = &state.services;
-    let facts = s
-        .store
-        .join_facts(meeting_id, state.user_id)
+    let admission = admit(&s.store, &s.join_guard, meeting_id, state.user_id, password, mode)
         .await
         .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
         .ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_owned()))?;
-    match facts.facts.status {
-        MeetingStatus::Active => {}
-        MeetingStatus::Scheduled => {
-            return fail(ErrorCode::MeetingNotActive, "the host has not started the meeting yet");
+    match admission.decision {
+        JoinDecision::Refused(r) => return fail(ErrorCode::from(r), r.message()),
+        JoinDecision::Enter { reopens: true, .. } => {
+            s.store.reopen_meeting(meeting_id).await.map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+            tracing::info!(%meeting_id, user = %state.user_id, "ended meeting restarted before its scheduled end");
         }
-        other => return fail(ErrorCode::MeetingNotActive, format!("the meeting is {other}")),
+        JoinDecision::Enter { .. } | JoinDecision::WaitingRoom => {}
     }
-    if facts.facts.needs_password() {
-        if !s.join_guard.allowed(meeting_id, state.user_id) {
-            return fail(ErrorCode::RateLimited, "too many wrong passwords; try again later");
-        }
-        let ok = match (pw.map(str::to_owned), facts.password_hash) {
-            (Some(pw), Some(phc)) => {
-                tokio::task::spawn_blocking(move || password::verify_password(&pw, &phc)).await.unwrap_or(false)
-            }
-            _ => false,
-        };
-        if !ok {
-            s.join_guard.failed(meeting_id, state.user_id);
-            return fail(ErrorCode::WrongPassword, "wrong or missing meeting password");
-        }
-        s.join_guard.succeeded(meeting_id, state.user_id);
-    }
-    Ok(Caller {
-        user_id: state.user_id,
-        display_name: state.display_name.clone(),
-        invited_role: facts.facts.caller_role,
-    })
+    let caller =
+        Caller { user_id: state.user_id, display_name: state.display_name.clone(), invited_role: admission.role };
+    enter(myself, state, meeting_id, caller, display_name).await
 }

@@ -8,7 +8,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use uuid::Uuid;
 
 use crate::LiveServices;
-use crate::meeting::{MeetingActor, MeetingArgs, MeetingRef};
+use crate::meeting::{MeetingActor, MeetingArgs, MeetingRef, StartRefused};
+use parley_store::StoreError;
 
 pub type SupervisorRef = ActorRef<SupervisorMsg>;
 
@@ -83,15 +84,7 @@ impl Actor for MeetingSupervisor {
                         let _ = reply.send(Ok(actor));
                     }
                     Err(e) => {
-                        let msg = e.to_string();
-                        let (code, text) = if msg.contains(crate::meeting::OWNED_ELSEWHERE) {
-                            (ErrorCode::Unavailable, "the meeting is moving between nodes; retry")
-                        } else if msg.contains("unavailable") {
-                            (ErrorCode::Unavailable, "the meeting cannot be started now")
-                        } else {
-                            (ErrorCode::MeetingNotActive, "the meeting cannot be started now")
-                        };
-                        tracing::warn!(%meeting_id, error = %msg, "meeting could not start");
+                        let (code, text) = start_refusal(meeting_id, &e);
                         let _ = reply.send(Err((code, text.to_owned())));
                     }
                 }
@@ -145,7 +138,8 @@ impl Actor for MeetingSupervisor {
                     match spawn_meeting(&myself, state, id, None).await {
                         Ok(_) => {}
                         Err(e) => {
-                            tracing::error!(meeting_id = %id, error = %e, "meeting could not be restarted; it restarts on the next request")
+                            // Logged by `start_refusal`; the next request tries again.
+                            let _ = start_refusal(id, &e);
                         }
                     }
                 }
@@ -153,6 +147,38 @@ impl Actor for MeetingSupervisor {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// The reply to a meeting that did not start, logged as one line: a refusal (moved, ended,
+/// storage away) is not a crash, and is not reported as one.
+fn start_refusal(meeting_id: Uuid, e: &ractor::SpawnErr) -> (ErrorCode, &'static str) {
+    let refused = match e {
+        ractor::SpawnErr::StartupFailed(inner) => inner.downcast_ref::<StartRefused>(),
+        _ => None,
+    };
+    match refused {
+        Some(r @ StartRefused::OwnedElsewhere) => {
+            tracing::info!(%meeting_id, reason = %r, "meeting not started here");
+            (ErrorCode::Unavailable, "the meeting is moving between nodes; retry")
+        }
+        Some(r @ StartRefused::PresenceUnavailable(_))
+        | Some(r @ StartRefused::Store(StoreError::Unavailable(_) | StoreError::Timeout(_))) => {
+            tracing::warn!(%meeting_id, reason = %r, "meeting could not start");
+            (ErrorCode::Unavailable, "the meeting cannot be started now")
+        }
+        Some(r @ StartRefused::Store(StoreError::Rule(_) | StoreError::NotFound(_))) => {
+            tracing::info!(%meeting_id, reason = %r, "meeting not started");
+            (ErrorCode::MeetingNotAvailable, "the meeting has ended or was cancelled")
+        }
+        Some(r) => {
+            tracing::error!(%meeting_id, reason = %r, "meeting could not start");
+            (ErrorCode::Unavailable, "the meeting cannot be started now")
+        }
+        None => {
+            tracing::error!(%meeting_id, error = %e, "meeting actor failed while starting");
+            (ErrorCode::Internal, "the meeting could not be started")
+        }
     }
 }
 

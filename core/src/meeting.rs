@@ -826,7 +826,7 @@ impl LiveMeeting {
             return Outcome::error(ErrorCode::MeetingLocked, "the meeting is locked");
         }
         let name = display_name.map(|n| n.trim().to_owned()).unwrap_or_else(|| caller.display_name.clone());
-        if self.cfg.settings.waiting_room && !role.is_moderator() {
+        if crate::join::must_wait(self.cfg.settings.waiting_room, role) {
             if let Some(r) = caller.invited_role {
                 self.roles.entry(user).or_insert(r);
             }

@@ -333,8 +333,14 @@ pub enum ErrorCode {
     AlreadyInMeeting,
     /// No such meeting.
     MeetingNotFound,
-    /// The meeting is not live (not started, ended or cancelled).
+    /// The meeting is not live any more (a request to a meeting that has just ended).
     MeetingNotActive,
+    /// Join: the meeting is scheduled and its host has not started it.
+    MeetingNotStarted,
+    /// Join: the meeting was cancelled, or ended and cannot be restarted.
+    MeetingNotAvailable,
+    /// Join: too many wrong passwords recently.
+    TooManyAttempts,
     /// The meeting is locked.
     MeetingLocked,
     /// Wrong or missing meeting password.
@@ -387,6 +393,9 @@ impl ErrorCode {
             ErrorCode::AlreadyInMeeting => "already_in_meeting",
             ErrorCode::MeetingNotFound => "meeting_not_found",
             ErrorCode::MeetingNotActive => "meeting_not_active",
+            ErrorCode::MeetingNotStarted => "meeting_not_started",
+            ErrorCode::MeetingNotAvailable => "meeting_not_available",
+            ErrorCode::TooManyAttempts => "too_many_attempts",
             ErrorCode::MeetingLocked => "meeting_locked",
             ErrorCode::WrongPassword => "wrong_password",
             ErrorCode::RemovedFromMeeting => "removed_from_meeting",
@@ -403,6 +412,19 @@ impl ErrorCode {
             ErrorCode::NegotiationState => "negotiation_state",
             ErrorCode::MediaUnavailable => "media_unavailable",
             ErrorCode::Internal => "internal",
+        }
+    }
+}
+
+impl From<crate::join::Refusal> for ErrorCode {
+    fn from(r: crate::join::Refusal) -> ErrorCode {
+        use crate::join::Refusal;
+        match r {
+            Refusal::MeetingNotStarted => ErrorCode::MeetingNotStarted,
+            Refusal::MeetingNotAvailable => ErrorCode::MeetingNotAvailable,
+            Refusal::WrongPassword => ErrorCode::WrongPassword,
+            Refusal::TooManyAttempts => ErrorCode::TooManyAttempts,
+            Refusal::NotAModerator => ErrorCode::Forbidden,
         }
     }
 }
@@ -461,13 +483,45 @@ pub fn decode_request(frame: &[u8], encoding: Encoding) -> Result<(u64, Request)
         }
         _ => return Err(DecodeError::new(Some(id), ErrorCode::UnknownType, "`type` (a string) is required")),
     }
+    if let Some(field) = field_with_nul(&map) {
+        // PostgreSQL cannot store NUL in text; no field has a use for one.
+        return Err(DecodeError::new(
+            Some(id),
+            ErrorCode::InvalidField,
+            format!("`{field}` must not contain NUL characters"),
+        ));
+    }
+    let fields = map.len();
     let request: Request = serde_json::from_value(Value::Object(map))
         .map_err(|e| DecodeError::new(Some(id), ErrorCode::InvalidField, e.to_string()))?;
+    // serde's `deny_unknown_fields` does not apply to variants without fields (`heartbeat`,
+    // `leave`, …): such a request must consist of its `type` alone.
+    if fields > 1 && request.has_no_fields() {
+        return Err(DecodeError::new(Some(id), ErrorCode::InvalidField, "this request takes no fields besides `type`"));
+    }
     request.validate().map_err(|(code, message)| DecodeError::new(Some(id), code, message))?;
     Ok((id, request))
 }
 
+/// The name of the first field whose string value (at any depth) holds a NUL character.
+fn field_with_nul(map: &serde_json::Map<String, Value>) -> Option<String> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    map.iter().find(|(k, v)| k.contains('\0') || has_nul(v)).map(|(k, _)| k.replace('\0', "\\0"))
+}
+
 impl Request {
+    /// Whether this kind of request carries nothing but its `type`.
+    fn has_no_fields(&self) -> bool {
+        matches!(serde_json::to_value(self), Ok(Value::Object(m)) if m.len() == 1)
+    }
+
     /// Limits that serde cannot express.
     fn validate(&self) -> Result<(), (ErrorCode, String)> {
         let text_limit = |t: &str| {
@@ -998,8 +1052,56 @@ mod tests {
             ErrorCode::InvalidSdp,
             ErrorCode::NegotiationState,
             ErrorCode::MediaUnavailable,
+            ErrorCode::MeetingNotStarted,
+            ErrorCode::MeetingNotAvailable,
+            ErrorCode::TooManyAttempts,
         ] {
             assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
+        }
+    }
+
+    #[test]
+    fn a_join_refusal_has_the_same_code_over_websocket_as_over_rest() {
+        use crate::join::Refusal;
+        for r in [
+            Refusal::MeetingNotStarted,
+            Refusal::MeetingNotAvailable,
+            Refusal::WrongPassword,
+            Refusal::TooManyAttempts,
+            Refusal::NotAModerator,
+        ] {
+            assert_eq!(ErrorCode::from(r).as_str(), r.code());
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_for_requests_with_and_without_fields() {
+        for v in [
+            json!({"id": 9, "type": "heartbeat", "x": 1}),
+            json!({"id": 9, "type": "leave", "extra": null}),
+            json!({"id": 9, "type": "chat", "text": "hi", "colour": "red"}),
+            json!({"id": 9, "type": "mute", "muted": true, "loud": true}),
+        ] {
+            let e = json_req(v.clone()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidField, "{v}: {e:?}");
+            assert_eq!(e.id, Some(9));
+        }
+        assert!(json_req(json!({"id": 9, "type": "heartbeat"})).is_ok());
+        assert!(json_req(json!({"id": 9, "type": "chat", "text": "hi", "to": null})).is_ok());
+    }
+
+    #[test]
+    fn nul_characters_are_refused_in_every_string() {
+        let m = "00000000-0000-0000-0000-000000000001";
+        for v in [
+            json!({"id": 3, "type": "chat", "text": "a\u{0}b"}),
+            json!({"id": 3, "type": "join", "meeting_id": m, "display_name": "Eve\u{0}"}),
+            json!({"id": 3, "type": "join", "meeting_id": m, "password": "\u{0}"}),
+            json!({"id": 3, "type": "breakouts_broadcast", "text": "\u{0}"}),
+        ] {
+            let e = json_req(v.clone()).unwrap_err();
+            assert_eq!((e.code, e.id), (ErrorCode::InvalidField, Some(3)), "{v}: {e:?}");
+            assert!(e.message.contains("NUL"), "{}", e.message);
         }
     }
 

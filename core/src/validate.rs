@@ -1,6 +1,7 @@
 //! Field validation of user input. Each check returns the normalised value or a
 //! [`FieldError`] naming the field, which the HTTP layer turns into a 400.
 
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use chrono_tz::Tz;
 
 /// A field of a request that is not acceptable.
@@ -88,6 +89,23 @@ pub fn password(field: &str, raw: &str) -> Result<String, FieldError> {
     Ok(raw.to_owned())
 }
 
+/// Latest instant the API accepts: RFC 3339 has four-digit years, so nothing later can be
+/// written back out as it came in.
+pub const LATEST_YEAR: i32 = 9999;
+
+/// A point in time the API can store and give back unchanged: no leap second (`23:59:60`,
+/// which chrono keeps as a 60th second the databases cannot hold) and a year from 1 to
+/// [`LATEST_YEAR`].
+pub fn instant(field: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, FieldError> {
+    if t.nanosecond() >= 1_000_000_000 {
+        return Err(FieldError::new(field, "a leap second (:60) cannot be stored; use :59 or the next minute"));
+    }
+    if !(1..=LATEST_YEAR).contains(&t.year()) {
+        return Err(FieldError::new(field, format!("must be between the years 1 and {LATEST_YEAR}")));
+    }
+    Ok(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +132,18 @@ mod tests {
         assert!(timezone("tz", "America/Los_Angeles").is_ok());
         assert!(password("p", "").is_err());
         assert_eq!(password("p", " s3cret ").unwrap(), " s3cret ");
+    }
+
+    #[test]
+    fn instants_the_api_cannot_give_back_are_refused() {
+        let parse = |s: &str| DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap();
+        let leap = parse("2031-06-30T23:59:60Z");
+        assert_eq!(leap.nanosecond(), 1_000_000_000, "chrono keeps the leap second");
+        assert!(instant("t", leap).unwrap_err().message.contains("leap second"));
+        let late = parse("9999-12-31T23:00:00Z") + chrono::Duration::days(1);
+        assert!(instant("t", late).is_err(), "year 10000");
+        let fine = parse("9999-12-31T23:59:59Z");
+        assert_eq!(instant("t", fine).unwrap(), fine);
+        assert!(instant("t", parse("2031-06-30T23:59:59.999Z")).is_ok());
     }
 }

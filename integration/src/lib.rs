@@ -645,6 +645,14 @@ pub mod ws {
             self.ws.send(Message::Text(text.into().into())).await.expect("send text");
         }
 
+        /// Sends many text frames in one write (queued, then flushed together).
+        pub async fn send_batch(&mut self, texts: impl IntoIterator<Item = String>) {
+            for t in texts {
+                self.ws.feed(Message::Text(t.into())).await.expect("queue text");
+            }
+            self.ws.flush().await.expect("flush");
+        }
+
         /// Sends raw binary.
         pub async fn send_binary(&mut self, bytes: Vec<u8>) {
             self.ws.send(Message::Binary(bytes.into())).await.expect("send binary");

@@ -135,6 +135,24 @@ pub struct PeerConfig {
     pub drop_forwarded_every: u32,
 }
 
+impl PeerConfig {
+    /// Where clients' media goes, as `joined.media.media_addr` tells them: the shared port's
+    /// advertised address (`public_ip` or `bind_ip`, and the port actually bound), else the
+    /// advertised IP with the per-peer port range (`ip:from-to`) or the IP alone (ephemeral
+    /// ports).
+    pub fn media_addr(&self) -> String {
+        if let Some(socket) = &self.shared_socket {
+            return socket.advertised_addr().to_string();
+        }
+        let ip = self.public_ip.unwrap_or(self.bind_ip);
+        match self.port_range {
+            Some((from, to)) if ip.is_ipv6() => format!("[{ip}]:{from}-{to}"),
+            Some((from, to)) => format!("{ip}:{from}-{to}"),
+            None => ip.to_string(),
+        }
+    }
+}
+
 /// webrtc-rs's own default: 5 s to `disconnected`, 25 s more to `failed`.
 pub const DEFAULT_DEAD_PEER_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -11,6 +11,9 @@
 //! Each test runs twice: SFU peers with a socket each, and SFU peers sharing the node's one
 //! media port ([`MediaSocket`]).
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;

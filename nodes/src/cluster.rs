@@ -34,7 +34,6 @@ pub fn spec(e: &NodeEntry) -> parley_actors::NodeSpec {
         host: e.host.clone(),
         http_port: e.http_port,
         cluster_port: e.cluster_port.unwrap_or(0),
-        media_port: e.media_port.unwrap_or(0),
         max_meetings: e.max_meetings.unwrap_or(1_000),
         max_participants: e.max_participants.unwrap_or(10_000),
     }
@@ -48,7 +47,6 @@ pub fn membership(settings: &Settings) -> Membership {
             host: settings.http_addr.ip().to_string(),
             http_port: settings.http_addr.port(),
             cluster_port: 0,
-            media_port: 0,
             max_meetings: 1_000,
             max_participants: 10_000,
         }),
@@ -169,7 +167,7 @@ async fn lease_loop(services: Arc<LiveServices>, supervisor: SupervisorRef, http
     let m = services.membership.clone();
     let ttl = m.lease_ttl();
     let peers: Vec<String> = m.peers().iter().map(|p| p.name.clone()).collect();
-    let media = format!("{}:{}", m.me().host, m.me().media_port);
+    let media = services.media.media_addr();
     let mut last_held = Instant::now();
     let mut tick = tokio::time::interval(ttl / 3);
     loop {

@@ -113,7 +113,7 @@ pub struct NodeEntry {
     pub http_port: u16,
     /// ractor_cluster port (used by the cluster layer).
     pub cluster_port: Option<u16>,
-    /// WebRTC media UDP port (used by the media layer).
+    /// This member's one WebRTC media UDP port, when `[media] port` (every node's) is not set.
     pub media_port: Option<u16>,
     /// Most live meetings this node takes.
     pub max_meetings: Option<u32>,
@@ -264,7 +264,7 @@ fn env_or<T: std::str::FromStr>(
 /// the environment-only fault injection `PARLEY_MEDIA_DROP_FORWARDED_EVERY`.
 fn resolve_media(
     m: &MediaSection,
-    node_host: Option<&str>,
+    member: Option<&NodeEntry>,
     http_addr: SocketAddr,
     env: &dyn Env,
 ) -> Result<parley_media::peer::PeerConfig, ConfigError> {
@@ -274,8 +274,8 @@ fn resolve_media(
     };
     let bind_ip = match env.var("PARLEY_MEDIA_BIND_IP").or_else(|| m.bind_ip.clone()) {
         Some(raw) => ip("bind_ip", raw)?,
-        None => node_host
-            .and_then(|h| h.parse::<IpAddr>().ok())
+        None => member
+            .and_then(|e| e.host.parse::<IpAddr>().ok())
             .or(Some(http_addr.ip()))
             .filter(|a| !a.is_unspecified())
             .unwrap_or(IpAddr::from([127, 0, 0, 1])),
@@ -310,8 +310,9 @@ fn resolve_media(
         }
         (Some(p), None) => Some(p),
         (None, Some(_)) => None,
-        // The default: every peer on one port the system picks (set `port` for a firewall).
-        (None, None) => Some(0),
+        // The default: every peer on one port: the member's own `[[nodes]] media_port` (nodes
+        // sharing a host need ports of their own), else one the system picks.
+        (None, None) => Some(member.and_then(|e| e.media_port).unwrap_or(0)),
     };
     let socket_threads = env_or(env, "PARLEY_MEDIA_THREADS", "a number", m.threads)?;
     if let Some(n) = socket_threads
@@ -450,7 +451,7 @@ impl Settings {
             number("PARLEY_RATE_PER_SEC", c.rate_per_sec.map(u64::from), 30)?.min(u64::from(u32::MAX)) as u32;
         let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
         let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
-        let media = resolve_media(&file.media, entry.map(|e| e.host.as_str()), http_addr, env)?;
+        let media = resolve_media(&file.media, entry, http_addr, env)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
@@ -623,6 +624,13 @@ mod tests {
         assert_eq!(s.media.shared_port, Some(0), "one shared port by default, the system's pick");
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "10080")]);
         assert_eq!(Settings::resolve(&file(), Some("node-a"), &env).unwrap().media.shared_port, Some(10080));
+        let mut f = file();
+        f.nodes[0].media_port = Some(10081);
+        let member = Settings::resolve(&f, Some("node-a"), &HashMap::<&str, &str>::new()).unwrap();
+        assert_eq!(member.media.shared_port, Some(10081), "a member's own media_port is its shared port");
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORTS", "40000-40010")]);
+        let ranged = Settings::resolve(&f, Some("node-a"), &env).unwrap();
+        assert_eq!((ranged.media.shared_port, ranged.media.port_range), (None, Some((40000, 40010))));
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_MEDIA_PORT", "x")]);
         assert!(matches!(Settings::resolve(&file(), Some("node-a"), &env), Err(ConfigError::BadMedia(_))));
         assert_eq!(s.media.socket_threads, None, "one driver thread per core by default");
@@ -701,5 +709,167 @@ mod tests {
     fn redaction() {
         assert_eq!(redact_url("postgres://u:secret@h:5432/d"), "postgres://u:***@h:5432/d");
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+    }
+
+    /// README's configuration table names every key `cluster.toml` accepts, and only those.
+    /// The accepted keys are not listed here: they are read from the structs themselves, by
+    /// deserializing a `ConfigFile` from a deserializer that records the field names serde's
+    /// derive asks for at every path (`cluster`, `cluster.tls`, `nodes`, `media`, …), so a field
+    /// added to any section fails this test until README lists it.
+    #[test]
+    fn readme_configuration_table_lists_every_key() {
+        use std::cell::RefCell;
+        use std::collections::{BTreeMap, BTreeSet};
+
+        use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+
+        type E = de::value::Error;
+        /// Path of a (sub)table ("" for the file itself) → the field names its struct accepts.
+        type Found = RefCell<BTreeMap<String, Vec<&'static str>>>;
+
+        /// Answers every value serde asks for with a placeholder of the requested type, and
+        /// records the fields of every struct on the way.
+        struct Walk<'a> {
+            path: String,
+            found: &'a Found,
+        }
+        struct Fields<'a> {
+            path: String,
+            fields: std::slice::Iter<'static, &'static str>,
+            current: Option<&'static str>,
+            found: &'a Found,
+        }
+        struct One<'a>(Option<Walk<'a>>);
+
+        impl<'de> Deserializer<'de> for Walk<'_> {
+            type Error = E;
+            fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, E> {
+                Err(de::Error::custom(format!("`{}`: a type this test cannot walk yet; teach it", self.path)))
+            }
+            fn deserialize_bool<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_bool(false)
+            }
+            fn deserialize_u8<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_u8(0)
+            }
+            fn deserialize_u16<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_u16(0)
+            }
+            fn deserialize_u32<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_u32(0)
+            }
+            fn deserialize_u64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_u64(0)
+            }
+            fn deserialize_i64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_i64(0)
+            }
+            fn deserialize_f64<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_f64(1.0)
+            }
+            fn deserialize_str<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_str("x")
+            }
+            fn deserialize_string<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_str("x")
+            }
+            fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_some(self)
+            }
+            fn deserialize_seq<V: Visitor<'de>>(self, v: V) -> Result<V::Value, E> {
+                v.visit_seq(One(Some(self)))
+            }
+            fn deserialize_struct<V: Visitor<'de>>(
+                self,
+                _name: &'static str,
+                fields: &'static [&'static str],
+                v: V,
+            ) -> Result<V::Value, E> {
+                self.found.borrow_mut().insert(self.path.clone(), fields.to_vec());
+                v.visit_map(Fields { path: self.path, fields: fields.iter(), current: None, found: self.found })
+            }
+            serde::forward_to_deserialize_any! {
+                i8 i16 i32 i128 u128 f32 char bytes byte_buf unit unit_struct newtype_struct tuple
+                tuple_struct map enum identifier ignored_any
+            }
+        }
+        impl<'de> MapAccess<'de> for Fields<'_> {
+            type Error = E;
+            fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, E> {
+                let Some(&f) = self.fields.next() else { return Ok(None) };
+                self.current = Some(f);
+                seed.deserialize(IntoDeserializer::<E>::into_deserializer(f)).map(Some)
+            }
+            fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, E> {
+                let f = self.current.take().expect("a key before its value");
+                let path = if self.path.is_empty() { f.to_owned() } else { format!("{}.{f}", self.path) };
+                seed.deserialize(Walk { path, found: self.found })
+            }
+        }
+        impl<'de> SeqAccess<'de> for One<'_> {
+            type Error = E;
+            fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, E> {
+                self.0.take().map(|w| seed.deserialize(w)).transpose()
+            }
+        }
+
+        let found: Found = RefCell::default();
+        <ConfigFile as serde::Deserialize>::deserialize(Walk { path: String::new(), found: &found })
+            .expect("every configuration type can be walked");
+        let found = found.into_inner();
+        for section in ["", "cluster", "cluster.tls", "nodes", "media", "media.ice_servers"] {
+            assert!(found.contains_key(section), "the walk reached `{section}`: {found:?}");
+        }
+
+        // What the table's first column names: a cell opening with a code span `[section] key`
+        // (or `[[section]] key`), optionally followed by ` / `other_key`` spans, names those keys
+        // of that section; whatever follows them in the cell is description.
+        let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"));
+        let table = readme.split("\n## Configuration\n").nth(1).expect("README has a `## Configuration` section");
+        let table = table.split("\n## ").next().unwrap_or(table);
+        let mut listed: BTreeSet<(String, String)> = BTreeSet::new();
+        let mut sections: BTreeSet<String> = BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with('|')) {
+            let mut parts = row.split('|').nth(1).unwrap_or("").split('`');
+            if !parts.next().is_some_and(|before| before.trim().is_empty()) {
+                continue;
+            }
+            let Some(rest) = parts.next().and_then(|span| span.trim().strip_prefix('[')) else { continue };
+            let Some(close) = rest.find(']') else { continue };
+            let section = rest[..close].trim_start_matches('[').to_owned();
+            let mut keys = vec![rest[close..].trim_start_matches(']')];
+            while parts.next().is_some_and(|gap| gap.trim() == "/") {
+                let Some(span) = parts.next() else { break };
+                keys.push(span);
+            }
+            for key in keys.iter().flat_map(|k| k.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))) {
+                if !key.is_empty() {
+                    listed.insert((section.clone(), key.to_owned()));
+                }
+            }
+            sections.insert(section);
+        }
+
+        let mut missing = Vec::new();
+        for (path, fields) in &found {
+            for &f in fields {
+                let child = if path.is_empty() { f.to_owned() } else { format!("{path}.{f}") };
+                let documented = if found.contains_key(&child) {
+                    sections.contains(&child)
+                } else {
+                    listed.contains(&(path.clone(), f.to_owned()))
+                };
+                if !documented {
+                    missing.push(child);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "README's configuration table does not list: {missing:?}");
+        let unknown: Vec<_> = listed
+            .iter()
+            .filter(|(s, k)| !found.get(s).is_some_and(|fields| fields.contains(&k.as_str())))
+            .map(|(s, k)| format!("[{s}] {k}"))
+            .collect();
+        assert!(unknown.is_empty(), "README's configuration table lists keys the code does not accept: {unknown:?}");
     }
 }

@@ -13,6 +13,7 @@ mod auth;
 mod cluster;
 mod cluster_tls;
 mod config;
+mod log_filter;
 mod node;
 mod ws;
 

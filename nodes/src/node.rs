@@ -8,6 +8,8 @@ use anyhow::Context;
 use parley_store::Store;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use std::sync::Arc;
 
@@ -30,11 +32,14 @@ pub fn init_logging(default: &str) {
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| default.to_owned());
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = tracing_subscriber::registry()
+        .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
+        .with(crate::log_filter::QuietStack)
+        .with(fmt)
         .try_init();
 }
 

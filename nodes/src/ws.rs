@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -53,8 +54,15 @@ pub async fn upgrade(
     State(app): State<AppState>,
     Query(p): Query<WsParams>,
     headers: HeaderMap,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    // A plain GET (no upgrade headers) gets the documented JSON error, not axum's plain text.
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(rejection.status(), "upgrade_required", rejection.body_text()).into_response();
+        }
+    };
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -163,6 +171,7 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
             }
         }
     });
+    let mut writer_done = false;
     loop {
         tokio::select! {
             msg = stream.next() => match msg {
@@ -182,7 +191,12 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
                     break;
                 }
             },
-            _ = &mut writer => break,
+            // The writer ended first (the client stopped reading, or a close was written):
+            // nothing more can reach the client. Its handle is spent; it must not be awaited again.
+            _ = &mut writer => {
+                writer_done = true;
+                break;
+            }
             // The connection's actor died (a bug): tell the client to reconnect rather than
             // leave it talking to nobody. The meeting itself is not linked to it and goes on.
             _ = &mut actor_done => {
@@ -194,5 +208,8 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
     }
     let _ = actor.cast(ParticipantMsg::SocketClosed);
     drop(tx);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    if !writer_done {
+        // Let the writer flush what is queued (a close frame with its reason, typically).
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
+    }
 }

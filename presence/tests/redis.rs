@@ -1,6 +1,9 @@
 //! The Redis implementation against a real Redis (`PARLEY_TEST_REDIS_URL`, default
 //! redis://127.0.0.1:6379; `make test` provides one). Keys are asserted with a second client.
 
+// A test binary: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use fred::prelude::*;

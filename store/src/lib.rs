@@ -57,9 +57,20 @@ pub enum StoreError {
     /// The database could not be reached or timed out.
     #[error("database unavailable: {0}")]
     Unavailable(DbErr),
+    /// The database did not answer in time (a caller's deadline, not the driver's).
+    #[error("database unavailable: no answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// Any other database error: a bug or a broken invariant.
     #[error("database error: {0}")]
     Db(DbErr),
+}
+
+impl StoreError {
+    /// Whether trying the same thing again later may succeed: the database was unreachable or
+    /// slow. Every other error (a rule, a conflict, data the database refuses) would recur.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
 }
 
 impl From<DbErr> for StoreError {

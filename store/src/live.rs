@@ -108,6 +108,22 @@ impl Store {
         })
     }
 
+    /// Puts an ended meeting back to `scheduled`, so that its next start restarts it (a
+    /// moderator restarting it before its scheduled end: `parley_core::join` decides that).
+    /// Returns whether it was ended; a meeting in any other status is left as it is.
+    pub async fn reopen_meeting(&self, id: Uuid) -> Result<bool, StoreError> {
+        let res = meeting::Entity::update_many()
+            .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Scheduled.as_str()))
+            .col_expr(meeting::Column::EndedAt, Expr::value(Option::<DateTime<Utc>>::None))
+            .col_expr(meeting::Column::ActualDurationSeconds, Expr::value(Option::<i64>::None))
+            .col_expr(meeting::Column::UpdatedAt, Expr::value(Utc::now()))
+            .filter(meeting::Column::Id.eq(id))
+            .filter(meeting::Column::Status.eq(MeetingStatus::Ended.as_str()))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
     /// Active meetings with their owner node and epoch (all of them, or those on `node`).
     pub async fn active_meetings(&self, node: Option<&str>) -> Result<Vec<ActiveMeeting>, StoreError> {
         let mut q = meeting::Entity::find().filter(meeting::Column::Status.eq(MeetingStatus::Active.as_str()));
@@ -183,7 +199,18 @@ impl Store {
             total_duration_seconds: Set(duration),
             created_at: Set(now),
         })
-        .on_conflict(OnConflict::column(meeting_analytics::Column::MeetingId).do_nothing().to_owned())
+        // A restarted meeting ends again: its row gives the latest run.
+        .on_conflict(
+            OnConflict::column(meeting_analytics::Column::MeetingId)
+                .update_columns([
+                    meeting_analytics::Column::TotalParticipants,
+                    meeting_analytics::Column::AvgParticipants,
+                    meeting_analytics::Column::PeakParticipants,
+                    meeting_analytics::Column::TotalDurationSeconds,
+                    meeting_analytics::Column::CreatedAt,
+                ])
+                .to_owned(),
+        )
         .exec_without_returning(&txn)
         .await?;
         txn.commit().await?;

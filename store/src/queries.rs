@@ -67,6 +67,8 @@ struct JoinRow {
     password_hash: Option<String>,
     waiting_room_enabled: bool,
     host_user_id: Uuid,
+    scheduled_time: DateTime<Utc>,
+    duration_minutes: i32,
     caller_role: Option<String>,
 }
 
@@ -113,6 +115,8 @@ pub fn join_facts_select(meeting_id: Uuid, user_id: Uuid) -> Select<meeting::Ent
             meeting::Column::PasswordHash,
             meeting::Column::WaitingRoomEnabled,
             meeting::Column::HostUserId,
+            meeting::Column::ScheduledTime,
+            meeting::Column::DurationMinutes,
         ])
         .column_as(meeting_participant::Column::Role, "caller_role")
         .join(
@@ -128,7 +132,9 @@ pub fn analytics_statement(backend: DbBackend, host: Uuid, since: DateTime<Utc>)
     // The one engine-specific expression: a timestamp's UTC calendar date as text.
     let day = match backend {
         DbBackend::Postgres => "to_char(scheduled_time AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
-        _ => "strftime('%Y-%m-%d', scheduled_time)",
+        // strftime gives NULL for a stored text it cannot read as a time (a leap second written
+        // before such times were refused): the text's own date still names the day.
+        _ => "COALESCE(strftime('%Y-%m-%d', scheduled_time), substr(scheduled_time, 1, 10))",
     };
     let completed = Expr::cust("COUNT(DISTINCT CASE WHEN status = 'ended' THEN id END)");
     Query::select()
@@ -192,6 +198,10 @@ impl Store {
                 has_password: r.password_hash.is_some(),
                 waiting_room: r.waiting_room_enabled,
                 caller_role,
+                scheduled_end: r
+                    .scheduled_time
+                    .checked_add_signed(chrono::Duration::minutes(i64::from(r.duration_minutes)))
+                    .unwrap_or(r.scheduled_time),
             },
             password_hash: r.password_hash,
         }))

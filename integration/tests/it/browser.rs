@@ -335,8 +335,7 @@ impl Call {
 
         let cdp = Arc::new(Cdp::connect(&chromium.ws_url).await);
         let started = Instant::now();
-        // The host first: its page starts the meeting (its `join` gets `meeting_not_active`,
-        // then `start`), which the guest's `join` needs.
+        // The host first: its page's `join` starts the meeting, which the guest's `join` needs.
         let host = Page::open(&cdp, &url(&host_token, "Hannah"), "host").await;
         let joined = host.wait_for("window.parley.state().joined", Duration::from_secs(15)).await;
         assert!(joined, "the host's page joins\n{}", report(&cdp, &chromium, &node, &[&host]).await);

@@ -80,7 +80,7 @@ async fn start_waiting_room_admit_mute_chat_share_and_end() {
 
     // Nobody joins before the host starts.
     let r = alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
-    assert_eq!(err_code(&r), "meeting_not_active");
+    assert_eq!(err_code(&r), "meeting_not_started");
     assert_eq!(err_code(&alice.request(json!({"type": "start", "meeting_id": m})).await), "forbidden");
 
     let r = host.request(json!({"type": "start", "meeting_id": m, "display_name": " "})).await;
@@ -187,7 +187,7 @@ async fn start_waiting_room_admit_mute_chat_share_and_end() {
     assert_eq!(n, 0, "Redis keys deleted");
     assert_eq!(err_code(&alice.request(json!({"type": "chat", "text": "anyone?"})).await), "not_in_meeting");
     let r = alice.request(json!({"type": "join", "meeting_id": m, "password": "pw"})).await;
-    assert_eq!(err_code(&r), "meeting_not_active");
+    assert_eq!(err_code(&r), "meeting_not_available");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

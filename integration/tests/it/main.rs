@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod database_outage;
 mod errors;
+mod hardening;
 mod live;
 mod media;
 mod meetings;

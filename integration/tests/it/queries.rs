@@ -91,8 +91,10 @@ async fn join_check_decisions(backend: Backend) {
             v["status"].as_str().unwrap().to_owned()
         }
     };
-    assert_eq!(check(&host, None).await, "allowed", "the host needs neither password nor admission");
+    assert_eq!(check(&host, None).await, "allowed", "the host needs neither password nor admission (and starts it)");
     assert_eq!(check(&carol, None).await, "allowed", "co-hosts too");
+    assert_eq!(check(&alice, Some("open sesame")).await, "meeting_not_started", "as WebSocket `join` says");
+    node.exec(&format!("UPDATE meetings SET status = 'active' WHERE id = {}", node.id_lit(id))).await;
     assert_eq!(check(&alice, None).await, "wrong_password");
     assert_eq!(check(&alice, Some("open sesam")).await, "wrong_password");
     assert_eq!(check(&alice, Some("open sesame")).await, "waiting_room");
@@ -107,12 +109,13 @@ async fn join_check_decisions(backend: Backend) {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(check(&alice, Some("open sesame")).await, "allowed");
-    node.exec(&format!("UPDATE meetings SET status = 'active' WHERE id = {}", node.id_lit(id))).await;
-    assert_eq!(check(&alice, Some("open sesame")).await, "allowed", "a live meeting is joinable");
+    assert_eq!(check(&alice, Some("open sesame")).await, "allowed", "a live meeting without waiting room");
     node.exec(&format!("UPDATE meetings SET status = 'ended' WHERE id = {}", node.id_lit(id))).await;
     assert_eq!(check(&alice, Some("open sesame")).await, "meeting_not_available");
-    assert_eq!(check(&host, None).await, "meeting_not_available");
+    assert_eq!(check(&host, None).await, "allowed", "the host may restart it before its scheduled end");
+    let past_end = node.ts_lit(chrono::Utc::now() - chrono::Duration::hours(2));
+    node.exec(&format!("UPDATE meetings SET scheduled_time = {past_end} WHERE id = {}", node.id_lit(id))).await;
+    assert_eq!(check(&host, None).await, "meeting_not_available", "not after it");
 
     let cancelled = id_of(&create_meeting(&node, &host, meeting_body("Off", in_hours(2))).await, "meeting_id");
     node.call(Method::DELETE, &format!("/api/meetings/{cancelled}"), Some(&host), None).await;
@@ -131,6 +134,7 @@ async fn join_check_decisions(backend: Backend) {
     body["password"] = json!("correct horse");
     let vault = id_of(&create_meeting(&node, &host, body).await, "meeting_id");
     let vpath = format!("/api/meetings/{vault}/join-check");
+    node.exec(&format!("UPDATE meetings SET status = 'active' WHERE id = {}", node.id_lit(vault))).await;
     for i in 0..5 {
         let (status, v) =
             node.call(Method::POST, &vpath, Some(&eve), Some(json!({"password": format!("guess {i}")}))).await;

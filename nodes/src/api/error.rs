@@ -4,6 +4,7 @@
 //! | status | code(s) | when |
 //! |---|---|---|
 //! | 400 | `malformed_json`, `invalid_field`, `invalid_id`, `invalid_query` | the request cannot be read or a field is wrong |
+//! | 400, 405, 426 | `upgrade_required` | `GET /ws` without (valid) WebSocket upgrade headers |
 //! | 401 | `unauthorized` | no token, bad signature, expired, not a user token |
 //! | 403 | `forbidden`, `unknown_user` | not the host / not an admin / token user does not exist |
 //! | 404 | `not_found` | no such meeting, series or route |
@@ -78,8 +79,8 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(f) => f.into(),
             StoreError::Rule(m) => ApiError::unprocessable(m),
             StoreError::Fenced => ApiError::new(StatusCode::CONFLICT, "conflict", "the meeting moved to another node"),
-            StoreError::Unavailable(cause) => {
-                tracing::warn!(%cause, "database unavailable");
+            e @ (StoreError::Unavailable(_) | StoreError::Timeout(_)) => {
+                tracing::warn!(cause = %e, "database unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",

@@ -5,7 +5,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use parley_core::join::JoinStatus;
+use parley_actors::admission::admit;
+use parley_core::join::{JoinDecision, JoinMode, Refusal};
 use parley_core::model::{Frequency, MeetingSettings, MeetingSettingsPatch, MeetingType, Role};
 use parley_core::password;
 use parley_core::recurrence::RecurrenceRule;
@@ -64,6 +65,18 @@ pub struct MeetingReply<T: Serialize> {
     join_url: String,
 }
 
+/// A meeting time the API can store and give back as it came (no leap second, and the meeting
+/// ends by the year 9999), or 422.
+fn storable(field: &str, at: DateTime<Utc>, duration_minutes: i32) -> Result<DateTime<Utc>, ApiError> {
+    let end = at.checked_add_signed(chrono::Duration::minutes(i64::from(duration_minutes)));
+    validate::instant(field, at)
+        .and_then(|at| match end {
+            Some(end) => validate::instant(field, end).map(|_| at),
+            None => Err(validate::FieldError::new(field, "the meeting would end after the year 9999")),
+        })
+        .map_err(|e| ApiError::unprocessable(e.to_string()))
+}
+
 /// Hashes off the async executor: argon2 is deliberately slow.
 async fn hash(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || password::hash_password(&password))
@@ -102,6 +115,7 @@ pub async fn create(
             ));
         }
     };
+    let scheduled_time = storable("scheduled_time", scheduled_time, duration)?;
     if scheduled_time < now - PAST_TOLERANCE {
         return Err(ApiError::unprocessable("scheduled_time is in the past"));
     }
@@ -114,6 +128,9 @@ pub async fn create(
                 .map_err(|e| ApiError::unprocessable(format!("recurrence: {e}")))?;
             let occurrences =
                 rule.expand(scheduled_time, tz).map_err(|e| ApiError::unprocessable(format!("recurrence: {e}")))?;
+            for (i, at) in occurrences.iter().enumerate() {
+                storable(&format!("recurrence: occurrence {}", i + 1), *at, duration)?;
+            }
             Some(SeriesPlan { rule, occurrences })
         }
         None => None,
@@ -193,10 +210,11 @@ pub async fn update(
 ) -> Result<Json<MeetingReply<MeetingDetails>>, ApiError> {
     let id = parse_id(&id, "meeting")?;
     let user = caller.user_id()?;
-    if let Some(t) = req.scheduled_time
-        && t < Utc::now() - PAST_TOLERANCE
-    {
-        return Err(ApiError::unprocessable("scheduled_time is in the past"));
+    if let Some(t) = req.scheduled_time {
+        storable("scheduled_time", t, req.duration_minutes.unwrap_or(0).clamp(0, 24 * 60) as i32)?;
+        if t < Utc::now() - PAST_TOLERANCE {
+            return Err(ApiError::unprocessable("scheduled_time is in the past"));
+        }
     }
     let password_hash = match req.password {
         Some(Some(p)) => Some(Some(hash(validate::password("password", &p)?).await?)),
@@ -236,7 +254,8 @@ pub struct JoinCheck {
     password: Option<String>,
 }
 
-/// The seed's QUERY 2: may the caller join, and how.
+/// The seed's QUERY 2: may the caller join, and how — the same decision as WebSocket `join`
+/// (`parley_actors::admission`), previewed from the stored facts.
 pub async fn join_check(
     State(app): State<AppState>,
     caller: Caller,
@@ -245,29 +264,18 @@ pub async fn join_check(
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "meeting")?;
     let user = caller.user_id()?;
-    let facts = app.store.join_facts(id, user).await?.ok_or_else(|| ApiError::not_found("meeting not found"))?;
-    let mut password_ok = false;
-    if facts.facts.needs_password() {
-        if !app.join_guard.allowed(id, user) {
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
-                "too many wrong passwords; try again later",
-            ));
+    let admission = admit(&app.store, &app.join_guard, id, user, req.password.as_deref(), JoinMode::Join)
+        .await?
+        .ok_or_else(|| ApiError::not_found("meeting not found"))?;
+    let status = match admission.decision {
+        JoinDecision::Enter { .. } => "allowed",
+        JoinDecision::WaitingRoom => "waiting_room",
+        JoinDecision::Refused(r @ Refusal::TooManyAttempts) => {
+            return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, r.code(), r.message()));
         }
-        if let (Some(pw), Some(phc)) = (req.password, facts.password_hash) {
-            password_ok = tokio::task::spawn_blocking(move || password::verify_password(&pw, &phc))
-                .await
-                .map_err(ApiError::internal)?;
-        }
-        if password_ok {
-            app.join_guard.succeeded(id, user);
-        } else {
-            app.join_guard.failed(id, user);
-        }
-    }
-    let status: JoinStatus = facts.facts.decide(password_ok);
-    Ok(Json(json!({ "meeting_id": id, "status": status, "role": facts.facts.caller_role })))
+        JoinDecision::Refused(r) => r.code(),
+    };
+    Ok(Json(json!({ "meeting_id": id, "status": status, "role": admission.role })))
 }
 
 pub async fn get_series(
