@@ -517,9 +517,23 @@ fn field_with_nul(map: &serde_json::Map<String, Value>) -> Option<String> {
 }
 
 impl Request {
-    /// Whether this kind of request carries nothing but its `type`.
+    /// Whether this kind of request carries nothing but its `type` (the variants without
+    /// fields; a match, not a serialisation, since every request is asked).
     fn has_no_fields(&self) -> bool {
-        matches!(serde_json::to_value(self), Ok(Value::Object(m)) if m.len() == 1)
+        matches!(
+            self,
+            Request::Leave
+                | Request::Heartbeat
+                | Request::AdmitAll
+                | Request::MuteAll
+                | Request::RaiseHand
+                | Request::ScreenShareStart
+                | Request::ScreenShareStop
+                | Request::EndMeeting
+                | Request::BreakoutsOpen
+                | Request::BreakoutsClose
+                | Request::BreakoutReturn
+        )
     }
 
     /// Limits that serde cannot express.
@@ -1085,6 +1099,14 @@ mod tests {
             let e = json_req(v.clone()).unwrap_err();
             assert_eq!(e.code, ErrorCode::InvalidField, "{v}: {e:?}");
             assert_eq!(e.id, Some(9));
+        }
+        for t in REQUEST_TYPES {
+            // Every type that decodes from its `type` alone refuses an extra field, whether
+            // serde does (fields all optional) or `has_no_fields` (no fields at all).
+            if json_req(json!({"id": 1, "type": t})).is_ok() {
+                let e = json_req(json!({"id": 1, "type": t, "x": 1})).unwrap_err();
+                assert_eq!(e.code, ErrorCode::InvalidField, "{t}");
+            }
         }
         assert!(json_req(json!({"id": 9, "type": "heartbeat"})).is_ok());
         assert!(json_req(json!({"id": 9, "type": "chat", "text": "hi", "to": null})).is_ok());

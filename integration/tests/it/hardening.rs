@@ -30,7 +30,9 @@ fn assert_no_panic(node: &TestNode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_closed_for_flooding_leaves_no_panic_behind() {
-    let node = TestNode::start(Backend::Sqlite).await;
+    // A slow refill (1/s) so that the 500 refusals in a row that close the socket come however
+    // slowly a loaded machine reads the flood.
+    let node = TestNode::start_with(NodeOptions::new(Backend::Sqlite).env("PARLEY_RATE_PER_SEC", "1")).await;
     let (_, token) = node.user("flood@example.com", "Flood").await;
     let mut flooder = WsClient::connect(&node, &token).await;
     // 1,000 heartbeats in one write: past the burst, 500 refusals in a row close the socket
