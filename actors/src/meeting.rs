@@ -8,11 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_core::meeting::{
-    Analytics, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
+    Analytics, Answer, Audience, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome,
+    Snapshot,
 };
 use parley_core::placement::Owner;
-use parley_core::protocol::{ErrorCode, Event, EventFrame, LeaveReason, MediaNode, ReplyData, Request};
-use parley_presence::PresenceRecord;
+use parley_core::protocol::{
+    Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, ReplyData, Request, decode,
+};
+use parley_presence::{LoggedEvent, PresenceError, PresenceRecord};
 use parley_store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use uuid::Uuid;
@@ -56,8 +59,9 @@ pub enum MeetingMsg {
     Sweep,
     /// The grace period that started at generation `generation` is over.
     GraceExpired { generation: u64 },
-    /// A connection of a known user re-attaches after this actor restarted or moved.
-    Attach { user_id: Uuid, conn: Conn },
+    /// A connection of a known user re-attaches after this actor restarted or moved; with
+    /// `after`, it first gets the events it missed since that `seq`, then the live ones.
+    Attach { user_id: Uuid, conn: Conn, after: Option<u64> },
     /// Another node activated this meeting with `epoch`: if that is newer than ours, stop here
     /// (this node was presumed dead, e.g. cut off from Redis, while it still ran).
     Superseded { epoch: i64 },
@@ -116,6 +120,8 @@ pub struct MeetingState {
     /// Database writes not stored yet (the database was unreachable), oldest first; retried in
     /// order before any newer write (on [`MeetingMsg::RetryWrites`] and every sweep).
     writes: WriteQueue,
+    /// This activation's event numbering (see [`EventSeq`]).
+    seq: EventSeq,
 }
 /// How long a meeting that ended during a database outage keeps retrying to record its end.
 const END_RETRY_FOR: Duration = Duration::from_secs(15 * 60);
@@ -204,6 +210,7 @@ impl Actor for MeetingActor {
             mirrored_flags,
             rehydrated,
             writes: WriteQueue::default(),
+            seq: EventSeq::for_epoch(info.epoch),
         })
     }
 
@@ -266,12 +273,10 @@ impl Actor for MeetingActor {
             state.media_peers.store(0, std::sync::atomic::Ordering::Relaxed);
             if let SupervisionEvent::ActorFailed(_, reason) = &event {
                 tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "media router failed; clients will reconnect media");
-                let shared = SharedEvent::new(EventFrame {
-                    meeting_id: state.meeting.meeting_id(),
-                    event: parley_core::protocol::Event::MediaClosed {
-                        reason: "the media router restarted".to_owned(),
-                    },
-                });
+                let shared = SharedEvent::new(EventFrame::unsequenced(
+                    state.meeting.meeting_id(),
+                    Event::MediaClosed { reason: "the media router restarted".to_owned() },
+                ));
                 deliver(&state.services.clone(), state.conns.values(), &shared);
             }
         }
@@ -315,7 +320,7 @@ impl Actor for MeetingActor {
                 }
             }
             MeetingMsg::MediaEvent { to, event } => {
-                let shared = SharedEvent::new(EventFrame { meeting_id: state.meeting.meeting_id(), event });
+                let shared = SharedEvent::new(EventFrame::unsequenced(state.meeting.meeting_id(), event));
                 let s = state.services.clone();
                 match to {
                     Some(user) => deliver(&s, state.conns.get(&user).into_iter(), &shared),
@@ -325,10 +330,7 @@ impl Actor for MeetingActor {
             MeetingMsg::Request { caller, conn, request, reply } => {
                 state.last_seen.insert(caller.user_id, Instant::now());
                 let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
-                let mut outcome = state.meeting.handle(now_ms(), &caller, &request);
-                if let Some(Ok(ReplyData::Joined { media, .. })) = outcome.reply.as_mut() {
-                    *media = Some(media_node(&state.services));
-                }
+                let outcome = state.meeting.handle(now_ms(), &caller, &request);
                 if is_join && matches!(outcome.reply, Some(Ok(_))) {
                     let node = state.services.node.clone();
                     if let Some(old) = state.conns.insert(caller.user_id, conn.clone())
@@ -345,7 +347,25 @@ impl Actor for MeetingActor {
                 let Outcome { reply: r, effects } = outcome;
                 // Effects first: a reply means the change is delivered, mirrored and stored.
                 perform(&myself, state, effects).await;
-                let _ = reply.send(r.unwrap_or(Err((ErrorCode::Internal, "no reply".to_owned()))));
+                let answer = match r {
+                    Some(Ok(Answer::Reply(data))) => Ok(data),
+                    Some(Ok(Answer::Entered(entered))) => {
+                        let after = match request {
+                            Request::Resume { last_seq, .. } => last_seq,
+                            _ => None,
+                        };
+                        let missed = match after {
+                            Some(after) => replay(state, caller.user_id, after).await,
+                            None => Vec::new(),
+                        };
+                        let s = &state.services;
+                        let token = s.resume.issue(state.meeting.meeting_id(), caller.user_id);
+                        Ok(entered.joined(media_node(s), token, state.seq.last(), missed))
+                    }
+                    Some(Err(e)) => Err(e),
+                    None => Err((ErrorCode::Internal, "no reply".to_owned())),
+                };
+                let _ = reply.send(answer);
             }
             MeetingMsg::Disconnected { user_id, conn } => {
                 if state.conns.get(&user_id).is_some_and(|c| c.addr(&state.services.node) == conn) {
@@ -367,8 +387,18 @@ impl Actor for MeetingActor {
                     step_down(&myself, state);
                 }
             }
-            MeetingMsg::Attach { user_id, conn } => {
+            MeetingMsg::Attach { user_id, conn, after } => {
                 if state.meeting.participant(user_id).is_some() || state.meeting.is_waiting(user_id) {
+                    if let Some(after) = after {
+                        // Missed events first, on the same path as the live ones after them.
+                        let missed = replay(state, user_id, after).await;
+                        if !missed.is_empty() {
+                            tracing::debug!(meeting_id = %state.meeting.meeting_id(), user = %user_id, after, events = missed.len(), "replaying missed events");
+                        }
+                        for frame in missed {
+                            deliver(&state.services, std::iter::once(&conn), &SharedEvent::new(frame));
+                        }
+                    }
                     state.conns.insert(user_id, conn);
                 }
             }
@@ -430,7 +460,9 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
             return;
         }
     };
-    let missing = match state.services.presence.expired(meeting_id, &participants).await {
+    // The owner decides who is alive (any request counts, not only heartbeats): the mirror's
+    // TTLs follow it, so a participant who only chats is never missing from a takeover's restore.
+    let missing = match state.services.presence.keep_alive(meeting_id, &participants).await {
         Ok(m) => m,
         Err(e) => {
             tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
@@ -524,18 +556,15 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 if let Event::Admitted { meeting: Some(_), media, .. } = &mut event {
                     *media = Some(media_node(&s));
                 }
+                let shared = announce(state, Audience::User { user_id: to }, event).await;
                 if let Some(c) = state.conns.get(&to) {
-                    deliver(&s, std::iter::once(c), &SharedEvent::new(EventFrame { meeting_id, event }));
+                    deliver(&s, std::iter::once(c), &shared);
                 }
             }
             Effect::Broadcast { scope, event } => {
-                let shared = SharedEvent::new(EventFrame { meeting_id, event });
+                let shared = announce(state, Audience::from(scope), event).await;
                 let audience = state.meeting.audience(scope);
                 deliver(&s, audience.iter().filter_map(|u| state.conns.get(u)), &shared);
-                let json = shared.bytes(parley_core::protocol::Encoding::Json);
-                if let Err(e) = s.presence.publish(meeting_id, &String::from_utf8_lossy(json)).await {
-                    tracing::warn!(%meeting_id, error = %e, "presence: event not published");
-                }
             }
             Effect::PresenceUpsert(view) => {
                 let addr = state.conns.get(&view.user_id).map(|c| c.addr(&s.node));
@@ -694,6 +723,54 @@ async fn store_end_later(
         }
     }
     tracing::error!(%meeting_id, writes = writes.len(), "meeting end never stored: gave up");
+}
+
+/// Numbers an event and logs it (and publishes it) before anyone receives it: whatever a
+/// participant has seen is in the log for the others to replay, so a new owner can fill every
+/// gap. A log the store refuses as stale means a newer activation numbers this meeting's
+/// events now: this one is fenced. With presence unavailable the event still goes out, and
+/// that gap cannot be replayed later (logged).
+async fn announce(state: &mut MeetingState, audience: Audience, event: Event) -> Arc<SharedEvent> {
+    let meeting_id = state.meeting.meeting_id();
+    let (seq, past_block) = state.seq.take();
+    if past_block {
+        tracing::error!(%meeting_id, seq, "event numbers ran past this activation's block");
+    }
+    let shared = SharedEvent::new(EventFrame { meeting_id, seq: Some(seq), event });
+    let frame = String::from_utf8_lossy(shared.bytes(Encoding::Json)).into_owned();
+    match state.services.presence.log_event(meeting_id, &LoggedEvent { seq, audience, frame }).await {
+        Ok(()) => {}
+        Err(PresenceError::Corrupt(why)) => {
+            tracing::warn!(%meeting_id, seq, %why, "event log has newer events: another activation owns this meeting");
+            state.fenced = true;
+        }
+        Err(e) => tracing::warn!(%meeting_id, seq, error = %e, "presence: event not logged (a replay cannot fill it)"),
+    }
+    shared
+}
+
+/// The logged events after `after` that are meant for `user`, oldest first. Unreadable parts
+/// of the log are logged and skipped.
+async fn replay(state: &MeetingState, user: Uuid, after: u64) -> Vec<EventFrame> {
+    let meeting_id = state.meeting.meeting_id();
+    let logged = match state.services.presence.events_after(meeting_id, after).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(%meeting_id, %user, after, error = %e, "event log unreadable: nothing replayed");
+            return Vec::new();
+        }
+    };
+    logged
+        .into_iter()
+        .filter(|e| state.meeting.reaches(e.audience, user))
+        .filter_map(|e| match decode::<EventFrame>(e.frame.as_bytes(), Encoding::Json) {
+            Ok(frame) => Some(frame),
+            Err(why) => {
+                tracing::warn!(%meeting_id, seq = e.seq, %why, "logged event unreadable: skipped");
+                None
+            }
+        })
+        .collect()
 }
 
 /// This node as the meeting's media node.

@@ -120,9 +120,9 @@ fn cast(state: &NodeHostState, env: Envelope) {
                 let _ = m.cast(MeetingMsg::Disconnected { user_id, conn });
             }
         }
-        Body::Attach { meeting_id, user_id, conn } => {
+        Body::Attach { meeting_id, user_id, conn, after } => {
             if let Some(m) = s.meetings.get(meeting_id) {
-                let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Remote(conn) });
+                let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Remote(conn), after });
             }
         }
         Body::Moved { meeting_id, owner, epoch } => {

@@ -97,6 +97,9 @@ pub struct ParticipantState {
     encoding: Encoding,
     bucket: TokenBucket,
     violations: u32,
+    /// The `seq` of the last meeting event sent to the client: an event at or below it is a
+    /// repeat (a replay overlapping live delivery, an old owner's straggler) and is dropped.
+    last_seq: u64,
 }
 
 /// A token bucket: `burst` tokens, refilled at `per_sec`.
@@ -171,6 +174,7 @@ impl Actor for ParticipantActor {
             encoding: Encoding::Json,
             bucket,
             violations: 0,
+            last_seq: 0,
         })
     }
 
@@ -211,6 +215,12 @@ impl Actor for ParticipantActor {
                 state.reply(&reply);
             }
             ParticipantMsg::Event(shared) => {
+                if let Some(seq) = shared.frame.seq {
+                    if seq <= state.last_seq {
+                        return Ok(());
+                    }
+                    state.last_seq = seq;
+                }
                 state.send(shared.bytes(state.encoding).to_vec(), state.encoding);
             }
             ParticipantMsg::Crash => panic!("fault injection: connection of {} crashed on purpose", state.user_id),
@@ -219,7 +229,7 @@ impl Actor for ParticipantActor {
                     && *m == meeting_id
                 {
                     *r = meeting.clone();
-                    meeting.attach(&state.services, meeting_id, state.user_id, &myself);
+                    meeting.attach(&state.services, meeting_id, state.user_id, &myself, Some(state.last_seq));
                 }
             }
             ParticipantMsg::Detached { meeting_id, reason } => {
@@ -256,7 +266,7 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             }
             join_or_start(myself, state, meeting_id, password.as_deref(), display_name.clone(), JoinMode::Join).await
         }
-        Request::Resume { meeting_id, ref resume_token } => {
+        Request::Resume { meeting_id, ref resume_token, last_seq } => {
             if state.meeting.as_ref().is_some_and(|(current, _, _)| *current != meeting_id) {
                 return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
             }
@@ -267,7 +277,7 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             // back from the meeting's saved state.
             let caller =
                 Caller { user_id: state.user_id, display_name: state.display_name.clone(), invited_role: None };
-            let request = Request::Resume { meeting_id, resume_token: resume_token.clone() };
+            let request = Request::Resume { meeting_id, resume_token: resume_token.clone(), last_seq };
             enter_with(myself, state, meeting_id, caller, request).await
         }
         other => {
@@ -287,9 +297,12 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
     }
 }
 
-/// Asks the meeting; if its actor is gone (crashed, moved, its node died), finds it again and
-/// asks once more. Returns the handle that answered, with the answer; `Err` only when the
-/// meeting cannot be found again.
+/// Asks the meeting; if its actor is gone (crashed, moved, its node died), finds it again,
+/// re-attaches this connection there (the events missed meanwhile come first) and asks once
+/// more — unless the request is one that must not be carried out twice (a chat message the
+/// lost actor may already have sent): that is answered `unavailable`, for the client to check
+/// and resend. Returns the handle that answered, with the answer; `Err` only when the meeting
+/// cannot be found again.
 async fn ask(
     myself: &ParticipantRef,
     state: &ParticipantState,
@@ -302,6 +315,15 @@ async fn ask(
     match meeting.call(s, meeting_id, caller, myself, request.clone()).await {
         Err((ErrorCode::Unavailable, _)) => {
             let meeting = locate(s, &state.supervisor, meeting_id).await?;
+            let seated = state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id);
+            if seated {
+                meeting.attach(s, meeting_id, state.user_id, myself, Some(state.last_seq));
+                if !request.is_repeatable() {
+                    let why =
+                        "the meeting moved while this was on its way and may have carried it out: check, then resend";
+                    return Ok((meeting, fail(ErrorCode::Unavailable, why)));
+                }
+            }
             let answer = meeting.call(s, meeting_id, caller, myself, request).await;
             Ok((meeting, answer))
         }
@@ -321,8 +343,9 @@ async fn enter(
     enter_with(myself, state, meeting_id, caller, Request::Join { meeting_id, password: None, display_name }).await
 }
 
-/// [`enter`] with the request that takes the seat (`join` or `resume`). A joined reply gets a
-/// resume token for this seat.
+/// [`enter`] with the request that takes the seat (`join` or `resume`). Events numbered up
+/// to the `joined` reply's `seq` are in its snapshot (or its `missed` list): only later ones
+/// are sent.
 async fn enter_with(
     myself: &ParticipantRef,
     state: &mut ParticipantState,
@@ -332,9 +355,9 @@ async fn enter_with(
 ) -> Answer {
     let meeting = locate(&state.services, &state.supervisor, meeting_id).await?;
     let (meeting, answer) = ask(myself, state, meeting_id, meeting, &caller, request).await?;
-    let mut answer = answer?;
-    if let ReplyData::Joined { resume_token, .. } = &mut answer {
-        *resume_token = Some(state.services.resume.issue(meeting_id, state.user_id));
+    let answer = answer?;
+    if let ReplyData::Joined { seq, .. } = &answer {
+        state.last_seq = *seq;
     }
     ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
     state.meeting = Some((meeting_id, meeting, caller));

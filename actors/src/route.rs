@@ -106,15 +106,16 @@ impl MeetingHandle {
         }
     }
 
-    /// Re-attaches this connection to the meeting (after the meeting's actor moved).
-    pub fn attach(&self, s: &LiveServices, meeting_id: Uuid, user_id: Uuid, conn: &ParticipantRef) {
+    /// Re-attaches this connection to the meeting (after the meeting's actor moved); with
+    /// `after`, the events it missed since that `seq` come first.
+    pub fn attach(&self, s: &LiveServices, meeting_id: Uuid, user_id: Uuid, conn: &ParticipantRef, after: Option<u64>) {
         match self {
             MeetingHandle::Local(m) => {
-                let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Local(conn.clone()) });
+                let _ = m.cast(MeetingMsg::Attach { user_id, conn: Conn::Local(conn.clone()), after });
             }
             MeetingHandle::Remote { node } => {
                 let conn = ConnAddr { node: s.node.clone(), id: conn.get_id().pid() };
-                cast_node(s, node, Body::Attach { meeting_id, user_id, conn });
+                cast_node(s, node, Body::Attach { meeting_id, user_id, conn, after });
             }
         }
     }

@@ -96,11 +96,14 @@ pub enum Body {
         user_id: Uuid,
         conn: ConnAddr,
     },
-    /// A connection on the sender (re-)attaches to the meeting after it moved.
+    /// A connection on the sender (re-)attaches to the meeting after it moved; with `after`,
+    /// it first gets the events it missed since that `seq`.
     Attach {
         meeting_id: Uuid,
         user_id: Uuid,
         conn: ConnAddr,
+        #[serde(default)]
+        after: Option<u64>,
     },
     /// The meeting now lives on `owner`: connections on the receiver should re-attach.
     Moved {
@@ -236,12 +239,13 @@ mod tests {
             conns: vec![1, 2, 3],
             frame: EventFrame {
                 meeting_id: m,
+                seq: Some(2_000_000_001),
                 event: Event::ParticipantLeft { user_id: u, reason: LeaveReason::Left },
             },
         });
         round_trip(Body::Detached { meeting_id: m, conn: 7, reason: LeaveReason::Removed });
         round_trip(Body::Disconnected { meeting_id: m, user_id: u, conn: conn.clone() });
-        round_trip(Body::Attach { meeting_id: m, user_id: u, conn });
+        round_trip(Body::Attach { meeting_id: m, user_id: u, conn, after: Some(3_000_000_017) });
         round_trip(Body::Moved { meeting_id: m, owner: "node-c".into(), epoch: 7 });
         round_trip(Body::Answer { answer: Ok(ReplyData::Done) });
         round_trip(Body::Answer { answer: Err((ErrorCode::Forbidden, "no".into())) });

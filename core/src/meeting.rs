@@ -24,8 +24,8 @@ use uuid::Uuid;
 
 use crate::model::{MeetingSettings, Role, ScreenSharePolicy};
 use crate::protocol::{
-    BreakoutsView, ChatMessage, EndReason, ErrorCode, Event, LeaveReason, MeetingSnapshot, ParticipantView, ReplyData,
-    Request, WaitingView,
+    BreakoutsView, ChatMessage, EndReason, ErrorCode, Event, EventFrame, LeaveReason, MediaNode, MeetingSnapshot,
+    ParticipantView, ReplyData, Request, WaitingView,
 };
 
 /// Chat messages kept in memory for join snapshots (older ones stay in the database).
@@ -60,6 +60,61 @@ pub enum Scope {
     Room(Option<u32>),
     /// Hosts and co-hosts.
     Moderators,
+}
+
+/// Who an event was for, as kept with it in the meeting's event log: replaying the log to a
+/// participant gives them the events meant for them ([`LiveMeeting::reaches`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Audience {
+    Everyone,
+    EveryoneExcept { user_id: Uuid },
+    Room { room: Option<u32> },
+    Moderators,
+    User { user_id: Uuid },
+}
+
+impl From<Scope> for Audience {
+    fn from(scope: Scope) -> Audience {
+        match scope {
+            Scope::Everyone => Audience::Everyone,
+            Scope::EveryoneExcept(user_id) => Audience::EveryoneExcept { user_id },
+            Scope::Room(room) => Audience::Room { room },
+            Scope::Moderators => Audience::Moderators,
+        }
+    }
+}
+
+/// What a step answers the requester.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A complete reply.
+    Reply(ReplyData),
+    /// The caller has a seat: the node completes the `joined` reply with what only it knows
+    /// ([`Entered::joined`], the one place a `joined` reply is built).
+    Entered(Entered),
+}
+
+/// A seat taken (`join`, `resume`): the meeting as the new participant sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entered {
+    pub meeting: Box<MeetingSnapshot>,
+    pub you: ParticipantView,
+}
+
+impl Entered {
+    /// The `joined` reply: the snapshot, where the media goes, the seat's resume token, the
+    /// snapshot's event position and (on a resume) the events missed since `last_seq`.
+    pub fn joined(self, media: MediaNode, resume_token: String, seq: u64, missed: Vec<EventFrame>) -> ReplyData {
+        ReplyData::Joined {
+            meeting: self.meeting,
+            you: self.you,
+            media: Some(media),
+            resume_token: Some(resume_token),
+            seq,
+            missed,
+        }
+    }
 }
 
 /// Something the actor must do after a step.
@@ -103,14 +158,15 @@ impl Eq for Analytics {}
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Outcome {
     /// `None` for inputs that are not requests.
-    pub reply: Option<Result<ReplyData, (ErrorCode, String)>>,
+    pub reply: Option<Result<Answer, (ErrorCode, String)>>,
     pub effects: Vec<Effect>,
 }
 
 impl Outcome {
     fn reply(data: ReplyData, effects: Vec<Effect>) -> Outcome {
-        Outcome { reply: Some(Ok(data)), effects }
+        Outcome { reply: Some(Ok(Answer::Reply(data))), effects }
     }
+
     fn error(code: ErrorCode, message: impl Into<String>) -> Outcome {
         Outcome { reply: Some(Err((code, message.into()))), effects: Vec::new() }
     }
@@ -286,6 +342,24 @@ impl LiveMeeting {
             })
             .map(|p| p.user_id)
             .collect()
+    }
+
+    /// Whether an event for `audience` is for `user`, as the meeting stands now (replaying the
+    /// event log: a participant's room and role are the current ones).
+    pub fn reaches(&self, audience: Audience, user: Uuid) -> bool {
+        if let Audience::User { user_id } = audience {
+            return user_id == user;
+        }
+        let Some(p) = self.participants.get(&user) else {
+            return false;
+        };
+        match audience {
+            Audience::Everyone => true,
+            Audience::EveryoneExcept { user_id } => user_id != user,
+            Audience::Room { room } => p.room == room,
+            Audience::Moderators => p.role.is_moderator(),
+            Audience::User { .. } => false,
+        }
     }
 
     /// The meeting as `viewer` may see it.
@@ -809,11 +883,8 @@ impl LiveMeeting {
         }
         if let Some(p) = self.participants.get(&user) {
             // Joining again (e.g. from a new connection) is idempotent.
-            let you = p.clone();
-            return Outcome::reply(
-                ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you, media: None, resume_token: None },
-                Vec::new(),
-            );
+            let entered = Entered { meeting: Box::new(self.snapshot(user)), you: p.clone() };
+            return Outcome { reply: Some(Ok(Answer::Entered(entered))), effects: Vec::new() };
         }
         if let Some(pos) = self.waiting.iter().position(|w| w.user_id == user) {
             return Outcome::reply(
@@ -842,11 +913,9 @@ impl LiveMeeting {
             return Outcome::reply(ReplyData::Waiting { meeting_id: self.cfg.meeting_id, position }, fx);
         }
         let p = self.new_participant(now, user, name, role);
-        let fx = self.add_participant(now, p.clone());
-        Outcome::reply(
-            ReplyData::Joined { meeting: Box::new(self.snapshot(user)), you: p, media: None, resume_token: None },
-            fx,
-        )
+        let effects = self.add_participant(now, p.clone());
+        let entered = Entered { meeting: Box::new(self.snapshot(user)), you: p };
+        Outcome { reply: Some(Ok(Answer::Entered(entered))), effects }
     }
 
     fn admit(&mut self, now: i64, user: Uuid) -> Option<Vec<Effect>> {

@@ -68,6 +68,10 @@ pub enum Request {
     Resume {
         meeting_id: Uuid,
         resume_token: String,
+        /// The `seq` of the last event this client saw: the `joined` reply then carries every
+        /// event after it (`missed`), so nothing is lost or repeated across the gap.
+        #[serde(default)]
+        last_seq: Option<u64>,
     },
     /// Leave the meeting (the connection stays open).
     Leave,
@@ -263,6 +267,12 @@ impl Request {
             self,
             Request::Offer { .. } | Request::Answer { .. } | Request::IceCandidate { .. } | Request::Subscribe { .. }
         )
+    }
+
+    /// Whether carrying this request out twice is the same as once (so it may be sent again
+    /// when the first attempt's fate is unknown). Messages are not: a second is a second.
+    pub fn is_repeatable(&self) -> bool {
+        !matches!(self, Request::Chat { .. } | Request::BreakoutsBroadcast { .. })
     }
 }
 
@@ -816,12 +826,60 @@ pub struct MediaNode {
     pub ice_servers: Vec<IceServer>,
 }
 
-/// An event on the wire: `{"event": …, "meeting_id": …, …}`.
+/// An event on the wire: `{"event": …, "meeting_id": …, "seq": …, …}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventFrame {
     pub meeting_id: Uuid,
+    /// The event's place in the meeting (see [`EventSeq`]); absent on media-session events
+    /// (tracks, speakers, layers), which are not replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
     #[serde(flatten)]
     pub event: Event,
+}
+
+impl EventFrame {
+    /// A media-session event: no sequence number, never replayed.
+    pub fn unsequenced(meeting_id: Uuid, event: Event) -> EventFrame {
+        EventFrame { meeting_id, seq: None, event }
+    }
+}
+
+/// How a meeting numbers its events: increasing for as long as the meeting exists, across
+/// restarts and failovers, never reused. Each activation of the meeting (its fencing epoch,
+/// which the database raises on every start or takeover) numbers in its own block:
+/// `epoch × 10⁹ + n`. So a new owner never repeats a number the old one sent, whatever it
+/// could read back; numbers are not contiguous across activations (or across audiences:
+/// a client sees only the events meant for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventSeq {
+    next: u64,
+    limit: u64,
+}
+
+impl EventSeq {
+    /// Events per activation (the block size).
+    pub const BLOCK: u64 = 1_000_000_000;
+
+    /// The numbering of the activation with fencing epoch `epoch` (≥ 0).
+    pub fn for_epoch(epoch: i64) -> EventSeq {
+        let base = u64::try_from(epoch.max(0)).unwrap_or(0).saturating_mul(Self::BLOCK);
+        EventSeq { next: base.saturating_add(1), limit: base.saturating_add(Self::BLOCK) }
+    }
+
+    /// The number before any event of this activation: every earlier event is at most this.
+    pub fn last(&self) -> u64 {
+        self.next - 1
+    }
+
+    /// The next number. Past the block's end (a billion events in one activation) numbers go
+    /// on increasing into the next block; the next activation then starts above them only if
+    /// its epoch is higher still, so this is logged by the caller, never expected.
+    pub fn take(&mut self) -> (u64, bool) {
+        let n = self.next;
+        self.next = self.next.saturating_add(1);
+        (n, n >= self.limit)
+    }
 }
 
 /// What a successful reply carries besides `ok` (tagged by `result`).
@@ -835,9 +893,15 @@ pub enum ReplyData {
         /// The node carrying the meeting's media (filled in by the node that owns the meeting).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media: Option<MediaNode>,
-        /// Proof of this seat for `resume` (filled in by the connection's node).
+        /// Proof of this seat for `resume`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         resume_token: Option<String>,
+        /// The `seq` of the meeting's last event before this snapshot: resume from it.
+        #[serde(default)]
+        seq: u64,
+        /// On `resume` with `last_seq`: the events meant for this participant after it, in order.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        missed: Vec<EventFrame>,
     },
     /// Held in the waiting room at `position` (1 = next).
     Waiting { meeting_id: Uuid, position: usize },
@@ -931,7 +995,7 @@ mod tests {
             Request::Auth { token: "t".into() },
             Request::Start { meeting_id: u, display_name: None },
             Request::Join { meeting_id: u, password: None, display_name: Some("A".into()) },
-            Request::Resume { meeting_id: u, resume_token: "r".into() },
+            Request::Resume { meeting_id: u, resume_token: "r".into(), last_seq: Some(7) },
             Request::Leave,
             Request::Heartbeat,
             Request::Admit { user_id: u },
@@ -1024,9 +1088,9 @@ mod tests {
         let m = Uuid::new_v4();
         let u = Uuid::new_v4();
         let frames = vec![
-            EventFrame { meeting_id: m, event: Event::Muted { user_id: u, muted: true, by: None } },
-            EventFrame { meeting_id: m, event: Event::BreakoutsClosed },
-            EventFrame { meeting_id: m, event: Event::ParticipantLeft { user_id: u, reason: LeaveReason::Timeout } },
+            EventFrame::unsequenced(m, Event::Muted { user_id: u, muted: true, by: None }),
+            EventFrame { meeting_id: m, seq: Some(4_000_000_002), event: Event::BreakoutsClosed },
+            EventFrame::unsequenced(m, Event::ParticipantLeft { user_id: u, reason: LeaveReason::Timeout }),
         ];
         for f in &frames {
             for enc in [Encoding::Json, Encoding::MessagePack] {
@@ -1160,5 +1224,36 @@ mod tests {
             {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": "abcd"}}))
         .unwrap();
         assert!(r.is_media());
+    }
+
+    #[test]
+    fn event_numbers_grow_across_activations_and_never_repeat() {
+        let mut first = EventSeq::for_epoch(1);
+        let (a, _) = first.take();
+        let (b, _) = first.take();
+        assert!(a < b && first.last() == b);
+        // A later activation starts above anything the earlier one could have numbered.
+        let second = EventSeq::for_epoch(2);
+        assert!(second.last() >= EventSeq::for_epoch(1).last() + EventSeq::BLOCK - 1);
+        let mut end = EventSeq { next: 2 * EventSeq::BLOCK - 1, limit: 2 * EventSeq::BLOCK };
+        assert_eq!(end.take(), (2 * EventSeq::BLOCK - 1, false));
+        assert_eq!(end.take(), (2 * EventSeq::BLOCK, true), "running past the block is reported");
+        assert_eq!(EventSeq::for_epoch(-5).last(), 0, "no negative blocks");
+        // Numbers stay exact as JavaScript numbers for millions of activations.
+        assert!(EventSeq::for_epoch(9_000_000).last() < (1u64 << 53));
+    }
+
+    #[test]
+    fn sequenced_events_say_their_number_and_resume_takes_one() {
+        let m = Uuid::nil();
+        let f = EventFrame { meeting_id: m, seq: Some(3_000_000_017), event: Event::BreakoutsClosed };
+        assert_eq!(serde_json::to_value(&f).unwrap()["seq"], json!(3_000_000_017u64));
+        let media = EventFrame::unsequenced(m, Event::MediaClosed { reason: "x".into() });
+        assert!(serde_json::to_value(&media).unwrap().get("seq").is_none());
+        let frame = json!({"id": 1, "type": "resume", "meeting_id": m, "resume_token": "t", "last_seq": 42});
+        let (_, r) = decode_request(frame.to_string().as_bytes(), Encoding::Json).unwrap();
+        assert_eq!(r, Request::Resume { meeting_id: m, resume_token: "t".into(), last_seq: Some(42) });
+        assert!(!Request::Chat { text: "hi".into(), to: None }.is_repeatable());
+        assert!(Request::RaiseHand.is_repeatable());
     }
 }

@@ -635,9 +635,24 @@ pub mod ws {
         }
 
         pub async fn connect(node: &TestNode, token: &str) -> WsClient {
-            let url = format!("{}/ws?token={token}", node.base.replacen("http://", "ws://", 1));
-            let (ws, _) = tokio_tungstenite::connect_async(url).await.expect("WebSocket connect");
-            WsClient { ws, next_id: 1, buffered: VecDeque::new(), closed: None }
+            WsClient::try_connect(&node.base, token).await.expect("WebSocket connect")
+        }
+
+        /// Connects to the node at `base` (`http://host:port`), `None` if it does not answer.
+        pub async fn try_connect(base: &str, token: &str) -> Option<WsClient> {
+            let url = format!("{}/ws?token={token}", base.replacen("http://", "ws://", 1));
+            let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+            Some(WsClient { ws, next_id: 1, buffered: VecDeque::new(), closed: None })
+        }
+
+        /// Sends a request without waiting for its reply; returns its id, or `None` when the
+        /// socket is gone.
+        pub async fn try_send(&mut self, mut req: Value) -> Option<u64> {
+            let id = self.next_id;
+            self.next_id += 1;
+            req["id"] = json!(id);
+            self.ws.send(Message::Text(req.to_string().into())).await.ok()?;
+            Some(id)
         }
 
         /// Sends raw text.

@@ -16,6 +16,7 @@
 //! | `meeting:{ID}:waiting_room` | list | FIFO of JSON `{user_id, display_name, since}` |
 //! | `meeting:{ID}:media_server` | string | the owner: `node/epoch` (see `parley_core::placement::Owner`), claimed by compare-and-set |
 //! | `meeting:{ID}:events` | pub/sub channel | every event of the meeting, JSON |
+//! | `meeting:{ID}:log` | stream, capped | the meeting's numbered events (entry id `SEQ-0`; fields `a`: audience JSON, `f`: event JSON), the last [`EVENT_LOG_LEN`] or so, for replay after a lost connection or a failover |
 //! | `meeting:{ID}:state` | string | JSON of the meeting's durable flags (lock, chat, recording, breakouts, removed, roles) |
 //! | `node:{NAME}` | string, TTL | a node's lease: JSON [`NodeLease`], refreshed well within its TTL |
 //!
@@ -29,6 +30,7 @@ mod redis;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parley_core::meeting::Audience;
 pub use parley_core::placement::Owner;
 use parley_core::protocol::{ParticipantView, WaitingView};
 use uuid::Uuid;
@@ -79,9 +81,26 @@ pub mod keys {
     pub fn state(meeting: Uuid) -> String {
         format!("meeting:{{{meeting}}}:state")
     }
+    pub fn log(meeting: Uuid) -> String {
+        format!("meeting:{{{meeting}}}:log")
+    }
     pub fn node_lease(node: &str) -> String {
         format!("node:{node}")
     }
+}
+
+/// About how many events a meeting's log keeps (Redis trims it approximately).
+pub const EVENT_LOG_LEN: usize = 10_000;
+/// The most events one replay returns.
+pub const REPLAY_MAX: usize = EVENT_LOG_LEN;
+
+/// One numbered event of a meeting, as logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    pub seq: u64,
+    pub audience: Audience,
+    /// The event frame, JSON.
+    pub frame: String,
 }
 
 /// What a node's lease says: its load and capacity, for placement and the operators' view.
@@ -312,6 +331,18 @@ impl Presence {
         }
     }
 
+    /// Gives the hashes of `users` (alive as far as the meeting's owner knows: any request
+    /// counts, not only heartbeats) a full TTL again, and returns those whose hash is gone.
+    pub async fn keep_alive(&self, meeting: Uuid, users: &[Uuid]) -> Result<Vec<Uuid>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.keep_alive(meeting, users, self.ttl)),
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.keep_alive(meeting, users, self.ttl).await)
+            }
+        }
+    }
+
     /// Every participant record still alive (their hash exists), for rehydration.
     pub async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
         match &self.inner {
@@ -355,6 +386,31 @@ impl Presence {
             Inner::Redis(r) => {
                 self.fail_fast()?;
                 self.guard(r.publish(meeting, payload).await)
+            }
+        }
+    }
+
+    /// Appends a numbered event to the meeting's log and publishes it on its channel (one
+    /// round trip). `seq` must be above every number logged before: a number at or below the
+    /// log's top is refused ([`PresenceError::Corrupt`]), which is how an old owner that has
+    /// not noticed its takeover is kept out of the new owner's log.
+    pub async fn log_event(&self, meeting: Uuid, event: &LoggedEvent) -> Result<(), PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => l.log_event(meeting, event),
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.log_event(meeting, event).await)
+            }
+        }
+    }
+
+    /// The logged events numbered above `after`, oldest first (at most [`REPLAY_MAX`]).
+    pub async fn events_after(&self, meeting: Uuid, after: u64) -> Result<Vec<LoggedEvent>, PresenceError> {
+        match &self.inner {
+            Inner::Local(l) => Ok(l.events_after(meeting, after)),
+            Inner::Redis(r) => {
+                self.fail_fast()?;
+                self.guard(r.events_after(meeting, after).await)
             }
         }
     }
@@ -500,5 +556,20 @@ mod tests {
         p.clear(m, &[b]).await.unwrap();
         assert!(p.participants(m).await.unwrap().is_empty());
         assert!(p.media_server(m).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn local_log_replays_after_a_number_and_refuses_stale_ones() {
+        let p = Presence::local(Duration::from_secs(5));
+        let m = Uuid::new_v4();
+        let ev = |seq| LoggedEvent { seq, audience: Audience::Everyone, frame: format!("{{\"n\":{seq}}}") };
+        for seq in [5, 7, 9] {
+            p.log_event(m, &ev(seq)).await.unwrap();
+        }
+        let after: Vec<u64> = p.events_after(m, 5).await.unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(after, vec![7, 9]);
+        assert!(matches!(p.log_event(m, &ev(9)).await, Err(PresenceError::Corrupt(_))), "not above the top");
+        p.clear(m, &[]).await.unwrap();
+        assert!(p.events_after(m, 0).await.unwrap().is_empty());
     }
 }

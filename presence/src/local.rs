@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use parley_core::protocol::WaitingView;
 use uuid::Uuid;
 
-use crate::{Owner, PresenceRecord};
+use crate::{EVENT_LOG_LEN, LoggedEvent, Owner, PresenceError, PresenceRecord, REPLAY_MAX};
 
 #[derive(Default)]
 struct MeetingPresence {
@@ -16,6 +16,7 @@ struct MeetingPresence {
     waiting: Vec<WaitingView>,
     media_server: Option<String>,
     flags: Option<String>,
+    log: std::collections::VecDeque<LoggedEvent>,
 }
 
 #[derive(Default)]
@@ -94,6 +95,23 @@ impl LocalPresence {
         })
     }
 
+    pub(crate) fn keep_alive(&self, meeting: Uuid, users: &[Uuid], ttl: Duration) -> Vec<Uuid> {
+        let now = Instant::now();
+        self.with(meeting, |m| {
+            users
+                .iter()
+                .copied()
+                .filter(|u| match m.participants.get_mut(u) {
+                    Some((_, exp)) if *exp > now => {
+                        *exp = now + ttl;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        })
+    }
+
     pub(crate) fn records(&self, meeting: Uuid) -> Vec<PresenceRecord> {
         let now = Instant::now();
         let mut v: Vec<PresenceRecord> = self
@@ -108,6 +126,23 @@ impl LocalPresence {
 
     pub(crate) fn flags(&self, meeting: Uuid) -> Option<String> {
         self.with(meeting, |m| m.flags.clone())
+    }
+
+    pub(crate) fn log_event(&self, meeting: Uuid, event: &LoggedEvent) -> Result<(), PresenceError> {
+        self.with(meeting, |m| {
+            if m.log.back().is_some_and(|top| top.seq >= event.seq) {
+                return Err(PresenceError::Corrupt(format!("event {} is not above the log's top", event.seq)));
+            }
+            if m.log.len() >= EVENT_LOG_LEN {
+                m.log.pop_front();
+            }
+            m.log.push_back(event.clone());
+            Ok(())
+        })
+    }
+
+    pub(crate) fn events_after(&self, meeting: Uuid, after: u64) -> Vec<LoggedEvent> {
+        self.with(meeting, |m| m.log.iter().filter(|e| e.seq > after).take(REPLAY_MAX).cloned().collect())
     }
 
     pub(crate) fn clear(&self, meeting: Uuid) {

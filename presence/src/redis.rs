@@ -7,7 +7,10 @@ use fred::prelude::*;
 use parley_core::protocol::WaitingView;
 use uuid::Uuid;
 
-use crate::{Owner, PresenceError, PresenceRecord, keys, record_fields, record_from_fields};
+use crate::{
+    EVENT_LOG_LEN, LoggedEvent, Owner, PresenceError, PresenceRecord, REPLAY_MAX, keys, record_fields,
+    record_from_fields,
+};
 
 /// How long a command may wait (including while reconnecting) before failing as unavailable.
 /// Healthy commands take well under a millisecond on a LAN; a meeting actor must not stall long.
@@ -148,6 +151,24 @@ impl RedisPresence {
         Ok(users.iter().zip(found).filter(|(_, n)| *n == 0).map(|(u, _)| *u).collect())
     }
 
+    pub(crate) async fn keep_alive(
+        &self,
+        meeting: Uuid,
+        users: &[Uuid],
+        ttl: Duration,
+    ) -> Result<Vec<Uuid>, PresenceError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let p = self.client.pipeline();
+        for u in users {
+            let _: () = p.pexpire(keys::user(meeting, *u), ttl.as_millis() as i64, None).await.map_err(unavailable)?;
+        }
+        // PEXPIRE answers 0 for a key that does not exist.
+        let found: Vec<i64> = p.all().await.map_err(unavailable)?;
+        Ok(users.iter().zip(found).filter(|(_, n)| *n == 0).map(|(u, _)| *u).collect())
+    }
+
     pub(crate) async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
         let users = self.participants(meeting).await?;
         if users.is_empty() {
@@ -176,8 +197,47 @@ impl RedisPresence {
         Ok(())
     }
 
+    pub(crate) async fn log_event(&self, meeting: Uuid, event: &LoggedEvent) -> Result<(), PresenceError> {
+        let audience = serde_json::to_string(&event.audience).map_err(|e| PresenceError::Corrupt(e.to_string()))?;
+        let fields = vec![("a", audience), ("f", event.frame.clone())];
+        let cap = ("MAXLEN", "~", EVENT_LOG_LEN as i64);
+        let p = self.client.pipeline();
+        let _: () =
+            p.xadd(keys::log(meeting), false, cap, format!("{}-0", event.seq), fields).await.map_err(unavailable)?;
+        let _: () = p.publish(keys::events(meeting), event.frame.as_str()).await.map_err(unavailable)?;
+        let results: Vec<Result<Value, Error>> = p.try_all().await;
+        match results.into_iter().next() {
+            Some(Err(e)) if e.details().contains("equal or smaller") => {
+                Err(PresenceError::Corrupt(format!("event {} not logged: {}", event.seq, e.details())))
+            }
+            Some(Err(e)) => Err(unavailable(e)),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) async fn events_after(&self, meeting: Uuid, after: u64) -> Result<Vec<LoggedEvent>, PresenceError> {
+        let start = format!("{}-0", after.saturating_add(1));
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> = self
+            .client
+            .xrange_values(keys::log(meeting), start, "+", Some(REPLAY_MAX as u64))
+            .await
+            .map_err(unavailable)?;
+        entries
+            .into_iter()
+            .map(|(id, mut f)| {
+                let seq = id.split('-').next().and_then(|n| n.parse().ok());
+                let audience = f.get("a").and_then(|a| serde_json::from_str(a).ok());
+                match (seq, audience, f.remove("f")) {
+                    (Some(seq), Some(audience), Some(frame)) => Ok(LoggedEvent { seq, audience, frame }),
+                    _ => Err(PresenceError::Corrupt(format!("log entry {id} unreadable"))),
+                }
+            })
+            .collect()
+    }
+
     pub(crate) async fn clear(&self, meeting: Uuid, users: &[Uuid]) -> Result<(), PresenceError> {
         let mut all = vec![
+            keys::log(meeting),
             keys::participants(meeting),
             keys::waiting_room(meeting),
             keys::media_server(meeting),

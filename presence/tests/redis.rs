@@ -7,9 +7,10 @@
 use std::time::Duration;
 
 use fred::prelude::*;
+use parley_core::meeting::Audience;
 use parley_core::model::Role;
 use parley_core::protocol::{ParticipantView, WaitingView};
-use parley_presence::{Presence, PresenceRecord, keys};
+use parley_presence::{LoggedEvent, Presence, PresenceError, PresenceRecord, keys};
 use uuid::Uuid;
 
 fn url() -> String {
@@ -64,6 +65,11 @@ async fn writes_the_seed_keys_and_expires_hashes() {
     p.upsert(m, &rec(b, false), 2000).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(p.expired(m, &[a, b]).await.unwrap(), vec![a]);
+    // The owner keeps b alive without a heartbeat (b only chats): its TTL starts again; a's
+    // hash is reported gone.
+    assert_eq!(p.keep_alive(m, &[a, b]).await.unwrap(), vec![a]);
+    let ttl: i64 = r.pttl(keys::user(m, b)).await.unwrap();
+    assert!(ttl > 700, "b's TTL renewed: {ttl}");
 
     let w = vec![
         WaitingView { user_id: Uuid::new_v4(), display_name: "W1".into(), since: 1 },
@@ -104,6 +110,35 @@ async fn publishes_events_on_the_meeting_channel() {
     let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a message").unwrap();
     assert_eq!(msg.channel.to_string(), keys::events(m));
     assert_eq!(msg.value.as_string().unwrap(), r#"{"event":"chat"}"#);
+}
+
+#[tokio::test]
+async fn logs_numbered_events_publishes_them_and_replays_after_a_number() {
+    let p = Presence::redis(&url(), Duration::from_secs(5)).await.unwrap();
+    let sub = Builder::from_config(Config::from_url(&url()).unwrap()).build_subscriber_client().unwrap();
+    sub.init().await.unwrap();
+    let m = Uuid::new_v4();
+    let mut rx = sub.message_rx();
+    sub.subscribe(keys::events(m)).await.unwrap();
+    let u = Uuid::new_v4();
+    let ev = |seq: u64, audience| LoggedEvent { seq, audience, frame: format!(r#"{{"event":"chat","seq":{seq}}}"#) };
+    p.log_event(m, &ev(3_000_000_001, Audience::Everyone)).await.unwrap();
+    p.log_event(m, &ev(3_000_000_002, Audience::User { user_id: u })).await.unwrap();
+    p.log_event(m, &ev(4_000_000_001, Audience::Moderators)).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("published").unwrap();
+    assert_eq!(msg.value.as_string().unwrap(), ev(3_000_000_001, Audience::Everyone).frame);
+    let after = p.events_after(m, 3_000_000_001).await.unwrap();
+    assert_eq!(after, vec![ev(3_000_000_002, Audience::User { user_id: u }), ev(4_000_000_001, Audience::Moderators)]);
+    assert!(p.events_after(m, 4_000_000_001).await.unwrap().is_empty());
+    // An old owner's number (at or below the log's top) is refused as stale, not as an outage.
+    let stale = p.log_event(m, &ev(3_000_000_003, Audience::Everyone)).await;
+    assert!(matches!(stale, Err(PresenceError::Corrupt(_))), "{stale:?}");
+    p.log_event(m, &ev(4_000_000_002, Audience::Everyone)).await.expect("the breaker did not open");
+    let len: u64 = raw().await.xlen(keys::log(m)).await.unwrap();
+    assert_eq!(len, 4);
+    p.clear(m, &[]).await.unwrap();
+    let gone: i64 = raw().await.exists(keys::log(m)).await.unwrap();
+    assert_eq!(gone, 0, "the log goes with the meeting");
 }
 
 #[tokio::test]

@@ -17,7 +17,7 @@ fn world(settings: MeetingSettings) -> World {
     let cfg = MeetingConfig { meeting_id: Uuid::new_v4(), host: host.user_id, settings };
     let mut w = World { m: LiveMeeting::new(cfg, T0), host };
     let h = w.host.clone();
-    assert!(matches!(w.join(&h), Ok(ReplyData::Joined { .. })));
+    assert!(matches!(w.join(&h), Ok(Answer::Entered(_))));
     w
 }
 
@@ -29,14 +29,14 @@ impl World {
     fn req(&mut self, who: &Caller, r: Request) -> Outcome {
         self.m.handle(T0 + 1000, who, &r)
     }
-    fn join(&mut self, who: &Caller) -> Result<ReplyData, (ErrorCode, String)> {
+    fn join(&mut self, who: &Caller) -> Result<Answer, (ErrorCode, String)> {
         self.req(who, Request::Join { meeting_id: self.m.meeting_id(), password: None, display_name: None })
             .reply
             .unwrap()
     }
     fn joined(&mut self, name: &str, role: Option<Role>) -> Caller {
         let c = caller(name, role);
-        assert!(matches!(self.join(&c), Ok(ReplyData::Joined { .. })), "{name} joins directly");
+        assert!(matches!(self.join(&c), Ok(Answer::Entered(_))), "{name} joins directly");
         c
     }
     fn code(&mut self, who: &Caller, r: Request) -> ErrorCode {
@@ -62,17 +62,17 @@ fn events(fx: &[Effect]) -> Vec<&Event> {
 fn host_joins_directly_and_others_wait_then_get_admitted_in_order() {
     let mut w = world(MeetingSettings::default());
     let (a, b) = (caller("Alice", Some(Role::Attendee)), caller("Bob", None));
-    assert_eq!(w.join(&a), Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 }));
+    assert_eq!(w.join(&a), Ok(Answer::Reply(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 })));
     let o =
         w.req(&b, Request::Join { meeting_id: w.m.meeting_id(), password: None, display_name: Some("Bobby".into()) });
-    assert_eq!(o.reply.unwrap(), Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 2 }));
+    assert_eq!(o.reply.unwrap(), Ok(Answer::Reply(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 2 })));
     assert!(o.effects.iter().any(|e| matches!(
         e,
         Effect::Broadcast { scope: Scope::Moderators, event: Event::WaitingRoomUser { position: 2, .. } }
     )));
     assert_eq!(
         w.join(&a),
-        Ok(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 }),
+        Ok(Answer::Reply(ReplyData::Waiting { meeting_id: w.m.meeting_id(), position: 1 })),
         "joining again keeps the place"
     );
 
@@ -102,7 +102,7 @@ fn host_joins_directly_and_others_wait_then_get_admitted_in_order() {
 fn co_hosts_skip_the_waiting_room_and_deny_detaches() {
     let mut w = world(MeetingSettings::default());
     let co = caller("Co", Some(Role::CoHost));
-    assert!(matches!(w.join(&co), Ok(ReplyData::Joined { .. })));
+    assert!(matches!(w.join(&co), Ok(Answer::Entered(_))));
     let x = caller("X", None);
     w.join(&x).unwrap();
     let fx = w.ok(&co, Request::Deny { user_id: x.user_id });
@@ -364,7 +364,7 @@ fn snapshots_show_the_waiting_room_to_moderators_only() {
     w.ok(&h, Request::Admit { user_id: a.user_id });
     assert!(w.m.snapshot(a.user_id).waiting.is_empty());
     let o = w.req(&a, Request::Join { meeting_id: w.m.meeting_id(), password: None, display_name: None });
-    assert!(matches!(o.reply, Some(Ok(ReplyData::Joined { .. }))), "rejoining is idempotent");
+    assert!(matches!(o.reply, Some(Ok(Answer::Entered(_)))), "rejoining is idempotent");
     assert!(o.effects.is_empty());
 }
 
@@ -400,7 +400,7 @@ fn a_restored_meeting_is_the_meeting_it_was() {
     let mut r = restored;
     let o = r.handle(T0 + 6000, &a, &Request::Chat { text: "after".into(), to: None });
     assert!(
-        matches!(o.reply, Some(Ok(ReplyData::ChatSent { message })) if message.seq == 2),
+        matches!(o.reply, Some(Ok(Answer::Reply(ReplyData::ChatSent { message }))) if message.seq == 2),
         "chat numbering continues"
     );
 }
@@ -410,11 +410,12 @@ fn resume_takes_back_a_seat_with_its_role_and_never_creates_one() {
     let mut w = world(MeetingSettings::default()); // waiting room on
     let co = w.joined("Co", Some(Role::CoHost));
     let m = w.m.meeting_id();
-    let resume = || Request::Resume { meeting_id: m, resume_token: "checked by the connection layer".into() };
+    let resume =
+        || Request::Resume { meeting_id: m, resume_token: "checked by the connection layer".into(), last_seq: None };
     // The same user on a new connection: back in, no waiting room, role kept.
     let same = Caller { invited_role: None, ..co.clone() };
     match w.req(&same, resume()).reply.unwrap() {
-        Ok(ReplyData::Joined { you, .. }) => assert_eq!(you.role, Role::CoHost),
+        Ok(Answer::Entered(Entered { you, .. })) => assert_eq!(you.role, Role::CoHost),
         other => panic!("resume should rejoin: {other:?}"),
     }
     // Someone with no seat gets nothing, not even a waiting-room place.
@@ -425,4 +426,24 @@ fn resume_takes_back_a_seat_with_its_role_and_never_creates_one() {
     let h = w.host.clone();
     w.ok(&h, Request::Remove { user_id: co.user_id });
     assert_eq!(w.code(&same, resume()), ErrorCode::ResumeFailed);
+}
+
+#[test]
+fn a_logged_event_reaches_whom_it_was_for() {
+    let mut w = world(open_settings());
+    let a = w.joined("A", None);
+    let h = w.host.clone();
+    let stranger = caller("S", None);
+    let m = &w.m;
+    assert!(m.reaches(Audience::Everyone, a.user_id));
+    assert!(!m.reaches(Audience::Everyone, stranger.user_id), "only participants");
+    assert!(!m.reaches(Audience::EveryoneExcept { user_id: a.user_id }, a.user_id));
+    assert!(m.reaches(Audience::EveryoneExcept { user_id: a.user_id }, h.user_id));
+    assert!(m.reaches(Audience::Moderators, h.user_id));
+    assert!(!m.reaches(Audience::Moderators, a.user_id));
+    assert!(m.reaches(Audience::Room { room: None }, a.user_id));
+    assert!(!m.reaches(Audience::Room { room: Some(1) }, a.user_id));
+    assert!(m.reaches(Audience::User { user_id: stranger.user_id }, stranger.user_id), "one-to-one: anyone addressed");
+    assert!(!m.reaches(Audience::User { user_id: h.user_id }, a.user_id));
+    assert_eq!(Audience::from(Scope::Room(Some(2))), Audience::Room { room: Some(2) });
 }

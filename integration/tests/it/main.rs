@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod database_outage;
 mod errors;
+mod event_replay;
 mod hardening;
 mod live;
 mod media;
