@@ -26,10 +26,13 @@ pub mod admission;
 pub mod media_router;
 pub mod meeting;
 pub mod membership;
+pub mod messages;
 pub mod node_host;
 pub mod participant;
+pub mod placement;
 pub mod route;
 pub mod supervisor;
+pub mod transport;
 pub mod wire;
 pub mod write_queue;
 
@@ -42,11 +45,11 @@ use parley_core::throttle::JoinGuard;
 use parley_presence::Presence;
 use parley_store::Store;
 
-pub use meeting::{MeetingMsg, MeetingRef};
 pub use membership::{Membership, NodeSpec};
+pub use messages::{CrashTarget, MeetingMsg, MeetingRef, Outbound, ParticipantMsg, SupervisorMsg, SupervisorRef};
 pub use node_host::{NodeHost, NodeHostArgs};
-pub use participant::{Outbound, ParticipantActor, ParticipantArgs, ParticipantMsg};
-pub use supervisor::{CrashTarget, MeetingSupervisor, SupervisorMsg, SupervisorRef};
+pub use participant::{ParticipantActor, ParticipantArgs};
+pub use supervisor::MeetingSupervisor;
 
 /// Timing of live meetings. Defaults are production values; tests shorten them.
 #[derive(Debug, Clone)]

@@ -8,22 +8,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_core::meeting::{
-    Analytics, Answer, Audience, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome,
-    Snapshot,
+    Analytics, Answer, Audience, CHAT_HISTORY, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
 };
 use parley_core::placement::Owner;
 use parley_core::protocol::{
-    Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, ReplyData, Request, decode,
+    Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, Request, decode,
 };
 use parley_presence::{LoggedEvent, PresenceError, PresenceRecord};
 use parley_store::StoreError;
-use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
-use crate::participant::{ParticipantMsg, SharedEvent};
-use crate::route::{Conn, MeetingHandle, cast_node};
-use crate::wire::{Body, ConnAddr};
+// The media router names the meeting's messages through this module (it predates messages.rs).
+use crate::messages::{Conn, MeetingHandle, ParticipantMsg, SharedEvent, connections_group};
+pub use crate::messages::{MeetingMsg, MeetingRef};
+use crate::transport::cast_node;
+use crate::wire::Body;
 use crate::write_queue::{Flushed, Write, WriteQueue};
 use crate::{LiveServices, now_ms};
 
@@ -40,49 +41,6 @@ pub enum StartRefused {
     /// The database refused or could not be reached (an ended meeting, for one).
     #[error("{0}")]
     Store(#[from] StoreError),
-}
-
-pub type MeetingRef = ActorRef<MeetingMsg>;
-
-/// Messages to a meeting actor.
-pub enum MeetingMsg {
-    /// A participant's request; the reply goes back on `reply`.
-    Request {
-        caller: Caller,
-        conn: Conn,
-        request: Request,
-        reply: RpcReplyPort<Result<ReplyData, (ErrorCode, String)>>,
-    },
-    /// A participant's connection closed.
-    Disconnected { user_id: Uuid, conn: ConnAddr },
-    /// Time to look for expired presence.
-    Sweep,
-    /// The grace period that started at generation `generation` is over.
-    GraceExpired { generation: u64 },
-    /// A connection of a known user re-attaches after this actor restarted or moved; with
-    /// `after`, it first gets the events it missed since that `seq`, then the live ones.
-    Attach { user_id: Uuid, conn: Conn, after: Option<u64> },
-    /// Another node activated this meeting with `epoch`: if that is newer than ours, stop here
-    /// (this node was presumed dead, e.g. cut off from Redis, while it still ran).
-    Superseded { epoch: i64 },
-    /// Try the deferred database writes again.
-    RetryWrites,
-    /// Fault injection (operators' drills, tests): panic, as a bug would.
-    Crash,
-    /// Fault injection: make one participant's connection actor panic.
-    CrashParticipant { user_id: Uuid },
-    /// Fault injection: make the meeting's media router panic (if it runs).
-    CrashMediaRouter,
-    /// From the media router: an event for one participant (`to`) or for everyone.
-    MediaEvent { to: Option<Uuid>, event: parley_core::protocol::Event },
-}
-
-impl ractor::Message for MeetingMsg {}
-
-/// The process group of a meeting's connections: survives the meeting actor, so a restarted
-/// actor can find them.
-pub fn connections_group(meeting_id: Uuid) -> String {
-    format!("meeting-connections:{meeting_id}")
 }
 
 pub struct MeetingArgs {

@@ -10,11 +10,10 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
 use crate::LiveServices;
-use crate::meeting::{MeetingMsg, connections_group};
 use crate::membership::{NODES_GROUP, SCOPE, host_group};
-use crate::participant::{ParticipantMsg, SharedEvent};
-use crate::route::{Conn, MeetingHandle, ask_local, local_load, open_here};
-use crate::supervisor::SupervisorRef;
+use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, SupervisorRef, connections_group};
+use crate::placement::{local_load, open_here};
+use crate::transport::ask_local;
 use crate::wire::{Body, Envelope, NodeHostMsg};
 
 pub struct NodeHost;
@@ -73,7 +72,7 @@ async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) 
     match env.body {
         Body::GetLoad => Body::Load { load: local_load(s) },
         Body::Drain => {
-            let (moved, remaining) = crate::route::drain(s, supervisor).await;
+            let (moved, remaining) = crate::placement::drain(s, supervisor).await;
             Body::Drained { moved, remaining }
         }
         Body::Activate { meeting_id, takeover_from } => {

@@ -9,72 +9,18 @@ use std::time::Instant;
 
 use parley_core::join::{JoinDecision, JoinMode};
 use parley_core::meeting::Caller;
-use parley_core::protocol::{
-    DecodeError, Encoding, ErrorCode, EventFrame, LeaveReason, Reply, ReplyData, Request, decode_request, encode,
-};
+use parley_core::protocol::{DecodeError, Encoding, ErrorCode, Reply, ReplyData, Request, decode_request, encode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::LiveServices;
 use crate::admission::admit;
-use crate::meeting::connections_group;
-use crate::route::{MeetingHandle, locate};
-use crate::supervisor::SupervisorRef;
+use crate::messages::{MeetingHandle, Outbound, ParticipantMsg, ParticipantRef, SupervisorRef, connections_group};
+use crate::route::locate;
 
-pub type ParticipantRef = ActorRef<ParticipantMsg>;
 /// Consecutive rate-limited frames after which the connection is closed.
 const MAX_RATE_VIOLATIONS: u32 = 500;
-
-/// What the connection task should write.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A frame: text (JSON) or binary (MessagePack).
-    Frame { data: Vec<u8>, encoding: Encoding },
-    /// Close the socket with a code and reason.
-    Close { code: u16, reason: String },
-}
-
-/// Messages to a participant actor.
-pub enum ParticipantMsg {
-    /// A frame from the client.
-    Frame { data: Vec<u8>, encoding: Encoding },
-    /// An event of the meeting (shared by every recipient; encoded once per encoding).
-    Event(Arc<SharedEvent>),
-    /// The meeting let go of this connection (removed, denied, ended, replaced, timed out).
-    Detached { meeting_id: Uuid, reason: LeaveReason },
-    /// The socket closed.
-    SocketClosed,
-    /// The meeting's actor restarted or moved: here is the way to it now.
-    Reattach { meeting_id: Uuid, meeting: MeetingHandle },
-    /// Fault injection (drills, tests): panic, as a bug would.
-    Crash,
-}
-
-impl ractor::Message for ParticipantMsg {}
-
-/// One event on its way to many connections: each encoding is produced at most once, by the
-/// first recipient that needs it, and reused by the others.
-pub struct SharedEvent {
-    pub frame: EventFrame,
-    json: std::sync::OnceLock<Vec<u8>>,
-    msgpack: std::sync::OnceLock<Vec<u8>>,
-}
-
-impl SharedEvent {
-    pub fn new(frame: EventFrame) -> Arc<SharedEvent> {
-        Arc::new(SharedEvent { frame, json: std::sync::OnceLock::new(), msgpack: std::sync::OnceLock::new() })
-    }
-
-    /// The event in `encoding`.
-    pub fn bytes(&self, encoding: Encoding) -> &[u8] {
-        let cell = match encoding {
-            Encoding::Json => &self.json,
-            Encoding::MessagePack => &self.msgpack,
-        };
-        cell.get_or_init(|| encode(&self.frame, encoding))
-    }
-}
 
 pub struct ParticipantArgs {
     pub user_id: Uuid,

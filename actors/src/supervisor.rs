@@ -4,47 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use parley_core::protocol::ErrorCode;
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use crate::LiveServices;
-use crate::meeting::{MeetingActor, MeetingArgs, MeetingRef, StartRefused};
+use crate::meeting::{MeetingActor, MeetingArgs, StartRefused};
+use crate::messages::{CrashTarget, MeetingRef, SupervisorMsg};
 use parley_store::StoreError;
-
-pub type SupervisorRef = ActorRef<SupervisorMsg>;
-
-/// Requests to the supervisor.
-pub enum SupervisorMsg {
-    /// The running actor of a meeting, starting it if needed (the meeting must be startable).
-    /// `takeover_from`: the owner value of a dead node this node may replace.
-    Open {
-        meeting_id: Uuid,
-        takeover_from: Option<String>,
-        reply: RpcReplyPort<Result<MeetingRef, (ErrorCode, String)>>,
-    },
-    /// The running actor of a meeting, if any.
-    Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
-    /// How many meetings run here.
-    Count { reply: RpcReplyPort<usize> },
-    /// Stop a meeting's actor here without ending the meeting (it moved to another node).
-    Release { meeting_id: Uuid },
-    /// Fault injection: make an actor of a running meeting panic. Replies whether the meeting
-    /// was running.
-    Crash { meeting_id: Uuid, target: CrashTarget, reply: RpcReplyPort<bool> },
-}
-
-/// Which actor of a meeting a fault-injection drill crashes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CrashTarget {
-    /// The meeting actor itself (restarted by the supervisor, rehydrated).
-    Meeting,
-    /// One participant's connection actor.
-    Participant(Uuid),
-    /// The meeting's media router (its clients are told `media_closed` and offer again).
-    MediaRouter,
-}
-
-impl ractor::Message for SupervisorMsg {}
 
 pub struct MeetingSupervisor;
 

@@ -86,6 +86,10 @@ pub fn password(field: &str, raw: &str) -> Result<String, FieldError> {
     if n == 0 || n > MAX_PASSWORD_CHARS {
         return Err(FieldError::new(field, format!("must be 1 to {MAX_PASSWORD_CHARS} characters")));
     }
+    if raw.contains('\0') {
+        // Nobody could type it: the WebSocket refuses NUL in every field.
+        return Err(FieldError::new(field, "must not contain NUL characters"));
+    }
     Ok(raw.to_owned())
 }
 
@@ -132,6 +136,7 @@ mod tests {
         assert!(timezone("tz", "America/Los_Angeles").is_ok());
         assert!(password("p", "").is_err());
         assert_eq!(password("p", " s3cret ").unwrap(), " s3cret ");
+        assert!(password("p", "pw\u{0}").is_err());
     }
 
     #[test]

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use parley_actors::route::{local_load, locate};
+use parley_actors::placement::local_load;
+use parley_actors::route::locate;
 use parley_actors::{LiveServices, Membership, NodeHost, NodeHostArgs, SupervisorRef};
 use parley_presence::NodeLease;
 use ractor::ActorRef;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use crate::api::extract::ApiQuery;
 use crate::api::{ApiError, AppState};
 
 /// Largest WebSocket message read at all (bigger ones close the connection, code 1009).
@@ -52,7 +53,7 @@ async fn authenticate(app: &AppState, token: &str) -> Result<(Uuid, String), Api
 
 pub async fn upgrade(
     State(app): State<AppState>,
-    Query(p): Query<WsParams>,
+    ApiQuery(p): ApiQuery<WsParams>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {

@@ -98,14 +98,21 @@ async fn writes_the_seed_keys_and_expires_hashes() {
     assert_eq!(n, 0, "every key of the meeting is gone");
 }
 
-#[tokio::test]
-async fn publishes_events_on_the_meeting_channel() {
+/// A presence handle, a new meeting, and a subscription to its event channel.
+async fn listening()
+-> (Presence, Uuid, fred::clients::SubscriberClient, tokio::sync::broadcast::Receiver<fred::types::Message>) {
     let p = Presence::redis(&url(), Duration::from_secs(5)).await.unwrap();
     let sub = Builder::from_config(Config::from_url(&url()).unwrap()).build_subscriber_client().unwrap();
     sub.init().await.unwrap();
     let m = Uuid::new_v4();
-    let mut rx = sub.message_rx();
+    let rx = sub.message_rx();
     sub.subscribe(keys::events(m)).await.unwrap();
+    (p, m, sub, rx)
+}
+
+#[tokio::test]
+async fn publishes_events_on_the_meeting_channel() {
+    let (p, m, _sub, mut rx) = listening().await;
     p.publish(m, r#"{"event":"chat"}"#).await.unwrap();
     let msg = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("a message").unwrap();
     assert_eq!(msg.channel.to_string(), keys::events(m));
@@ -114,12 +121,7 @@ async fn publishes_events_on_the_meeting_channel() {
 
 #[tokio::test]
 async fn logs_numbered_events_publishes_them_and_replays_after_a_number() {
-    let p = Presence::redis(&url(), Duration::from_secs(5)).await.unwrap();
-    let sub = Builder::from_config(Config::from_url(&url()).unwrap()).build_subscriber_client().unwrap();
-    sub.init().await.unwrap();
-    let m = Uuid::new_v4();
-    let mut rx = sub.message_rx();
-    sub.subscribe(keys::events(m)).await.unwrap();
+    let (p, m, _sub, mut rx) = listening().await;
     let u = Uuid::new_v4();
     let ev = |seq: u64, audience| LoggedEvent { seq, audience, frame: format!(r#"{{"event":"chat","seq":{seq}}}"#) };
     p.log_event(m, &ev(3_000_000_001, Audience::Everyone)).await.unwrap();

@@ -280,6 +280,13 @@ impl Store {
         if moved.is_some() && status != MeetingStatus::Scheduled {
             return Err(StoreError::Rule("a meeting that has started cannot be rescheduled".into()));
         }
+        // The meeting as changed must end by the last instant the API can write back.
+        let start = moved.unwrap_or(m.scheduled_time);
+        let minutes = patch.duration_minutes.unwrap_or(m.duration_minutes);
+        let end = start.checked_add_signed(chrono::Duration::minutes(i64::from(minutes)));
+        if end.is_none_or(|e| parley_core::validate::instant("scheduled_time", e).is_err()) {
+            return Err(StoreError::Rule("the meeting would end after the year 9999".into()));
+        }
         let mut settings = Meeting::try_from(m.clone())?.settings;
         patch.settings.apply(&mut settings);
         let series_id = m.series_id;

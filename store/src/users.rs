@@ -91,5 +91,13 @@ pub(crate) async fn find_or_invite(txn: &impl ConnectionTrait, email: &str) -> R
         created_at: Set(now),
         updated_at: Set(now),
     };
-    Ok(am.insert(txn).await?)
+    // Two meetings inviting the same new address at once: the second insert waits for the
+    // first and does nothing, and both read the one row.
+    let on_conflict = sea_orm::sea_query::OnConflict::column(user::Column::Email).do_nothing().to_owned();
+    user::Entity::insert(am).on_conflict(on_conflict).exec_without_returning(txn).await?;
+    user::Entity::find()
+        .filter(user::Column::Email.eq(email))
+        .one(txn)
+        .await?
+        .ok_or(StoreError::NotFound("invited user"))
 }

@@ -1,13 +1,13 @@
 //! Operator endpoints (admin token).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{Caller, parse_id};
+use super::extract::{ApiPath, ApiQuery, Caller, parse_id};
 use parley_actors::CrashTarget;
 
 #[derive(Deserialize)]
@@ -26,8 +26,8 @@ pub struct CrashParams {
 pub async fn crash_meeting(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
-    Query(p): Query<CrashParams>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(p): ApiQuery<CrashParams>,
 ) -> Result<Json<Value>, ApiError> {
     if !app.fault_injection {
         return Err(ApiError::not_found("no such route"));
@@ -173,18 +173,18 @@ fn media_transport(media: &parley_media::peer::PeerConfig) -> Value {
 pub async fn drain(
     State(app): State<AppState>,
     caller: Caller,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require_admin()?;
     let s = &app.live.services;
     let (moved, remaining) = if name == s.node {
-        parley_actors::route::drain(s, &app.live.supervisor).await
+        parley_actors::placement::drain(s, &app.live.supervisor).await
     } else {
         if !s.membership.peers().iter().any(|p| p.name == name) {
             return Err(ApiError::not_found(format!("no node named {name}")));
         }
         let timeout = std::time::Duration::from_secs(60);
-        match parley_actors::route::call_node(s, &name, parley_actors::wire::Body::Drain, timeout).await {
+        match parley_actors::transport::call_node(s, &name, parley_actors::wire::Body::Drain, timeout).await {
             Ok(parley_actors::wire::Body::Drained { moved, remaining }) => (moved, remaining),
             Ok(other) => return Err(ApiError::internal(format!("unexpected answer: {other:?}"))),
             Err((_, e)) => return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)),

@@ -1,8 +1,8 @@
 //! Request extractors whose rejections are [`ApiError`]s, so every malformed request gets the
 //! same JSON error shape and the right 4xx — never axum's plain-text defaults.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Query, Request};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -12,37 +12,56 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::TokenError;
 
-/// A JSON body. 400 for bad syntax or fields, 413 over the body limit, 415 without JSON type.
+/// A JSON body. 400 `malformed_json` for text that is not JSON, 400 `invalid_field` for JSON of
+/// the wrong shape (the field's path in the message), 413 over the body limit, 415 without a
+/// JSON content type.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(json_rejection(rejection)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ));
         }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
     }
 }
 
-fn json_rejection(r: JsonRejection) -> ApiError {
-    let text = r.body_text();
-    match r {
-        JsonRejection::JsonDataError(_) => ApiError::invalid_field(text),
-        JsonRejection::JsonSyntaxError(_) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", text),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "expected Content-Type: application/json",
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            "the request body is over the 1 MiB limit",
-        ),
-        other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", other.body_text()),
-    }
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state).await.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is over the 1 MiB limit")
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
+        }
+    })
+}
+
+/// Syntax first (is it JSON at all?), then shape: serde_json alone reports some shape errors
+/// (a number where a name goes) as syntax. Duplicate keys are refused as a shape error.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("not JSON: {e}")))?;
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." { ApiError::invalid_field(inner.to_string()) } else { ApiError::invalid_field(format!("{path}: {inner}")) }
+    })
 }
 
 /// Query parameters. 400 `invalid_query` when they do not parse.
@@ -56,6 +75,21 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
             .await
             .map(|Query(v)| ApiQuery(v))
             .map_err(|r: QueryRejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text()))
+    }
+}
+
+/// Path parameters. 400 `invalid_id` when a segment is not what the route names (not UTF-8
+/// after percent-decoding, for one).
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|r: PathRejection| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", r.body_text()))
     }
 }
 
@@ -118,23 +152,10 @@ impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for ApiJsonOr
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|r| {
-            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is over the 1 MiB limit",
-                )
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(ApiJsonOrEmpty(T::default()));
         }
-        serde_json::from_slice(&bytes).map(ApiJsonOrEmpty).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::invalid_field(e.to_string()),
-            _ => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", e.to_string()),
-        })
+        parse_json(&bytes).map(ApiJsonOrEmpty)
     }
 }

@@ -2,7 +2,7 @@
 //! check, and recurring series.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use parley_actors::admission::admit;
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiJsonOrEmpty, Caller, parse_id};
+use super::extract::{ApiJson, ApiJsonOrEmpty, ApiPath, Caller, parse_id};
 
 /// How far in the past a scheduled time may be (clock skew, slow clients).
 const PAST_TOLERANCE: Duration = Duration::minutes(5);
@@ -173,7 +173,7 @@ pub async fn create(
 pub async fn get(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MeetingReply<MeetingDetails>>, ApiError> {
     let id = parse_id(&id, "meeting")?;
     let details = app.store.meeting(id).await?.ok_or_else(|| ApiError::not_found("meeting not found"))?;
@@ -205,7 +205,7 @@ pub struct UpdateMeeting {
 pub async fn update(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(req): ApiJson<UpdateMeeting>,
 ) -> Result<Json<MeetingReply<MeetingDetails>>, ApiError> {
     let id = parse_id(&id, "meeting")?;
@@ -240,7 +240,7 @@ pub async fn update(
 pub async fn cancel(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MeetingReply<MeetingDetails>>, ApiError> {
     let id = parse_id(&id, "meeting")?;
     let details = app.store.cancel_meeting(id, caller.user_id()?).await?;
@@ -259,7 +259,7 @@ pub struct JoinCheck {
 pub async fn join_check(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJsonOrEmpty(req): ApiJsonOrEmpty<JoinCheck>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "meeting")?;
@@ -281,7 +281,7 @@ pub async fn join_check(
 pub async fn get_series(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Series>, ApiError> {
     let id = parse_id(&id, "series")?;
     Ok(Json(app.store.series(id, caller.user_id()?).await?))
@@ -290,7 +290,7 @@ pub async fn get_series(
 pub async fn cancel_series(
     State(app): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "series")?;
     let n = app.store.cancel_series(id, caller.user_id()?).await?;

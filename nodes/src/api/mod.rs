@@ -6,7 +6,7 @@
 
 mod admin;
 mod error;
-mod extract;
+pub mod extract;
 mod meetings;
 mod reports;
 mod users;
