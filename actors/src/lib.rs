@@ -5,9 +5,9 @@
 //! │                                          MeetingActor, which rehydrates (see meeting.rs)
 //! └── MeetingActor (one per live meeting)    owns parley_core::meeting::LiveMeeting; performs its
 //!     │                                      effects: deliver events, mirror presence, persist
-//!     └── MediaRouterActor (on first media   the SFU: one WebRTC peer per participant, RTP
-//!         request)                           forwarded on the receive path by each publisher's
-//!                                            Ingest and each subscriber's Egress (media_router.rs)
+//!     └── MediaRouterActor (on first media   the SFU: one WebRTC peer per participant; RTP is
+//!         request)                           forwarded on the receive path by the media crate's
+//!                                            `forward::Forwarder`, which the router drives
 //! ParticipantActor (one per WebSocket)       decodes frames, authorises joins (password, status),
 //!                                            forwards requests, encodes replies/events; its crash
 //!                                            or disconnect never touches the meeting
@@ -23,6 +23,7 @@
 //! (route.rs).
 
 pub mod admission;
+pub mod error;
 pub mod media_router;
 pub mod meeting;
 pub mod membership;
@@ -45,6 +46,7 @@ use parley_core::throttle::JoinGuard;
 use parley_presence::Presence;
 use parley_store::Store;
 
+pub use error::{LiveError, LiveResult};
 pub use membership::{Membership, NodeSpec};
 pub use messages::{CrashTarget, MeetingMsg, MeetingRef, Outbound, ParticipantMsg, SupervisorMsg, SupervisorRef};
 pub use node_host::{NodeHost, NodeHostArgs};

@@ -3,59 +3,55 @@
 //!
 //! It owns one [`Peer`] (server-side WebRTC connection) per participant and decides who receives
 //! what; it never touches RTP itself. The packets take a shorter road, off the actor's mailbox
-//! and without a queue or a task of their own: each publisher's [`Ingest`] is its peer's
-//! [`RtpSink`], called on the receive path itself (the shared socket's driver, or the track's
-//! reader task), and runs each subscriber's [`Egress`] in place:
+//! and without a queue or a task of their own, through the media crate's forwarder
+//! ([`parley_media::forward`]): each publisher's ingest is its peer's `RtpSink`, called on the
+//! receive path itself (the shared socket's driver, or the track's reader task), and runs each
+//! subscriber's [`Egress`] in place (layer choice, seq/timestamp rewrite, its `OutTrack`s).
 //!
-//! ```text
-//! publisher's Peer ──IncomingRtp──▶ Ingest ──────────────▶ Egress (per subscriber) ──Outbox──▶ subscriber's Peer
-//!                     (routes by the shared route   (layer choice, seq/timestamp
-//!                      table; audio levels to the    rewrite, its OutTracks)
-//!                      speaker detector)
-//! ```
-//!
-//! On the shared socket a packet is received, forwarded and sent to every subscriber in one turn
-//! of its driver. The actor keeps the route table and each egress's bindings current: it turns the
-//! meeting's media (who publishes what, who speaks, who shares a screen) and each subscriber's
-//! view into a `views::Plan`, and the difference between plans into `add_track`/`remove_track`,
-//! bindings and a server offer. Negotiation is one at a time per peer: while the server's offer
-//! waits for its answer, further changes wait (`renegotiate`) and a client offer is refused
-//! (`negotiation_state`: the client is the polite peer).
+//! This file is the shell around it: the router's state (members, their peers, published
+//! tracks, views, negotiation), its messages, the signalling, and the glue that keeps the
+//! forwarder in line: it turns the meeting's media (who publishes what, who speaks, who shares
+//! a screen) and each subscriber's view into a `views::Plan`, and the difference between plans
+//! into `add_track`/`remove_track`, the forwarder's routes and bindings
+//! ([`Forwarder::publish`], [`Forwarder::subscriptions`]) and a server offer. What the
+//! forwarder asks of the router (a keyframe an egress waits for) arrives as
+//! [`RouterMsg::KeyframeWanted`]; subscribers' keyframe requests and NACKs arrive as their
+//! peers' events and go to the publisher (PLI, throttled) or to [`Forwarder::retransmit`].
+//! Negotiation is one at a time per peer: while the server's offer waits for its answer,
+//! further changes wait (`renegotiate`) and a client offer is refused (`negotiation_state`: the
+//! client is the polite peer).
 //!
 //! Signalling to a participant (offer, candidates, `active_speaker`, `media_closed`) goes
 //! through the meeting actor, which knows where each connection is in the cluster.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
 use parley_media::MediaError;
-use parley_media::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
-use parley_media::nack_cache::{self, NackCache};
+use parley_media::forward::{Egress, Forwarder, Upstream};
+use parley_media::layers::Layer;
 use parley_media::peer::{
-    Codec, IncomingRtp, MediaKind, OutTrack, OutTrackSpec, Outbox, Peer, PeerChannels, PeerConfig, PeerEvent,
-    PeerState, RtpPacket, RtpSink,
+    Codec, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
 };
 use parley_media::pli::MIN_KEYFRAME_REQUEST_INTERVAL;
-use parley_media::rewrite::StreamRewriter;
-use parley_media::speaker::SpeakerDetector;
+use parley_media::sdp::{dtls_fingerprint, sending_track_ids, simulcast_layer};
 use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, View};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
-use crate::meeting::{MeetingMsg, MeetingRef};
+use crate::error::{LiveError, LiveResult, fail};
+use crate::messages::{MeetingMsg, MeetingRef};
 
 pub type RouterRef = ActorRef<RouterMsg>;
-type Answer = Result<ReplyData, (ErrorCode, String)>;
+type Answer = LiveResult<ReplyData>;
 
 /// How often the active speaker and every subscriber's simulcast layers are re-decided.
 const SPEAKER_TICK: Duration = Duration::from_millis(200);
-/// An egress waiting for a keyframe asks again after this long.
-const KEYFRAME_REASK: Duration = Duration::from_millis(500);
 
 /// Messages to a media router.
 pub enum RouterMsg {
@@ -100,98 +96,15 @@ pub struct RouterArgs {
 
 pub struct MediaRouterActor;
 
-/// One received packet on its way to the subscribers of its track.
-struct Forward {
-    key: Arc<str>,
-    ssrc: u32,
-    layer: Option<Layer>,
-    keyframe: bool,
-    packet: parley_media::peer::RtpPacket,
-}
-
-/// Who receives each published track: read by every publisher's [`Ingest`] on every packet,
-/// written by the actor on every plan change.
-#[derive(Default)]
-struct Routes {
-    by_track: HashMap<(Uuid, Arc<str>), Route>,
-}
-
-struct Route {
-    key: Arc<str>,
-    codec: Codec,
-    subscribers: Arc<[Subscriber]>,
-    rates: Arc<LayerRates>,
-    /// Video only: the packets forwarded lately, for NACKs.
-    cache: Option<Arc<PacketCache>>,
-}
-
-/// The packets of one published video track forwarded lately, by SSRC (one stream per simulcast
-/// layer) and sequence number: what subscribers' NACKs are answered from. One entry per
-/// published packet, whatever the number of subscribers (the payload is shared, not copied).
-type PacketCache = Mutex<HashMap<u32, NackCache<RtpPacket>>>;
-
-/// One subscriber of a route.
-#[derive(Clone)]
-struct Subscriber {
-    user: Uuid,
-    egress: Arc<Egress>,
-    /// The simulcast layers it needs now (bits of [`layer_bit`]): the one it receives and the
-    /// one it is switching to. Set by its egress.
-    wants: Arc<AtomicU8>,
-}
-
-/// Every layer: what a subscriber of a stream without simulcast wants.
-const ALL_LAYERS: u8 = 0b111;
-
-fn layer_bit(layer: Option<Layer>) -> u8 {
-    match layer {
-        Some(Layer::Low) => 0b001,
-        Some(Layer::Mid) => 0b010,
-        Some(Layer::High) => 0b100,
-        None => 0,
-    }
-}
-
-/// Measured bitrate of each simulcast layer of one published track, bits/s: written by the
-/// publisher's ingest, read by its subscribers' egresses.
-#[derive(Default)]
-struct LayerRates([AtomicU64; 3]);
-
-impl LayerRates {
-    fn slot(&self, layer: Layer) -> &AtomicU64 {
-        &self.0[layer_index(layer)]
-    }
-}
-
-fn layer_index(layer: Layer) -> usize {
-    match layer {
-        Layer::Low => 0,
-        Layer::Mid => 1,
-        Layer::High => 2,
-    }
-}
-
-/// Counters shared by the ingests and egresses.
-#[derive(Default)]
-struct Counters {
-    forwarded: AtomicU64,
-    dropped: AtomicU64,
-    /// Packets sent again for a NACK, and NACKed packets no longer cached (or never sent).
-    retransmitted: AtomicU64,
-    not_retransmitted: AtomicU64,
-}
-
-/// A published track (camera, microphone or screen) of one participant.
+/// A published track (camera, microphone or screen) of one participant. Its route (layer
+/// rates, packet cache, subscribers) is the forwarder's.
 struct Published {
     key: Arc<str>,
-    /// Video only: what its subscribers' NACKs are answered from (shared with its route).
-    cache: Option<Arc<PacketCache>>,
     source: MediaSource,
     /// What it carries; its subscribers get an outgoing track of the same codec.
     codec: Codec,
     /// SSRC → simulcast layer (`None` without simulcast).
     ssrcs: BTreeMap<u32, Option<Layer>>,
-    rates: Arc<LayerRates>,
 }
 
 impl Published {
@@ -248,33 +161,34 @@ pub struct RouterState {
     members: HashMap<Uuid, Member>,
     /// Participants in the order they first connected media (gallery order).
     order: Vec<Uuid>,
-    routes: Arc<RwLock<Routes>>,
-    speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
+    /// The RTP path: routes, every member's ingest and egress, the speaker detector, counters.
+    forwarder: Forwarder,
     /// Loudest first.
     speakers: Vec<Uuid>,
     generations: u64,
-    counters: Arc<Counters>,
     peers_gauge: Arc<AtomicU32>,
     myself: RouterRef,
     /// Keyframe requests waiting for the throttle's second to pass.
     deferred_keyframes: std::collections::HashSet<(Arc<str>, Option<Layer>)>,
 }
 
-fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
-    Err((code, message.into()))
-}
+/// What the forwarder asks of the router from the receive path: a message, never a wait.
+struct KeyframeRequests(RouterRef);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn media_error(e: MediaError) -> (ErrorCode, String) {
-    match e {
-        MediaError::Sdp(_) => (ErrorCode::InvalidSdp, e.to_string()),
-        MediaError::Candidate(_) => (ErrorCode::InvalidField, e.to_string()),
-        MediaError::Bind { .. } => (ErrorCode::MediaUnavailable, e.to_string()),
-        _ => (ErrorCode::Internal, e.to_string()),
+impl Upstream for KeyframeRequests {
+    fn keyframe_wanted(&self, key: Arc<str>, layer: Option<Layer>) {
+        let _ = self.0.cast(RouterMsg::KeyframeWanted { key, layer });
     }
+}
+
+fn media_error(e: MediaError) -> LiveError {
+    let code = match e {
+        MediaError::Sdp(_) => ErrorCode::InvalidSdp,
+        MediaError::Candidate(_) => ErrorCode::InvalidField,
+        MediaError::Bind { .. } => ErrorCode::MediaUnavailable,
+        _ => ErrorCode::Internal,
+    };
+    LiveError::new(code, e.to_string())
 }
 
 impl Actor for MediaRouterActor {
@@ -285,17 +199,16 @@ impl Actor for MediaRouterActor {
     async fn pre_start(&self, myself: RouterRef, args: RouterArgs) -> Result<RouterState, ActorProcessingErr> {
         myself.send_interval(SPEAKER_TICK, || RouterMsg::Tick);
         tracing::info!(meeting_id = %args.meeting_id, "media router started");
+        let forwarder = Forwarder::new(Arc::new(KeyframeRequests(myself.clone())), args.config.drop_forwarded_every);
         Ok(RouterState {
             meeting_id: args.meeting_id,
             meeting: args.meeting,
             config: args.config,
             members: HashMap::new(),
             order: Vec::new(),
-            routes: Arc::default(),
-            speaker: Arc::new(Mutex::new(SpeakerDetector::new())),
+            forwarder,
             speakers: Vec::new(),
             generations: 0,
-            counters: Arc::default(),
             peers_gauge: args.peers_gauge,
             myself: myself.clone(),
             deferred_keyframes: Default::default(),
@@ -350,14 +263,15 @@ impl Actor for MediaRouterActor {
                 speaker_tick(state).await;
             }
             RouterMsg::Stats(reply) => {
+                let forwarded = state.forwarder.stats();
                 let _ = reply.send(RouterStats {
                     peers: state.members.len() as u32,
                     published_tracks: state.members.values().map(|m| m.published.len() as u32).sum(),
-                    forwarded_packets: state.counters.forwarded.load(Ordering::Relaxed),
-                    dropped_packets: state.counters.dropped.load(Ordering::Relaxed)
+                    forwarded_packets: forwarded.forwarded,
+                    dropped_packets: forwarded.dropped
                         + state.members.values().flat_map(|m| m.out.values()).map(|(t, _)| t.dropped()).sum::<u64>(),
-                    retransmitted_packets: state.counters.retransmitted.load(Ordering::Relaxed),
-                    not_retransmitted_packets: state.counters.not_retransmitted.load(Ordering::Relaxed),
+                    retransmitted_packets: forwarded.retransmitted,
+                    not_retransmitted_packets: forwarded.not_retransmitted,
                 });
             }
             RouterMsg::Crash => panic!("fault injection: media router of {} crashed on purpose", state.meeting_id),
@@ -491,29 +405,17 @@ async fn offer(
     }
 }
 
-async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> Result<Member, (ErrorCode, String)> {
+async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> LiveResult<Member> {
     // Its packets go to its `Ingest`; the queue stays unused.
     // On the shared port, a meeting's connections share a driver thread while it is small.
     let meeting = state.meeting_id.to_string();
     let (peer, PeerChannels { events, rtp: _ }) =
         Peer::in_meeting(&state.config, Some(&meeting)).await.map_err(media_error)?;
     let peer = Arc::new(peer);
-    peer.route_rtp_to(Arc::new(Ingest {
-        user,
-        routes: state.routes.clone(),
-        speaker: state.speaker.clone(),
-        counters: state.counters.clone(),
-        router: myself.clone(),
-        meters: Mutex::new(HashMap::new()),
-    }));
+    peer.route_rtp_to(state.forwarder.ingest(user));
     state.generations += 1;
     let generation = state.generations;
-    let egress = Arc::new(Egress {
-        user,
-        bindings: Mutex::new(HashMap::new()),
-        estimate: peer.downlink_estimate(),
-        drop_every: state.config.drop_forwarded_every,
-    });
+    let egress = state.forwarder.egress(user, peer.downlink_estimate());
     let tasks = vec![tokio::spawn(pump_events(myself.clone(), user, generation, events)).abort_handle()];
     Ok(Member {
         peer,
@@ -553,16 +455,7 @@ impl Drop for Member {
 /// Takes a departing member out of the routes (as publisher and as subscriber) and the
 /// speaker detector.
 fn forget_member(state: &mut RouterState, user: Uuid) {
-    {
-        let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
-        routes.by_track.retain(|(publisher, _), _| *publisher != user);
-        for route in routes.by_track.values_mut() {
-            if route.subscribers.iter().any(|s| s.user == user) {
-                route.subscribers = route.subscribers.iter().filter(|s| s.user != user).cloned().collect();
-            }
-        }
-    }
-    lock(&state.speaker).remove(&user);
+    state.forwarder.forget(user);
     state.speakers.retain(|u| *u != user);
     state.order.retain(|u| *u != user);
     state.peers_gauge.store(state.members.len() as u32, Ordering::Relaxed);
@@ -609,24 +502,14 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                         MediaKind::Video => Codec::Vp8,
                     }
                 });
-                let cache = (codec.kind() == MediaKind::Video).then(Arc::default);
-                m.published.insert(
-                    track_id.clone(),
-                    Published { key, cache, source, codec, ssrcs: BTreeMap::new(), rates: Arc::default() },
-                );
+                m.published.insert(track_id.clone(), Published { key, source, codec, ssrcs: BTreeMap::new() });
             }
             let Some(p) = m.published.get_mut(&track_id) else { return };
             p.ssrcs.insert(ssrc, layer);
-            let (key, layers, rates, codec, cache) =
-                (p.key.clone(), p.layers(), p.rates.clone(), p.codec, p.cache.clone());
+            let (key, layers, codec) = (p.key.clone(), p.layers(), p.codec);
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, ?codec, "publishing");
-                state
-                    .routes
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .by_track
-                    .insert((user, track_id), Route { key, codec, subscribers: Arc::from(Vec::new()), rates, cache });
+                state.forwarder.publish(user, track_id, key, codec);
                 replan_all(state).await;
             } else {
                 // A further simulcast layer: subscribers may choose it now.
@@ -650,48 +533,10 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
 }
 
 /// Sends `user` again the packets of its outgoing track `key` it says it lost, from the
-/// publisher's packet cache, each with the sequence number and timestamp it first left with.
-/// A packet no longer cached (or never sent) is not answered: the receiver's decoder asks for a
-/// keyframe if it needs one.
+/// publisher's packet cache ([`Forwarder::retransmit`]).
 async fn retransmit(state: &RouterState, user: Uuid, key: &str, lost: &[u16]) {
     let Some(m) = state.members.get(&user) else { return };
-    let mut resend = Vec::new();
-    let track = {
-        let bindings = lock(&m.egress.bindings);
-        let Some(b) = bindings.get(key) else { return };
-        let Some(cache) = &b.cache else { return };
-        let cache = lock(cache);
-        for &seq in lost {
-            let packet = b.rewriter.origin(seq).and_then(|o| {
-                let mut packet = cache.get(&o.source)?.get(o.sequence_number)?.clone();
-                packet.header.sequence_number = seq;
-                packet.header.timestamp = packet.header.timestamp.wrapping_add(o.ts_offset);
-                Some(packet)
-            });
-            resend.extend(packet);
-        }
-        b.track.clone()
-    };
-    let missed = (lost.len() - resend.len()) as u64;
-    let missed_before = state.counters.not_retransmitted.fetch_add(missed, Ordering::Relaxed);
-    if (missed_before + 1..=missed_before + missed).any(u64::is_power_of_two) {
-        tracing::debug!(%user, track = %key, missed, total = missed_before + missed, "NACK not answered: packets no longer cached or never sent");
-    }
-    let mut sent = 0;
-    for packet in resend {
-        match track.write_rtp(packet).await {
-            Ok(()) => sent += 1,
-            Err(e) => {
-                tracing::debug!(%user, track = %key, error = %e, "retransmission not sent");
-                break;
-            }
-        }
-    }
-    let before = state.counters.retransmitted.fetch_add(sent, Ordering::Relaxed);
-    // Logged at the 1st, 2nd, 4th… retransmission of the router: seen, never a flood.
-    if sent > 0 && (before + 1..=before + sent).any(u64::is_power_of_two) {
-        tracing::debug!(%user, track = %key, sent, missed, total = before + sent, "NACK answered from the publisher's cache");
-    }
+    state.forwarder.retransmit(&m.egress, key, lost).await;
 }
 
 /// A published track ended: its route goes and every subscriber's plan is redone.
@@ -699,36 +544,9 @@ async fn unpublish(state: &mut RouterState, user: Uuid, track_id: &str) {
     let Some(m) = state.members.get_mut(&user) else { return };
     if let Some(p) = m.published.remove(track_id) {
         tracing::info!(meeting_id = %state.meeting_id, %user, track = %p.key, "stopped publishing");
-        state.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.remove(&(user, Arc::from(track_id)));
+        state.forwarder.unpublish(user, track_id);
         replan_all(state).await;
     }
-}
-
-/// The msid track ids an SDP offers to send (media sections that are `sendrecv`/`sendonly`
-/// and not rejected).
-fn sending_track_ids(sdp: &str) -> std::collections::HashSet<String> {
-    let mut out = std::collections::HashSet::new();
-    for section in sdp.split("\nm=").skip(1) {
-        let rejected = section.split_whitespace().nth(1) == Some("0");
-        let mut sends = true;
-        let mut tracks = Vec::new();
-        for line in section.lines().map(str::trim) {
-            match line {
-                "a=recvonly" | "a=inactive" => sends = false,
-                _ => {
-                    if let Some(msid) = line.strip_prefix("a=msid:")
-                        && let Some(track) = msid.split_whitespace().nth(1)
-                    {
-                        tracks.push(track.to_owned());
-                    }
-                }
-            }
-        }
-        if sends && !rejected {
-            out.extend(tracks);
-        }
-    }
-    out
 }
 
 /// Asks the publisher of `key` for a keyframe on `layer`'s stream (every stream when `None`).
@@ -763,12 +581,9 @@ async fn request_keyframe(state: &mut RouterState, key: &str, layer: Option<Laye
 
 async fn speaker_tick(state: &mut RouterState) {
     let now = Instant::now();
-    let changed = lock(&state.speaker).tick(now);
+    let changed = state.forwarder.speaker_tick(now);
     let Some(change) = changed else { return };
-    let mut order: Vec<(Uuid, f64)> = {
-        let d = lock(&state.speaker);
-        state.members.keys().map(|u| (*u, d.score(u, now))).collect()
-    };
+    let mut order: Vec<(Uuid, f64)> = state.forwarder.speaker_scores(state.members.keys().copied(), now);
     order.sort_by(|a, b| b.1.total_cmp(&a.1));
     state.speakers = order.into_iter().map(|(u, _)| u).collect();
     state.speakers.retain(|u| *u != change.current);
@@ -819,9 +634,8 @@ async fn replan_all(state: &mut RouterState) {
     }
 }
 
-/// Where a key's packets come from: publisher, msid track id, codec, simulcast layers, their
-/// rates and (video) the packet cache that answers NACKs.
-type Source = (Uuid, Arc<str>, Codec, Vec<Layer>, Arc<LayerRates>, Option<Arc<PacketCache>>);
+/// Where a key's packets come from: publisher, msid track id, codec, simulcast layers.
+type Source = (Uuid, Arc<str>, Codec, Vec<Layer>);
 
 /// Brings one subscriber's outgoing tracks in line with its plan; offers if that changed them.
 async fn replan(state: &mut RouterState, user: Uuid) {
@@ -846,36 +660,32 @@ async fn replan(state: &mut RouterState, user: Uuid) {
     for (u, pm) in &state.members {
         for (track_id, p) in &pm.published {
             if want.contains_key(&p.key) {
-                source_of.insert(
-                    p.key.clone(),
-                    (*u, track_id.clone(), p.codec, p.layers(), p.rates.clone(), p.cache.clone()),
-                );
+                source_of.insert(p.key.clone(), (*u, track_id.clone(), p.codec, p.layers()));
             }
         }
     }
     let Some(m) = state.members.get_mut(&user) else { return };
+    // Bindings change as we go, the forwarder's routes all at once at the end.
+    let mut subscriptions = state.forwarder.subscriptions(user, &m.egress);
     let mut changed = false;
     let remove: Vec<Arc<str>> = m.out.keys().filter(|k| !want.contains_key(*k)).cloned().collect();
-    let mut routes_add: Vec<(Uuid, Arc<str>, Arc<AtomicU8>)> = Vec::new();
-    let mut routes_remove: Vec<Arc<str>> = Vec::new();
     for key in remove {
         if let Some((track, _)) = m.out.remove(&key) {
             tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track removed");
-            m.egress.unbind(&key);
+            subscriptions.unbind(&key);
             if let Err(e) = m.peer.remove_track(&track).await {
                 tracing::debug!(%user, error = %e, "remove_track");
             }
-            routes_remove.push(key);
             changed = true;
         }
     }
     let mut keyframes = Vec::new();
     for (key, tile) in &want {
-        let Some((publisher, track_id, codec, layers, rates, cache)) = source_of.get(key) else { continue };
+        let Some((publisher, track_id, codec, layers)) = source_of.get(key) else { continue };
         match m.out.get_mut(key) {
             Some((_, old_tile)) => {
                 // The same key may now be a new track of its publisher's (it published again).
-                m.egress.answer_nacks_from(key, cache);
+                subscriptions.answer_nacks_from(key, *publisher, track_id);
                 if *old_tile != *tile
                     && let Some(t) = tile
                 {
@@ -893,18 +703,8 @@ async fn replan(state: &mut RouterState, user: Uuid) {
                 match m.peer.add_track(spec).await {
                     Ok(track) => {
                         tracing::debug!(%user, track = %key, ssrc = track.ssrc(), "outgoing track added");
-                        let wants = Arc::new(AtomicU8::new(ALL_LAYERS));
-                        m.egress.bind(
-                            key.clone(),
-                            track.clone(),
-                            *tile,
-                            layers.clone(),
-                            rates.clone(),
-                            wants.clone(),
-                            cache.clone(),
-                        );
+                        subscriptions.bind(*publisher, track_id, key.clone(), track.clone(), *tile, layers.clone());
                         m.out.insert(key.clone(), (track, *tile));
-                        routes_add.push((*publisher, track_id.clone(), wants));
                         if codec.kind() == MediaKind::Video {
                             keyframes.push(key.clone());
                         }
@@ -915,25 +715,8 @@ async fn replan(state: &mut RouterState, user: Uuid) {
             }
         }
     }
-    let egress = m.egress.clone();
-    {
-        let mut routes = state.routes.write().unwrap_or_else(|p| p.into_inner());
-        for route in routes.by_track.values_mut() {
-            if routes_remove.contains(&route.key) {
-                route.subscribers = route.subscribers.iter().filter(|s| s.user != user).cloned().collect();
-            }
-        }
-        for (publisher, track_id, wants) in routes_add {
-            if let Some(route) = routes.by_track.get_mut(&(publisher, track_id)) {
-                let mut subs: Vec<Subscriber> = route.subscribers.to_vec();
-                subs.push(Subscriber { user, egress: egress.clone(), wants });
-                route.subscribers = Arc::from(subs);
-            }
-        }
-    }
-    if let Some(m) = state.members.get_mut(&user) {
-        m.awaiting_keyframe.extend(keyframes);
-    }
+    subscriptions.apply();
+    m.awaiting_keyframe.extend(keyframes);
     if changed {
         renegotiate(state, user).await;
     }
@@ -966,332 +749,5 @@ async fn pump_events(
         if router.cast(RouterMsg::Peer { user_id, generation, event }).is_err() {
             return;
         }
-    }
-}
-
-/// One publisher's packets to the subscribers of each of its tracks, audio levels to the
-/// speaker detector: its peer's [`RtpSink`], run on the receive path.
-struct Ingest {
-    user: Uuid,
-    routes: Arc<RwLock<Routes>>,
-    speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
-    counters: Arc<Counters>,
-    router: RouterRef,
-    /// Bitrate of each simulcast layer, by track.
-    meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
-}
-
-impl RtpSink for Ingest {
-    fn on_rtp(&self, p: IncomingRtp, out: &mut Outbox) {
-        let now = Instant::now();
-        if let Some(level) = p.audio_level {
-            lock(&self.speaker).observe(self.user, level, now);
-        }
-        let route = {
-            let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
-            r.by_track
-                .get(&(self.user, p.track_id.clone()))
-                .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone()))
-        };
-        let Some((key, codec, subscribers, rates, cache)) = route else { return };
-        let layer = simulcast_layer(p.rid.as_deref());
-        if let Some(layer) = layer {
-            let mut meters = lock(&self.meters);
-            let track = meters.entry(p.track_id.clone()).or_default();
-            // Payload plus the fixed RTP header: close enough to compare layers.
-            track[layer_index(layer)].record(p.packet.payload.len() + 12, now);
-            // Every layer of the track, so one the publisher stopped sending decays to 0.
-            for l in [Layer::Low, Layer::Mid, Layer::High] {
-                rates.slot(l).store(track[layer_index(l)].bps(now), Ordering::Relaxed);
-            }
-        }
-        let bit = layer.map_or(ALL_LAYERS, |l| layer_bit(Some(l)));
-        // Layers no subscriber watches stop here.
-        let mut targets = subscribers.iter().filter(|s| s.wants.load(Ordering::Relaxed) & bit != 0).peekable();
-        if targets.peek().is_none() {
-            return;
-        }
-        let keyframe = codec.is_keyframe(&p.packet.payload);
-        // Header extensions and CSRCs belong to the publisher's leg and every `OutTrack` drops
-        // them: strip them once here, not in each subscriber's clone (a browser's packets carry
-        // several extensions, each cloned and freed per subscriber otherwise).
-        let mut packet = p.packet;
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.csrc.clear();
-        if let Some(cache) = cache {
-            lock(&cache)
-                .entry(p.ssrc)
-                .or_insert_with(|| NackCache::new(nack_cache::DEFAULT_CAPACITY))
-                .insert(packet.header.sequence_number, packet.clone());
-        }
-        let fwd = Forward { key, ssrc: p.ssrc, layer, keyframe, packet };
-        for s in targets {
-            s.egress.forward(&fwd, now, out, &self.router, &self.counters);
-        }
-    }
-}
-
-/// The first `a=fingerprint:` value of an SDP (session or media level): which certificate,
-/// hence which client connection, the SDP belongs to.
-fn dtls_fingerprint(sdp: &str) -> Option<String> {
-    sdp.lines().find_map(|l| l.trim_end().strip_prefix("a=fingerprint:")).map(str::to_owned)
-}
-
-/// The simulcast layer of a stream: `None` without simulcast (no RID), so that such a stream
-/// is forwarded whole instead of going through layer selection.
-fn simulcast_layer(rid: Option<&str>) -> Option<Layer> {
-    rid.and_then(|r| Layer::from_rid(Some(r)))
-}
-
-/// One bound outgoing track of a subscriber.
-struct Binding {
-    track: OutTrack,
-    rewriter: StreamRewriter,
-    /// For simulcast video: which layer to forward.
-    selector: Option<LayerSelector>,
-    tile: u32,
-    /// The layers the publisher sends, and their measured bitrates.
-    layers: Vec<Layer>,
-    rates: Arc<LayerRates>,
-    /// Where the ingest reads which layers to send us.
-    wants: Arc<AtomicU8>,
-    /// The publisher's packet cache (video), what this track's NACKs are answered from.
-    cache: Option<Arc<PacketCache>>,
-    /// Fault injection: packets since the last one withheld.
-    withheld: u32,
-    /// What we send on this track (for streams that cannot adapt: their share of the budget).
-    sent: BitrateMeter,
-    last_keyframe_ask: Option<Instant>,
-    /// Packets the track took, and refused (not negotiated yet): logged at 1, 2, 4, 8…
-    sent_packets: u64,
-    unsent: u64,
-}
-
-impl Binding {
-    /// Re-decides the layer of a simulcast binding within `budget_bps`.
-    fn select(&mut self, key: &str, budget_bps: u64, subscriber: Uuid, now: Instant) {
-        let Some(selector) = self.selector.as_mut() else { return };
-        let before = selector.target();
-        let mut infos: Vec<LayerInfo> = self
-            .layers
-            .iter()
-            .map(|l| LayerInfo {
-                layer: *l,
-                bitrate_bps: self.rates.slot(*l).load(Ordering::Relaxed),
-                height: nominal_height(*l),
-            })
-            .collect();
-        // Once any layer is measured, a layer at 0 is one the publisher stopped sending (a
-        // browser drops its top layers when its uplink is short): not a choice, or its
-        // subscribers would wait for its keyframes forever.
-        if infos.iter().any(|i| i.bitrate_bps > 0) {
-            infos.retain(|i| i.bitrate_bps > 0);
-        }
-        let after = selector.update(&infos, self.tile, budget_bps, now);
-        if after != before {
-            let budget_bps = (budget_bps != u64::MAX).then_some(budget_bps);
-            tracing::debug!(track = key, %subscriber, from = ?before, to = ?after, tile = self.tile, ?budget_bps, "simulcast layer");
-        }
-        self.publish_wants();
-    }
-
-    /// Tells the ingest which layers to send: the one forwarded and the one switched to.
-    fn publish_wants(&self) {
-        let mask = match &self.selector {
-            None => ALL_LAYERS,
-            Some(s) => layer_bit(s.current()) | layer_bit(s.target()),
-        };
-        self.wants.store(mask, Ordering::Relaxed);
-    }
-}
-
-/// Nominal frame height of each simulcast layer (the layer selector's view cap).
-fn nominal_height(layer: Layer) -> u32 {
-    match layer {
-        Layer::Low => 180,
-        Layer::Mid => 360,
-        Layer::High => 720,
-    }
-}
-
-/// Re-decides every simulcast layer of one subscriber: the downlink estimate, less what its
-/// other streams take, shared by tile area (`layers::split_budget`).
-fn reselect(bindings: &mut HashMap<Arc<str>, Binding>, estimate: &AtomicU64, subscriber: Uuid, now: Instant) {
-    let estimate = match estimate.load(Ordering::Relaxed) {
-        0 => None,
-        bps => Some(bps),
-    };
-    let fixed: u64 = bindings.values_mut().filter(|b| b.selector.is_none()).map(|b| b.sent.bps(now)).sum();
-    let mut adaptive: Vec<(&Arc<str>, &mut Binding)> =
-        bindings.iter_mut().filter(|(_, b)| b.selector.is_some()).collect();
-    let tiles: Vec<u32> = adaptive.iter().map(|(_, b)| b.tile).collect();
-    for ((key, b), budget) in adaptive.iter_mut().zip(split_budget(estimate, fixed, &tiles)) {
-        b.select(key, budget, subscriber, now);
-    }
-}
-
-/// One subscriber's outgoing streams: which layer of each, rewritten how, on which track. Run
-/// by whichever publisher's packet reaches it (that publisher's [`Ingest`], on its receive
-/// path) and changed by the actor; the lock is held for one packet or one change.
-struct Egress {
-    /// The subscriber (for the log).
-    user: Uuid,
-    bindings: Mutex<HashMap<Arc<str>, Binding>>,
-    /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
-    estimate: Arc<AtomicU64>,
-    /// Fault injection: withhold every Nth video packet sent to this subscriber (0: never).
-    drop_every: u32,
-}
-
-impl Egress {
-    /// Sends `key` on `track` from now on. `tile`: the tile height of a video track (drives
-    /// the layer); `rates`: the publisher's measured layer bitrates; `wants`: where to say which
-    /// layers this subscriber needs (the ingest skips the others); `cache`: what its NACKs are
-    /// answered from (the publisher's packet cache of a video track).
-    #[allow(clippy::too_many_arguments)]
-    fn bind(
-        &self,
-        key: Arc<str>,
-        track: OutTrack,
-        tile: Option<u32>,
-        layers: Vec<Layer>,
-        rates: Arc<LayerRates>,
-        wants: Arc<AtomicU8>,
-        cache: Option<Arc<PacketCache>>,
-    ) {
-        let clock = track.codec().clock_rate();
-        // Audio and single-layer video are forwarded as they come.
-        let selector = (tile.is_some() && !layers.is_empty()).then(LayerSelector::new);
-        let binding = Binding {
-            track,
-            rewriter: StreamRewriter::new(clock),
-            selector,
-            tile: tile.unwrap_or(0),
-            layers,
-            rates,
-            wants,
-            cache,
-            withheld: 0,
-            sent: BitrateMeter::new(),
-            last_keyframe_ask: None,
-            unsent: 0,
-            sent_packets: 0,
-        };
-        binding.publish_wants();
-        let mut bindings = lock(&self.bindings);
-        bindings.insert(key, binding);
-        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
-    }
-
-    /// NACKs about `key` are answered from `cache` (none: not answered) from now on: its
-    /// publisher published the track again, with a new cache.
-    fn answer_nacks_from(&self, key: &Arc<str>, cache: &Option<Arc<PacketCache>>) {
-        if let Some(b) = lock(&self.bindings).get_mut(key) {
-            b.cache = cache.clone();
-        }
-    }
-
-    fn unbind(&self, key: &Arc<str>) {
-        let mut bindings = lock(&self.bindings);
-        bindings.remove(key);
-        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
-    }
-
-    /// The tile or the publisher's layers of a bound video track changed.
-    fn set_layers(&self, key: &Arc<str>, tile: u32, layers: Vec<Layer>) {
-        let mut bindings = lock(&self.bindings);
-        if let Some(b) = bindings.get_mut(key) {
-            b.tile = tile;
-            if !layers.is_empty() {
-                b.selector.get_or_insert_with(LayerSelector::new);
-                b.layers = layers;
-            }
-        }
-        reselect(&mut bindings, &self.estimate, self.user, Instant::now());
-    }
-
-    /// Re-decides every layer from the latest estimate and rates (on the router's tick).
-    fn reselect(&self) {
-        reselect(&mut lock(&self.bindings), &self.estimate, self.user, Instant::now());
-    }
-
-    /// One packet of a track it may receive: layer choice, rewrite, into `out`.
-    fn forward(&self, fwd: &Forward, now: Instant, out: &mut Outbox, router: &RouterRef, counters: &Counters) {
-        let mut bindings = lock(&self.bindings);
-        let Some(b) = bindings.get_mut(&fwd.key) else { return };
-        if let (Some(selector), Some(layer)) = (b.selector.as_mut(), fwd.layer) {
-            match selector.on_packet(layer, fwd.keyframe) {
-                PacketAction::Drop => {
-                    if selector.needs_keyframe()
-                        && b.last_keyframe_ask.is_none_or(|t| now.duration_since(t) >= KEYFRAME_REASK)
-                    {
-                        b.last_keyframe_ask = Some(now);
-                        let _ =
-                            router.cast(RouterMsg::KeyframeWanted { key: fwd.key.clone(), layer: selector.target() });
-                    }
-                    return;
-                }
-                // The old layer is no longer needed.
-                PacketAction::Forward { switched: true } => {
-                    tracing::debug!(track = %fwd.key, subscriber = %self.user, ?layer, ssrc = fwd.ssrc, "simulcast layer switched at a keyframe");
-                    b.publish_wants();
-                }
-                PacketAction::Forward { switched: false } => {}
-            }
-        }
-        let h = &fwd.packet.header;
-        let Some(rw) = b.rewriter.rewrite(fwd.ssrc, h.sequence_number, h.timestamp, now) else { return };
-        if self.drop_every > 0 && b.track.codec().kind() == MediaKind::Video {
-            // Fault injection: numbered and cached, never sent; the subscriber will NACK it.
-            b.withheld = (b.withheld + 1) % self.drop_every;
-            if b.withheld == 0 {
-                return;
-            }
-        }
-        let mut packet = fwd.packet.clone();
-        packet.header.sequence_number = rw.sequence_number;
-        packet.header.timestamp = rw.timestamp;
-        if b.selector.is_none() {
-            b.sent.record(packet.payload.len() + 12, now);
-        }
-        match out.write(&b.track, packet) {
-            Ok(()) => {
-                counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                b.sent_packets += 1;
-                if b.sent_packets.is_power_of_two() {
-                    tracing::debug!(key = %fwd.key, subscriber = %self.user, sent = b.sent_packets, seq = rw.sequence_number, "packets forwarded");
-                }
-            }
-            Err(e) => {
-                // Not negotiated yet (the answer is on its way): the packet is lost.
-                counters.dropped.fetch_add(1, Ordering::Relaxed);
-                b.unsent += 1;
-                if b.unsent.is_power_of_two() {
-                    tracing::debug!(key = %fwd.key, subscriber = %self.user, unsent = b.unsent, keyframe = fwd.keyframe, error = %e, "packet not sent");
-                }
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sending_tracks_are_read_from_the_offer() {
-        let sdp = "v=0\r\ns=-\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=sendonly\r\na=msid:s cam\r\n\
-                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:1\r\na=sendrecv\r\na=msid:s mic\r\n\
-                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:2\r\na=inactive\r\na=msid:s screen\r\n\
-                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:3\r\na=sendonly\r\na=msid:s old\r\n";
-        let got = sending_track_ids(sdp);
-        assert_eq!(dtls_fingerprint(sdp), None);
-        assert_eq!(
-            dtls_fingerprint("v=0\r\na=fingerprint:sha-256 AB:CD\r\nm=audio 9 UDP 111\r\na=fingerprint:sha-256 EF\r\n")
-                .as_deref(),
-            Some("sha-256 AB:CD")
-        );
-        assert_eq!(got, ["cam", "mic"].into_iter().map(str::to_owned).collect::<std::collections::HashSet<_>>());
     }
 }

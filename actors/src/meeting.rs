@@ -19,10 +19,9 @@ use parley_store::StoreError;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
+use crate::error::LiveError;
 use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
-// The media router names the meeting's messages through this module (it predates messages.rs).
-use crate::messages::{Conn, MeetingHandle, ParticipantMsg, SharedEvent, connections_group};
-pub use crate::messages::{MeetingMsg, MeetingRef};
+use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, connections_group};
 use crate::transport::cast_node;
 use crate::wire::Body;
 use crate::write_queue::{Flushed, Write, WriteQueue};
@@ -257,7 +256,7 @@ impl Actor for MeetingActor {
                     } else {
                         "join the meeting first"
                     };
-                    let _ = reply.send(Err((ErrorCode::NotInMeeting, why.to_owned())));
+                    let _ = reply.send(Err(LiveError::new(ErrorCode::NotInMeeting, why.to_owned())));
                     return Ok(());
                 }
                 state.conns.entry(user_id).or_insert(conn);
@@ -267,13 +266,13 @@ impl Actor for MeetingActor {
                         if let Err(ractor::MessagingErr::SendErr(RouterMsg::Request { reply, .. })) =
                             r.cast(RouterMsg::Request { user_id, request, reply })
                         {
-                            let _ = reply.send(Err((ErrorCode::Unavailable, "the media router stopped".to_owned())));
+                            let _ = reply.send(Err(LiveError::new(ErrorCode::Unavailable, "the media router stopped")));
                         }
                     }
                     Err(e) => {
                         tracing::error!(meeting_id = %state.meeting.meeting_id(), error = %e, "media router not started");
                         let _ = reply
-                            .send(Err((ErrorCode::MediaUnavailable, "the media router could not start".to_owned())));
+                            .send(Err(LiveError::new(ErrorCode::MediaUnavailable, "the media router could not start")));
                     }
                 }
             }
@@ -320,8 +319,8 @@ impl Actor for MeetingActor {
                         let token = s.resume.issue(state.meeting.meeting_id(), caller.user_id);
                         Ok(entered.joined(media_node(s), token, state.seq.last(), missed))
                     }
-                    Some(Err(e)) => Err(e),
-                    None => Err((ErrorCode::Internal, "no reply".to_owned())),
+                    Some(Err(refused)) => Err(LiveError::from(refused)),
+                    None => Err(LiveError::new(ErrorCode::Internal, "no reply")),
                 };
                 let _ = reply.send(answer);
             }

@@ -9,10 +9,11 @@
 use std::sync::Arc;
 
 use parley_core::meeting::Caller;
-use parley_core::protocol::{Encoding, ErrorCode, EventFrame, LeaveReason, ReplyData, Request, encode};
+use parley_core::protocol::{Encoding, EventFrame, LeaveReason, ReplyData, Request, encode};
 use ractor::{ActorRef, RpcReplyPort};
 use uuid::Uuid;
 
+use crate::error::LiveResult;
 use crate::wire::ConnAddr;
 
 // ---- meeting ----
@@ -22,12 +23,7 @@ pub type MeetingRef = ActorRef<MeetingMsg>;
 /// Messages to a meeting actor.
 pub enum MeetingMsg {
     /// A participant's request; the reply goes back on `reply`.
-    Request {
-        caller: Caller,
-        conn: Conn,
-        request: Request,
-        reply: RpcReplyPort<Result<ReplyData, (ErrorCode, String)>>,
-    },
+    Request { caller: Caller, conn: Conn, request: Request, reply: RpcReplyPort<LiveResult<ReplyData>> },
     /// A participant's connection closed.
     Disconnected { user_id: Uuid, conn: ConnAddr },
     /// Time to look for expired presence.
@@ -122,11 +118,7 @@ pub type SupervisorRef = ActorRef<SupervisorMsg>;
 pub enum SupervisorMsg {
     /// The running actor of a meeting, starting it if needed (the meeting must be startable).
     /// `takeover_from`: the owner value of a dead node this node may replace.
-    Open {
-        meeting_id: Uuid,
-        takeover_from: Option<String>,
-        reply: RpcReplyPort<Result<MeetingRef, (ErrorCode, String)>>,
-    },
+    Open { meeting_id: Uuid, takeover_from: Option<String>, reply: RpcReplyPort<LiveResult<MeetingRef>> },
     /// The running actor of a meeting, if any.
     Running { meeting_id: Uuid, reply: RpcReplyPort<Option<MeetingRef>> },
     /// How many meetings run here.

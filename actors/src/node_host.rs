@@ -10,6 +10,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::error::LiveError;
 use crate::membership::{NODES_GROUP, SCOPE, host_group};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, SupervisorRef, connections_group};
 use crate::placement::{local_load, open_here};
@@ -77,21 +78,23 @@ async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) 
         }
         Body::Activate { meeting_id, takeover_from } => {
             if s.membership.draining() || !s.membership.lease_held() {
-                return Body::Activated { result: Err((ErrorCode::Unavailable, "node takes no new meetings".into())) };
+                return Body::Activated {
+                    result: Err(LiveError::new(ErrorCode::Unavailable, "node takes no new meetings")),
+                };
             }
             Body::Activated { result: open_here(supervisor, meeting_id, takeover_from).await.map(|_| ()) }
         }
         Body::Request { meeting_id, caller, conn, request } => {
             let Some(meeting) = s.meetings.get(meeting_id) else {
                 return Body::Answer {
-                    answer: Err((ErrorCode::Unavailable, "the meeting is not on this node".into())),
+                    answer: Err(LiveError::new(ErrorCode::Unavailable, "the meeting is not on this node")),
                 };
             };
             Body::Answer { answer: ask_local(&meeting, caller, Conn::Remote(conn), request).await }
         }
         other => {
             tracing::warn!(from = %env.from, body = ?other, "cluster: not a call; ignored");
-            Body::Answer { answer: Err((ErrorCode::Internal, "not a call".into())) }
+            Body::Answer { answer: Err(LiveError::new(ErrorCode::Internal, "not a call")) }
         }
     }
 }

@@ -16,6 +16,7 @@ use uuid::Uuid;
 
 use crate::LiveServices;
 use crate::admission::admit;
+use crate::error::{LiveError, LiveResult, fail};
 use crate::messages::{MeetingHandle, Outbound, ParticipantMsg, ParticipantRef, SupervisorRef, connections_group};
 use crate::route::locate;
 
@@ -93,11 +94,7 @@ impl ParticipantState {
     }
 }
 
-type Answer = Result<ReplyData, (ErrorCode, String)>;
-
-fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
-    Err((code, message.into()))
-}
+type Answer = LiveResult<ReplyData>;
 
 impl Actor for ParticipantActor {
     type Msg = ParticipantMsg;
@@ -156,7 +153,7 @@ impl Actor for ParticipantActor {
                 let answer = handle_request(&myself, state, request).await;
                 let reply = match answer {
                     Ok(data) => Reply::ok(id, data),
-                    Err((code, message)) => Reply::err(Some(id), code, message),
+                    Err(LiveError { code, message }) => Reply::err(Some(id), code, message),
                 };
                 state.reply(&reply);
             }
@@ -256,10 +253,10 @@ async fn ask(
     meeting: MeetingHandle,
     caller: &Caller,
     request: Request,
-) -> Result<(MeetingHandle, Answer), (ErrorCode, String)> {
+) -> LiveResult<(MeetingHandle, Answer)> {
     let s = &state.services;
     match meeting.call(s, meeting_id, caller, myself, request.clone()).await {
-        Err((ErrorCode::Unavailable, _)) => {
+        Err(LiveError { code: ErrorCode::Unavailable, .. }) => {
             let meeting = locate(s, &state.supervisor, meeting_id).await?;
             let seated = state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id);
             if seated {
@@ -330,13 +327,12 @@ async fn join_or_start(
 ) -> Answer {
     let s = &state.services;
     let admission = admit(&s.store, &s.join_guard, meeting_id, state.user_id, password, mode)
-        .await
-        .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
+        .await?
         .ok_or((ErrorCode::MeetingNotFound, "no such meeting".to_owned()))?;
     match admission.decision {
         JoinDecision::Refused(r) => return fail(ErrorCode::from(r), r.message()),
         JoinDecision::Enter { reopens: true, .. } => {
-            s.store.reopen_meeting(meeting_id).await.map_err(|e| (ErrorCode::Unavailable, e.to_string()))?;
+            s.store.reopen_meeting(meeting_id).await?;
             tracing::info!(%meeting_id, user = %state.user_id, "ended meeting restarted before its scheduled end");
         }
         JoinDecision::Enter { .. } | JoinDecision::WaitingRoom => {}

@@ -1,5 +1,5 @@
 //! Where a meeting runs: this node's load ([`local_load`]), the choice of a node for a meeting
-//! nobody carries ([`place`], by `parley_core::placement`), starting it here ([`open_here`]),
+//! nobody carries (`place`, by `parley_core::placement`), starting it here ([`open_here`]),
 //! and moving every meeting away from a node that drains ([`drain`]).
 
 use std::sync::Arc;
@@ -10,13 +10,10 @@ use parley_core::protocol::ErrorCode;
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::error::{LiveError, LiveResult, fail};
 use crate::messages::{MeetingHandle, SupervisorMsg, SupervisorRef};
 use crate::transport::{MEETING_CALL_TIMEOUT, call_node};
 use crate::wire::Body;
-
-fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
-    Err((code, message.into()))
-}
 
 /// How long placement waits for a peer's load.
 const LOAD_TIMEOUT: Duration = Duration::from_millis(500);
@@ -41,7 +38,7 @@ pub(crate) async fn place(
     supervisor: &SupervisorRef,
     meeting_id: Uuid,
     takeover_from: Option<String>,
-) -> Result<MeetingHandle, (ErrorCode, String)> {
+) -> LiveResult<MeetingHandle> {
     let mut loads = vec![local_load(s)];
     // Live figures from each candidate (leases are up to a refresh old).
     // A candidate that does not answer in time is left out.
@@ -71,13 +68,13 @@ pub async fn open_here(
     supervisor: &SupervisorRef,
     meeting_id: Uuid,
     takeover_from: Option<String>,
-) -> Result<MeetingHandle, (ErrorCode, String)> {
+) -> LiveResult<MeetingHandle> {
     let opened = ractor::call_t!(
         supervisor,
         |reply| SupervisorMsg::Open { meeting_id, takeover_from, reply },
         MEETING_CALL_TIMEOUT.as_millis() as u64
     )
-    .map_err(|e| (ErrorCode::Internal, e.to_string()))?;
+    .map_err(|e| LiveError::new(ErrorCode::Internal, e.to_string()))?;
     opened.map(MeetingHandle::Local)
 }
 
@@ -102,7 +99,7 @@ pub async fn drain(s: &Arc<LiveServices>, supervisor: &SupervisorRef) -> (u32, u
                 moved += 1;
             }
             Ok(MeetingHandle::Local(_)) => {}
-            Err((_, e)) => tracing::warn!(%meeting_id, error = %e, "drain: meeting could not move"),
+            Err(e) => tracing::warn!(%meeting_id, error = %e.message, "drain: meeting could not move"),
         }
     }
     // Releases are asynchronous: give them a moment before counting.

@@ -10,38 +10,27 @@ use parley_core::protocol::ErrorCode;
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::error::{LiveError, LiveResult, fail};
 use crate::messages::{MeetingHandle, SupervisorRef};
 use crate::placement::{open_here, place};
 
-fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
-    Err((code, message.into()))
-}
-
 /// Finds the meeting's actor, wherever it runs; places and starts it when nobody carries it,
 /// and takes it over when its owner is dead. Retries briefly while ownership is changing hands.
-pub async fn locate(
-    s: &Arc<LiveServices>,
-    supervisor: &SupervisorRef,
-    meeting_id: Uuid,
-) -> Result<MeetingHandle, (ErrorCode, String)> {
+pub async fn locate(s: &Arc<LiveServices>, supervisor: &SupervisorRef, meeting_id: Uuid) -> LiveResult<MeetingHandle> {
     let mut last = None;
     for attempt in 0..4u32 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(150 * u64::from(attempt))).await;
         }
         match try_locate(s, supervisor, meeting_id).await {
-            Err((ErrorCode::Unavailable, m)) => last = Some(m),
+            Err(LiveError { code: ErrorCode::Unavailable, message }) => last = Some(message),
             other => return other,
         }
     }
     fail(ErrorCode::Unavailable, last.unwrap_or_else(|| "the meeting cannot be reached now".into()))
 }
 
-async fn try_locate(
-    s: &Arc<LiveServices>,
-    supervisor: &SupervisorRef,
-    meeting_id: Uuid,
-) -> Result<MeetingHandle, (ErrorCode, String)> {
+async fn try_locate(s: &Arc<LiveServices>, supervisor: &SupervisorRef, meeting_id: Uuid) -> LiveResult<MeetingHandle> {
     let me = s.node.as_str();
     if let Some(m) = s.meetings.get(meeting_id) {
         return Ok(MeetingHandle::Local(m));
@@ -61,12 +50,7 @@ async fn try_locate(
     let owner = match raw.as_deref().and_then(Owner::parse) {
         Some(o) => Some(o),
         // Redis may have lost the key (restart): the database remembers the owner.
-        None => s
-            .store
-            .meeting_owner(meeting_id)
-            .await
-            .map_err(|e| (ErrorCode::Unavailable, e.to_string()))?
-            .map(|(node, epoch)| Owner { node, epoch }),
+        None => s.store.meeting_owner(meeting_id).await?.map(|(node, epoch)| Owner { node, epoch }),
     };
     match owner {
         Some(o) if o.node == me => open_here(supervisor, meeting_id, raw).await,

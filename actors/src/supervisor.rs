@@ -8,8 +8,9 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::error::LiveError;
 use crate::meeting::{MeetingActor, MeetingArgs, StartRefused};
-use crate::messages::{CrashTarget, MeetingRef, SupervisorMsg};
+use crate::messages::{CrashTarget, MeetingMsg, MeetingRef, SupervisorMsg};
 use parley_store::StoreError;
 
 pub struct MeetingSupervisor;
@@ -51,7 +52,7 @@ impl Actor for MeetingSupervisor {
                     }
                     Err(e) => {
                         let (code, text) = start_refusal(meeting_id, &e);
-                        let _ = reply.send(Err((code, text.to_owned())));
+                        let _ = reply.send(Err(LiveError::new(code, text.to_owned())));
                     }
                 }
             }
@@ -70,9 +71,9 @@ impl Actor for MeetingSupervisor {
                 let running = state.meetings.get(&meeting_id);
                 if let Some(m) = running {
                     let _ = m.cast(match target {
-                        CrashTarget::Participant(user_id) => crate::meeting::MeetingMsg::CrashParticipant { user_id },
-                        CrashTarget::Meeting => crate::meeting::MeetingMsg::Crash,
-                        CrashTarget::MediaRouter => crate::meeting::MeetingMsg::CrashMediaRouter,
+                        CrashTarget::Participant(user_id) => MeetingMsg::CrashParticipant { user_id },
+                        CrashTarget::Meeting => MeetingMsg::Crash,
+                        CrashTarget::MediaRouter => MeetingMsg::CrashMediaRouter,
                     });
                 }
                 let _ = reply.send(running.is_some());

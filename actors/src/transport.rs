@@ -10,19 +10,16 @@ use ractor::rpc::CallResult;
 use uuid::Uuid;
 
 use crate::LiveServices;
+use crate::error::{LiveResult, fail};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, MeetingRef, ParticipantRef};
 use crate::wire::{Answer, Body, ConnAddr, Envelope, NodeHostMsg};
 
 /// How long a request may wait for its meeting's reply (cross-node included).
 pub const MEETING_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn fail<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, (ErrorCode, String)> {
-    Err((code, message.into()))
-}
-
 impl MeetingHandle {
     /// Sends a request and waits for the meeting's answer. `Unavailable` when the meeting's
-    /// actor or node is gone (the caller may [`locate`] again).
+    /// actor or node is gone (the caller may [`locate`](crate::route::locate) again).
     pub async fn call(
         &self,
         s: &LiveServices,
@@ -92,12 +89,7 @@ pub async fn ask_local(meeting: &MeetingRef, caller: Caller, conn: Conn, request
 }
 
 /// Sends one envelope to `node`'s host and waits for its answer.
-pub async fn call_node(
-    s: &LiveServices,
-    node: &str,
-    body: Body,
-    timeout: Duration,
-) -> Result<Body, (ErrorCode, String)> {
+pub async fn call_node(s: &LiveServices, node: &str, body: Body, timeout: Duration) -> LiveResult<Body> {
     let Some(host) = s.membership.host(node) else {
         return fail(ErrorCode::Unavailable, format!("node {node} is not reachable"));
     };

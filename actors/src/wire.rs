@@ -8,9 +8,11 @@
 
 use std::collections::BTreeMap;
 
+use crate::error::LiveResult;
+
 use parley_core::meeting::Caller;
 use parley_core::placement::NodeLoad;
-use parley_core::protocol::{Encoding, ErrorCode, EventFrame, LeaveReason, ReplyData, Request, decode, encode};
+use parley_core::protocol::{Encoding, EventFrame, LeaveReason, ReplyData, Request, decode, encode};
 use ractor::RpcReplyPort;
 use ractor::message::{BoxedDowncastErr, SerializedMessage};
 use serde::{Deserialize, Serialize};
@@ -27,7 +29,7 @@ pub struct ConnAddr {
 }
 
 /// A meeting's answer to a request.
-pub type Answer = Result<ReplyData, (ErrorCode, String)>;
+pub type Answer = LiveResult<ReplyData>;
 
 /// One cluster message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,7 +120,7 @@ pub enum Body {
         answer: Answer,
     },
     Activated {
-        result: Result<(), (ErrorCode, String)>,
+        result: LiveResult<()>,
     },
     Load {
         load: NodeLoad,
@@ -248,7 +250,9 @@ mod tests {
         round_trip(Body::Attach { meeting_id: m, user_id: u, conn, after: Some(3_000_000_017) });
         round_trip(Body::Moved { meeting_id: m, owner: "node-c".into(), epoch: 7 });
         round_trip(Body::Answer { answer: Ok(ReplyData::Done) });
-        round_trip(Body::Answer { answer: Err((ErrorCode::Forbidden, "no".into())) });
+        round_trip(Body::Answer {
+            answer: Err(crate::LiveError::new(parley_core::protocol::ErrorCode::Forbidden, "no")),
+        });
         round_trip(Body::Activated { result: Ok(()) });
         round_trip(Body::Load {
             load: NodeLoad {

@@ -30,7 +30,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-use crate::peer::RID_URI;
+use crate::sdp::RID_URI;
 
 /// Where the keyframe-request forwarder sits in the interceptor chain: after every built-in
 /// interceptor (the highest built-in slot is the jitter buffer at 13 000), so they have all seen

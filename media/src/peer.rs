@@ -1,6 +1,10 @@
 //! The WebRTC adapter: one server-side peer connection per participant, behind a small API the
 //! media-router actor drives. Everything webrtc-rs specific lives here; the forwarding decisions
-//! (which packets, which layer, which sequence numbers) are the pure modules' job.
+//! (which packets, which layer, which sequence numbers) are the forwarder's ([`crate::forward`])
+//! and the pure modules'. The types a peer shares with its owner and with the shared socket's
+//! driver ([`PeerEvent`], [`IncomingRtp`], [`OutTrack`], [`Outbox`], [`RtpSink`], …) live in
+//! [`crate::track`] and [`crate::codec`], the SDP names and parsing in [`crate::sdp`]; they are
+//! re-exported here, where the peer's users find them.
 //!
 //! Shape:
 //! - [`Peer::new`] creates the connection — on the node's shared [`MediaSocket`] when the
@@ -37,25 +41,24 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{NackGeneratorBuilder, Registry, Slot};
 use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::RTCPeerConnectionBuilder;
 use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_H264, MIME_TYPE_OPUS, MIME_TYPE_RTX, MIME_TYPE_VP8};
+use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
-use rtc::rtp;
+use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -65,35 +68,31 @@ use webrtc::peer_connection::{
     RTCSessionDescription, SettingEngineBuilder, configure_rtcp_reports, configure_simulcast_extension_headers,
     configure_twcc_receiver_only,
 };
-use webrtc::rtp_transceiver::RtpSender;
 
+use crate::codec::NO_PAYLOAD_TYPE;
 use crate::error::{MediaError, Result};
 use crate::interceptors::{
-    Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, RID_REPORT_FILTER_SLOT, is_keyframe_request,
-    node_send_filters,
+    Filtered, KEYFRAME_FORWARDER_SLOT, KeyframeRequestForwarder, RID_REPORT_FILTER_SLOT, node_send_filters,
 };
-use crate::socket::{Command, MediaSocket, PeerId, PeerSlot};
-use rtc::peer_connection::RTCPeerConnectionBuilder;
-use rtc::peer_connection::transport::{CandidateConfig, CandidateHostConfig, RTCIceCandidate};
-use rtc::rtp_transceiver::RTCRtpSenderId;
-
+use crate::placement::PeerId;
 use crate::pli::PliThrottle;
-/// An RTP packet (header and payload) as the stack parses it.
-pub use rtc::rtp::Packet as RtpPacket;
+use crate::sdp::REPAIRED_RID_URI;
+use crate::socket::{Command, MediaSocket, PeerSlot};
+use crate::track::{OutSink, PeerShared, SocketLink, feedback_events, lock};
+
+// What a peer's owner handles, kept reachable where it always was (`parley_media::peer::…`):
+// the connection types live in `track` and `codec`, the SDP names in `sdp`.
+pub use crate::codec::{Codec, MediaKind};
+pub use crate::sdp::{AUDIO_LEVEL_URI, H264_FMTP, MID_URI, RID_URI, extmap_id};
+pub use crate::track::{
+    IncomingRtp, OutTrack, OutTrackSpec, Outbox, PeerChannels, PeerEvent, PeerState, RtpPacket, RtpSink,
+};
 
 /// Inbound RTP packets queued between the connection and the router before drops begin
 /// (~1 s of a 720p publisher plus its audio).
 pub const DEFAULT_RTP_QUEUE_PACKETS: usize = 2048;
 /// Ports tried from the range before giving up on binding.
 const MAX_BIND_ATTEMPTS: usize = 16;
-/// Audio level header extension (RFC 6464), registered so browsers send it; read into
-/// [`IncomingRtp::audio_level`].
-pub const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
-/// Header extensions that tell a track's simulcast layers apart (their SSRCs are not signalled):
-/// the m-section's mid and the layer's RID.
-pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 
 /// Network settings of the media node, shared by all its peers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,470 +179,6 @@ impl PeerConfig {
 /// they cross the WebSocket and the cluster unchanged.
 pub use parley_core::protocol::{IceCandidate, IceServer};
 
-/// Audio or video.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MediaKind {
-    Audio,
-    Video,
-}
-
-impl MediaKind {
-    pub(crate) fn from_rtc(kind: RtpCodecKind) -> Self {
-        match kind {
-            RtpCodecKind::Audio => MediaKind::Audio,
-            _ => MediaKind::Video,
-        }
-    }
-}
-
-/// Codecs an outgoing track can carry (the ones Parley forwards).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Codec {
-    Vp8,
-    /// Forwarded when a publisher offers only H.264 (VP8 is preferred when it offers both).
-    H264,
-    Opus,
-}
-
-/// The H.264 format our outgoing H.264 tracks announce: constrained baseline, non-interleaved
-/// (FU-A/STAP-A allowed). Forwarded streams keep whatever profile the publisher encoded;
-/// receivers decode by the stream's own SPS.
-pub const H264_FMTP: &str = "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f";
-
-impl Codec {
-    /// Audio or video.
-    pub fn kind(self) -> MediaKind {
-        match self {
-            Codec::Vp8 | Codec::H264 => MediaKind::Video,
-            Codec::Opus => MediaKind::Audio,
-        }
-    }
-
-    /// RTP clock rate in Hz.
-    pub fn clock_rate(self) -> u32 {
-        match self {
-            Codec::Vp8 | Codec::H264 => 90_000,
-            Codec::Opus => 48_000,
-        }
-    }
-
-    /// The codec of a MIME type (case-insensitive); `None` for codecs Parley does not forward.
-    pub fn from_mime(mime: &str) -> Option<Codec> {
-        [Codec::Vp8, Codec::H264, Codec::Opus].into_iter().find(|c| c.mime_type().eq_ignore_ascii_case(mime))
-    }
-
-    /// Whether this RTP payload starts a frame a decoder can begin with (always false for audio).
-    pub fn is_keyframe(self, payload: &[u8]) -> bool {
-        match self {
-            Codec::Vp8 => crate::vp8::is_keyframe(payload),
-            Codec::H264 => crate::h264::is_keyframe(payload),
-            Codec::Opus => false,
-        }
-    }
-
-    fn mime_type(self) -> &'static str {
-        match self {
-            Codec::Vp8 => MIME_TYPE_VP8,
-            Codec::H264 => MIME_TYPE_H264,
-            Codec::Opus => MIME_TYPE_OPUS,
-        }
-    }
-
-    /// The payload type negotiated for this codec among `codecs` (an RTP sender's parameters):
-    /// the first of its MIME type, for H.264 the first non-interleaved one (our packets are
-    /// FU-A/STAP-A, which packetization-mode 0 does not allow).
-    fn payload_type_in(self, codecs: &[RTCRtpCodecParameters]) -> u16 {
-        let same = |c: &&RTCRtpCodecParameters| c.rtp_codec.mime_type.eq_ignore_ascii_case(self.mime_type());
-        let fits = |c: &&RTCRtpCodecParameters| {
-            self != Codec::H264 || c.rtp_codec.sdp_fmtp_line.contains("packetization-mode=1")
-        };
-        codecs
-            .iter()
-            .filter(same)
-            .find(fits)
-            .or_else(|| codecs.iter().find(same))
-            .map_or(NO_PAYLOAD_TYPE, |c| u16::from(c.payload_type))
-    }
-
-    /// The codec as `register_forwarded_codecs` registers it, so the sender finds it.
-    fn rtc_codec(self) -> RTCRtpCodec {
-        match self {
-            Codec::Vp8 => RTCRtpCodec {
-                mime_type: MIME_TYPE_VP8.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: String::new(),
-                rtcp_feedback: vec![],
-            },
-            Codec::H264 => RTCRtpCodec {
-                mime_type: MIME_TYPE_H264.to_owned(),
-                clock_rate: 90_000,
-                channels: 0,
-                sdp_fmtp_line: H264_FMTP.to_owned(),
-                rtcp_feedback: vec![],
-            },
-            Codec::Opus => RTCRtpCodec {
-                mime_type: MIME_TYPE_OPUS.to_owned(),
-                clock_rate: 48_000,
-                channels: 2,
-                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                rtcp_feedback: vec![],
-            },
-        }
-    }
-}
-
-/// Peer connection state, as the actor needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PeerState {
-    New,
-    Connecting,
-    Connected,
-    /// Transient: ICE lost consent; may come back.
-    Disconnected,
-    /// Terminal: ICE or DTLS failed; close the peer.
-    Failed,
-    Closed,
-}
-
-impl PeerState {
-    pub(crate) fn from_rtc(state: RTCPeerConnectionState) -> Self {
-        match state {
-            RTCPeerConnectionState::Connecting => PeerState::Connecting,
-            RTCPeerConnectionState::Connected => PeerState::Connected,
-            RTCPeerConnectionState::Disconnected => PeerState::Disconnected,
-            RTCPeerConnectionState::Failed => PeerState::Failed,
-            RTCPeerConnectionState::Closed => PeerState::Closed,
-            _ => PeerState::New,
-        }
-    }
-}
-
-/// What a peer tells its owner, in order.
-#[derive(Debug, Clone, PartialEq)]
-pub enum PeerEvent {
-    /// A local candidate to send to the client (trickle ICE).
-    LocalCandidate(IceCandidate),
-    /// All local candidates have been emitted.
-    GatheringComplete,
-    /// The connection state changed.
-    StateChanged(PeerState),
-    /// A published stream sent its first packet (one per simulcast layer, each with its RID).
-    /// `codec`: what it carries, `None` for a codec Parley does not forward (VP9, AV1, …).
-    TrackOpened { track_id: String, kind: MediaKind, ssrc: u32, rid: Option<String>, codec: Option<Codec> },
-    /// A published track ended (the client removed it or the connection closed).
-    TrackEnded { track_id: String },
-    /// The client asked for a keyframe (PLI or FIR) on one of our outgoing tracks: the router
-    /// should ask that track's current source.
-    KeyframeRequested { track_id: String },
-    /// The client lost these packets (RTP sequence numbers as we sent them) of one of our
-    /// outgoing tracks: the router answers from the publisher's packet cache.
-    NackReceived { track_id: String, sequence_numbers: Vec<u16> },
-}
-
-/// What the client's feedback about our outgoing track `track_id` asks of the router: a
-/// keyframe, lost packets again, both or neither.
-pub(crate) fn feedback_events(track_id: &str, packets: &[Box<dyn rtcp::Packet>]) -> Vec<PeerEvent> {
-    let mut events = Vec::new();
-    if packets.iter().any(|p| is_keyframe_request(p.as_ref())) {
-        events.push(PeerEvent::KeyframeRequested { track_id: track_id.to_owned() });
-    }
-    let lost: Vec<u16> = packets
-        .iter()
-        .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
-        .flat_map(|nack| nack.nacks.iter().flat_map(|pair| pair.packet_list()))
-        .collect();
-    if !lost.is_empty() {
-        events.push(PeerEvent::NackReceived { track_id: track_id.to_owned(), sequence_numbers: lost });
-    }
-    events
-}
-
-/// One RTP packet published by this peer.
-#[derive(Debug, Clone)]
-pub struct IncomingRtp {
-    /// Id of the published track (the `msid` track id).
-    pub track_id: Arc<str>,
-    pub kind: MediaKind,
-    /// SSRC of the stream (one per simulcast layer).
-    pub ssrc: u32,
-    /// Simulcast layer id (`q`/`h`/`f` from browsers), `None` without simulcast.
-    pub rid: Option<Arc<str>>,
-    /// RFC 6464 audio level (0 loudest … 127 silence, -dBov) when the client sends it.
-    pub audio_level: Option<u8>,
-    pub packet: rtp::Packet,
-}
-
-/// What the caller chooses about an outgoing track.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutTrackSpec {
-    /// Track id the client sees (`msid` track id); unique within this peer.
-    pub track_id: String,
-    /// Stream id the client sees (`msid` stream id), e.g. the publisher's participant id.
-    pub stream_id: String,
-    pub codec: Codec,
-    /// SSRC this track is sent with, fixed for its lifetime whatever the source.
-    pub ssrc: u32,
-}
-
-/// The receivers of a peer: drain both, or RTP is dropped and events pile up. `rtp` stays
-/// empty once the peer routes its packets to an [`RtpSink`].
-#[derive(Debug)]
-pub struct PeerChannels {
-    pub events: mpsc::UnboundedReceiver<PeerEvent>,
-    pub rtp: mpsc::Receiver<IncomingRtp>,
-}
-
-/// Receives a peer's published packets on the receive path itself ([`Peer::route_rtp_to`]):
-/// the shared socket's driver or the track's reader task calls it for every packet. It must not
-/// block; what it forwards it writes into `out`, which is sent once it returns.
-pub trait RtpSink: Send + Sync + 'static {
-    fn on_rtp(&self, rtp: IncomingRtp, out: &mut Outbox);
-}
-
-/// Packets an [`RtpSink`] forwards, sent after it returns: on the node's shared socket, straight
-/// into the subscribers' connections in the same driver turn (no queue, no task switch; those
-/// of another driver thread as one batch per packet); to a connection with its own socket, into its driver's queue without waiting (a full queue drops
-/// the packet, counted by [`OutTrack::dropped`]).
-#[derive(Default)]
-pub struct Outbox {
-    writes: Vec<(OutTrack, rtp::Packet)>,
-}
-
-impl Outbox {
-    /// Queues `packet` on `track`, stamped as [`OutTrack::write_rtp`] does; `NotNegotiated`
-    /// (and nothing queued) before the track's first negotiation.
-    pub fn write(&mut self, track: &OutTrack, packet: rtp::Packet) -> Result<()> {
-        let packet = track.stamp(packet)?;
-        self.writes.push((track.clone(), packet));
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.writes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.writes.is_empty()
-    }
-
-    pub(crate) fn drain(&mut self) -> std::vec::Drain<'_, (OutTrack, rtp::Packet)> {
-        self.writes.drain(..)
-    }
-
-    /// Sends everything queued from outside a socket driver (as a track reader task does),
-    /// without waiting: a packet whose connection's queue is full is dropped and counted on its
-    /// track ([`OutTrack::dropped`]).
-    pub fn send_now(&mut self) {
-        for (track, packet) in self.writes.drain(..) {
-            track.send_detached(packet);
-        }
-    }
-}
-
-/// Sentinel for "no payload type negotiated yet".
-const NO_PAYLOAD_TYPE: u16 = u16::MAX;
-
-/// An outgoing track of one peer: write rewritten RTP to it. Cheap to clone.
-#[derive(Clone)]
-pub struct OutTrack {
-    inner: Arc<OutTrackInner>,
-}
-
-struct OutTrackInner {
-    spec: OutTrackSpec,
-    /// Payload type negotiated on this leg, or [`NO_PAYLOAD_TYPE`].
-    payload_type: AtomicU16,
-    sink: OutSink,
-    /// Packets an [`Outbox`] could not hand over without waiting.
-    dropped: AtomicU64,
-}
-
-/// Where an outgoing track's packets go.
-enum OutSink {
-    /// The peer's own webrtc-rs connection (a socket per peer).
-    Own { local: Arc<TrackLocalStaticRTP>, sender: Arc<dyn RtpSender> },
-    /// A connection on the node's media socket: a queued write to its driver.
-    Socket { socket: Arc<MediaSocket>, id: PeerId, sender: RTCRtpSenderId },
-}
-
-impl std::fmt::Debug for OutTrack {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutTrack").field("spec", &self.inner.spec).field("payload_type", &self.payload_type()).finish()
-    }
-}
-
-impl OutTrack {
-    pub fn track_id(&self) -> &str {
-        &self.inner.spec.track_id
-    }
-
-    pub fn ssrc(&self) -> u32 {
-        self.inner.spec.ssrc
-    }
-
-    pub fn codec(&self) -> Codec {
-        self.inner.spec.codec
-    }
-
-    /// Payload type negotiated on this leg; `None` before the first negotiation that included
-    /// the track.
-    pub fn payload_type(&self) -> Option<u8> {
-        u8::try_from(self.inner.payload_type.load(Ordering::Acquire)).ok()
-    }
-
-    /// Sends one packet: sets this track's SSRC and negotiated payload type, drops header
-    /// extensions (their ids belong to the publisher's leg). Sequence number and timestamp are
-    /// sent as given — rewrite them first (`rewrite::StreamRewriter`).
-    ///
-    /// Waits when the connection's driver queue is full (outbound back-pressure).
-    pub async fn write_rtp(&self, packet: rtp::Packet) -> Result<()> {
-        let packet = self.stamp(packet)?;
-        match &self.inner.sink {
-            OutSink::Own { local, .. } => local.write_rtp(packet).await.map_err(MediaError::from),
-            OutSink::Socket { socket, id, sender } => {
-                socket.send(Command::Rtp { id: *id, sender: *sender, packet }).await
-            }
-        }
-    }
-
-    /// Packets dropped because its connection's queue was full when an [`Outbox`] sent them.
-    pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
-    }
-
-    /// As if negotiated with payload type `pt` (tests of what happens to stamped packets).
-    #[cfg(test)]
-    pub(crate) fn negotiated_as(&self, pt: u8) {
-        self.inner.payload_type.store(u16::from(pt), Ordering::Release);
-    }
-
-    /// This leg's SSRC and payload type on `packet`, and no header extensions.
-    fn stamp(&self, mut packet: rtp::Packet) -> Result<rtp::Packet> {
-        let pt = self.payload_type().ok_or_else(|| MediaError::NotNegotiated(self.inner.spec.track_id.clone()))?;
-        packet.header.ssrc = self.inner.spec.ssrc;
-        packet.header.payload_type = pt;
-        packet.header.extension = false;
-        packet.header.extensions.clear();
-        packet.header.csrc.clear();
-        Ok(packet)
-    }
-
-    /// Where a stamped packet goes on a shared socket: `(socket key, connection, sender)`.
-    pub(crate) fn socket_target(&self) -> Option<(u64, PeerId, RTCRtpSenderId)> {
-        match &self.inner.sink {
-            OutSink::Socket { socket, id, sender } => Some((socket.key(), *id, *sender)),
-            OutSink::Own { .. } => None,
-        }
-    }
-
-    /// Hands a stamped packet to its connection without waiting; counts it dropped if the
-    /// connection's queue is full (or the connection is gone).
-    pub(crate) fn send_detached(&self, packet: rtp::Packet) {
-        let sent = match &self.inner.sink {
-            OutSink::Own { local, .. } => {
-                // The driver queue's `send` completes on its first poll when there is room; a
-                // pending one is dropped, which withdraws the packet. Unconstrained: tokio's
-                // cooperative budget would otherwise make a send pending (a drop) after a
-                // hundred or so in one turn of the calling task, whatever the room.
-                let mut write = std::pin::pin!(tokio::task::coop::unconstrained(local.write_rtp(packet)));
-                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-                matches!(std::future::Future::poll(write.as_mut(), &mut cx), std::task::Poll::Ready(Ok(())))
-            }
-            OutSink::Socket { socket, id, sender } => {
-                socket.try_send_media(Command::Rtp { id: *id, sender: *sender, packet })
-            }
-        };
-        if !sent {
-            self.count_dropped();
-        }
-    }
-
-    /// One more packet that could not be handed over without waiting.
-    pub(crate) fn count_dropped(&self) {
-        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// State shared between the peer handle, its event handler and its tasks (or the media socket's
-/// driver).
-pub(crate) struct PeerShared {
-    /// Taken on close, so the owner's receivers end.
-    events: Mutex<Option<mpsc::UnboundedSender<PeerEvent>>>,
-    /// Taken on close; each track task holds a clone until it is aborted.
-    rtp: Mutex<Option<mpsc::Sender<IncomingRtp>>>,
-    /// Set by [`Peer::route_rtp_to`]: published packets go here instead of `rtp`. Taken on
-    /// close (the sink may hold other peers' tracks).
-    sink: Mutex<Option<Arc<dyn RtpSink>>>,
-    /// Published streams by SSRC, to address PLIs.
-    remote_tracks: Mutex<HashMap<u32, Arc<dyn TrackRemote>>>,
-    /// Tasks spawned for this peer, aborted on close and drop.
-    tasks: Mutex<Vec<AbortHandle>>,
-    /// Inbound RTP packets dropped because the router's queue was full.
-    dropped_rtp: AtomicU64,
-    /// Negotiated id of the audio-level extension on the publishing leg, 0 if none.
-    pub(crate) audio_level_ext_id: AtomicU8,
-    /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
-    /// 0 while it has sent none.
-    downlink_bps: Arc<AtomicU64>,
-    closed: AtomicBool,
-}
-
-impl PeerShared {
-    fn new(config: &PeerConfig) -> (Arc<PeerShared>, PeerChannels) {
-        let (events_tx, events_rx) = mpsc::unbounded_channel();
-        let (rtp_tx, rtp_rx) = mpsc::channel(config.rtp_queue_packets.max(1));
-        let shared = Arc::new(PeerShared {
-            events: Mutex::new(Some(events_tx)),
-            rtp: Mutex::new(Some(rtp_tx)),
-            sink: Mutex::new(None),
-            remote_tracks: Mutex::new(HashMap::new()),
-            tasks: Mutex::new(Vec::new()),
-            dropped_rtp: AtomicU64::new(0),
-            audio_level_ext_id: AtomicU8::new(0),
-            downlink_bps: Arc::new(AtomicU64::new(0)),
-            closed: AtomicBool::new(false),
-        });
-        (shared, PeerChannels { events: events_rx, rtp: rtp_rx })
-    }
-
-    /// Hands one published packet to the sink (its writes into `out`), or queues it for the
-    /// router and counts it as dropped when the queue is full.
-    pub(crate) fn deliver(&self, rtp: IncomingRtp, out: &mut Outbox) {
-        let sink = lock(&self.sink).clone();
-        if let Some(sink) = sink {
-            sink.on_rtp(rtp, out);
-            return;
-        }
-        if let Some(tx) = lock(&self.rtp).as_ref()
-            && let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(rtp)
-        {
-            self.dropped_rtp.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn emit(&self, event: PeerEvent) {
-        if let Some(events) = lock(&self.events).as_ref() {
-            // The owner dropping its receiver means it is tearing the peer down; nothing to do.
-            let _ = events.send(event);
-        }
-    }
-
-    fn track_task(&self, handle: AbortHandle) {
-        let mut tasks = lock(&self.tasks);
-        tasks.retain(|t| !t.is_finished());
-        tasks.push(handle);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these maps leaves it consistent (single inserts/removes).
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// One participant's server-side peer connection.
 pub struct Peer {
     backend: Backend,
@@ -681,7 +216,7 @@ impl Peer {
         if let Some(socket) = &config.shared_socket {
             return Peer::on_socket(config, socket, group).await;
         }
-        let (shared, channels) = PeerShared::new(config);
+        let (shared, channels) = PeerShared::new(config.rtp_queue_packets);
         let (pc, local_port) = build_connection(config, &shared).await?;
         Ok((Peer::with_backend(Backend::Own(pc), shared, local_port), channels))
     }
@@ -694,7 +229,7 @@ impl Peer {
         socket: &Arc<MediaSocket>,
         group: Option<&str>,
     ) -> Result<(Peer, PeerChannels)> {
-        let (shared, channels) = PeerShared::new(config);
+        let (shared, channels) = PeerShared::new(config.rtp_queue_packets);
         let (media_engine, registry, settings) = stack_parts(config, &shared)?;
         // Our own ICE credentials: the ufrag is how the socket's driver knows this peer's
         // datagrams (a client's first packet is a STUN check naming it).
@@ -746,9 +281,12 @@ impl Peer {
         let offer = RTCSessionDescription::offer(sdp).map_err(sdp_error)?;
         // webrtc-rs answers an offer whose media sections it cannot use (no media at all, or a
         // section cut short) with an answer that silently lacks them: refuse those instead.
-        let offered = offer.unmarshal().map_err(sdp_error)?.media_descriptions.len();
-        if offered == 0 {
+        let offered = offer.unmarshal().map_err(sdp_error)?;
+        if offered.media_descriptions.is_empty() {
             return Err(MediaError::Sdp("offer has no media section".to_owned()));
+        }
+        if let Some(mid) = crate::sdp::repeated_mid(&offered) {
+            return Err(MediaError::Sdp(format!("mid {mid} names two media sections")));
         }
         // An offer that parses can still be unapplicable or unanswerable, and webrtc-rs may have
         // moved to `have-remote-offer` before failing; roll back so the connection is `stable`
@@ -758,7 +296,7 @@ impl Peer {
                 let answered = async {
                     pc.set_remote_description(offer).await.map_err(sdp_error)?;
                     let answer = pc.create_answer(None).await?;
-                    check_answer(offered, &answer)?;
+                    check_answer(&offered, &answer)?;
                     pc.set_local_description(answer.clone()).await?;
                     Ok(answer)
                 }
@@ -926,17 +464,11 @@ impl Peer {
                         sender.ok_or(MediaError::Closed)
                     })
                     .await?;
-                OutSink::Socket { socket: Arc::clone(socket), id: *id, sender }
+                let link: Arc<dyn SocketLink> = Arc::clone(socket) as Arc<dyn SocketLink>;
+                OutSink::Socket { socket: link, key: socket.key(), id: *id, sender }
             }
         };
-        let out = OutTrack {
-            inner: Arc::new(OutTrackInner {
-                spec: spec.clone(),
-                payload_type: AtomicU16::new(NO_PAYLOAD_TYPE),
-                sink,
-                dropped: AtomicU64::new(0),
-            }),
-        };
+        let out = OutTrack::new(spec.clone(), sink);
         lock(&self.out_tracks).insert(spec.track_id, out.clone());
         Ok(out)
     }
@@ -945,13 +477,15 @@ impl Peer {
     pub async fn remove_track(&self, track: &OutTrack) -> Result<()> {
         self.ensure_open()?;
         lock(&self.out_tracks).remove(track.track_id());
-        track.inner.payload_type.store(NO_PAYLOAD_TYPE, Ordering::Release);
-        match &track.inner.sink {
+        track.set_payload_type(NO_PAYLOAD_TYPE);
+        match track.sink() {
             OutSink::Own { sender, .. } => {
                 let Backend::Own(pc) = &self.backend else { return Err(MediaError::Closed) };
                 pc.remove_track(sender).await?;
             }
-            OutSink::Socket { socket, id, sender } => {
+            OutSink::Socket { id, sender, .. } => {
+                // The track's connection is this peer's, on this peer's socket.
+                let Backend::Socket { socket, .. } = &self.backend else { return Err(MediaError::Closed) };
                 let sender = *sender;
                 socket.call(*id, move |slot, _| Ok(slot.pc.remove_track(sender)?)).await?;
             }
@@ -1051,7 +585,7 @@ impl Peer {
         if let Backend::Socket { socket, id } = &self.backend {
             let senders: Vec<(OutTrack, RTCRtpSenderId)> = tracks
                 .into_iter()
-                .filter_map(|t| match &t.inner.sink {
+                .filter_map(|t| match t.sink() {
                     OutSink::Socket { sender, .. } => Some((t.clone(), *sender)),
                     OutSink::Own { .. } => None,
                 })
@@ -1062,7 +596,7 @@ impl Peer {
                         let pt = slot.pc.rtp_sender(*sender).map_or(NO_PAYLOAD_TYPE, |mut s| {
                             track.codec().payload_type_in(&s.get_parameters().rtp_parameters.codecs)
                         });
-                        track.inner.payload_type.store(pt, Ordering::Release);
+                        track.set_payload_type(pt);
                     }
                     Ok(slot.pc.remote_description().map(|d| d.sdp.clone()))
                 })
@@ -1075,7 +609,7 @@ impl Peer {
         }
         let Backend::Own(pc) = &self.backend else { return };
         for track in tracks {
-            let OutSink::Own { sender, .. } = &track.inner.sink else { continue };
+            let OutSink::Own { sender, .. } = track.sink() else { continue };
             let pt = match sender.get_parameters().await {
                 Ok(params) => track.codec().payload_type_in(&params.rtp_parameters.codecs),
                 Err(e) => {
@@ -1083,7 +617,7 @@ impl Peer {
                     NO_PAYLOAD_TYPE
                 }
             };
-            track.inner.payload_type.store(pt, Ordering::Release);
+            track.set_payload_type(pt);
         }
         if let Some(remote) = pc.remote_description().await {
             let id = extmap_id(&remote.sdp, AUDIO_LEVEL_URI).unwrap_or(0);
@@ -1118,11 +652,15 @@ impl Drop for Peer {
 }
 
 /// Refuses an answer that lacks media sections the offer had (webrtc-rs answers what it
-/// cannot use by leaving it out).
-fn check_answer(offered: usize, answer: &RTCSessionDescription) -> Result<()> {
-    let answered = answer.unmarshal()?.media_descriptions.len();
+/// cannot use by leaving it out) or that rejects every section the offer asked for.
+fn check_answer(offer: &rtc::sdp::SessionDescription, answer: &RTCSessionDescription) -> Result<()> {
+    let answer = answer.unmarshal()?;
+    let (offered, answered) = (offer.media_descriptions.len(), answer.media_descriptions.len());
     if answered != offered {
         return Err(MediaError::Sdp(format!("{offered} media sections offered, {answered} usable")));
+    }
+    if crate::sdp::nothing_usable(offer, &answer) {
+        return Err(MediaError::Sdp("no usable media section: no codec this server forwards".to_owned()));
     }
     Ok(())
 }
@@ -1141,13 +679,13 @@ fn answer_on_socket(
     slot: &mut PeerSlot,
     now: Instant,
     offer: RTCSessionDescription,
-    offered: usize,
+    offered: rtc::sdp::SessionDescription,
     host: SocketAddr,
 ) -> Result<RTCSessionDescription> {
     let answered = (|| {
         slot.pc.set_remote_description(now, offer).map_err(sdp_error)?;
         let answer = slot.pc.create_answer(None)?;
-        check_answer(offered, &answer)?;
+        check_answer(&offered, &answer)?;
         slot.pc.set_local_description(now, answer.clone())?;
         add_host_candidate(slot, host)?;
         Ok(answer)
@@ -1199,15 +737,6 @@ fn rollback() -> RTCSessionDescription {
 
 fn sdp_error(e: webrtc::error::Error) -> MediaError {
     MediaError::Sdp(e.to_string())
-}
-
-/// The one-byte extension id (1..=14) mapped to `uri` in an SDP (`a=extmap:<id>[/dir] <uri>`).
-pub fn extmap_id(sdp: &str, uri: &str) -> Option<u8> {
-    sdp.lines().filter_map(|l| l.trim().strip_prefix("a=extmap:")).find_map(|rest| {
-        let mut parts = rest.split_whitespace();
-        let id = parts.next()?.split('/').next()?.parse::<u8>().ok()?;
-        (parts.next()? == uri && (1..=14).contains(&id)).then_some(id)
-    })
 }
 
 /// Builds the connection on a port from the configured range.
@@ -1450,36 +979,6 @@ async fn read_local_track_feedback(shared: Arc<PeerShared>, track: Arc<TrackLoca
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn feedback_asks_for_keyframes_and_lost_packets() {
-        use rtc::rtcp::transport_feedbacks::transport_layer_nack::NackPair;
-        let pli: Box<dyn rtcp::Packet> = Box::new(PictureLossIndication { sender_ssrc: 1, media_ssrc: 7 });
-        // Packet 40 and, from its bitmask, 41 and 43; then 90 in a second NACK.
-        let nack = |pairs: Vec<NackPair>| -> Box<dyn rtcp::Packet> {
-            Box::new(TransportLayerNack { sender_ssrc: 1, media_ssrc: 7, nacks: pairs })
-        };
-        let lost = NackPair { packet_id: 40, lost_packets: 0b101 };
-        let events = feedback_events("t", &[nack(vec![lost]), pli, nack(vec![NackPair::new(90)])]);
-        assert_eq!(
-            events,
-            vec![
-                PeerEvent::KeyframeRequested { track_id: "t".into() },
-                PeerEvent::NackReceived { track_id: "t".into(), sequence_numbers: vec![40, 41, 43, 90] },
-            ]
-        );
-        assert!(feedback_events("t", &[]).is_empty());
-    }
-
-    #[test]
-    fn extmap_id_finds_the_uri() {
-        let sdp = "v=0\r\na=extmap:3 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=extmap:1/sendonly urn:ietf:params:rtp-hdrext:ssrc-audio-level\r\n";
-        assert_eq!(extmap_id(sdp, AUDIO_LEVEL_URI), Some(1));
-        assert_eq!(extmap_id(sdp, "urn:x"), None);
-        assert_eq!(extmap_id("a=extmap:99 urn:ietf:params:rtp-hdrext:ssrc-audio-level", AUDIO_LEVEL_URI), None);
-        assert_eq!(extmap_id("a=extmap:x urn:ietf:params:rtp-hdrext:ssrc-audio-level", AUDIO_LEVEL_URI), None);
-        assert_eq!(extmap_id("a=extmap:", AUDIO_LEVEL_URI), None);
-    }
 
     #[test]
     fn candidate_ports_stay_in_range() {

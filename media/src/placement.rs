@@ -20,6 +20,10 @@ pub const MAX_THREADS: usize = 1 << THREAD_BITS;
 /// copy, a 4-packet video frame to 24 subscribers is about 1 ms of work).
 pub const DEFAULT_SPREAD_AT: usize = 24;
 
+/// A connection on the node's media socket, named by the id [`Placement::admit`] gave it: its
+/// driver thread is [`thread_of`] it.
+pub(crate) type PeerId = u64;
+
 /// The thread an id was placed on.
 pub fn thread_of(id: u64) -> usize {
     (id & (MAX_THREADS as u64 - 1)) as usize

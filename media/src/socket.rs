@@ -21,12 +21,19 @@
 //! its own connections in the same turn, to another driver's as one batch per packet. Events
 //! and published RTP leave through the peer's own channels or sink, as with a per-peer socket.
 //!
+//! The driver works with the connection types of [`crate::track`] (the peer's shared state, its
+//! events and packets, outgoing tracks) and never with the peer adapter itself: the adapter
+//! builds on this module, not the other way round. An outgoing track reaches its driver's queue
+//! through `track::SocketLink`, implemented here.
+//!
 //! Limits: ICE over UDP only (no TCP candidates); host candidates only (a public address is
 //! advertised through `public_ip`, 1:1 NAT).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
@@ -45,11 +52,13 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codec::{Codec, MediaKind};
 use crate::demux;
 use crate::error::{MediaError, Result};
 use crate::latency::{LatencyHistogram, LatencySnapshot};
-use crate::peer::{Codec, IncomingRtp, MediaKind, OutTrack, Outbox, PeerEvent, PeerShared, PeerState, feedback_events};
-use crate::placement::{self, Placement, thread_of};
+use crate::placement::{self, PeerId, Placement, thread_of};
+use crate::sdp;
+use crate::track::{IncomingRtp, OutTrack, Outbox, PeerEvent, PeerShared, PeerState, SocketLink, feedback_events};
 
 /// Commands queued to a driver; it drains up to this many per loop iteration.
 const COMMAND_BATCH: usize = 1024;
@@ -65,9 +74,6 @@ const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 const IMMEDIATE_ROUNDS: u32 = 4;
 /// Datagrams per `sendmmsg` call.
 const SEND_BATCH: usize = 256;
-
-/// A connection registered with the socket; [`thread_of`] it is the driver that owns it.
-pub(crate) type PeerId = u64;
 
 /// Tells one node's sockets apart (a forwarded packet is written inline only into a connection
 /// of the same socket).
@@ -171,7 +177,7 @@ pub struct SocketStatsSnapshot {
     /// Datagrams read by one driver and handed to the driver owning their connection.
     pub handed_over: u64,
     /// RTP packets forwarded within the driver's turn: published on one connection and written
-    /// into another of the same driver by its [`RtpSink`](crate::peer::RtpSink), no queue
+    /// into another of the same driver by its [`RtpSink`](crate::track::RtpSink), no queue
     /// between.
     pub forwarded_inline: u64,
     /// RTP packets forwarded into another driver's connection (one queued batch per published
@@ -360,6 +366,22 @@ impl MediaSocket {
         self.send(Command::Call { id, call }).await?;
         // The driver drops the closure unrun when the connection is gone.
         rx.await.map_err(|_| MediaError::Closed)?
+    }
+}
+
+/// How an outgoing track on this socket reaches its connection's driver.
+impl SocketLink for MediaSocket {
+    fn send_rtp(
+        &self,
+        id: PeerId,
+        sender: RTCRtpSenderId,
+        packet: rtp::Packet,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(self.send(Command::Rtp { id, sender, packet }))
+    }
+
+    fn try_send_rtp(&self, id: PeerId, sender: RTCRtpSenderId, packet: rtp::Packet) -> bool {
+        self.try_send_media(Command::Rtp { id, sender, packet })
     }
 }
 
@@ -558,7 +580,7 @@ impl PeerSlot {
         while let Some(event) = self.pc.poll_event() {
             match event {
                 RTCPeerConnectionEvent::OnIceCandidateEvent(e) => match e.candidate.to_json() {
-                    Ok(init) => self.shared.emit(PeerEvent::LocalCandidate(crate::peer::IceCandidate {
+                    Ok(init) => self.shared.emit(PeerEvent::LocalCandidate(parley_core::protocol::IceCandidate {
                         candidate: init.candidate,
                         sdp_mid: init.sdp_mid,
                         sdp_mline_index: init.sdp_mline_index,
@@ -642,12 +664,10 @@ impl PeerSlot {
     fn new_ufrags(&mut self) -> Vec<String> {
         let Some(sdp) = self.pc.local_description().map(|d| d.sdp.clone()) else { return Vec::new() };
         let mut found = Vec::new();
-        for line in sdp.lines() {
-            if let Some(ufrag) = line.strip_prefix("a=ice-ufrag:") {
-                let ufrag = ufrag.trim().to_owned();
-                if !self.ufrags.contains(&ufrag) && !found.contains(&ufrag) {
-                    found.push(ufrag);
-                }
+        for ufrag in sdp::ice_ufrags(&sdp) {
+            let ufrag = ufrag.to_owned();
+            if !self.ufrags.contains(&ufrag) && !found.contains(&ufrag) {
+                found.push(ufrag);
             }
         }
         self.ufrags.extend(found.iter().cloned());
@@ -1203,7 +1223,8 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use super::*;
-    use crate::peer::{OutTrackSpec, Peer, PeerConfig};
+    use crate::peer::{Peer, PeerConfig};
+    use crate::track::OutTrackSpec;
 
     #[tokio::test]
     async fn a_connection_that_panics_is_failed_alone() {
@@ -1282,12 +1303,8 @@ mod tests {
     async fn copies_for_a_swamped_driver_are_dropped_and_counted_on_their_track() {
         let (socket, loopback) = two_driver_socket().await;
         let (subscriber, _channels) = Peer::on_socket(&PeerConfig::local(loopback), &socket, None).await.unwrap();
-        let spec = OutTrackSpec {
-            track_id: "cam".into(),
-            stream_id: "publisher".into(),
-            codec: crate::peer::Codec::Vp8,
-            ssrc: 1234,
-        };
+        let spec =
+            OutTrackSpec { track_id: "cam".into(), stream_id: "publisher".into(), codec: Codec::Vp8, ssrc: 1234 };
         let track = subscriber.add_track(spec).await.unwrap();
         track.negotiated_as(96);
         let owner = thread_of(subscriber.socket_id().unwrap());

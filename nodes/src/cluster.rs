@@ -244,7 +244,7 @@ async fn take_over_orphans(services: &Arc<LiveServices>, supervisor: &Supervisor
                     ms = started.elapsed().as_millis() as u64,
                     "failover: meeting re-activated"
                 ),
-                Err((_, e)) => {
+                Err(e) => {
                     tracing::warn!(meeting_id = %o.meeting_id, dead = %node, error = %e, "failover: not yet")
                 }
             }

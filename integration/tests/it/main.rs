@@ -1,6 +1,7 @@
 //! Black-box tests of `parley node` over HTTP, against real PostgreSQL and the embedded SQLite.
 //! One binary (faster to link); each test starts its own node and database.
 
+mod bad_input;
 mod browser;
 mod cli;
 mod cluster;

@@ -187,7 +187,7 @@ pub async fn drain(
         match parley_actors::transport::call_node(s, &name, parley_actors::wire::Body::Drain, timeout).await {
             Ok(parley_actors::wire::Body::Drained { moved, remaining }) => (moved, remaining),
             Ok(other) => return Err(ApiError::internal(format!("unexpected answer: {other:?}"))),
-            Err((_, e)) => return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)),
+            Err(e) => return Err(ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message)),
         }
     };
     tracing::warn!(node = %name, moved, remaining, operator = %caller.subject, "node drained");

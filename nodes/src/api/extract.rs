@@ -44,7 +44,11 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::body::Bytes, ApiError> {
     axum::body::Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is over the 1 MiB limit")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is over the 1 MiB limit",
+            )
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", r.body_text())
         }
@@ -60,7 +64,11 @@ fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if path == "." { ApiError::invalid_field(inner.to_string()) } else { ApiError::invalid_field(format!("{path}: {inner}")) }
+        if path == "." {
+            ApiError::invalid_field(inner.to_string())
+        } else {
+            ApiError::invalid_field(format!("{path}: {inner}"))
+        }
     })
 }
 
