@@ -31,6 +31,7 @@ pub mod messages;
 pub mod node_host;
 pub mod participant;
 pub mod placement;
+pub mod presence_repair;
 pub mod route;
 pub mod supervisor;
 pub mod transport;

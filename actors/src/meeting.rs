@@ -22,6 +22,7 @@ use uuid::Uuid;
 use crate::error::LiveError;
 use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, connections_group};
+use crate::presence_repair;
 use crate::transport::cast_node;
 use crate::wire::Body;
 use crate::write_queue::{Flushed, Write, WriteQueue};
@@ -395,8 +396,7 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
     let ttl = state.services.presence.ttl();
     let connected = state.meeting.connected_users();
     state.last_seen.retain(|u, _| connected.contains(u));
-    let (silent, alive): (Vec<Uuid>, Vec<Uuid>) =
-        connected.into_iter().partition(|u| state.last_seen.get(u).is_none_or(|t| t.elapsed() >= ttl));
+    let (silent, alive) = presence_repair::by_liveness(connected, &state.last_seen, ttl, Instant::now());
     for user in silent {
         tracing::info!(%meeting_id, %user, "presence expired: no heartbeat within the TTL");
         state.last_seen.remove(&user);
@@ -406,34 +406,24 @@ async fn sweep(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
         let outcome = state.meeting.disconnected(now_ms(), user, LeaveReason::Timeout);
         perform(myself, state, outcome.effects).await;
     }
-    // The mirror may have been lost (Redis restarted empty) or may lack some participants:
-    // the meeting's own `media_server` key says whether the meeting-level keys survived.
     let participants: Vec<Uuid> = alive.into_iter().filter(|u| state.meeting.participant(*u).is_some()).collect();
     let me = Owner { node: state.services.node.clone(), epoch: state.epoch };
-    let lost_meeting_keys = match state.services.presence.owner(meeting_id).await {
-        Ok(owner) => owner.as_ref() != Some(&me),
+    let repair = match presence_repair::check(&state.services.presence, meeting_id, &me, participants).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
         Err(e) => {
             tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
             return;
         }
     };
-    // The owner decides who is alive (any request counts, not only heartbeats): the mirror's
-    // TTLs follow it, so a participant who only chats is never missing from a takeover's restore.
-    let missing = match state.services.presence.keep_alive(meeting_id, &participants).await {
-        Ok(m) => m,
-        Err(e) => {
-            tracing::warn!(%meeting_id, error = %e, "presence check failed; will retry");
-            return;
-        }
-    };
-    if !lost_meeting_keys && missing.is_empty() {
-        return;
-    }
-    tracing::warn!(%meeting_id, lost_meeting_keys, missing = missing.len(), "presence lost (store restarted?): repairing");
-    let to_rewrite = if lost_meeting_keys { participants } else { missing };
-    let mut repairs: Vec<Effect> =
-        to_rewrite.iter().filter_map(|u| state.meeting.participant(*u).cloned()).map(Effect::PresenceUpsert).collect();
-    if lost_meeting_keys {
+    tracing::warn!(%meeting_id, lost_meeting_keys = repair.meeting_keys, rewrite = repair.rewrite.len(), "presence lost (store restarted?): repairing");
+    let mut repairs: Vec<Effect> = repair
+        .rewrite
+        .iter()
+        .filter_map(|u| state.meeting.participant(*u).cloned())
+        .map(Effect::PresenceUpsert)
+        .collect();
+    if repair.meeting_keys {
         repairs.push(Effect::WaitingRoomChanged(state.meeting.waiting()));
         match state.services.presence.claim_owner(meeting_id, &me, None).await {
             Ok(true) => {}
