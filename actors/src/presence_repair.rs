@@ -62,9 +62,11 @@ mod tests {
     #[test]
     fn silent_means_unheard_for_a_whole_ttl_or_never() {
         let (a, b, c) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
-        let now = Instant::now();
+        // Instants after a base (never before it: the monotonic clock may be young).
+        let base = Instant::now();
+        let now = base + Duration::from_secs(120);
         let ttl = Duration::from_secs(60);
-        let seen = HashMap::from([(a, now - Duration::from_secs(61)), (b, now - Duration::from_secs(5))]);
+        let seen = HashMap::from([(a, base + Duration::from_secs(59)), (b, base + Duration::from_secs(115))]);
         assert_eq!(by_liveness(vec![a, b, c], &seen, ttl, now), (vec![a, c], vec![b]));
     }
 
