@@ -305,6 +305,13 @@ impl Actor for MeetingActor {
                 let Outcome { reply: r, effects } = outcome;
                 // Effects first: a reply means the change is delivered, mirrored and stored.
                 perform(&myself, state, effects).await;
+                if state.fenced {
+                    // Another activation owns the meeting: what this one just did is not the
+                    // meeting's (its log and database refused it), so it is not acknowledged.
+                    let why = "the meeting moved to another node while this was carried out: check, then resend";
+                    let _ = reply.send(Err(LiveError::unavailable(why)));
+                    return Ok(());
+                }
                 let answer = match r {
                     Some(Ok(Answer::Reply(data))) => Ok(data),
                     Some(Ok(Answer::Entered(entered))) => {
