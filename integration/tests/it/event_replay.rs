@@ -109,6 +109,19 @@ struct Seen {
     acked: Vec<String>,
     refused: usize,
     resumes: usize,
+    resume_log: Vec<Resumed>,
+}
+
+/// One resume of a storm client, for the failure report.
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug only
+struct Resumed {
+    node: usize,
+    last_seq: u64,
+    joined_seq: u64,
+    first_missed: Option<u64>,
+    last_missed: Option<u64>,
+    missed: usize,
 }
 
 struct StormClient {
@@ -158,8 +171,20 @@ impl StormClient {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
-            for e in reply["missed"].as_array().cloned().unwrap_or_default() {
-                self.record(&e);
+            let missed = reply["missed"].as_array().cloned().unwrap_or_default();
+            let seqs: Vec<u64> = missed.iter().filter_map(|e| e["seq"].as_u64()).collect();
+            let sent = self.last_seq();
+            let joined = reply["seq"].as_u64().unwrap_or(0);
+            self.seen.resume_log.push(Resumed {
+                node: n,
+                last_seq: sent,
+                joined_seq: joined,
+                first_missed: seqs.first().copied(),
+                last_missed: seqs.last().copied(),
+                missed: seqs.len(),
+            });
+            for e in &missed {
+                self.record(e);
             }
             self.resume_token = reply["resume_token"].as_str().unwrap_or_default().to_owned();
             self.ws = ws;
@@ -365,6 +390,19 @@ async fn every_client_gets_every_acknowledged_message_once_and_in_order_across_o
         let repeated: Vec<&&str> = count.iter().filter(|(_, n)| **n > 1).map(|(t, _)| t).collect();
         assert!(repeated.is_empty(), "client {} got messages twice: {repeated:?}", cl.k);
         let missing: Vec<&String> = acked.iter().filter(|t| !count.contains_key(t.as_str())).collect();
+        if let Some(first) = missing.first() {
+            // Where the others saw it, and what this client asked for and got at each resume.
+            let seen_as: Vec<u64> = clients
+                .iter()
+                .flat_map(|o| o.seen.chats.iter().filter(|(_, t)| t == *first).map(|(q, _)| *q))
+                .collect();
+            let around: Vec<u64> =
+                s.seqs.iter().copied().filter(|q| seen_as.first().is_some_and(|f| q.abs_diff(*f) < 50)).collect();
+            eprintln!(
+                "client {} missing {first:?}: others saw it as {seen_as:?}; resumes: {:?}; its seqs near it: {around:?}",
+                cl.k, s.resume_log
+            );
+        }
         assert!(
             missing.is_empty(),
             "client {} missed {} acknowledged messages (first: {:?}); resumed {} times; warnings:\n{notes}",
