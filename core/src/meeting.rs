@@ -332,16 +332,8 @@ impl LiveMeeting {
 
     /// The users a broadcast to `scope` reaches.
     pub fn audience(&self, scope: Scope) -> Vec<Uuid> {
-        self.participants
-            .values()
-            .filter(|p| match scope {
-                Scope::Everyone => true,
-                Scope::EveryoneExcept(u) => p.user_id != u,
-                Scope::Room(r) => p.room == r,
-                Scope::Moderators => p.role.is_moderator(),
-            })
-            .map(|p| p.user_id)
-            .collect()
+        let audience = Audience::from(scope);
+        self.participants.keys().copied().filter(|u| self.reaches(audience, *u)).collect()
     }
 
     /// Whether an event for `audience` is for `user`, as the meeting stands now (replaying the

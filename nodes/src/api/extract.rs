@@ -55,19 +55,23 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<axum::bod
     })
 }
 
-/// Syntax first (is it JSON at all?), then shape: serde_json alone reports some shape errors
-/// (a number where a name goes) as syntax. Duplicate keys are refused as a shape error.
+/// The body as `T`, read once. Only a body that fails is read again, to tell text that is not
+/// JSON (`malformed_json`) from JSON of the wrong shape (`invalid_field`, with the field's
+/// path): serde_json alone reports some shape errors (a number where a name goes) as syntax.
+/// Duplicate keys are a shape error.
 fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("not JSON: {e}")))?;
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
+    let shaped = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| (e.path().to_string(), e.into_inner()))
+        .and_then(|v| de.end().map(|()| v).map_err(|e| (".".to_owned(), e)));
+    shaped.map_err(|(path, e)| {
+        if let Err(syntax) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            return ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("not JSON: {syntax}"));
+        }
         if path == "." {
-            ApiError::invalid_field(inner.to_string())
+            ApiError::invalid_field(e.to_string())
         } else {
-            ApiError::invalid_field(format!("{path}: {inner}"))
+            ApiError::invalid_field(format!("{path}: {e}"))
         }
     })
 }
