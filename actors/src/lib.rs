@@ -32,6 +32,7 @@ pub mod node_host;
 pub mod participant;
 pub mod placement;
 pub mod presence_repair;
+pub mod recorder;
 pub mod route;
 pub mod supervisor;
 pub mod transport;
@@ -90,6 +91,8 @@ pub struct LiveServices {
     pub resume: Arc<dyn ResumeTokens>,
     /// WebRTC settings of this node's media routers.
     pub media: Arc<parley_media::peer::PeerConfig>,
+    /// Where recordings go (`None`: this node does not record).
+    pub recording: Option<recorder::RecordingServices>,
 }
 
 /// Issues and checks `resume` tokens (signed by the node layer with the cluster's secret, so

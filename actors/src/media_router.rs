@@ -46,6 +46,9 @@ use uuid::Uuid;
 
 use crate::error::{LiveError, LiveResult, fail};
 use crate::messages::{MeetingMsg, MeetingRef};
+use crate::recorder::{KeyframeSource, RecorderActor, RecorderArgs, RecorderMsg, RecorderRef, RecordingServices, Tap};
+use parley_core::recording::TrackKind;
+use parley_store::recordings::Capture;
 
 pub type RouterRef = ActorRef<RouterMsg>;
 type Answer = LiveResult<ReplyData>;
@@ -69,8 +72,27 @@ pub enum RouterMsg {
     Tick,
     /// Counters, for the admin API and tests.
     Stats(RpcReplyPort<RouterStats>),
+    /// Start capturing the meeting's recording (`Some`: this part of it) or stop (`None`:
+    /// the recording is over). Replies once the recorder has started, or taken its tail over.
+    Record { start: Option<RecordStart>, reply: RpcReplyPort<Result<(), String>> },
+    /// Participants' display names (the recording's tile and transcript labels).
+    Labels(HashMap<Uuid, String>),
+    /// The recorder needs a keyframe of this published track.
+    RecorderKeyframe { publisher: Uuid, track_id: Arc<str> },
     /// Fault injection (drills, tests): panic, as a bug would.
     Crash,
+}
+
+/// What a recorder starts with.
+pub struct RecordStart {
+    pub capture: Capture,
+    pub labels: HashMap<Uuid, String>,
+}
+
+/// The recorder of this router, and the tap its tracks feed.
+struct ActiveRecorder {
+    actor: RecorderRef,
+    tap: Arc<Tap>,
 }
 
 impl ractor::Message for RouterMsg {}
@@ -92,6 +114,8 @@ pub struct RouterArgs {
     pub config: Arc<PeerConfig>,
     /// Where to publish the peer count (the node's meeting table).
     pub peers_gauge: Arc<AtomicU32>,
+    /// Object storage and database for recordings (`None`: this router cannot record).
+    pub recording: Option<RecordingServices>,
 }
 
 pub struct MediaRouterActor;
@@ -170,6 +194,8 @@ pub struct RouterState {
     myself: RouterRef,
     /// Keyframe requests waiting for the throttle's second to pass.
     deferred_keyframes: std::collections::HashSet<(Arc<str>, Option<Layer>)>,
+    recording: Option<RecordingServices>,
+    recorder: Option<ActiveRecorder>,
 }
 
 /// What the forwarder asks of the router from the receive path: a message, never a wait.
@@ -212,10 +238,15 @@ impl Actor for MediaRouterActor {
             peers_gauge: args.peers_gauge,
             myself: myself.clone(),
             deferred_keyframes: Default::default(),
+            recording: args.recording,
+            recorder: None,
         })
     }
 
     async fn post_stop(&self, _myself: RouterRef, state: &mut RouterState) -> Result<(), ActorProcessingErr> {
+        // The meeting stops here but is not over (it moves, or its actor restarts): this part
+        // of the recording ends; the next owner continues it.
+        stop_recorder(state, false).await;
         let users: Vec<Uuid> = state.members.keys().copied().collect();
         for user in users {
             if let Some(m) = state.members.remove(&user) {
@@ -273,6 +304,24 @@ impl Actor for MediaRouterActor {
                     retransmitted_packets: forwarded.retransmitted,
                     not_retransmitted_packets: forwarded.not_retransmitted,
                 });
+            }
+            RouterMsg::Record { start: Some(start), reply } => {
+                let _ = reply.send(start_recorder(&myself, state, start).await);
+            }
+            RouterMsg::Record { start: None, reply } => {
+                stop_recorder(state, true).await;
+                let _ = reply.send(Ok(()));
+            }
+            RouterMsg::Labels(labels) => {
+                if let Some(r) = &state.recorder {
+                    let _ = r.actor.cast(RecorderMsg::Labels(labels));
+                }
+            }
+            RouterMsg::RecorderKeyframe { publisher, track_id } => {
+                let key = state.members.get(&publisher).and_then(|m| m.published.get(&track_id)).map(|p| p.key.clone());
+                if let Some(key) = key {
+                    request_keyframe(state, &key, None).await;
+                }
             }
             RouterMsg::Crash => panic!("fault injection: media router of {} crashed on purpose", state.meeting_id),
         }
@@ -455,6 +504,7 @@ impl Drop for Member {
 /// Takes a departing member out of the routes (as publisher and as subscriber) and the
 /// speaker detector.
 fn forget_member(state: &mut RouterState, user: Uuid) {
+    recorder_tracks_gone(state, user, None);
     state.forwarder.forget(user);
     state.speakers.retain(|u| *u != user);
     state.order.retain(|u| *u != user);
@@ -509,7 +559,9 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
             let (key, layers, codec) = (p.key.clone(), p.layers(), p.codec);
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, ?codec, "publishing");
-                state.forwarder.publish(user, track_id, key, codec);
+                let source = p.source;
+                state.forwarder.publish(user, track_id.clone(), key, codec);
+                record_track(state, user, track_id, source, codec);
                 replan_all(state).await;
             } else {
                 // A further simulcast layer: subscribers may choose it now.
@@ -544,6 +596,7 @@ async fn unpublish(state: &mut RouterState, user: Uuid, track_id: &str) {
     let Some(m) = state.members.get_mut(&user) else { return };
     if let Some(p) = m.published.remove(track_id) {
         tracing::info!(meeting_id = %state.meeting_id, %user, track = %p.key, "stopped publishing");
+        recorder_tracks_gone(state, user, Some(track_id));
         state.forwarder.unpublish(user, track_id);
         replan_all(state).await;
     }
@@ -591,6 +644,9 @@ async fn speaker_tick(state: &mut RouterState) {
     let _ = state
         .meeting
         .cast(MeetingMsg::MediaEvent { to: None, event: Event::ActiveSpeaker { user_id: change.current } });
+    if let Some(r) = &state.recorder {
+        let _ = r.actor.cast(RecorderMsg::Speaker(change.current));
+    }
     let depends: Vec<Uuid> = state
         .members
         .iter()
@@ -748,6 +804,97 @@ async fn pump_events(
     while let Some(event) = events.recv().await {
         if router.cast(RouterMsg::Peer { user_id, generation, event }).is_err() {
             return;
+        }
+    }
+}
+
+/// Where the recorder asks for keyframes: this router.
+struct RouterKeyframes(RouterRef);
+
+impl KeyframeSource for RouterKeyframes {
+    fn keyframe(&self, publisher: Uuid, track_id: Arc<str>) {
+        let _ = self.0.cast(RouterMsg::RecorderKeyframe { publisher, track_id });
+    }
+}
+
+/// Starts this part of the recording: a recorder (a linked child), tapping every track
+/// published so far; later tracks join it as they open (`record_track`).
+async fn start_recorder(myself: &RouterRef, state: &mut RouterState, start: RecordStart) -> Result<(), String> {
+    let Some(services) = state.recording.clone() else {
+        return Err("this node cannot record (no object storage)".into());
+    };
+    if state.recorder.is_some() {
+        return Ok(());
+    }
+    let (tap, packets) = Tap::new();
+    let args = RecorderArgs {
+        meeting_id: state.meeting_id,
+        capture: start.capture,
+        services,
+        labels: start.labels,
+        keyframes: Arc::new(RouterKeyframes(myself.clone())),
+        packets,
+    };
+    let (actor, _) = Actor::spawn_linked(None, RecorderActor, args, myself.get_cell())
+        .await
+        .map_err(|e| format!("recorder did not start: {e}"))?;
+    state.recorder = Some(ActiveRecorder { actor, tap });
+    let tracks: Vec<(Uuid, Arc<str>, MediaSource, Codec)> = state
+        .members
+        .iter()
+        .flat_map(|(u, m)| m.published.iter().map(|(t, p)| (*u, t.clone(), p.source, p.codec)))
+        .collect();
+    for (user, track_id, source, codec) in tracks {
+        record_track(state, user, track_id, source, codec);
+    }
+    if let (Some(r), Some(first)) = (&state.recorder, state.speakers.first()) {
+        let _ = r.actor.cast(RecorderMsg::Speaker(*first));
+    }
+    Ok(())
+}
+
+/// Stops the recorder, if any: it hands its tail to a task of its own before it replies.
+/// `finish`: the recording is over; otherwise only this part is.
+async fn stop_recorder(state: &mut RouterState, finish: bool) {
+    let Some(r) = state.recorder.take() else { return };
+    for (user, m) in &state.members {
+        for track_id in m.published.keys() {
+            state.forwarder.stop_recording(*user, track_id);
+        }
+    }
+    let stopped = ractor::call_t!(r.actor, |reply| RecorderMsg::Stop { finish, reply }, 5_000);
+    if let Err(e) = stopped {
+        tracing::warn!(meeting_id = %state.meeting_id, error = %e, "recorder did not answer its stop");
+        r.actor.stop(None);
+    }
+    let dropped = r.tap.dropped();
+    if dropped > 0 {
+        tracing::warn!(meeting_id = %state.meeting_id, dropped, "recording tap dropped packets (recorder behind)");
+    }
+}
+
+/// Taps a published track for the recorder, if recording.
+fn record_track(state: &RouterState, user: Uuid, track_id: Arc<str>, source: MediaSource, codec: Codec) {
+    let Some(r) = &state.recorder else { return };
+    let kind = match source {
+        MediaSource::Microphone => TrackKind::Audio,
+        MediaSource::Camera => TrackKind::Camera,
+        MediaSource::Screen => TrackKind::Screen,
+    };
+    state.forwarder.record(user, &track_id, r.tap.clone());
+    let _ = r.actor.cast(RecorderMsg::TrackStarted { publisher: user, track_id, kind, codec });
+}
+
+/// A publisher's track (`Some`) or all its tracks (`None`) stopped: their files end.
+fn recorder_tracks_gone(state: &RouterState, user: Uuid, track_id: Option<&str>) {
+    let Some(r) = &state.recorder else { return };
+    match track_id {
+        Some(t) => {
+            state.forwarder.stop_recording(user, t);
+            let _ = r.actor.cast(RecorderMsg::TrackEnded { publisher: user, track_id: Arc::from(t) });
+        }
+        None => {
+            let _ = r.actor.cast(RecorderMsg::PublisherGone { publisher: user });
         }
     }
 }

@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 use parley_core::meeting::{
     Analytics, Answer, Audience, CHAT_HISTORY, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
 };
+use parley_core::model::RecordingLayout;
 use parley_core::placement::Owner;
 use parley_core::protocol::{
     Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, Request, decode,
 };
 use parley_presence::{LoggedEvent, PresenceError, PresenceRecord};
 use parley_store::StoreError;
+use parley_store::recordings::Capture;
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use uuid::Uuid;
 
 use crate::error::LiveError;
-use crate::media_router::{MediaRouterActor, RouterArgs, RouterMsg, RouterRef};
+use crate::media_router::{MediaRouterActor, RecordStart, RouterArgs, RouterMsg, RouterRef};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, connections_group};
 use crate::presence_repair;
 use crate::transport::cast_node;
@@ -154,6 +156,10 @@ impl Actor for MeetingActor {
         // Restored participants get a full TTL to show up again.
         let last_seen = meeting.connected_users().into_iter().map(|u| (u, Instant::now())).collect();
         args.participants.store(meeting.participant_count() as u32, std::sync::atomic::Ordering::Relaxed);
+        if rehydrated && meeting.is_recording() {
+            // The recording goes on here (the next part): capture restarts once this is up.
+            let _ = myself.cast(MeetingMsg::ContinueRecording);
+        }
         Ok(MeetingState {
             meeting,
             conns: HashMap::new(),
@@ -229,6 +235,9 @@ impl Actor for MeetingActor {
         {
             state.router = None;
             state.media_peers.store(0, std::sync::atomic::Ordering::Relaxed);
+            if matches!(event, SupervisionEvent::ActorFailed(..)) && state.meeting.is_recording() {
+                let _ = _myself.cast(MeetingMsg::ContinueRecording);
+            }
             if let SupervisionEvent::ActorFailed(_, reason) = &event {
                 tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "media router failed; clients will reconnect media");
                 let shared = SharedEvent::new(EventFrame::unsequenced(
@@ -371,6 +380,16 @@ impl Actor for MeetingActor {
                 if let Some(Conn::Local(c)) = state.conns.get(&user_id) {
                     let _ = c.cast(ParticipantMsg::Crash);
                 }
+            }
+            MeetingMsg::ContinueRecording => {
+                if state.meeting.is_recording() && !state.meeting.is_ended() {
+                    continue_capture(&myself, state).await;
+                }
+            }
+            MeetingMsg::RecordingFailed { by, reason } => {
+                tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "recording stopped: capture failed");
+                let outcome = state.meeting.capture_failed(by);
+                perform(&myself, state, outcome.effects).await;
             }
             MeetingMsg::CrashMediaRouter => {
                 if let Some(r) = &state.router {
@@ -521,6 +540,11 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 deliver(&s, audience.iter().filter_map(|u| state.conns.get(u)), &shared);
             }
             Effect::PresenceUpsert(view) => {
+                if state.meeting.is_recording()
+                    && let Some(r) = &state.router
+                {
+                    let _ = r.cast(RouterMsg::Labels(state.meeting.display_names().into_iter().collect()));
+                }
                 let addr = state.conns.get(&view.user_id).map(|c| c.addr(&s.node));
                 let connection_id = addr.as_ref().map(|a| a.id.to_string()).unwrap_or_default();
                 let node = addr.map(|a| a.node).unwrap_or_else(|| s.node.clone());
@@ -549,6 +573,12 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                     detach(&s, &c, meeting_id, reason);
                 }
             }
+            Effect::Record { on: true, by } => {
+                if let Err(reason) = start_capture(myself, state, by).await {
+                    let _ = myself.cast(MeetingMsg::RecordingFailed { by, reason });
+                }
+            }
+            Effect::Record { on: false, .. } => stop_capture(state).await,
             Effect::BecameEmpty => {
                 state.grace_generation += 1;
                 let generation = state.grace_generation;
@@ -782,8 +812,70 @@ async fn router(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) -> Resu
         meeting: myself.clone(),
         config: state.services.media.clone(),
         peers_gauge: state.media_peers.clone(),
+        recording: state.services.recording.clone(),
     };
     let (r, _) = Actor::spawn_linked(None, MediaRouterActor, args, myself.get_cell()).await?;
     state.router = Some(r.clone());
     Ok(r)
+}
+
+/// Starts capture of a new recording by `by` (the core just turned recording on).
+async fn start_capture(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, by: Uuid) -> Result<(), String> {
+    let s = state.services.clone();
+    if s.recording.is_none() {
+        return Err("recording is not configured on this node".into());
+    }
+    let meeting_id = state.meeting.meeting_id();
+    let capture = s
+        .store
+        .start_recording(meeting_id, by, RecordingLayout::Speaker, &s.node)
+        .await
+        .map_err(|e| format!("the recording could not be created: {e}"))?;
+    begin_capture(myself, state, capture).await
+}
+
+/// Continues the meeting's recording here as its next part.
+async fn continue_capture(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) {
+    let s = state.services.clone();
+    let meeting_id = state.meeting.meeting_id();
+    let by = state.meeting.flags().recording_by.unwrap_or(state.meeting.host());
+    let result = match s.store.continue_recording(meeting_id, &s.node).await {
+        Ok(Some(capture)) => {
+            tracing::info!(%meeting_id, recording_id = %capture.recording_id, part = capture.part, "recording continues here");
+            begin_capture(myself, state, capture).await
+        }
+        Ok(None) => Err("no recording to continue".into()),
+        Err(e) => Err(format!("the recording could not be continued: {e}")),
+    };
+    if let Err(reason) = result {
+        let _ = myself.cast(MeetingMsg::RecordingFailed { by, reason });
+    }
+}
+
+async fn begin_capture(
+    myself: &ActorRef<MeetingMsg>,
+    state: &mut MeetingState,
+    capture: Capture,
+) -> Result<(), String> {
+    let recording_id = capture.recording_id;
+    let router = router(myself, state).await.map_err(|e| format!("media router did not start: {e}"))?;
+    let labels = state.meeting.display_names().into_iter().collect();
+    let start = RecordStart { capture, labels };
+    let started = ractor::call_t!(router, |reply| RouterMsg::Record { start: Some(start), reply }, 10_000)
+        .map_err(|e| format!("media router did not answer: {e}"))
+        .and_then(|r| r);
+    if started.is_err() {
+        // Nothing will be captured: end it so it does not stay "recording" forever.
+        let _ = state.services.store.finish_capture(recording_id, "").await;
+    }
+    started
+}
+
+/// Stops capture: the recorder hands over its tail before this returns, so the meeting may end
+/// (and its router stop) right after.
+async fn stop_capture(state: &mut MeetingState) {
+    let Some(router) = &state.router else { return };
+    if let Err(e) = ractor::call_t!(router, |reply| RouterMsg::Record { start: None, reply }, 10_000) {
+        tracing::warn!(meeting_id = %state.meeting.meeting_id(), error = %e, "media router did not stop the recording");
+    }
 }

@@ -46,6 +46,11 @@ pub enum MeetingMsg {
     CrashMediaRouter,
     /// From the media router: an event for one participant (`to`) or for everyone.
     MediaEvent { to: Option<Uuid>, event: parley_core::protocol::Event },
+    /// The meeting is being recorded but nothing here captures it (this actor took the meeting
+    /// over, or its media router restarted): continue the recording as its next part.
+    ContinueRecording,
+    /// Capture could not start or continue: recording is off again.
+    RecordingFailed { by: Uuid, reason: String },
 }
 
 impl ractor::Message for MeetingMsg {}

@@ -71,6 +71,7 @@ async fn scenario(
         subscribers,
         duration: Duration::from_secs(secs),
         rates,
+        ..Default::default()
     };
     eprintln!("bench-sfu: {name}");
     let latency_before = forward_latency(node).await;

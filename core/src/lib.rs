@@ -12,6 +12,7 @@
 //! - [`meeting`]: the live meeting state machine (requests in, reply and effects out).
 //! - [`password`], [`throttle`]: argon2 meeting passwords and password-guess throttling.
 //! - [`validate`]: field validation of user input (emails, titles, durations, time zones).
+//! - [`recording`]: object keys, capture manifests and the plan that joins a recording's parts.
 //! - [`protocol`]: the WebSocket protocol's requests, replies and events, JSON and MessagePack.
 
 pub mod join;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod password;
 pub mod placement;
 pub mod protocol;
+pub mod recording;
 pub mod recurrence;
 pub mod throttle;
 pub mod validate;

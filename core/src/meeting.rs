@@ -136,6 +136,9 @@ pub enum Effect {
     PersistRole { user_id: Uuid, role: Role },
     /// This user is out of the meeting (removed, denied, ended…): detach their connection.
     Detach { user_id: Uuid, reason: LeaveReason },
+    /// Capture of the meeting's recording starts (`on`, started by `by`) or stops: the meeting
+    /// actor drives its media router's recorder and the recording's rows.
+    Record { on: bool, by: Uuid },
     /// Nobody is left: start the grace period before ending.
     BecameEmpty,
     /// The meeting is over: persist the end and the analytics, clean presence, stop.
@@ -179,6 +182,9 @@ pub struct DurableFlags {
     pub locked: bool,
     pub chat_enabled: bool,
     pub recording: bool,
+    /// Who turned the recording on (it stops when they leave and no host or co-host remains).
+    #[serde(default)]
+    pub recording_by: Option<Uuid>,
     pub breakouts: Option<BreakoutsView>,
     /// Removed users (they may not rejoin this session).
     pub removed: Vec<Uuid>,
@@ -231,6 +237,8 @@ pub struct LiveMeeting {
     locked: bool,
     chat_enabled: bool,
     recording: bool,
+    /// Who turned the recording on.
+    recording_by: Option<Uuid>,
     sharer: Option<Uuid>,
     breakouts: Option<Breakouts>,
     chat: VecDeque<ChatMessage>,
@@ -251,6 +259,7 @@ impl LiveMeeting {
             locked: false,
             chat_enabled: true,
             recording: false,
+            recording_by: None,
             sharer: None,
             breakouts: None,
             chat: VecDeque::new(),
@@ -268,6 +277,7 @@ impl LiveMeeting {
             m.locked = f.locked;
             m.chat_enabled = f.chat_enabled;
             m.recording = f.recording;
+            m.recording_by = f.recording_by;
             m.breakouts = f.breakouts.map(|b| Breakouts { rooms: b.rooms, assignments: b.assignments, open: b.open });
             m.removed = f.removed.into_iter().collect();
             m.roles = f.roles;
@@ -284,12 +294,36 @@ impl LiveMeeting {
         m
     }
 
+    /// Everyone present's display name (the recording's tile and transcript labels).
+    pub fn display_names(&self) -> BTreeMap<Uuid, String> {
+        self.participants.values().map(|p| (p.user_id, p.display_name.clone())).collect()
+    }
+
+    /// Whether the meeting is being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording
+    }
+
+    /// Capture could not start (or continue): the recording is off again, and everyone is told.
+    pub fn capture_failed(&mut self, by: Uuid) -> Outcome {
+        if !self.recording {
+            return Outcome::default();
+        }
+        self.recording = false;
+        self.recording_by = None;
+        Outcome {
+            reply: None,
+            effects: vec![Effect::Broadcast { scope: Scope::Everyone, event: Event::RecordingStopped { by } }],
+        }
+    }
+
     /// The flags to mirror so a restart can restore them.
     pub fn flags(&self) -> DurableFlags {
         DurableFlags {
             locked: self.locked,
             chat_enabled: self.chat_enabled,
             recording: self.recording,
+            recording_by: self.recording_by,
             breakouts: self.breakouts.as_ref().map(Breakouts::view),
             removed: self.removed.iter().copied().collect(),
             roles: self.roles.clone(),
@@ -451,6 +485,16 @@ impl LiveMeeting {
             fx.push(Effect::Broadcast { scope: Scope::Everyone, event: Event::ScreenShareStopped { user_id: user } });
         }
         fx.push(Effect::Broadcast { scope: Scope::Everyone, event: Event::ParticipantLeft { user_id: user, reason } });
+        // The recording's host left and nobody is left who could stop it: it stops.
+        if self.recording
+            && self.recording_by == Some(user)
+            && !self.participants.values().any(|p| p.role.is_moderator())
+        {
+            self.recording = false;
+            self.recording_by = None;
+            fx.push(Effect::Broadcast { scope: Scope::Everyone, event: Event::RecordingStopped { by: user } });
+            fx.push(Effect::Record { on: false, by: user });
+        }
         if self.participants.is_empty() && !self.ended {
             fx.push(Effect::BecameEmpty);
         }
@@ -500,6 +544,11 @@ impl LiveMeeting {
         }
         self.participants.clear();
         self.sharer = None;
+        if self.recording {
+            self.recording = false;
+            fx.push(Effect::Record { on: false, by: self.recording_by.or(by).unwrap_or(self.cfg.host) });
+            self.recording_by = None;
+        }
         fx.push(Effect::Ended { reason, analytics });
         fx
     }
@@ -745,9 +794,13 @@ impl LiveMeeting {
                     return Outcome::reply(ReplyData::Done, Vec::new());
                 }
                 self.recording = *on;
+                self.recording_by = on.then_some(user);
                 let event =
                     if *on { Event::RecordingStarted { by: user } } else { Event::RecordingStopped { by: user } };
-                Outcome::reply(ReplyData::Done, vec![Effect::Broadcast { scope: Scope::Everyone, event }])
+                Outcome::reply(
+                    ReplyData::Done,
+                    vec![Effect::Broadcast { scope: Scope::Everyone, event }, Effect::Record { on: *on, by: user }],
+                )
             }
             Request::EndMeeting => {
                 if !is_host {

@@ -163,16 +163,28 @@ string_enum! {
 }
 
 string_enum! {
-    /// How far a recording has got through the processing pipeline.
+    /// How far a recording has got, from capture through the processing pipeline.
     ProcessingStatus as "processing_status" {
-        /// Uploaded, waiting for a worker.
+        /// The media node is capturing it.
+        Recording => "recording",
+        /// Captured and in object storage, waiting for a worker.
         Queued => "queued",
-        /// A worker is making the thumbnail, MP4 and transcript.
+        /// A worker is making the MP4, thumbnail and transcript (`progress` says how far).
         Processing => "processing",
-        /// All outputs are in object storage.
-        Completed => "completed",
+        /// All outputs are in object storage (the seed's `completed`).
+        Ready => "ready",
         /// Gave up; `error` says why.
         Failed => "failed",
+    }
+}
+
+string_enum! {
+    /// How the composed recording lays out video.
+    RecordingLayout as "recording_layout" {
+        /// The active speaker large (a screen share larger still), the others in a strip.
+        Speaker => "speaker",
+        /// Everyone in a grid.
+        Gallery => "gallery",
     }
 }
 

@@ -42,6 +42,7 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{TransportLayerNack, n
 use webrtc::media_stream::track_local::TrackLocalEvent;
 
 use crate::LoadError;
+use crate::real::{self, RealMedia, RealStream};
 use crate::signal::{Api, Signal};
 use crate::synth::{self, Phase, Stamp};
 
@@ -49,7 +50,7 @@ use crate::synth::{self, Phase, Stamp};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// What a participant publishes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
     pub video: bool,
     pub audio: bool,
@@ -57,13 +58,29 @@ pub struct Publish {
     pub simulcast: bool,
     /// Offer only H.264 for video (as a browser without VP8 would) and send H.264 payloads.
     pub h264: bool,
+    /// Decodable media for the camera and microphone instead of synthetic payloads
+    /// ([`Publish::with_real_media`]). One VP8 layer: not with `simulcast` or `h264`.
+    pub real: Option<Arc<RealMedia>>,
 }
 
 impl Publish {
-    pub const NOTHING: Publish = Publish { video: false, audio: false, simulcast: false, h264: false };
-    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false, h264: false };
-    pub const SIMULCAST_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: true, h264: false };
-    pub const H264_CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false, h264: true };
+    pub const NOTHING: Publish = Publish { video: false, audio: false, simulcast: false, h264: false, real: None };
+    pub const CAMERA_AND_MIC: Publish = Publish { video: true, audio: true, simulcast: false, h264: false, real: None };
+    pub const SIMULCAST_CAMERA_AND_MIC: Publish =
+        Publish { video: true, audio: true, simulcast: true, h264: false, real: None };
+    pub const H264_CAMERA_AND_MIC: Publish =
+        Publish { video: true, audio: true, simulcast: false, h264: true, real: None };
+
+    /// The camera and microphone send `media` (VP8 and Opus, looped in real time) instead of
+    /// synthetic payloads, from the moment [`Participant::connect_media`] connects, as a
+    /// browser does; [`Participant::publish`] takes the sending over (to count it, to stop it),
+    /// carrying on the same streams. Of [`Rates`], only `audio_level` applies to real media.
+    /// Receivers count its packets as [`StreamStats::unstamped`], without latency. The screen
+    /// stays synthetic.
+    pub fn with_real_media(mut self, media: Arc<RealMedia>) -> Publish {
+        self.real = Some(media);
+        self
+    }
 }
 
 /// The simulcast layers a simulcast camera sends, lowest first: RID, packets per frame,
@@ -86,6 +103,9 @@ pub struct StreamStats {
     pub last_sequence_number: u16,
     /// The negotiated codec's MIME type (`video/VP8`, `video/H264`, `audio/opus`).
     pub codec: String,
+    /// Packets without a synthetic stamp (real media, [`Publish::with_real_media`]): in
+    /// `packets` too, never in `measured`, `warm_up` or the latencies.
+    pub unstamped: u64,
 }
 
 /// What a participant received.
@@ -111,7 +131,7 @@ struct Shared {
     /// The same, by the SSRC they named.
     keyframe_requests_by_ssrc: Mutex<HashMap<u32, u64>>,
     /// Streams (SSRCs) whose next frame is a keyframe (the server asked for one).
-    force_keyframe: Mutex<std::collections::HashSet<u32>>,
+    force_keyframe: Arc<Mutex<std::collections::HashSet<u32>>>,
     /// Video tracks we receive and their SSRC (REMB names them).
     remote_video: Mutex<Vec<(Arc<dyn TrackRemote>, u32)>>,
     /// Receive-side loss injection: drop the first copy of every Nth VP8 packet (0 = none).
@@ -138,6 +158,9 @@ struct LocalTrack {
     /// Video in H.264 (else VP8).
     h264: bool,
     streams: Vec<SendStream>,
+    /// Held by the real-media sender of this track: a new one waits for the old one to stop,
+    /// then carries on its sequence numbers and timestamps.
+    sending: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// One RTP stream of a track. Its sequence number and timestamp carry on across
@@ -173,6 +196,10 @@ pub struct Participant {
     tracks: Vec<LocalTrack>,
     screen_sender: Option<Arc<dyn webrtc::rtp_transceiver::RtpSender>>,
     bind_ip: String,
+    /// Decodable media to send on the camera and microphone instead of synthetic payloads.
+    real: Option<Arc<RealMedia>>,
+    /// Real media sending since `connect_media`, by source, until `publish` takes over.
+    auto: Mutex<HashMap<&'static str, Publisher>>,
 }
 
 impl Participant {
@@ -199,7 +226,7 @@ impl Participant {
             offers_answered: AtomicU32::new(0),
             keyframe_requests: AtomicU64::new(0),
             keyframe_requests_by_ssrc: Mutex::new(HashMap::new()),
-            force_keyframe: Mutex::new(Default::default()),
+            force_keyframe: Arc::default(),
             remote_video: Mutex::new(Vec::new()),
             drop_every: AtomicU32::new(0),
             dropped: Arc::new(AtomicU64::new(0)),
@@ -230,12 +257,19 @@ impl Participant {
             tracks: Vec::new(),
             screen_sender: None,
             bind_ip,
+            real: None,
+            auto: Mutex::new(HashMap::new()),
         })
     }
 
     /// Sets up media: offers `publish` (or receive-only transceivers), applies the answer and
     /// waits until the connection is up.
     pub async fn connect_media(&mut self, publish: Publish) -> Result<(), LoadError> {
+        if publish.real.is_some() && publish.video && (publish.simulcast || publish.h264) {
+            return Err(LoadError::Media("real media is one VP8 layer: no simulcast, no H.264".to_owned()));
+        }
+        self.real = publish.real.clone();
+        let first_new_track = self.tracks.len();
         let shared = self.shared.clone();
         let _signalling = shared.signalling.lock().await;
         let pc = self.build_peer(publish.h264).await?;
@@ -251,7 +285,8 @@ impl Participant {
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-camera", self.user_id), json!("camera"));
             let h264 = publish.h264;
-            self.tracks.push(LocalTrack { track: t, source: "camera", kind: RtpCodecKind::Video, h264, streams });
+            let kind = RtpCodecKind::Video;
+            self.tracks.push(LocalTrack { track: t, source: "camera", kind, h264, streams, sending: Arc::default() });
         }
         if publish.audio {
             let streams = vec![SendStream::new(None)];
@@ -259,7 +294,8 @@ impl Participant {
             pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
             sources.insert(format!("{}-microphone", self.user_id), json!("microphone"));
             let kind = RtpCodecKind::Audio;
-            self.tracks.push(LocalTrack { track: t, source: "microphone", kind, h264: false, streams });
+            let (source, sending) = ("microphone", Arc::default());
+            self.tracks.push(LocalTrack { track: t, source, kind, h264: false, streams, sending });
         }
         for t in &self.tracks {
             // Drain the RTCP the server sends about our tracks (the stack's queue is bounded);
@@ -292,6 +328,14 @@ impl Participant {
             .await
             .map_err(|_| LoadError::Media(format!("not connected within {CONNECT_TIMEOUT:?}")))?
             .map_err(|_| LoadError::Media("peer closed".to_owned()))?;
+        if self.real.is_some() {
+            // Real media flows from now on, as a browser's camera does.
+            let new: Vec<&'static str> = self.tracks[first_new_track..].iter().map(|t| t.source).collect();
+            for source in new {
+                let publisher = self.publish_sources(&[source], Rates::default());
+                lock(&self.auto).insert(source, publisher);
+            }
+        }
         Ok(())
     }
 
@@ -350,7 +394,8 @@ impl Participant {
         Ok(pc)
     }
 
-    /// Starts sending synthetic media on the published tracks.
+    /// Starts sending media on the published tracks: synthetic, or the real media of
+    /// [`Publish::with_real_media`] (taking over from the sending `connect_media` started).
     pub fn publish(&self, rates: Rates) -> Publisher {
         self.publish_sources(&["camera", "microphone"], rates)
     }
@@ -358,9 +403,15 @@ impl Participant {
     /// Starts sending on the published tracks of these sources only.
     pub fn publish_sources(&self, sources: &[&str], rates: Rates) -> Publisher {
         let control = Arc::new(PublishControl::default());
+        // Real media sending since `connect_media` stops; the new senders wait for it.
+        lock(&self.auto).retain(|source, _| !sources.contains(source));
         for track in self.tracks.iter().filter(|t| sources.contains(&t.source)) {
             let (track, control, shared) = (track.clone(), control.clone(), self.shared.clone());
             let pc = lock(&self.shared.pc).clone();
+            let real = self
+                .real
+                .clone()
+                .filter(|_| matches!(track.source, "camera" | "microphone") && !track.h264 && track.streams.len() == 1);
             tokio::spawn(async move {
                 let sdp = match pc {
                     Some(pc) => pc.local_description().await.map(|d| d.sdp).unwrap_or_default(),
@@ -372,7 +423,23 @@ impl Participant {
                     mid: extmap_id(&sdp, MID_URI).zip(mid_of_track(&sdp, &track_id)),
                     rid: extmap_id(&sdp, RID_URI),
                 };
-                send_media(track, shared, control, rates, extensions).await;
+                match (real, track.streams.first().cloned()) {
+                    (Some(media), Some(stream)) => {
+                        let s = RealStream {
+                            track: track.track.clone(),
+                            ssrc: stream.ssrc,
+                            next: stream.next.clone(),
+                            audio_level: extensions.audio_level.map(|id| (id, rates.audio_level)),
+                        };
+                        let _turn = track.sending.lock().await;
+                        if track.kind == RtpCodecKind::Video {
+                            real::send_video(s, media, control, shared.force_keyframe.clone()).await;
+                        } else {
+                            real::send_audio(s, media, control).await;
+                        }
+                    }
+                    _ => send_media(track, shared, control, rates, extensions).await,
+                }
             });
         }
         Publisher { control }
@@ -387,7 +454,8 @@ impl Participant {
         let t = local_track(self.user_id, "screen", RtpCodecKind::Video, vp8(), &streams);
         let sender = pc.add_track(t.clone() as Arc<dyn TrackLocal>).await.map_err(rtc_err)?;
         tokio::spawn(watch_feedback(t.clone(), self.shared.clone()));
-        self.tracks.push(LocalTrack { track: t, source: "screen", kind: RtpCodecKind::Video, h264: false, streams });
+        let (kind, sending) = (RtpCodecKind::Video, Arc::default());
+        self.tracks.push(LocalTrack { track: t, source: "screen", kind, h264: false, streams, sending });
         self.screen_sender = Some(sender);
         self.offer_again(&pc).await?;
         self.signal.ok(json!({"type": "screen_share_start"})).await.map(|_| ())
@@ -550,26 +618,31 @@ impl Default for Rates {
 /// Controls a publisher's sending.
 #[derive(Default)]
 pub struct PublishControl {
-    phase: AtomicU8,
-    stop: AtomicBool,
+    pub(crate) phase: AtomicU8,
+    pub(crate) stop: AtomicBool,
     /// Measured packets sent, video and audio.
-    sent_video: AtomicU64,
-    sent_audio: AtomicU64,
-    /// Current audio level (0..=127), 255 = as in `Rates`.
-    level: AtomicU8,
+    pub(crate) sent_video: AtomicU64,
+    pub(crate) sent_audio: AtomicU64,
+    /// Current audio level + 1 (1..=128); 0 = as in `Rates`.
+    pub(crate) level: AtomicU8,
     /// Simulcast layers not being sent: bit `i` for `SIMULCAST_LAYERS[i]`.
     paused_layers: AtomicU8,
 }
 
 /// A running publisher.
 pub struct Publisher {
-    control: Arc<PublishControl>,
+    pub(crate) control: Arc<PublishControl>,
 }
 
 impl Publisher {
     /// From now on packets count (their index restarts at 0).
     pub fn measure(&self) {
         self.control.phase.store(Phase::Measure as u8, Ordering::Release);
+    }
+
+    /// Stops counting (and stamping) packets as measured; sending goes on.
+    pub(crate) fn end_measure(&self) {
+        self.control.phase.store(Phase::WarmUp as u8, Ordering::Release);
     }
 
     /// Stops (or resumes) sending simulcast layer `rid`, as a browser does when its uplink is
@@ -757,7 +830,7 @@ fn mid_of_track(sdp: &str, track_id: &str) -> Option<u32> {
         })
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     Uuid::new_v4().as_u128() as u32
 }
 
@@ -778,11 +851,11 @@ fn h264() -> RTCRtpCodec {
     }
 }
 
-fn vp8() -> RTCRtpCodec {
+pub(crate) fn vp8() -> RTCRtpCodec {
     RTCRtpCodec { mime_type: "video/VP8".into(), clock_rate: 90_000, ..Default::default() }
 }
 
-fn opus() -> RTCRtpCodec {
+pub(crate) fn opus() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: "audio/opus".into(),
         clock_rate: 48_000,
@@ -840,21 +913,28 @@ async fn apply_remote_set(shared: &Shared, pc: &Arc<dyn PeerConnection>) {
 /// make the next video frame a keyframe.
 async fn watch_feedback(track: Arc<TrackLocalStaticRTP>, shared: Arc<Shared>) {
     while let Some(event) = track.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else { continue };
-        for p in &packets {
-            let any = p.as_any();
-            let ssrc = if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                pli.media_ssrc
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc)
-            } else {
-                continue;
-            };
+        for ssrc in keyframe_requests_in(&event) {
             shared.keyframe_requests.fetch_add(1, Ordering::Relaxed);
             *lock(&shared.keyframe_requests_by_ssrc).entry(ssrc).or_default() += 1;
             lock(&shared.force_keyframe).insert(ssrc);
         }
     }
+}
+
+/// The SSRCs the keyframe requests (PLI, FIR) in a track's RTCP event name.
+pub(crate) fn keyframe_requests_in(event: &TrackLocalEvent) -> Vec<u32> {
+    let TrackLocalEvent::OnRtcpPacket(packets) = event else { return Vec::new() };
+    packets
+        .iter()
+        .filter_map(|p| {
+            let any = p.as_any();
+            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
+                Some(pli.media_ssrc)
+            } else {
+                any.downcast_ref::<FullIntraRequest>().map(|fir| fir.fir.first().map_or(fir.media_ssrc, |e| e.ssrc))
+            }
+        })
+        .collect()
 }
 
 /// Where the loss injector sits: closest to the wire, before every built-in interceptor reads.
@@ -1022,7 +1102,7 @@ async fn count_track(track: Arc<dyn TrackRemote>, shared: Arc<Shared>) {
                 }
             }
             Some(_) => s.warm_up += 1,
-            None => {}
+            None => s.unstamped += 1,
         }
     }
 }

@@ -4,20 +4,40 @@
 //! Phases: join everybody → connect media → warm up (publishers send; wait until every
 //! participant receives every other publisher) → measure for the duration (packet indices
 //! restart at 0, so loss is counted only over the measured window) → summary.
+//!
+//! With [`LoadTest::record`], publishers send real media ([`RealMedia`], so the recording
+//! decodes), the host turns recording on as the measured window opens and off after the
+//! recording time (publishers keep sending until then, if that is longer than the window),
+//! then polls the recording until it is `ready` or `failed`. Real payloads carry no stamp:
+//! latency is not measured, and loss comes from packet counts over the window (approximate at
+//! its edges by the packets in flight).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use serde::Serialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::LoadError;
 use crate::participant::{Participant, Publish, Rates};
+use crate::real::RealMedia;
 use crate::signal::Api;
 
 /// How many participants join or connect at once.
 const CONCURRENCY: usize = 16;
 /// How long the warm-up may take to reach everyone.
 const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopped recording may take to be `ready` or `failed`, by default.
+pub const RECORD_TIMEOUT: Duration = Duration::from_secs(300);
+/// Distinct real-media sources generated for a recorded run (publishers share them in turn).
+const REAL_VARIANTS: usize = 8;
+/// One pass of a generated source, and its size.
+const REAL_SECONDS: u32 = 10;
+const REAL_SIZE: (u32, u32) = (640, 360);
+/// How often the recording's status is polled.
+const RECORD_POLL: Duration = Duration::from_secs(1);
 
 /// A load test's parameters.
 #[derive(Debug, Clone)]
@@ -30,6 +50,44 @@ pub struct LoadTest {
     pub subscribers: usize,
     pub duration: Duration,
     pub rates: Rates,
+    /// Record the meeting for this long (`--record SECS`); publishers then send real media.
+    pub record: Option<Duration>,
+    /// How long to wait, after recording stopped, for the recording to be `ready` or `failed`.
+    pub record_timeout: Duration,
+}
+
+impl Default for LoadTest {
+    fn default() -> Self {
+        LoadTest {
+            url: "http://127.0.0.1:8080".to_owned(),
+            secret: Vec::new(),
+            publishers: 1,
+            subscribers: 1,
+            duration: Duration::from_secs(10),
+            rates: Rates::default(),
+            record: None,
+            record_timeout: RECORD_TIMEOUT,
+        }
+    }
+}
+
+/// What became of the recording of a recorded run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordingSummary {
+    /// The newest recording of the meeting (`None` if none appeared).
+    pub id: Option<String>,
+    /// `ready` or `failed`; the last status seen if neither came in time (`unknown`: none).
+    pub status: String,
+    /// From sending `recording` off to `ready`/`failed`; `None` if neither came in time.
+    pub seconds_to_ready: Option<f64>,
+    /// `duration_ms` of the `recording.mp4` artifact, in seconds.
+    pub mp4_duration_s: Option<f64>,
+    /// The recording's artifacts as the API lists them (`name`, `key`, `content_type`, `size`,
+    /// `duration_ms`?).
+    pub artifacts: Vec<Value>,
+    /// The recording's `error`, or why its status is not known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Milliseconds at percentiles.
@@ -55,6 +113,12 @@ pub struct Summary {
     pub packets_expected: u64,
     pub packets_received: u64,
     pub duration_s: f64,
+    /// Publishers sent real media (no stamps: `latency_ms` is 0, loss from packet counts).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub real_media: bool,
+    /// With [`LoadTest::record`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingSummary>,
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -92,6 +156,13 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     if total < 2 || t.publishers == 0 {
         return Err(LoadError::Media("need at least one publisher and two participants".to_owned()));
     }
+    let real = match t.record {
+        Some(_) => {
+            progress("encoding real media with ffmpeg");
+            Some(generate_real(t.publishers.min(REAL_VARIANTS)).await?)
+        }
+        None => None,
+    };
     progress(&format!("creating {total} users and a meeting on {}", t.url));
     let users = in_batches((0..total).collect(), |i| {
         let api = api.clone();
@@ -116,9 +187,13 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     let mut rest = people.drain(..).enumerate().collect::<Vec<_>>();
     while !rest.is_empty() {
         let batch: Vec<_> = rest.drain(..rest.len().min(CONCURRENCY)).collect();
-        let results = join_all(batch.into_iter().map(|(i, mut p)| async move {
-            let publish = if i < t.publishers { Publish::CAMERA_AND_MIC } else { Publish::NOTHING };
-            p.connect_media(publish).await.map(|_| p)
+        let results = join_all(batch.into_iter().map(|(i, mut p)| {
+            let publish = match (i < t.publishers, &real) {
+                (false, _) => Publish::NOTHING,
+                (true, None) => Publish::CAMERA_AND_MIC,
+                (true, Some(m)) => Publish::CAMERA_AND_MIC.with_real_media(m[i % m.len()].clone()),
+            };
+            async move { p.connect_media(publish).await.map(|_| p) }
         }))
         .await;
         for r in results {
@@ -170,37 +245,63 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
 
     progress(&format!("measuring for {:?}", t.duration));
     window(true);
+    let publisher_ids: Vec<Uuid> = people[..t.publishers].iter().map(|p| p.user_id).collect();
+    let unstamped_before = unstamped(&people, &publisher_ids);
     for p in &publishers {
         p.measure();
     }
     let started = Instant::now();
+    let host = &people[0];
+    // When recording was turned on, and when off.
+    let mut recording: Option<(Instant, Option<Instant>)> = None;
+    if let Some(secs) = t.record {
+        host.signal.ok(json!({"type": "recording", "on": true})).await?;
+        progress(&format!("recording for {secs:?}"));
+        recording = Some((Instant::now(), None));
+    }
     let mut latencies: Vec<u32> = Vec::new();
     while started.elapsed() < t.duration {
-        tokio::time::sleep(Duration::from_millis(500).min(t.duration.saturating_sub(started.elapsed()))).await;
+        let mut nap = Duration::from_millis(500).min(t.duration.saturating_sub(started.elapsed()));
+        if let (Some(secs), Some((on, None))) = (t.record, recording) {
+            nap = nap.min(secs.saturating_sub(on.elapsed()));
+        }
+        tokio::time::sleep(nap).await;
         for p in &people {
             latencies.extend(p.take_latencies());
         }
+        if let (Some(secs), Some((on, off @ None))) = (t.record, recording.as_mut())
+            && on.elapsed() >= secs
+        {
+            host.signal.ok(json!({"type": "recording", "on": false})).await?;
+            *off = Some(Instant::now());
+        }
     }
     for p in &publishers {
-        p.stop();
+        p.end_measure();
     }
     let elapsed = started.elapsed();
     window(false);
+    let sent: Vec<(u64, u64)> = publishers.iter().map(|p| p.sent()).collect();
+    // Real media: what arrived over the window, counted now (later arrivals are sent after it).
+    let unstamped_after = unstamped(&people, &publisher_ids);
     // Let the packets in flight arrive.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent: Vec<(u64, u64)> = publishers.iter().map(|p| p.sent()).collect();
     let (mut expected, mut received) = (0u64, 0u64);
-    for p in &people {
+    for (k, p) in people.iter().enumerate() {
         latencies.extend(p.take_latencies());
         let r = p.received();
-        for (i, publisher) in people[..t.publishers].iter().enumerate() {
-            if publisher.user_id == p.user_id {
+        for (i, publisher) in publisher_ids.iter().enumerate() {
+            if *publisher == p.user_id {
                 continue;
             }
             let (v, a) = sent[i];
             expected += v + a;
-            for (source, _) in [("camera", v), ("microphone", a)] {
-                if let Some(s) = r.streams.get(&format!("{}:{source}", publisher.user_id)) {
+            if real.is_some() {
+                received += unstamped_after[k][i].saturating_sub(unstamped_before[k][i]).min(v + a);
+                continue;
+            }
+            for source in ["camera", "microphone"] {
+                if let Some(s) = r.streams.get(&format!("{publisher}:{source}")) {
                     received += s.measured.distinct();
                 }
             }
@@ -208,6 +309,27 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     }
     let mut lat_ms: Vec<f64> = latencies.iter().map(|us| f64::from(*us) / 1000.0).collect();
     lat_ms.sort_by(f64::total_cmp);
+    let recording = match (t.record, recording) {
+        (Some(secs), Some((on, off))) => {
+            let off = match off {
+                Some(off) => off,
+                None => {
+                    tokio::time::sleep(secs.saturating_sub(on.elapsed())).await;
+                    host.signal.ok(json!({"type": "recording", "on": false})).await?;
+                    Instant::now()
+                }
+            };
+            for p in &publishers {
+                p.stop();
+            }
+            progress(&format!("recording stopped; waiting up to {:?} for it", t.record_timeout));
+            Some(await_recording(&api, host.meeting_id, host.user_id, off, t.record_timeout).await)
+        }
+        _ => None,
+    };
+    for p in &publishers {
+        p.stop();
+    }
     for p in people {
         p.leave().await;
     }
@@ -230,5 +352,139 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
         packets_expected: expected,
         packets_received: received,
         duration_s: elapsed.as_secs_f64(),
+        real_media: real.is_some(),
+        recording,
     })
+}
+
+/// `n` distinct real-media sources, encoded concurrently.
+async fn generate_real(n: usize) -> Result<Vec<Arc<RealMedia>>, LoadError> {
+    let jobs = (0..n.max(1)).map(|i| {
+        tokio::task::spawn_blocking(move || {
+            RealMedia::generate(REAL_SECONDS, REAL_SIZE.0, REAL_SIZE.1, &format!("publisher {i}"))
+        })
+    });
+    join_all(jobs)
+        .await
+        .into_iter()
+        .map(|r| r.map_err(|e| LoadError::Media(format!("encoding real media: {e}")))?.map(Arc::new))
+        .collect()
+}
+
+/// Unstamped packets each participant received so far of each publisher (camera and
+/// microphone together): `[participant][publisher]`.
+fn unstamped(people: &[Participant], publishers: &[Uuid]) -> Vec<Vec<u64>> {
+    people
+        .iter()
+        .map(|p| {
+            let r = p.received();
+            publishers
+                .iter()
+                .map(|u| {
+                    ["camera", "microphone"]
+                        .iter()
+                        .filter_map(|source| r.streams.get(&format!("{u}:{source}")))
+                        .map(|s| s.unstamped)
+                        .sum()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Polls the meeting's newest recording until it is `ready` or `failed` (or `timeout` passes
+/// since `stopped`), then reads its artifacts.
+pub async fn await_recording(
+    api: &Api,
+    meeting: Uuid,
+    user: Uuid,
+    stopped: Instant,
+    timeout: Duration,
+) -> RecordingSummary {
+    let mut summary = RecordingSummary {
+        id: None,
+        status: "unknown".to_owned(),
+        seconds_to_ready: None,
+        mp4_duration_s: None,
+        artifacts: Vec::new(),
+        error: None,
+    };
+    loop {
+        match api.recordings(meeting, user).await {
+            Ok(list) => {
+                if let Some(newest) = list.first() {
+                    summary.id = newest["recording_id"].as_str().map(str::to_owned);
+                    summary.status = newest["status"].as_str().unwrap_or("unknown").to_owned();
+                }
+                summary.error = None;
+            }
+            Err(e) => summary.error = Some(e.to_string()),
+        }
+        if matches!(summary.status.as_str(), "ready" | "failed") {
+            summary.seconds_to_ready = Some(stopped.elapsed().as_secs_f64());
+            break;
+        }
+        if stopped.elapsed() >= timeout {
+            let last = summary.error.take().map(|e| format!(" (last error: {e})")).unwrap_or_default();
+            summary.error = Some(format!("neither ready nor failed within {timeout:?}{last}"));
+            return summary;
+        }
+        tokio::time::sleep(RECORD_POLL).await;
+    }
+    let Some(id) = summary.id.clone() else { return summary };
+    match api.recording(&id, user).await {
+        Ok(detail) => apply_detail(&mut summary, &detail),
+        Err(e) => summary.error = Some(e.to_string()),
+    }
+    summary
+}
+
+/// Takes a recording's detail reply (`{"recording_id", "status", "error", "artifacts": […]}`)
+/// into the summary: its artifacts, the MP4's duration, its error.
+fn apply_detail(summary: &mut RecordingSummary, detail: &Value) {
+    summary.artifacts = detail["artifacts"].as_array().cloned().unwrap_or_default();
+    summary.mp4_duration_s = summary
+        .artifacts
+        .iter()
+        .find(|a| a["name"] == "recording.mp4")
+        .and_then(|a| a["duration_ms"].as_f64())
+        .map(|ms| ms / 1000.0);
+    if let Some(status) = detail["status"].as_str() {
+        summary.status = status.to_owned();
+    }
+    summary.error = detail["error"].as_str().filter(|e| !e.is_empty()).map(str::to_owned);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recording_detail_gives_the_mp4_duration_and_the_artifacts() {
+        let mut s = RecordingSummary {
+            id: Some("r1".to_owned()),
+            status: "ready".to_owned(),
+            seconds_to_ready: Some(4.5),
+            mp4_duration_s: None,
+            artifacts: Vec::new(),
+            error: None,
+        };
+        let detail = json!({"recording_id": "r1", "status": "ready", "error": null, "artifacts": [
+            {"name": "u1-camera.webm", "key": "k1", "content_type": "video/webm", "size": 10, "duration_ms": 30010},
+            {"name": "recording.mp4", "key": "k2", "content_type": "video/mp4", "size": 20, "duration_ms": 29980},
+            {"name": "manifest.json", "key": "k3", "content_type": "application/json", "size": 1},
+        ]});
+        apply_detail(&mut s, &detail);
+        assert_eq!(s.mp4_duration_s, Some(29.98));
+        assert_eq!(s.artifacts.len(), 3);
+        assert_eq!(s.error, None);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["seconds_to_ready"], 4.5);
+        assert!(v.get("error").is_none());
+        apply_detail(&mut s, &json!({"status": "failed", "error": "ffmpeg exited 1", "artifacts": []}));
+        assert_eq!(
+            (s.status.as_str(), s.error.as_deref(), s.mp4_duration_s),
+            ("failed", Some("ffmpeg exited 1"), None)
+        );
+    }
 }

@@ -68,6 +68,34 @@ impl Api {
         Ok(v)
     }
 
+    async fn get(&self, path: &str, token: &str) -> Result<Value, LoadError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| LoadError::Http(format!("GET {path}: {e}")))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            return Err(LoadError::Http(format!("GET {path}: {status}: {v}")));
+        }
+        Ok(v)
+    }
+
+    /// A meeting's recordings as `user` sees them (`GET /api/meetings/{id}/recordings`): the
+    /// reply's `recordings`, newest first.
+    pub async fn recordings(&self, meeting: Uuid, user: Uuid) -> Result<Vec<Value>, LoadError> {
+        let v = self.get(&format!("/api/meetings/{meeting}/recordings"), &self.token(&user.to_string(), false)).await?;
+        Ok(v["recordings"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// One recording as `user` sees it (`GET /api/recordings/{id}`): status, error, artifacts.
+    pub async fn recording(&self, recording: &str, user: Uuid) -> Result<Value, LoadError> {
+        self.get(&format!("/api/recordings/{recording}"), &self.token(&user.to_string(), false)).await
+    }
+
     /// Registers a user; returns its id.
     pub async fn create_user(&self, name: &str) -> Result<Uuid, LoadError> {
         let email = format!("{}-{}@loadtest.invalid", name.to_lowercase().replace(' ', "-"), Uuid::new_v4().simple());

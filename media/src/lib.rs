@@ -27,6 +27,10 @@
 //!   connection's interceptor chain. Configured so, the node's peers share one UDP port:
 //!   [`socket`] drives them all as sans-IO `rtc` connections from one socket.
 //!
+//! - **Recording** [`record`] (the capture half, no decoding): a published track's RTP, as the
+//!   forwarder's tap ([`forward::Forwarder::record`]) hands it over, into whole frames and a
+//!   Matroska/WebM file written as it goes ([`record::TrackWriter`]).
+//!
 //! Dependencies point one way: [`peer`] builds on [`socket`], both on [`track`]/[`codec`]
 //! (which know neither: an outgoing track reaches the shared socket through
 //! `track::SocketLink`, which the socket implements); [`forward`] needs only [`track`],
@@ -49,6 +53,7 @@ pub mod nack_cache;
 pub mod peer;
 pub mod placement;
 pub mod pli;
+pub mod record;
 pub mod rewrite;
 pub mod sdp;
 pub mod socket;

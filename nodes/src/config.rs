@@ -37,6 +37,8 @@ pub enum ConfigError {
     IncompleteTls(&'static str),
     #[error("invalid media setting: {0}")]
     BadMedia(String),
+    #[error("invalid recording setting: {0}")]
+    BadRecording(String),
     #[error("cannot create or read the secret file {path}: {source}")]
     SecretFile { path: PathBuf, source: std::io::Error },
 }
@@ -131,6 +133,144 @@ pub struct ConfigFile {
     pub nodes: Vec<NodeEntry>,
     #[serde(default)]
     pub media: MediaSection,
+    #[serde(default)]
+    pub recording: RecordingSection,
+}
+
+/// The `[recording]` section: where recordings go and how they are processed.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingSection {
+    /// Recording on this node at all (default true).
+    pub enabled: Option<bool>,
+    /// Concurrent processing jobs on this node (default 1; 0: this node processes none).
+    pub workers: Option<usize>,
+    /// `speaker` (default) or `gallery`: the composed MP4's layout.
+    pub layout: Option<String>,
+    /// Also keep each track as one WebM next to the MP4 (default true).
+    pub keep_tracks: Option<bool>,
+    /// `auto` (default: faster-whisper when its Python has it), `faster-whisper` or `off`.
+    pub transcript: Option<String>,
+    /// The Python interpreter with faster-whisper (default `python3`).
+    pub whisper_python: Option<String>,
+    /// A faster-whisper model directory or name (default: the bundled tiny.en).
+    pub whisper_model: Option<String>,
+    /// Seconds a claimed job's lease lasts without renewal (default 30).
+    pub lease_secs: Option<u64>,
+    /// S3 object storage (`[recording.s3]`); absent: the local filesystem under `data_dir`.
+    pub s3: Option<S3Section>,
+}
+
+/// `[recording.s3]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Section {
+    /// e.g. `http://127.0.0.1:8333`; absent: AWS's endpoint for `region`.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub bucket: Option<String>,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// Resolved recording settings.
+#[derive(Debug, Clone)]
+pub struct RecordingSettings {
+    pub enabled: bool,
+    pub workers: usize,
+    pub layout: parley_core::model::RecordingLayout,
+    pub keep_tracks: bool,
+    /// `None`: no transcript; `Some(python)`: faster-whisper through it (`auto` checks it works).
+    pub transcript: TranscriptSetting,
+    pub whisper_model: Option<String>,
+    pub lease: std::time::Duration,
+    pub s3: Option<S3Settings>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TranscriptSetting {
+    Off,
+    /// Use it when `python` has faster-whisper.
+    Auto {
+        python: String,
+    },
+    FasterWhisper {
+        python: String,
+    },
+}
+
+/// S3 settings (the secret is not printed by `Debug`).
+#[derive(Clone)]
+pub struct S3Settings {
+    pub endpoint: Option<String>,
+    pub region: String,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+fn resolve_recording(file: &RecordingSection, env: &dyn Env) -> Result<RecordingSettings, ConfigError> {
+    let bad = |m: String| ConfigError::BadRecording(m);
+    let enabled = env_or(env, "PARLEY_RECORDING_ENABLED", "true or false", file.enabled)
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or(true);
+    let workers = env_or(env, "PARLEY_RECORDING_WORKERS", "a whole number", file.workers)
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or(1);
+    let layout_raw =
+        env.var("PARLEY_RECORDING_LAYOUT").or_else(|| file.layout.clone()).unwrap_or_else(|| "speaker".into());
+    let layout = layout_raw.parse().map_err(|_| bad(format!("layout = `{layout_raw}`: speaker or gallery")))?;
+    let keep_tracks = file.keep_tracks.unwrap_or(true);
+    let python =
+        env.var("PARLEY_WHISPER_PYTHON").or_else(|| file.whisper_python.clone()).unwrap_or_else(|| "python3".into());
+    let transcript = match env.var("PARLEY_RECORDING_TRANSCRIPT").or_else(|| file.transcript.clone()).as_deref() {
+        None | Some("auto") => TranscriptSetting::Auto { python },
+        Some("faster-whisper") => TranscriptSetting::FasterWhisper { python },
+        Some("off") => TranscriptSetting::Off,
+        Some(other) => return Err(bad(format!("transcript = `{other}`: auto, faster-whisper or off"))),
+    };
+    let lease_secs = env_or(env, "PARLEY_RECORDING_LEASE_SECS", "a whole number", file.lease_secs)
+        .map_err(|e| bad(e.to_string()))?
+        .unwrap_or(30)
+        .max(2);
+    let f = file.s3.clone().unwrap_or_default();
+    let bucket = env.var("PARLEY_S3_BUCKET").or(f.bucket);
+    let s3 = match bucket {
+        None => None,
+        Some(bucket) => Some(S3Settings {
+            endpoint: env.var("PARLEY_S3_ENDPOINT").or(f.endpoint),
+            region: env.var("PARLEY_S3_REGION").or(f.region).unwrap_or_else(|| "us-east-1".into()),
+            bucket,
+            access_key: env
+                .var("PARLEY_S3_ACCESS_KEY")
+                .or(f.access_key)
+                .ok_or_else(|| bad("[recording.s3] needs access_key (or PARLEY_S3_ACCESS_KEY)".into()))?,
+            secret_key: env
+                .var("PARLEY_S3_SECRET_KEY")
+                .or(f.secret_key)
+                .ok_or_else(|| bad("[recording.s3] needs secret_key (or PARLEY_S3_SECRET_KEY)".into()))?,
+        }),
+    };
+    Ok(RecordingSettings {
+        enabled,
+        workers,
+        layout,
+        keep_tracks,
+        transcript,
+        whisper_model: env.var("PARLEY_WHISPER_MODEL").or_else(|| file.whisper_model.clone()),
+        lease: std::time::Duration::from_secs(lease_secs),
+        s3,
+    })
 }
 
 /// The `[media]` section: WebRTC networking of every node's media router.
@@ -210,6 +350,8 @@ pub struct Settings {
     pub secret_source: &'static str,
     /// WebRTC settings of the media router.
     pub media: parley_media::peer::PeerConfig,
+    /// Recording storage and processing.
+    pub recording: RecordingSettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -452,6 +594,7 @@ impl Settings {
         let lease_ttl = millis("PARLEY_LEASE_TTL_MS", c.lease_ttl_ms, 3_000)?;
         let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
         let media = resolve_media(&file.media, entry, http_addr, env)?;
+        let recording = resolve_recording(&file.recording, env)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
@@ -478,6 +621,7 @@ impl Settings {
                 .or(c.fault_injection)
                 .unwrap_or(false),
             media,
+            recording,
         })
     }
 }

@@ -15,6 +15,7 @@ mod cluster_tls;
 mod config;
 mod log_filter;
 mod node;
+mod recording;
 mod ws;
 
 use std::path::PathBuf;
@@ -75,6 +76,10 @@ enum Command {
         /// instead of sending them in one burst.
         #[arg(long)]
         paced: bool,
+        /// Record the meeting for SECS seconds of the run (publishers send real VP8/Opus), wait
+        /// for the recording to be processed and report it in the summary.
+        #[arg(long, value_name = "SECS")]
+        record: Option<u64>,
     },
 }
 
@@ -120,7 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", auth::TokenKeys::new(&settings.secret).mint(user.trim(), admin, ttl));
             Ok(())
         }
-        Command::Loadtest { url, publishers, subscribers, duration, packets_per_frame, paced } => {
+        Command::Loadtest { url, publishers, subscribers, duration, packets_per_frame, paced, record } => {
             let settings = config::Settings::resolve(&file, None, &config::ProcessEnv)?;
             let test = parley_loadtest::LoadTest {
                 url,
@@ -133,6 +138,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     paced,
                     ..Default::default()
                 },
+                record: record.map(std::time::Duration::from_secs),
+                ..Default::default()
             };
             let summary = parley_loadtest::run::run(&test, |line| eprintln!("loadtest: {line}")).await?;
             println!("{}", serde_json::to_string(&summary)?);

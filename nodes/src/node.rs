@@ -148,9 +148,12 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     // A node bound to port 0 (tests) advertises the port it really got.
     let public_url =
         if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
-    let live = start_live(&settings, store.clone()).await?;
+    let recording = crate::recording::start(&settings, &store).await?;
+    let objects = recording.as_ref().map(|r| r.objects.clone());
+    let live = start_live(&settings, store.clone(), objects.clone()).await?;
     let mut state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
     state.fault_injection = settings.fault_injection;
+    state.objects = objects;
     if settings.fault_injection {
         tracing::warn!("fault injection enabled: POST /api/admin/meetings/{{id}}/crash is live");
     }
@@ -163,7 +166,11 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
 }
 
 /// Presence (Redis if configured, else in-process) and the meeting supervisor.
-async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
+async fn start_live(
+    settings: &Settings,
+    store: Store,
+    objects: Option<Arc<dyn parley_recording::object_store::ObjectStore>>,
+) -> anyhow::Result<Live> {
     let presence = match &settings.redis_url {
         Some(url) => Presence::redis(url, settings.heartbeat_ttl)
             .await
@@ -172,7 +179,7 @@ async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
     };
     tracing::info!(presence = presence.kind(), ttl_ms = settings.heartbeat_ttl.as_millis() as u64, "presence ready");
     let services = Arc::new(LiveServices {
-        store,
+        store: store.clone(),
         presence,
         node: settings.node_name.clone(),
         config: LiveConfig {
@@ -186,6 +193,11 @@ async fn start_live(settings: &Settings, store: Store) -> anyhow::Result<Live> {
         meetings: Default::default(),
         resume: Arc::new(crate::auth::ResumeKeys::new(&settings.secret)),
         media: Arc::new(settings.media.clone()),
+        recording: objects.map(|objects| parley_actors::recorder::RecordingServices {
+            objects,
+            store: store.clone(),
+            node: settings.node_name.clone(),
+        }),
     });
     let (supervisor, _) =
         ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())

@@ -12,7 +12,9 @@
 //! - `meeting_participants`: invitations and roles; `scheduled_time` is denormalised from the
 //!   meeting so "my upcoming meetings" is one index range scan.
 //! - `recurring_series` + `recurring_occurrences`: a series and the meeting row of each occurrence.
-//! - `meeting_recordings`: the recording pipeline's status and outputs.
+//! - `meeting_recordings`: the recording pipeline's status and outputs; `recording_parts` its
+//!   capture segments (one per owner node); `recording_jobs` the durable processing queue.
+//! - `notifications`: the outbox of messages to deliver (a recording is ready).
 //! - `meeting_analytics`: one row per ended meeting.
 //! - `meeting_chat_messages`: chat of live meetings, so a restarted meeting keeps its history.
 
@@ -21,6 +23,9 @@ pub mod meeting_analytics;
 pub mod meeting_chat_message;
 pub mod meeting_participant;
 pub mod meeting_recording;
+pub mod notification;
+pub mod recording_job;
+pub mod recording_part;
 pub mod recurring_occurrence;
 pub mod recurring_series;
 pub mod user;
@@ -32,6 +37,9 @@ pub mod prelude {
     pub use crate::meeting_chat_message::Entity as MeetingChatMessages;
     pub use crate::meeting_participant::Entity as MeetingParticipants;
     pub use crate::meeting_recording::Entity as MeetingRecordings;
+    pub use crate::notification::Entity as Notifications;
+    pub use crate::recording_job::Entity as RecordingJobs;
+    pub use crate::recording_part::Entity as RecordingParts;
     pub use crate::recurring_occurrence::Entity as RecurringOccurrences;
     pub use crate::recurring_series::Entity as RecurringSeries;
     pub use crate::user::Entity as Users;

@@ -1,5 +1,5 @@
-//! `meeting_recordings`: one row per recording, its object-storage URLs and the processing
-//! pipeline's status (thumbnail, MP4, transcript).
+//! `meeting_recordings`: one row per recording — who started it, its capture and processing
+//! state, progress, and the object-storage URLs and sizes of what the pipeline made.
 
 use sea_orm::entity::prelude::*;
 
@@ -10,9 +10,16 @@ pub struct Model {
     pub id: Uuid,
     pub meeting_id: Uuid,
     pub started_at: DateTimeUtc,
+    /// When capture stopped (`None` while recording).
+    pub ended_at: Option<DateTimeUtc>,
+    /// The host or co-host who turned it on.
+    pub started_by: Option<Uuid>,
+    /// `parley_core::model::RecordingLayout`.
+    pub layout: String,
     pub duration_seconds: Option<i64>,
+    /// Total size of the captured per-track WebM files.
     pub file_size_bytes: Option<i64>,
-    /// The original WebM in object storage.
+    /// Where the captured per-track WebM files are (an object-store prefix URL).
     pub storage_url: Option<String>,
     pub mp4_url: Option<String>,
     pub mp4_size_bytes: Option<i64>,
@@ -20,8 +27,12 @@ pub struct Model {
     pub transcript_url: Option<String>,
     /// `parley_core::model::ProcessingStatus`.
     pub processing_status: String,
+    /// 0‥100 while `processing`.
+    pub progress: i32,
     /// Why processing failed, when it did.
     pub error: Option<String>,
+    /// JSON: every artifact with its key, size and duration (see the recording API).
+    pub artifacts: Option<String>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

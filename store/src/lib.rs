@@ -9,6 +9,7 @@
 //!   reads, updates and cancellation.
 //! - [`queries`]: the seed's three queries — upcoming meetings, join check, per-day analytics.
 //! - [`live`]: what live meetings write — start, chat, role changes, end with analytics.
+//! - [`recordings`]: recordings, their capture parts and the durable processing queue.
 //!
 //! The same code runs on PostgreSQL and on SQLite (the embedded default). The one place where
 //! SQL differs by engine (a timestamp's UTC date) is marked.
@@ -16,6 +17,7 @@
 pub mod live;
 pub mod meetings;
 pub mod queries;
+pub mod recordings;
 pub mod users;
 
 use std::time::{Duration, Instant};
@@ -182,16 +184,17 @@ impl Store {
     /// wait for each other instead of racing.
     pub async fn migrate(&self, mut progress: impl FnMut(&MigrationStep)) -> Result<usize, StoreError> {
         let locked = self.backend() == DbBackend::Postgres;
-        // The lock is per session, so lock, migrate and unlock on one dedicated connection.
-        let conn = if locked {
-            let mut opts = ConnectOptions::new(self.url.clone());
-            opts.max_connections(1).sqlx_logging(false).acquire_timeout(ACQUIRE_TIMEOUT);
-            let c = Database::connect(opts).await.map_err(StoreError::Unavailable)?;
-            c.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).await?;
-            c
+        // One dedicated connection: the lock is per session on PostgreSQL; on SQLite a step's
+        // statements must all see the schema as the step leaves it (a pooled connection with
+        // an older read snapshot would not: a table rebuilt in one step would still look old).
+        let mut opts = ConnectOptions::new(self.url.clone());
+        opts.max_connections(1).sqlx_logging(false).acquire_timeout(ACQUIRE_TIMEOUT);
+        let conn = Database::connect(opts).await.map_err(StoreError::Unavailable)?;
+        if locked {
+            conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK_KEY})")).await?;
         } else {
-            self.db.clone()
-        };
+            conn.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;").await?;
+        }
         let result = async {
             let pending = Migrator::get_pending_migrations(&conn).await?;
             let total = pending.len();
@@ -205,8 +208,8 @@ impl Store {
         .await;
         if locked {
             let _ = conn.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK_KEY})")).await;
-            let _ = conn.close().await;
         }
+        let _ = conn.close().await;
         result
     }
 }

@@ -447,3 +447,84 @@ fn a_logged_event_reaches_whom_it_was_for() {
     assert!(!m.reaches(Audience::User { user_id: h.user_id }, a.user_id));
     assert_eq!(Audience::from(Scope::Room(Some(2))), Audience::Room { room: Some(2) });
 }
+
+fn record_effects(fx: &[Effect]) -> Vec<(bool, Uuid)> {
+    fx.iter().filter_map(|e| if let Effect::Record { on, by } = e { Some((*on, *by)) } else { None }).collect()
+}
+
+fn recording_settings() -> MeetingSettings {
+    MeetingSettings { recording_allowed: true, ..open_settings() }
+}
+
+#[test]
+fn recording_on_and_off_drive_capture_once_each() {
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::Recording { on: true });
+    assert_eq!(record_effects(&fx), vec![(true, h.user_id)]);
+    assert!(w.m.flags().recording && w.m.flags().recording_by == Some(h.user_id));
+    assert!(record_effects(&w.ok(&h, Request::Recording { on: true })).is_empty(), "already on: nothing to start");
+    assert_eq!(record_effects(&w.ok(&h, Request::Recording { on: false })), vec![(false, h.user_id)]);
+    assert_eq!(w.m.flags().recording_by, None);
+}
+
+#[test]
+fn recording_is_refused_to_attendees_and_where_the_meeting_forbids_it() {
+    let mut w = world(recording_settings());
+    let a = w.joined("Ann", None);
+    assert_eq!(w.code(&a, Request::Recording { on: true }), ErrorCode::Forbidden);
+    let mut w = world(MeetingSettings { recording_allowed: false, ..open_settings() });
+    let h = w.host.clone();
+    assert_eq!(w.code(&h, Request::Recording { on: true }), ErrorCode::RecordingNotAllowed);
+}
+
+#[test]
+fn recording_stops_when_its_host_leaves_without_a_co_host_and_not_otherwise() {
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    let a = w.joined("Ann", None);
+    let c = w.joined("Cy", Some(Role::CoHost));
+    w.ok(&h, Request::Recording { on: true });
+    // A co-host remains: recording goes on.
+    let fx = w.m.disconnected(T0 + 2000, h.user_id, LeaveReason::Left).effects;
+    assert!(record_effects(&fx).is_empty());
+    assert!(w.m.flags().recording);
+    // The co-host started nothing: their leaving does not stop it either.
+    let fx = w.m.disconnected(T0 + 3000, c.user_id, LeaveReason::Left).effects;
+    assert!(record_effects(&fx).is_empty());
+    let _ = a;
+
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    let _a = w.joined("Ann", None);
+    w.ok(&h, Request::Recording { on: true });
+    let fx = w.m.disconnected(T0 + 2000, h.user_id, LeaveReason::Left).effects;
+    assert_eq!(record_effects(&fx), vec![(false, h.user_id)]);
+    assert!(events(&fx).contains(&&Event::RecordingStopped { by: h.user_id }));
+    assert!(!w.m.flags().recording);
+}
+
+#[test]
+fn ending_the_meeting_stops_the_recording_before_the_end() {
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    w.ok(&h, Request::Recording { on: true });
+    let fx = w.ok(&h, Request::EndMeeting);
+    let record = fx.iter().position(|e| matches!(e, Effect::Record { on: false, .. }));
+    let ended = fx.iter().position(|e| matches!(e, Effect::Ended { .. }));
+    assert!(record.is_some() && record < ended, "{fx:?}");
+}
+
+#[test]
+fn who_started_the_recording_survives_a_restart() {
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    w.ok(&h, Request::Recording { on: true });
+    let flags = w.m.flags();
+    let json = serde_json::to_string(&flags).unwrap();
+    let back: DurableFlags = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.recording_by, Some(h.user_id));
+    // Flags written before the field existed still read.
+    let old = json.replace(&format!(",\"recording_by\":\"{}\"", h.user_id), "");
+    assert_eq!(serde_json::from_str::<DurableFlags>(&old).unwrap().recording_by, None);
+}

@@ -13,6 +13,8 @@ mod live;
 mod media;
 mod meetings;
 mod queries;
+mod recording;
+mod recording_queue;
 mod recurring;
 mod users;
 mod ws_abuse;

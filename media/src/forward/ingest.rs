@@ -1,4 +1,5 @@
 //! One publisher's side of the forwarding path: its peer's [`RtpSink`], run on the receive path.
+//! A recorded track's packets go to its recording tap (`tap.rs`) first, watched or not.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -35,11 +36,11 @@ impl RtpSink for Ingest {
         }
         let route = {
             let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
-            r.by_track
-                .get(&(self.user, p.track_id.clone()))
-                .map(|r| (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone()))
+            r.by_track.get(&(self.user, p.track_id.clone())).map(|r| {
+                (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone(), r.record.clone())
+            })
         };
-        let Some((key, codec, subscribers, rates, cache)) = route else { return };
+        let Some((key, codec, subscribers, rates, cache, record)) = route else { return };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let mut meters = lock(&self.meters);
@@ -50,6 +51,11 @@ impl RtpSink for Ingest {
             for l in [Layer::Low, Layer::Mid, Layer::High] {
                 rates.slot(l).store(track[layer_index(l)].bps(now), Ordering::Relaxed);
             }
+        }
+        // Recording sees every packet of a recorded track (one layer of a simulcast one),
+        // watched or not; a track not recorded costs this one check.
+        if let Some(tap) = &record {
+            tap.offer(&p, layer, &rates, &key, now, self.upstream.as_ref());
         }
         let bit = layer.map_or(ALL_LAYERS, |l| layer_bit(Some(l)));
         // Layers no subscriber watches stop here.

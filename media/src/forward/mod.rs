@@ -21,8 +21,9 @@
 //!
 //! The route table between them is `routes.rs`; what ingests and egresses share (the packet in
 //! transit, layer rates and wanted-layer bits, the packet cache, counters, [`Upstream`]) is
-//! `shared.rs`. Files depend one way: this one on all, `ingest.rs` on `routes.rs` and
-//! `shared.rs`, `routes.rs` on `egress.rs` and `shared.rs`, `egress.rs` on `shared.rs`.
+//! `shared.rs`; the recording tap is `tap.rs`. Files depend one way: this one on all,
+//! `ingest.rs` on `routes.rs`, `tap.rs` and `shared.rs`, `routes.rs` on `egress.rs`, `tap.rs`
+//! and `shared.rs`, `tap.rs` on `egress.rs` and `shared.rs`, `egress.rs` on `shared.rs`.
 //!
 //! The owner (the media-router actor) drives it through a small surface and decides everything
 //! else (who publishes what, each subscriber's plan, negotiation):
@@ -32,6 +33,9 @@
 //! - bindings: [`Forwarder::subscriptions`] changes one subscriber's (bind, unbind, the cache
 //!   NACKs are answered from), applied to the route table at once by [`Subscriptions::apply`];
 //!   [`Egress::set_layers`] and [`Egress::reselect`] re-decide its layers;
+//! - recording: [`Forwarder::record`] / [`Forwarder::stop_recording`] a track: its ingest hands
+//!   a [`RecordSink`] every packet of it (one simulcast layer at a time, switching at
+//!   keyframes), before the "no subscriber wants this layer" check (`tap.rs`);
 //! - loss repair: [`Forwarder::retransmit`] answers a subscriber's NACK from the cache;
 //! - active speaker: [`Forwarder::speaker_tick`], [`Forwarder::speaker_scores`];
 //! - counters: [`Forwarder::stats`].
@@ -48,6 +52,7 @@ mod egress;
 mod ingest;
 mod routes;
 mod shared;
+mod tap;
 #[cfg(test)]
 mod tests;
 
@@ -63,6 +68,8 @@ use ingest::Ingest;
 use routes::{Route, Routes, Subscriber};
 pub use shared::Upstream;
 use shared::{ALL_LAYERS, Counters, LOG_TARGET, LayerRates, PacketCache, lock};
+use tap::RecordTap;
+pub use tap::{RecordSink, RecordedPacket};
 
 use crate::codec::{Codec, MediaKind};
 use crate::layers::Layer;
@@ -129,13 +136,38 @@ impl Forwarder {
     /// empty packet cache. Replaces any route of that track.
     pub fn publish(&self, publisher: Uuid, track_id: Arc<str>, key: Arc<str>, codec: Codec) {
         let cache = (codec.kind() == MediaKind::Video).then(Arc::default);
-        let route = Route { key, codec, subscribers: Arc::from(Vec::new()), rates: Arc::default(), cache };
+        let route =
+            Route { key, codec, subscribers: Arc::from(Vec::new()), rates: Arc::default(), cache, record: None };
         self.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.insert((publisher, track_id), route);
     }
 
     /// The track ended: its packets go nowhere from now on.
     pub fn unpublish(&self, publisher: Uuid, track_id: &str) {
         self.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.remove(&(publisher, Arc::from(track_id)));
+    }
+
+    /// Records `publisher`'s track `track_id`: from now on its ingest hands `sink` every packet
+    /// of it, before deciding whether any subscriber wants it (a simulcast track: one layer at
+    /// a time, see `tap.rs`). Replaces any sink of that track. Call it once the track is
+    /// published (it has no effect on a track without a route); a route published again starts
+    /// without a sink, so call it again then (on `TrackOpened`).
+    pub fn record(&self, publisher: Uuid, track_id: &str, sink: Arc<dyn RecordSink>) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        let track: Arc<str> = Arc::from(track_id);
+        match routes.by_track.get_mut(&(publisher, track.clone())) {
+            Some(route) => route.record = Some(Arc::new(RecordTap::new(publisher, track, route.codec, sink))),
+            None => {
+                tracing::debug!(target: LOG_TARGET, %publisher, track = track_id, "not recorded: the track is not published")
+            }
+        }
+    }
+
+    /// Stops recording `publisher`'s track `track_id` (its sink is dropped).
+    pub fn stop_recording(&self, publisher: Uuid, track_id: &str) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(route) = routes.by_track.get_mut(&(publisher, Arc::from(track_id))) {
+            route.record = None;
+        }
     }
 
     /// A participant left: out of the routes (as publisher and as subscriber) and the speaker

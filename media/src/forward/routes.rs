@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::egress::Egress;
 use super::shared::{LayerRates, PacketCache};
+use super::tap::RecordTap;
 use crate::codec::Codec;
 
 /// Who receives each published track, by (publisher, msid track id): read by every
@@ -27,6 +28,9 @@ pub(super) struct Route {
     pub(super) rates: Arc<LayerRates>,
     /// Video only: the packets forwarded lately, for NACKs.
     pub(super) cache: Option<Arc<PacketCache>>,
+    /// The recording tap, while the track is recorded (`Forwarder::record`); a new route
+    /// (publish again) starts without one.
+    pub(super) record: Option<Arc<RecordTap>>,
 }
 
 /// One subscriber of a route.

@@ -405,3 +405,93 @@ fn the_speaker_detector_hears_the_ingests_audio_levels() {
     s.forwarder.forget(s.publisher);
     assert_eq!(s.forwarder.speaker_scores([s.publisher], now)[0].1, 0.0, "forgotten");
 }
+
+/// A recording sink that keeps what it is handed.
+#[derive(Default)]
+struct Recorded(Mutex<Vec<RecordedPacket>>);
+
+impl RecordSink for Recorded {
+    fn on_packet(&self, p: &RecordedPacket) {
+        self.0.lock().unwrap().push(p.clone());
+    }
+}
+
+impl Recorded {
+    fn taken(&self) -> Vec<RecordedPacket> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+#[test]
+fn a_recorded_track_reaches_its_sink_watched_or_not_and_stops_when_told() {
+    let s = setup(0);
+    let sink = Arc::new(Recorded::default());
+    s.forwarder.record(s.publisher, "mic", sink.clone());
+    s.forwarder.publish(s.publisher, Arc::from("mic"), Arc::from("p:microphone"), Codec::Opus);
+    assert!(s.send(incoming("mic", 0x1111, None, 1, 0, Bytes::from_static(b"opus"))).is_empty());
+    assert!(sink.taken().is_empty(), "recording before the route exists has no effect");
+
+    s.forwarder.record(s.publisher, "mic", sink.clone());
+    for i in 0..3u16 {
+        assert!(
+            s.send(incoming("mic", 0x1111, None, 2 + i, 960, Bytes::from_static(b"opus"))).is_empty(),
+            "no subscriber"
+        );
+    }
+    let got = sink.taken();
+    assert_eq!(got.len(), 3, "recorded though nobody watches");
+    let p = &got[0];
+    assert_eq!(
+        (p.publisher, &*p.track_id, p.kind, p.codec, p.ssrc),
+        (s.publisher, "mic", MediaKind::Audio, Codec::Opus, 0x1111)
+    );
+    assert_eq!(p.packet.header.sequence_number, 2);
+    assert!(
+        p.packet.header.extensions.is_empty() && p.packet.header.csrc.is_empty(),
+        "the publisher's leg stays behind"
+    );
+    assert_eq!(&p.packet.payload[..], b"opus");
+
+    // A subscriber gets its copy as before.
+    let (_, _sub) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xA1, None, vec![]);
+    assert_eq!(s.send(incoming("mic", 0x1111, None, 5, 1920, Bytes::from_static(b"opus"))).len(), 1);
+    assert_eq!(sink.taken().len(), 1);
+
+    // Replaced, then stopped.
+    let other = Arc::new(Recorded::default());
+    s.forwarder.record(s.publisher, "mic", other.clone());
+    s.send(incoming("mic", 0x1111, None, 6, 2880, Bytes::from_static(b"opus")));
+    assert_eq!((sink.taken().len(), other.taken().len()), (0, 1));
+    s.forwarder.stop_recording(s.publisher, "mic");
+    s.send(incoming("mic", 0x1111, None, 7, 3840, Bytes::from_static(b"opus")));
+    assert!(other.taken().is_empty());
+    // Published again: a new route, without the sink.
+    s.forwarder.record(s.publisher, "mic", other.clone());
+    s.forwarder.publish(s.publisher, Arc::from("mic"), Arc::from("p:microphone"), Codec::Opus);
+    s.send(incoming("mic", 0x1111, None, 8, 4800, Bytes::from_static(b"opus")));
+    assert!(other.taken().is_empty(), "the owner records it again on TrackOpened");
+}
+
+#[test]
+fn a_recorded_simulcast_track_passes_one_layer_and_switches_at_its_keyframe() {
+    let s = setup(0);
+    s.forwarder.publish(s.publisher, Arc::from("cam"), Arc::from("p:camera"), Codec::Vp8);
+    let sink = Arc::new(Recorded::default());
+    s.forwarder.record(s.publisher, "cam", sink.clone());
+    let ssrcs = |got: Vec<RecordedPacket>| got.iter().map(|p| p.ssrc).collect::<Vec<_>>();
+    // The low layer starts with a keyframe: passed.
+    s.send(incoming("cam", 0xA, Some("q"), 1, 0, vp8(true, 1)));
+    s.send(incoming("cam", 0xA, Some("q"), 2, 3000, vp8(false, 2)));
+    assert_eq!(ssrcs(sink.taken()), [0xA, 0xA]);
+    // The high layer appears mid-frame: asked for, not passed; low goes on meanwhile.
+    s.send(incoming("cam", 0xC, Some("f"), 50, 9000, vp8(false, 3)));
+    assert_eq!(s.asks.taken(), [(Arc::from("p:camera"), Some(Layer::High))]);
+    s.send(incoming("cam", 0xA, Some("q"), 3, 6000, vp8(false, 4)));
+    assert_eq!(ssrcs(sink.taken()), [0xA]);
+    // Its keyframe: switched; low is no longer passed.
+    s.send(incoming("cam", 0xC, Some("f"), 51, 12_000, vp8(true, 5)));
+    s.send(incoming("cam", 0xA, Some("q"), 4, 9000, vp8(true, 6)));
+    s.send(incoming("cam", 0xC, Some("f"), 52, 15_000, vp8(false, 7)));
+    assert_eq!(ssrcs(sink.taken()), [0xC, 0xC], "one SSRC at a time");
+    assert!(s.asks.taken().is_empty());
+}

@@ -8,6 +8,7 @@ mod admin;
 mod error;
 pub mod extract;
 mod meetings;
+mod recordings;
 mod reports;
 mod users;
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub live: Live,
     /// Whether `POST /api/admin/meetings/{id}/crash` is enabled.
     pub fault_injection: bool,
+    /// Where recordings are stored (`None`: recording is off on this node).
+    pub objects: Option<Arc<dyn parley_recording::object_store::ObjectStore>>,
 }
 
 /// Handles to the live-meeting actors.
@@ -64,6 +67,7 @@ impl AppState {
             join_guard: live.services.join_guard.clone(),
             live,
             fault_injection: false,
+            objects: None,
         }
     }
 
@@ -81,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/upcoming", get(reports::upcoming))
         .route("/meetings/{id}", get(meetings::get).patch(meetings::update).delete(meetings::cancel))
         .route("/meetings/{id}/join-check", post(meetings::join_check))
+        .route("/meetings/{id}/recordings", get(recordings::of_meeting))
+        .route("/recordings/{id}", get(recordings::get).delete(recordings::delete))
+        .route("/recordings/{id}/{*artifact}", get(recordings::artifact))
         .route("/series/{id}", get(meetings::get_series).delete(meetings::cancel_series))
         .route("/analytics/meetings", get(reports::analytics))
         .route("/admin/meetings/{id}/crash", post(admin::crash_meeting))

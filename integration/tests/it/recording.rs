@@ -1,0 +1,251 @@
+//! Recording end to end through a running node: webrtc-rs publishers (the load tester's
+//! participants, sending real VP8 and Opus) in a meeting the host records for ~10 s; capture on
+//! the media node, the processing job, and the artifacts read back through the API — on the
+//! embedded default (SQLite, files under `data_dir`) and on PostgreSQL with a real S3 server.
+//! ffprobe checks what came out.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use parley_integration::{Backend, NodeOptions, TestNode};
+use parley_loadtest::{Api, Participant, Publish};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::assert_error;
+
+/// How long the meeting is recorded.
+const RECORD_FOR: Duration = Duration::from_secs(10);
+
+pub(crate) fn s3_env(opts: NodeOptions, bucket: &str) -> NodeOptions {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: run the tests through scripts/services.sh (make test) for the S3 server")
+        })
+    };
+    opts.env("PARLEY_S3_ENDPOINT", var("PARLEY_TEST_S3_ENDPOINT"))
+        .env("PARLEY_S3_ACCESS_KEY", var("PARLEY_TEST_S3_ACCESS_KEY"))
+        .env("PARLEY_S3_SECRET_KEY", var("PARLEY_TEST_S3_SECRET_KEY"))
+        .env("PARLEY_S3_REGION", var("PARLEY_TEST_S3_REGION"))
+        .env("PARLEY_S3_BUCKET", bucket)
+}
+
+pub(crate) async fn recording_node(opts: NodeOptions) -> (TestNode, Api) {
+    let node = TestNode::start_with(
+        opts.env("PARLEY_LOG", "info,parley_actors=debug,parley_recording=debug")
+            .env("PARLEY_RECORDING_TRANSCRIPT", "off"),
+    )
+    .await;
+    let api = Api::new(&node.base, node.secret.as_bytes());
+    (node, api)
+}
+
+/// Real media (decodable VP8 + Opus) for one publisher.
+pub(crate) fn real(label: &str) -> Publish {
+    let media = parley_loadtest::RealMedia::generate(4, 640, 360, label).expect("ffmpeg makes the test media");
+    Publish::CAMERA_AND_MIC.with_real_media(std::sync::Arc::new(media))
+}
+
+/// Polls the recording until it is `ready` or `failed`.
+pub(crate) async fn wait_processed(node: &TestNode, token: &str, id: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, v) = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(token), None).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        if v["status"] == "ready" || v["status"] == "failed" {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not processed within {within:?}: {v}\n--- log ---\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+pub(crate) async fn newest_recording(node: &TestNode, token: &str, meeting: Uuid) -> Value {
+    let (status, v) = node.call(Method::GET, &format!("/api/meetings/{meeting}/recordings"), Some(token), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    v["recordings"][0].clone()
+}
+
+fn ffprobe(path: &Path) -> Value {
+    let out = std::process::Command::new("ffprobe")
+        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .arg(path)
+        .output()
+        .expect("ffprobe is installed (apt-get install ffmpeg; make test does)");
+    assert!(out.status.success(), "ffprobe {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("ffprobe JSON")
+}
+
+/// Downloads an artifact through the node.
+async fn download(node: &TestNode, token: &str, id: &str, name: &str, to: &Path) -> reqwest::header::HeaderMap {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/recordings/{id}/{name}", node.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(resp.status(), StatusCode::OK, "{name}");
+    let headers = resp.headers().clone();
+    std::fs::write(to, resp.bytes().await.expect("body")).expect("write");
+    headers
+}
+
+/// Records `RECORD_FOR` of a two-publisher meeting and checks every artifact.
+async fn record_and_check(node: &TestNode, api: &Api) -> (Value, String) {
+    let host = api.create_user("Hannah Host").await.unwrap();
+    let guest = api.create_user("Gus Guest").await.unwrap();
+    let meeting = api.create_meeting(host, "recorded").await.unwrap();
+    let mut h = Participant::join(api, meeting, host, true).await.unwrap();
+    let mut g = Participant::join(api, meeting, guest, false).await.unwrap();
+    h.connect_media(real("host")).await.unwrap();
+    g.connect_media(real("guest")).await.unwrap();
+
+    // A guest may not record.
+    let refused = g.signal.request(json!({"type": "recording", "on": true})).await.unwrap();
+    assert_eq!(refused["error"]["code"], "forbidden", "{refused}");
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.signal.ok(json!({"type": "recording", "on": true})).await.unwrap();
+    let started = Instant::now();
+    tokio::time::sleep(RECORD_FOR).await;
+    h.signal.ok(json!({"type": "recording", "on": false})).await.unwrap();
+    let recorded = started.elapsed();
+    let token = api.token(&host.to_string(), false);
+    let rec = newest_recording(node, &token, meeting).await;
+    let id = rec["recording_id"].as_str().expect("an id").to_owned();
+    let done = wait_processed(node, &token, &id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "ready", "{done}\n--- log ---\n{}", node.log());
+    assert_eq!(done["progress"], 100);
+
+    let names: Vec<&str> = done["artifacts"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
+    assert!(names.contains(&"recording.mp4") && names.contains(&"thumbnail.jpg"), "{names:?}");
+    let tracks = names.iter().filter(|n| n.starts_with("tracks/")).count();
+    assert_eq!(tracks, 4, "two cameras and two microphones: {names:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("r.mp4");
+    let headers = download(node, &token, &id, "recording.mp4", &mp4).await;
+    assert_eq!(headers["content-type"], "video/mp4");
+    assert_eq!(headers["accept-ranges"], "bytes");
+    let probe = ffprobe(&mp4);
+    let duration: f64 = probe["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("a duration");
+    let recorded_s = recorded.as_secs_f64();
+    assert!((duration - recorded_s).abs() <= 1.0, "MP4 is {duration} s, recorded {recorded_s:.2} s");
+    let streams = probe["streams"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = streams
+        .iter()
+        .map(|s| (s["codec_type"].as_str().unwrap_or(""), s["codec_name"].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| k.0 == "video").count(), 1, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| k.0 == "audio").count(), 1, "{kinds:?}");
+    assert!(kinds.contains(&("video", "h264")) && kinds.contains(&("audio", "aac")), "{kinds:?}");
+
+    let jpg = dir.path().join("t.jpg");
+    download(node, &token, &id, "thumbnail.jpg", &jpg).await;
+    let decoded = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&jpg)
+        .args(["-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(decoded.status.success() && decoded.stderr.is_empty(), "{}", String::from_utf8_lossy(&decoded.stderr));
+
+    // A seek: the first 100 bytes, then the last 10.
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/recordings/{id}/recording.mp4", node.base);
+    let r = http.get(&url).bearer_auth(&token).header("Range", "bytes=0-99").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    let total = std::fs::metadata(&mp4).unwrap().len();
+    assert_eq!(r.headers()["content-range"], format!("bytes 0-99/{total}").as_str());
+    assert_eq!(r.bytes().await.unwrap().len(), 100);
+    let r = http.get(&url).bearer_auth(&token).header("Range", "bytes=-10").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], &std::fs::read(&mp4).unwrap()[total as usize - 10..]);
+    let r = http.get(&url).bearer_auth(&token).header("Range", format!("bytes={}-", total + 5)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+
+    // The guest was not invited (and is no moderator): the recording does not exist for them.
+    let guest_token = api.token(&guest.to_string(), false);
+    let got = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(&guest_token), None).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    let got = node.call(Method::GET, &format!("/api/recordings/{id}/recording.mp4"), Some(&guest_token), None).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    // The outbox has the "ready" message, once.
+    let ready = node
+        .count(&format!(
+            "notifications WHERE kind = 'recording_ready' AND recording_id = {}",
+            node.id_lit(id.parse().unwrap())
+        ))
+        .await;
+    assert_eq!(ready, 1);
+    (done, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_meeting_becomes_an_mp4_a_thumbnail_and_tracks_on_the_embedded_default() {
+    let (node, api) = recording_node(NodeOptions::new(Backend::Sqlite)).await;
+    let (done, host_token) = record_and_check(&node, &api).await;
+    assert!(done["mp4_url"].as_str().unwrap_or("").starts_with("file://"), "{done}");
+    // The files are under the node's data directory, and deleting the recording removes them.
+    let id = done["recording_id"].as_str().unwrap();
+    let objects = node.data_dir.path().join("objects").join("recordings").join(id);
+    assert!(objects.join("recording.mp4").exists(), "{}", objects.display());
+    assert!(!objects.join("part-1").exists(), "the raw chunks are gone once the tracks are joined");
+    let (status, v) = node.call(Method::DELETE, &format!("/api/recordings/{id}"), Some(&host_token), None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert!(!objects.exists(), "deleted with its objects");
+    let gone = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(&host_token), None).await;
+    assert_error(&gone, StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorded_meeting_lands_in_a_real_s3_bucket_on_postgres() {
+    let bucket = format!("parley-it-{}", Uuid::new_v4().simple());
+    let (node, api) = recording_node(s3_env(NodeOptions::new(Backend::Postgres), &bucket)).await;
+    let (done, _) = record_and_check(&node, &api).await;
+    let mp4_url = done["mp4_url"].as_str().unwrap_or("");
+    assert!(mp4_url.starts_with("s3://") && mp4_url.contains(&bucket), "{done}");
+    // Straight from the bucket, not through the node: the objects are there.
+    let store = parley_recording::object_store::S3Store::new(parley_recording::object_store::S3Config {
+        endpoint: std::env::var("PARLEY_TEST_S3_ENDPOINT").ok(),
+        region: std::env::var("PARLEY_TEST_S3_REGION").unwrap(),
+        bucket: bucket.clone(),
+        access_key: std::env::var("PARLEY_TEST_S3_ACCESS_KEY").unwrap(),
+        secret_key: std::env::var("PARLEY_TEST_S3_SECRET_KEY").unwrap(),
+        ..Default::default()
+    })
+    .unwrap();
+    use parley_recording::object_store::ObjectStore;
+    let id: Uuid = done["recording_id"].as_str().unwrap().parse().unwrap();
+    let listed = store.list(&parley_core::recording::recording_prefix(id)).await.unwrap();
+    let keys: Vec<&str> = listed.iter().map(|o| o.key.as_str()).collect();
+    for name in ["recording.mp4", "thumbnail.jpg"] {
+        assert!(keys.iter().any(|k| k.ends_with(name)), "{name} in the bucket: {keys:?}");
+    }
+    let mp4 = listed.iter().find(|o| o.key.ends_with("recording.mp4")).unwrap();
+    assert_eq!(Some(mp4.size as i64), done["mp4_size_bytes"].as_i64());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recording_is_refused_where_the_meeting_forbids_it() {
+    let (node, api) = recording_node(NodeOptions::new(Backend::Sqlite)).await;
+    let host = api.create_user("Hannah").await.unwrap();
+    let token = api.token(&host.to_string(), false);
+    let (status, m) = node
+        .call(
+            Method::POST,
+            "/api/meetings",
+            Some(&token),
+            Some(json!({"title": "private", "meeting_type": "instant", "duration_minutes": 30,
+                        "settings": {"waiting_room": false, "recording_allowed": false}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let meeting: Uuid = m["meeting_id"].as_str().unwrap().parse().unwrap();
+    let h = Participant::join(&api, meeting, host, true).await.unwrap();
+    let refused = h.signal.request(json!({"type": "recording", "on": true})).await.unwrap();
+    assert_eq!(refused["error"]["code"], "recording_not_allowed", "{refused}");
+    let (_, list) = node.call(Method::GET, &format!("/api/meetings/{meeting}/recordings"), Some(&token), None).await;
+    assert_eq!(list["recordings"], json!([]), "nothing was created");
+}
