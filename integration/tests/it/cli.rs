@@ -31,8 +31,8 @@ async fn migrate_reports_progress_and_is_idempotent() {
     let env = [("PARLEY_DATABASE_URL", db.url.as_str()), ("PARLEY_SECRET", "cli-test-secret-123456")];
     let (ok, _, err) = run(&["migrate"], &env);
     assert!(ok, "{err}");
-    for i in 1..=9 {
-        assert!(err.contains(&format!("migration [{i}/9]")), "progress line {i} missing:\n{err}");
+    for i in 1..=10 {
+        assert!(err.contains(&format!("migration [{i}/10]")), "progress line {i} missing:\n{err}");
     }
     let (ok, _, err) = run(&["migrate"], &env);
     assert!(ok, "{err}");

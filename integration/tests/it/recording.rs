@@ -249,3 +249,208 @@ async fn recording_is_refused_where_the_meeting_forbids_it() {
     let (_, list) = node.call(Method::GET, &format!("/api/meetings/{meeting}/recordings"), Some(&token), None).await;
     assert_eq!(list["recordings"], json!([]), "nothing was created");
 }
+
+/// A tool stand-in: an executable script in `dir`.
+fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// Records a few seconds of a two-publisher meeting; returns (meeting, host, recording id).
+async fn record_briefly(node: &TestNode, api: &Api, secs: u64) -> (Uuid, Uuid, String, Participant, Participant) {
+    let host = api.create_user("Hannah Host").await.unwrap();
+    let guest = api.create_user("Gus Guest").await.unwrap();
+    let meeting = api.create_meeting(host, "recorded").await.unwrap();
+    let mut h = Participant::join(api, meeting, host, true).await.unwrap();
+    let mut g = Participant::join(api, meeting, guest, false).await.unwrap();
+    h.connect_media(real("host")).await.unwrap();
+    g.connect_media(real("guest")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.signal.ok(json!({"type": "recording", "on": true})).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    h.signal.ok(json!({"type": "recording", "on": false})).await.unwrap();
+    let token = api.token(&host.to_string(), false);
+    let id = newest_recording(node, &token, meeting).await["recording_id"].as_str().unwrap().to_owned();
+    (meeting, host, id, h, g)
+}
+
+/// ffmpeg failing (here: the disk is full) fails the recording with ffmpeg's own words; the
+/// meeting goes on, and can be recorded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ffmpeg_failure_fails_the_recording_with_the_reason_and_the_meeting_goes_on() {
+    let tools = tempfile::tempdir().unwrap();
+    let ffmpeg = script(tools.path(), "ffmpeg", "echo 'recording.mp4: No space left on device' >&2\nexit 1");
+    let (node, api) =
+        recording_node(NodeOptions::new(Backend::Sqlite).env("PARLEY_FFMPEG", ffmpeg.display().to_string())).await;
+    let (meeting, host, id, h, _g) = record_briefly(&node, &api, 3).await;
+    let token = api.token(&host.to_string(), false);
+    let done = wait_processed(&node, &token, &id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap_or("");
+    assert!(error.contains("No space left on device"), "the reason is ffmpeg's: {error}");
+    let failed = node
+        .count(&format!(
+            "notifications WHERE kind = 'recording_failed' AND recording_id = {}",
+            node.id_lit(id.parse().unwrap())
+        ))
+        .await;
+    assert_eq!(failed, 1);
+    // The meeting is untouched: chat works, and recording starts again.
+    h.signal.ok(json!({"type": "chat", "text": "still here"})).await.unwrap();
+    h.signal.ok(json!({"type": "recording", "on": true})).await.unwrap();
+    let again = newest_recording(&node, &token, meeting).await;
+    assert_ne!(again["recording_id"].as_str(), Some(id.as_str()));
+    assert_eq!(again["status"], "recording");
+}
+
+/// The node processing a recording is killed mid-job: another node takes the job over once the
+/// lease lapses and finishes it, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_has_its_job_finished_once_by_another_node() {
+    let bucket = format!("parley-it-{}", Uuid::new_v4().simple());
+    let tools = tempfile::tempdir().unwrap();
+    // Node A's ffmpeg hangs: A is mid-job as long as the test wants.
+    let slow = script(tools.path(), "ffmpeg", "sleep 120\nexec ffmpeg \"$@\"");
+    let a_opts = s3_env(NodeOptions::new(Backend::Postgres), &bucket)
+        .env("PARLEY_FFMPEG", slow.display().to_string())
+        .env("PARLEY_RECORDING_LEASE_SECS", "3");
+    let (mut a, api) = recording_node(a_opts).await;
+    let (_meeting, host, id, _h, _g) = record_briefly(&a, &api, 4).await;
+    let token = api.token(&host.to_string(), false);
+    let rid: Uuid = id.parse().unwrap();
+    // A claims it and starts composing.
+    let claimed = parley_integration::eventually(Duration::from_secs(30), || async {
+        a.count(&format!("recording_jobs WHERE status = 'running' AND recording_id = {}", a.id_lit(rid))).await == 1
+    })
+    .await;
+    assert!(claimed, "node A claimed the job:\n{}", a.log());
+    let b_opts = s3_env(NodeOptions::new(Backend::Postgres), &bucket)
+        .env("PARLEY_RECORDING_LEASE_SECS", "3")
+        .env("PARLEY_SECRET", a.secret.clone());
+    let b_opts = NodeOptions { database_url: Some(a.database_url.clone()), ..b_opts };
+    let (b, _) = recording_node(b_opts).await;
+    a.kill9();
+    let done = wait_processed(&b, &token, &id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "ready", "{done}\n--- B ---\n{}", b.log());
+    let attempts = b.sql(&format!("SELECT attempts FROM recording_jobs WHERE recording_id = {}", b.id_lit(rid))).await;
+    let attempts: i32 = attempts[0].try_get("", "attempts").unwrap();
+    assert_eq!(attempts, 2, "A's attempt, then B's");
+    let ready =
+        b.count(&format!("notifications WHERE kind = 'recording_ready' AND recording_id = {}", b.id_lit(rid))).await;
+    assert_eq!(ready, 1, "finished once");
+    assert!(b.log().contains("recording ready"), "B finished it:\n{}", b.log());
+}
+
+/// A publisher speaking `sentence` (espeak-ng → Opus) over a test picture.
+fn speaking(dir: &Path, name: &str, sentence: &str) -> Publish {
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e} (make test installs espeak-ng and ffmpeg)"));
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let wav = dir.join(format!("{name}.wav"));
+    let ogg = dir.join(format!("{name}.ogg"));
+    let ivf = dir.join(format!("{name}.ivf"));
+    // Speech, then a second of silence, so each repetition is a sentence of its own.
+    run(std::process::Command::new("espeak-ng").args(["-s", "140", "-w"]).arg(&wav).arg(sentence));
+    run(std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-i"])
+        .arg(&wav)
+        .args([
+            "-af",
+            "apad=pad_dur=1",
+            "-ar",
+            "48000",
+            "-ac",
+            "2",
+            "-c:a",
+            "libopus",
+            "-frame_duration",
+            "20",
+            "-page_duration",
+            "20000",
+        ])
+        .arg(&ogg));
+    run(std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=30",
+            "-t",
+            "2",
+            "-c:v",
+            "libvpx",
+            "-g",
+            "30",
+            "-keyint_min",
+            "30",
+            "-deadline",
+            "realtime",
+            "-b:v",
+            "300k",
+            "-f",
+            "ivf",
+        ])
+        .arg(&ivf));
+    let media = parley_loadtest::RealMedia::from_files(&ivf, &ogg).expect("speech media");
+    Publish::CAMERA_AND_MIC.with_real_media(std::sync::Arc::new(media))
+}
+
+/// Words of a text, lower case, without punctuation.
+fn words(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
+}
+
+/// Each participant's own audio is transcribed, so the transcript names who said what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_transcript_has_each_speakers_words_under_their_name() {
+    let python = std::env::var("PARLEY_WHISPER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let node = TestNode::start_with(
+        NodeOptions::new(Backend::Sqlite)
+            .env("PARLEY_RECORDING_TRANSCRIPT", "faster-whisper")
+            .env("PARLEY_WHISPER_PYTHON", python),
+    )
+    .await;
+    let api = Api::new(&node.base, node.secret.as_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    let host = api.create_user("Hannah Host").await.unwrap();
+    let guest = api.create_user("Gus Guest").await.unwrap();
+    let meeting = api.create_meeting(host, "transcribed").await.unwrap();
+    let mut h = Participant::join(&api, meeting, host, true).await.unwrap();
+    let mut g = Participant::join(&api, meeting, guest, false).await.unwrap();
+    h.connect_media(speaking(dir.path(), "host", "the quick brown fox jumps over the lazy dog")).await.unwrap();
+    g.connect_media(speaking(dir.path(), "guest", "please send seven yellow bicycles to the harbour")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.signal.ok(json!({"type": "recording", "on": true})).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    h.signal.ok(json!({"type": "recording", "on": false})).await.unwrap();
+    let token = api.token(&host.to_string(), false);
+    let id = newest_recording(&node, &token, meeting).await["recording_id"].as_str().unwrap().to_owned();
+    let done = wait_processed(&node, &token, &id, Duration::from_secs(240)).await;
+    assert_eq!(done["status"], "ready", "{done}\n{}", node.log());
+    assert_eq!(done["transcript_error"], Value::Null, "{done}");
+    let vtt_path = dir.path().join("t.vtt");
+    download(&node, &token, &id, "transcript.vtt", &vtt_path).await;
+    let vtt = std::fs::read_to_string(&vtt_path).unwrap();
+    assert!(vtt.starts_with("WEBVTT"), "{vtt}");
+    let said = |label: &str| -> Vec<String> {
+        vtt.lines().filter(|l| l.starts_with(&format!("<v {label}>"))).flat_map(words).collect()
+    };
+    let (hannah, gus) = (said("Hannah Host"), said("Gus Guest"));
+    // The tiny.en model hears espeak's "brown" as "round" and "seven" as "San Juan": the
+    // words below it gets right every time.
+    for w in ["quick", "fox", "lazy", "dog"] {
+        assert!(hannah.iter().any(|x| x == w), "Hannah said {w:?}:\n{vtt}");
+        assert!(!gus.iter().any(|x| x == w), "not Gus:\n{vtt}");
+    }
+    for w in ["please", "yellow", "bicycles"] {
+        assert!(gus.iter().any(|x| x == w), "Gus said {w:?}:\n{vtt}");
+        assert!(!hannah.iter().any(|x| x == w), "not Hannah:\n{vtt}");
+    }
+}
