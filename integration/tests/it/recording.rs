@@ -454,3 +454,95 @@ async fn the_transcript_has_each_speakers_words_under_their_name() {
         assert!(!hannah.iter().any(|x| x == w), "not Hannah:\n{vtt}");
     }
 }
+
+/// A TCP forwarder to `target` that can be cut (connections refused, open ones dropped) and
+/// restored on the same port: object storage going away and coming back.
+struct Cuttable {
+    port: u16,
+    target: String,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Cuttable {
+    async fn start(target: &str) -> Cuttable {
+        let mut c = Cuttable { port: parley_integration::free_port(), target: target.to_owned(), task: None };
+        c.restore().await;
+        c
+    }
+
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("proxy port");
+        let target = self.target.clone();
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let target = target.clone();
+                conns.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Refuses new connections and drops the open ones (the JoinSet goes with the task).
+    fn cut(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+/// Object storage unreachable for a while during capture: chunks wait and are retried, and the
+/// recording comes out whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_store_outage_during_capture_loses_nothing() {
+    let bucket = format!("parley-it-{}", Uuid::new_v4().simple());
+    let s3 = std::env::var("PARLEY_TEST_S3_ENDPOINT").expect("PARLEY_TEST_S3_ENDPOINT (make test starts SeaweedFS)");
+    let mut proxy = Cuttable::start(s3.trim_start_matches("http://")).await;
+    let opts = s3_env(NodeOptions::new(Backend::Sqlite), &bucket).env("PARLEY_S3_ENDPOINT", proxy.url());
+    let (node, api) = recording_node(opts).await;
+    let host = api.create_user("Hannah Host").await.unwrap();
+    let guest = api.create_user("Gus Guest").await.unwrap();
+    let meeting = api.create_meeting(host, "outage").await.unwrap();
+    let mut h = Participant::join(&api, meeting, host, true).await.unwrap();
+    let mut g = Participant::join(&api, meeting, guest, false).await.unwrap();
+    h.connect_media(real("host")).await.unwrap();
+    g.connect_media(real("guest")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.signal.ok(json!({"type": "recording", "on": true})).await.unwrap();
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    proxy.restore().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.signal.ok(json!({"type": "recording", "on": false})).await.unwrap();
+    let recorded = started.elapsed().as_secs_f64();
+    let token = api.token(&host.to_string(), false);
+    let id = newest_recording(&node, &token, meeting).await["recording_id"].as_str().unwrap().to_owned();
+    let done = wait_processed(&node, &token, &id, Duration::from_secs(180)).await;
+    assert_eq!(done["status"], "ready", "{done}\n{}", node.log());
+    assert!(node.log().contains("object store unavailable; retrying"), "the outage was seen:\n{}", node.log());
+    assert!(node.log().contains("upload caught up"), "{}", node.log());
+    // Every track covers the whole recording: nothing of the outage's 6 s is missing.
+    for a in done["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["name"].as_str().is_some_and(|n| n.starts_with("tracks/")))
+    {
+        let ms = a["duration_ms"].as_f64().unwrap_or(0.0) / 1000.0;
+        assert!(ms >= recorded - 2.0, "{} covers {ms:.1} s of {recorded:.1} s: {done}", a["name"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mp4 = dir.path().join("r.mp4");
+    download(&node, &token, &id, "recording.mp4", &mp4).await;
+    let duration: f64 = ffprobe(&mp4)["format"]["duration"].as_str().and_then(|d| d.parse().ok()).unwrap();
+    assert!((duration - recorded).abs() <= 1.0, "MP4 {duration} s, recorded {recorded:.2} s");
+}
