@@ -24,13 +24,16 @@ pub fn is_keyframe(payload: &[u8]) -> bool {
 
 /// The VP8 payload (frame header onwards) of the first packet of a frame; `None` for other
 /// packets and malformed descriptors.
-fn frame_header(payload: &[u8]) -> Option<&[u8]> {
+fn frame_header(rtp_payload: &[u8]) -> Option<&[u8]> {
+    payload(rtp_payload).and_then(|(start, body)| start.then_some(body))
+}
+
+/// The VP8 payload after its descriptor, and whether it starts partition 0 (S=1, PID=0).
+/// `None` for a malformed descriptor or an empty payload. The recorder's depacketizer joins
+/// these into frames.
+pub fn payload(payload: &[u8]) -> Option<(bool, &[u8])> {
     let first = *payload.first()?;
-    let start_of_partition = first & 0x10 != 0;
-    let partition = first & 0x07;
-    if !start_of_partition || partition != 0 {
-        return None;
-    }
+    let start = first & 0x10 != 0 && first & 0x07 == 0;
     let mut at = 1;
     if first & 0x80 != 0 {
         let ext = *payload.get(at)?;
@@ -46,7 +49,8 @@ fn frame_header(payload: &[u8]) -> Option<&[u8]> {
             at += 1;
         }
     }
-    payload.get(at..).filter(|rest| !rest.is_empty())
+    let body = payload.get(at..)?;
+    (!body.is_empty()).then_some((start, body))
 }
 
 /// Width and height of a keyframe (the 14-bit fields after the start code), for logging and

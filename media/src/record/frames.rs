@@ -298,7 +298,7 @@ impl Depacketizer {
 /// RFC 7741: the payload after its descriptor joins the frame; the frame's first packet must
 /// start partition 0, and its frame tag says whether it is a keyframe.
 fn vp8(f: &mut Partial, payload: &[u8]) -> bool {
-    let Some((start, body)) = vp8_payload(payload) else { return false };
+    let Some((start, body)) = crate::vp8::payload(payload) else { return false };
     if f.data.is_empty() {
         if !start {
             return false;
@@ -307,30 +307,6 @@ fn vp8(f: &mut Partial, payload: &[u8]) -> bool {
     }
     f.data.extend_from_slice(body);
     true
-}
-
-/// The VP8 payload after its descriptor, and whether it starts partition 0 (S=1, PID=0).
-/// `None` for a malformed descriptor or an empty payload.
-pub fn vp8_payload(payload: &[u8]) -> Option<(bool, &[u8])> {
-    let first = *payload.first()?;
-    let start = first & 0x10 != 0 && first & 0x07 == 0;
-    let mut at = 1;
-    if first & 0x80 != 0 {
-        let ext = *payload.get(at)?;
-        at += 1;
-        if ext & 0x80 != 0 {
-            let picture_id = *payload.get(at)?;
-            at += if picture_id & 0x80 != 0 { 2 } else { 1 };
-        }
-        if ext & 0x40 != 0 {
-            at += 1;
-        }
-        if ext & 0x30 != 0 {
-            at += 1;
-        }
-    }
-    let body = payload.get(at..)?;
-    (!body.is_empty()).then_some((start, body))
 }
 
 /// RFC 6184 (packetization modes 0 and 1) into an Annex-B access unit.
