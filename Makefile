@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help run build cluster cluster-stop test test-unit test-integration lint fmt bench bench-db bench-live bench-cluster bench-sfu clean
+.PHONY: help run build cluster cluster-stop test test-unit test-integration lint fmt bench bench-db bench-live bench-cluster bench-sfu bench-recording clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-18s %s\n", $$1, $$2}'
@@ -52,7 +52,7 @@ lint: ## rustfmt check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-bench: bench-db bench-live bench-cluster bench-sfu ## run every benchmark
+bench: bench-db bench-live bench-cluster bench-sfu bench-recording ## run every benchmark
 
 bench-db: ## seed 100k meetings / 1M participants into a throwaway PostgreSQL database; query latency table
 	scripts/services.sh scripts/bench-db.sh
@@ -62,6 +62,9 @@ bench-cluster: ## three release nodes: cross-node vs same-node event latency, fa
 
 bench-sfu: ## one release node: WebRTC load test 1→{10,50,200} and 8×8 (packets out/s per core, latency, loss) vs a raw UDP forwarder
 	scripts/bench-sfu.sh
+
+bench-recording: ## one release node: capture CPU vs forwarding, concurrent recorded meetings, pipeline speed (× real time) of a 10-minute 2-person recording
+	scripts/services.sh scripts/bench-recording.sh
 
 bench-live: ## one release node on PostgreSQL + Redis: join latency, chat fan-out to 1,000, heartbeats vs redis-benchmark, RSS for 10,000 sockets
 	scripts/services.sh scripts/bench-live.sh

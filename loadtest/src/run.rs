@@ -54,6 +54,9 @@ pub struct LoadTest {
     pub record: Option<Duration>,
     /// How long to wait, after recording stopped, for the recording to be `ready` or `failed`.
     pub record_timeout: Duration,
+    /// Publishers send real media even without recording (a benchmark's unrecorded baseline
+    /// for the same media).
+    pub real_media: bool,
 }
 
 impl Default for LoadTest {
@@ -67,6 +70,7 @@ impl Default for LoadTest {
             rates: Rates::default(),
             record: None,
             record_timeout: RECORD_TIMEOUT,
+            real_media: false,
         }
     }
 }
@@ -156,12 +160,11 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     if total < 2 || t.publishers == 0 {
         return Err(LoadError::Media("need at least one publisher and two participants".to_owned()));
     }
-    let real = match t.record {
-        Some(_) => {
-            progress("encoding real media with ffmpeg");
-            Some(generate_real(t.publishers.min(REAL_VARIANTS)).await?)
-        }
-        None => None,
+    let real = if t.record.is_some() || t.real_media {
+        progress("encoding real media with ffmpeg");
+        Some(generate_real(t.publishers.min(REAL_VARIANTS)).await?)
+    } else {
+        None
     };
     progress(&format!("creating {total} users and a meeting on {}", t.url));
     let users = in_batches((0..total).collect(), |i| {
