@@ -578,6 +578,19 @@ impl Participant {
         }
     }
 
+    /// Sets media up again from scratch, as a browser does when its connection failed (its
+    /// meeting moved to another node, whose media router has never heard of it): stops what
+    /// was sending, closes the old connection, and offers `publish` on a new one.
+    pub async fn reconnect_media(&mut self, publish: Publish) -> Result<(), LoadError> {
+        lock(&self.auto).clear();
+        self.close_media().await;
+        self.tracks.clear();
+        self.screen_sender = None;
+        let _ = self.connected_tx.send(RTCPeerConnectionState::New);
+        let _ = self.gathered_tx.send(false);
+        self.connect_media(publish).await
+    }
+
     /// Leaves: closes media and the socket.
     pub async fn leave(self) {
         self.close_media().await;

@@ -14,6 +14,7 @@ mod media;
 mod meetings;
 mod queries;
 mod recording;
+mod recording_failover;
 mod recording_queue;
 mod recurring;
 mod users;

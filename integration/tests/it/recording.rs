@@ -67,7 +67,7 @@ pub(crate) async fn newest_recording(node: &TestNode, token: &str, meeting: Uuid
     v["recordings"][0].clone()
 }
 
-fn ffprobe(path: &Path) -> Value {
+pub(crate) fn ffprobe(path: &Path) -> Value {
     let out = std::process::Command::new("ffprobe")
         .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
         .arg(path)
@@ -78,7 +78,13 @@ fn ffprobe(path: &Path) -> Value {
 }
 
 /// Downloads an artifact through the node.
-async fn download(node: &TestNode, token: &str, id: &str, name: &str, to: &Path) -> reqwest::header::HeaderMap {
+pub(crate) async fn download(
+    node: &TestNode,
+    token: &str,
+    id: &str,
+    name: &str,
+    to: &Path,
+) -> reqwest::header::HeaderMap {
     let resp = reqwest::Client::new()
         .get(format!("{}/api/recordings/{id}/{name}", node.base))
         .bearer_auth(token)
