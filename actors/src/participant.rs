@@ -199,7 +199,9 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             if state.meeting.is_some() {
                 return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
             }
-            join_or_start(myself, state, meeting_id, None, display_name.clone(), JoinMode::Start).await
+            let metrics = state.services.metrics.clone();
+            timed_join(metrics, join_or_start(myself, state, meeting_id, None, display_name.clone(), JoinMode::Start))
+                .await
         }
         Request::Join { meeting_id, ref password, ref display_name } => {
             if let Some((current, _, _)) = &state.meeting
@@ -207,7 +209,10 @@ async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, r
             {
                 return fail(ErrorCode::AlreadyInMeeting, "leave your current meeting first");
             }
-            join_or_start(myself, state, meeting_id, password.as_deref(), display_name.clone(), JoinMode::Join).await
+            let metrics = state.services.metrics.clone();
+            let join =
+                join_or_start(myself, state, meeting_id, password.as_deref(), display_name.clone(), JoinMode::Join);
+            timed_join(metrics, join).await
         }
         Request::Resume { meeting_id, ref resume_token, last_seq } => {
             if state.meeting.as_ref().is_some_and(|(current, _, _)| *current != meeting_id) {
@@ -312,6 +317,22 @@ fn leave_group(myself: &ParticipantRef, state: &mut ParticipantState) {
     if let Some((meeting_id, _, _)) = state.meeting.take() {
         ractor::pg::leave(connections_group(meeting_id), vec![myself.get_cell()]);
     }
+}
+
+/// Runs a `join`/`start` and counts how long it took and how it ended (`parley_join_duration_seconds`).
+async fn timed_join(
+    metrics: Arc<crate::metrics::LiveMetrics>,
+    join: impl std::future::Future<Output = Answer>,
+) -> Answer {
+    let started = Instant::now();
+    let answer = join.await;
+    let outcome = match &answer {
+        Ok(ReplyData::Joined { .. }) => crate::metrics::JoinOutcome::Joined,
+        Ok(ReplyData::Waiting { .. }) => crate::metrics::JoinOutcome::Waiting,
+        _ => crate::metrics::JoinOutcome::Refused,
+    };
+    metrics.join(started.elapsed().as_secs_f64(), outcome);
+    answer
 }
 
 /// `join` or `start`: the one join decision (`crate::admission`, `parley_core::join`), then in.

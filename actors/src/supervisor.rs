@@ -102,6 +102,7 @@ impl Actor for MeetingSupervisor {
                     state.meetings.remove(&id);
                     state.services.meetings.remove(id);
                     tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; restarting it from saved state");
+                    state.services.metrics.actor_restarted(crate::metrics::ActorKind::Meeting);
                     match spawn_meeting(&myself, state, id, None).await {
                         Ok(_) => {}
                         Err(e) => {
@@ -156,6 +157,9 @@ async fn spawn_meeting(
     meeting_id: Uuid,
     takeover_from: Option<String>,
 ) -> Result<MeetingRef, ractor::SpawnErr> {
+    if takeover_from.is_some() {
+        state.services.metrics.failover();
+    }
     let participants = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let media_peers = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let args = MeetingArgs {

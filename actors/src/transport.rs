@@ -94,6 +94,7 @@ pub async fn call_node(s: &LiveServices, node: &str, body: Body, timeout: Durati
         return fail(ErrorCode::Unavailable, format!("node {node} is not reachable"));
     };
     let env = Envelope::new(&s.node, body);
+    s.metrics.cluster_message(true, true);
     match host.call(move |port| NodeHostMsg::Call(env, port), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => Ok(reply.body),
         Ok(_) => fail(ErrorCode::Unavailable, format!("node {node} did not answer in time")),
@@ -105,6 +106,7 @@ pub async fn call_node(s: &LiveServices, node: &str, body: Body, timeout: Durati
 pub fn cast_node(s: &LiveServices, node: &str, body: Body) {
     match s.membership.host(node) {
         Some(host) => {
+            s.metrics.cluster_message(true, false);
             if let Err(e) = host.cast(NodeHostMsg::Cast(Envelope::new(&s.node, body))) {
                 tracing::debug!(%node, error = %e, "cluster: message to a departed node dropped");
             }

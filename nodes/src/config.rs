@@ -39,6 +39,8 @@ pub enum ConfigError {
     BadMedia(String),
     #[error("invalid recording setting: {0}")]
     BadRecording(String),
+    #[error("invalid telemetry setting: {0}")]
+    BadTelemetry(String),
     #[error("cannot create or read the secret file {path}: {source}")]
     SecretFile { path: PathBuf, source: std::io::Error },
 }
@@ -135,6 +137,24 @@ pub struct ConfigFile {
     pub media: MediaSection,
     #[serde(default)]
     pub recording: RecordingSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+}
+
+/// The `[telemetry]` section: what the node tells operators.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// A token Prometheus presents (`Authorization: Bearer <token>`) to read `GET /metrics`
+    /// without an operator token. Absent: only operator tokens may read it.
+    pub scrape_token: Option<String>,
+}
+
+/// Resolved `[telemetry]`.
+#[derive(Debug, Clone, Default)]
+pub struct TelemetrySettings {
+    /// `[telemetry] scrape_token`, or `PARLEY_METRICS_TOKEN` (which wins).
+    pub scrape_token: Option<String>,
 }
 
 /// The `[recording]` section: where recordings go and how they are processed.
@@ -352,6 +372,7 @@ pub struct Settings {
     pub media: parley_media::peer::PeerConfig,
     /// Recording storage and processing.
     pub recording: RecordingSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -622,8 +643,23 @@ impl Settings {
                 .unwrap_or(false),
             media,
             recording,
+            telemetry: resolve_telemetry(&file.telemetry, env)?,
         })
     }
+}
+
+/// `[telemetry]` with `PARLEY_METRICS_TOKEN` over its `scrape_token`.
+fn resolve_telemetry(t: &TelemetrySection, env: &dyn Env) -> Result<TelemetrySettings, ConfigError> {
+    let scrape_token = env.var("PARLEY_METRICS_TOKEN").or_else(|| t.scrape_token.clone()).filter(|s| !s.is_empty());
+    if let Some(token) = &scrape_token
+        && token.len() < 16
+    {
+        return Err(ConfigError::BadTelemetry(format!(
+            "scrape_token is {} characters: want at least 16 (it guards node internals)",
+            token.len()
+        )));
+    }
+    Ok(TelemetrySettings { scrape_token })
 }
 
 /// The cluster TLS files: each from `PARLEY_CLUSTER_TLS_{CA,CERT,KEY}`, else `[cluster.tls]`;
@@ -704,6 +740,25 @@ mod tests {
         assert_eq!(s.secret, b"a-much-longer-secret-from-env");
         assert_eq!(s.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
         assert!(!format!("{s:?}").contains("pw@"), "debug output redacts passwords");
+    }
+
+    #[test]
+    fn the_scrape_token_comes_from_the_file_or_the_environment_and_must_not_be_guessable() {
+        let none: HashMap<&str, &str> = HashMap::new();
+        assert_eq!(Settings::resolve(&file(), None, &none).unwrap().telemetry.scrape_token, None);
+        let mut f = file();
+        f.telemetry.scrape_token = Some("prometheus-reads-this".to_owned());
+        assert_eq!(
+            Settings::resolve(&f, None, &none).unwrap().telemetry.scrape_token.as_deref(),
+            Some("prometheus-reads-this")
+        );
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_METRICS_TOKEN", "from-the-environment-wins")]);
+        assert_eq!(
+            Settings::resolve(&f, None, &env).unwrap().telemetry.scrape_token.as_deref(),
+            Some("from-the-environment-wins")
+        );
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_METRICS_TOKEN", "short")]);
+        assert!(matches!(Settings::resolve(&f, None, &env), Err(ConfigError::BadTelemetry(_))));
     }
 
     #[test]

@@ -16,6 +16,7 @@ mod config;
 mod log_filter;
 mod node;
 mod recording;
+mod telemetry;
 mod ws;
 
 use std::path::PathBuf;

@@ -150,10 +150,14 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
         if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
     let recording = crate::recording::start(&settings, &store).await?;
     let objects = recording.as_ref().map(|r| r.objects.clone());
-    let live = start_live(&settings, store.clone(), objects.clone()).await?;
+    let metrics = Arc::new(crate::telemetry::NodeMetrics::new(&settings.node_name)?);
+    let live = start_live(&settings, store.clone(), objects.clone(), metrics.live.clone()).await?;
+    metrics.observe(&live.services);
     let mut state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
     state.fault_injection = settings.fault_injection;
     state.objects = objects;
+    state.metrics = Some(metrics.clone());
+    state.scrape_token = settings.telemetry.scrape_token.as_deref().map(Arc::from);
     if settings.fault_injection {
         tracing::warn!("fault injection enabled: POST /api/admin/meetings/{{id}}/crash is live");
     }
@@ -161,6 +165,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     tracing::info!(node = %settings.node_name, %addr, migrations_applied = applied, "node ready");
     println!("parley node {} ready: http://{addr}", settings.node_name);
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.context("HTTP server failed")?;
+    metrics.shutdown();
     tracing::info!(node = %settings.node_name, "node stopped");
     Ok(())
 }
@@ -170,6 +175,7 @@ async fn start_live(
     settings: &Settings,
     store: Store,
     objects: Option<Arc<dyn parley_recording::object_store::ObjectStore>>,
+    metrics: Arc<parley_actors::metrics::LiveMetrics>,
 ) -> anyhow::Result<Live> {
     let presence = match &settings.redis_url {
         Some(url) => Presence::redis(url, settings.heartbeat_ttl)
@@ -198,6 +204,7 @@ async fn start_live(
             store: store.clone(),
             node: settings.node_name.clone(),
         }),
+        metrics,
     });
     let (supervisor, _) =
         ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())

@@ -172,6 +172,8 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
             }
         }
     });
+    let metrics = Arc::clone(&app.live.services.metrics);
+    metrics.websocket(1);
     let mut writer_done = false;
     loop {
         tokio::select! {
@@ -208,6 +210,7 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
         }
     }
     let _ = actor.cast(ParticipantMsg::SocketClosed);
+    metrics.websocket(-1);
     drop(tx);
     if !writer_done {
         // Let the writer flush what is queued (a close frame with its reason, typically).

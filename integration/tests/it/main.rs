@@ -12,6 +12,7 @@ mod hardening;
 mod live;
 mod media;
 mod meetings;
+mod metrics;
 mod queries;
 mod recording;
 mod recording_failover;

@@ -2,6 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -56,6 +58,37 @@ pub async fn crash_meeting(
     }
     tracing::warn!(meeting_id = %id, ?target, operator = %caller.subject, "fault injection: actor crashed on purpose");
     Ok(Json(json!({"meeting_id": id, "participant": participant, "crashed": true})))
+}
+
+/// `GET /metrics`: Prometheus text for an operator token or the configured scrape token
+/// (`[telemetry] scrape_token`): 401 without a token or with a wrong one, 403 for a user's.
+pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let Some(metrics) = app.metrics.clone() else {
+        return Err(ApiError::not_found("metrics are off on this node"));
+    };
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let scrape_ok = match (bearer, app.scrape_token.as_deref()) {
+        (Some(given), Some(expected)) => constant_time_eq(given.as_bytes(), expected.as_bytes()),
+        _ => false,
+    };
+    if !scrape_ok {
+        let token = bearer.ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+        let claims = app.tokens.verify(token).map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
+        if !claims.adm {
+            return Err(ApiError::forbidden("an operator (admin) token or the scrape token is required"));
+        }
+    }
+    let text = metrics.render(&app.live.services).map_err(ApiError::internal)?;
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
+}
+
+/// Equal bytes, compared in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// `GET /api/admin/cluster`: every node (status, load, lease age, session) and the active

@@ -48,6 +48,10 @@ pub struct AppState {
     pub fault_injection: bool,
     /// Where recordings are stored (`None`: recording is off on this node).
     pub objects: Option<Arc<dyn parley_recording::object_store::ObjectStore>>,
+    /// What `GET /metrics` renders (`None`: no metrics, 404).
+    pub metrics: Option<Arc<crate::telemetry::NodeMetrics>>,
+    /// The token Prometheus may read `/metrics` with besides an operator token.
+    pub scrape_token: Option<Arc<str>>,
 }
 
 /// Handles to the live-meeting actors.
@@ -68,6 +72,8 @@ impl AppState {
             live,
             fault_injection: false,
             objects: None,
+            metrics: None,
+            scrape_token: None,
         }
     }
 
@@ -97,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(client_page))
         .route("/j/{id}", get(client_page))
         .route("/healthz", get(healthz))
+        .route("/metrics", get(admin::metrics))
         .route("/ws", get(crate::ws::upgrade))
         .nest("/api", api)
         .fallback(not_found)
