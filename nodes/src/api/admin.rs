@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Caller, parse_id};
+use super::extract::{ApiPath, ApiQuery, Caller, bearer, parse_id};
 use parley_actors::CrashTarget;
 
 #[derive(Deserialize)]
@@ -66,21 +66,10 @@ pub async fn metrics(State(app): State<AppState>, headers: HeaderMap) -> Result<
     let Some(metrics) = app.metrics.clone() else {
         return Err(ApiError::not_found("metrics are off on this node"));
     };
-    let bearer = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let scrape_ok = match (bearer, app.scrape_token.as_deref()) {
-        (Some(given), Some(expected)) => constant_time_eq(given.as_bytes(), expected.as_bytes()),
-        _ => false,
-    };
-    if !scrape_ok {
-        let token = bearer.ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        let claims = app.tokens.verify(token).map_err(|_| ApiError::unauthorized("invalid or expired token"))?;
-        if !claims.adm {
-            return Err(ApiError::forbidden("an operator (admin) token or the scrape token is required"));
-        }
+    let token = bearer(&headers)?;
+    let scrape_ok = app.scrape_token.as_deref().is_some_and(|t| constant_time_eq(token.as_bytes(), t.as_bytes()));
+    if !scrape_ok && !Caller::from_token(&app, token)?.admin {
+        return Err(ApiError::forbidden("an operator (admin) token or the scrape token is required"));
     }
     let text = metrics.render(&app.live.services).map_err(ApiError::internal)?;
     Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())

@@ -140,21 +140,32 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let app = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
-        let value = header.to_str().map_err(|_| ApiError::unauthorized("unreadable Authorization header"))?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
-        match app.tokens.verify(token.trim()) {
+        Caller::from_token(&app, bearer(&parts.headers)?)
+    }
+}
+
+impl Caller {
+    /// The caller a signed token names; 401 when it is expired or not ours.
+    pub fn from_token(app: &AppState, token: &str) -> Result<Caller, ApiError> {
+        match app.tokens.verify(token) {
             Ok(c) => Ok(Caller { subject: c.sub, admin: c.adm }),
             Err(TokenError::Expired) => Err(ApiError::unauthorized("token expired")),
             Err(TokenError::Invalid(_)) => Err(ApiError::unauthorized("invalid token")),
         }
     }
+}
+
+/// The token of `Authorization: Bearer <token>`; 401 when the header is missing or not that.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Result<&str, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer <token>"))?;
+    let value = header.to_str().map_err(|_| ApiError::unauthorized("unreadable Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <token>`"))?;
+    Ok(token.trim())
 }
 
 /// A JSON body that may be absent: an empty body yields `T::default()`.
