@@ -30,6 +30,7 @@ pub mod membership;
 pub mod messages;
 pub mod metrics;
 pub mod node_host;
+pub mod ops;
 pub mod participant;
 pub mod placement;
 pub mod presence_repair;
@@ -96,6 +97,8 @@ pub struct LiveServices {
     pub recording: Option<recorder::RecordingServices>,
     /// What the live layer counts (exported by the node at `/metrics`).
     pub metrics: Arc<metrics::LiveMetrics>,
+    /// What the node remembers for its operators (events, restarts, vitals).
+    pub ops: Arc<ops::Journal>,
 }
 
 /// Issues and checks `resume` tokens (signed by the node layer with the cluster's secret, so

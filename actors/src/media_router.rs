@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use parley_core::protocol::{ErrorCode, Event, MediaSource, ReplyData, Request, ViewKind};
 use parley_media::MediaError;
-use parley_media::forward::{Egress, Forwarder, Upstream};
+use parley_media::forward::{Egress, Forwarder, TrafficCount, Upstream};
 use parley_media::layers::Layer;
 use parley_media::peer::{
     Codec, MediaKind, OutTrack, OutTrackSpec, Peer, PeerChannels, PeerConfig, PeerEvent, PeerState,
@@ -72,6 +72,8 @@ pub enum RouterMsg {
     Tick,
     /// Counters, for the admin API and tests.
     Stats(RpcReplyPort<RouterStats>),
+    /// Operators: every media peer's traffic, layers and reception (`ops::RouterView`).
+    Inspect(RpcReplyPort<crate::ops::RouterView>),
     /// Start capturing the meeting's recording (`Some`: this part of it) or stop (`None`:
     /// the recording is over). Replies once the recorder has started, or taken its tail over.
     Record { start: Option<RecordStart>, reply: RpcReplyPort<Result<(), String>> },
@@ -162,6 +164,49 @@ struct Member {
     awaiting_keyframe: Vec<Arc<str>>,
     /// The DTLS fingerprint of the client's connection, from its last accepted offer.
     fingerprint: Option<String>,
+    /// What operators are shown: feedback counts, and the last traffic reading.
+    feedback: Feedback,
+    reading: Option<TrafficReading>,
+}
+
+/// RTCP feedback about one member's connection.
+#[derive(Default)]
+struct Feedback {
+    nacks_received: u64,
+    keyframe_requests_received: u64,
+    keyframe_requests_sent: u64,
+}
+
+/// Traffic counters at one moment, and the rates since the reading before.
+#[derive(Clone, Copy)]
+struct TrafficReading {
+    at: Instant,
+    received: TrafficCount,
+    sent: TrafficCount,
+    in_bps: u64,
+    out_bps: u64,
+}
+
+/// Readings closer together than this keep the previous rates (several dashboards may ask).
+const RATE_WINDOW: Duration = Duration::from_millis(500);
+
+impl TrafficReading {
+    /// The reading now, its rates measured from `before`.
+    fn next(before: Option<TrafficReading>, at: Instant, received: TrafficCount, sent: TrafficCount) -> TrafficReading {
+        let Some(b) = before else { return TrafficReading { at, received, sent, in_bps: 0, out_bps: 0 } };
+        let secs = at.duration_since(b.at).as_secs_f64();
+        if secs < RATE_WINDOW.as_secs_f64() {
+            return b;
+        }
+        let bps = |now: u64, then: u64| (now.saturating_sub(then) as f64 * 8.0 / secs) as u64;
+        TrafficReading {
+            at,
+            received,
+            sent,
+            in_bps: bps(received.bytes, b.received.bytes),
+            out_bps: bps(sent.bytes, b.sent.bytes),
+        }
+    }
 }
 
 impl Member {
@@ -304,6 +349,9 @@ impl Actor for MediaRouterActor {
                     retransmitted_packets: forwarded.retransmitted,
                     not_retransmitted_packets: forwarded.not_retransmitted,
                 });
+            }
+            RouterMsg::Inspect(reply) => {
+                let _ = reply.send(inspect(state));
             }
             RouterMsg::Record { start: Some(start), reply } => {
                 let _ = reply.send(start_recorder(&myself, state, start).await);
@@ -480,7 +528,46 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         renegotiate: false,
         awaiting_keyframe: Vec::new(),
         fingerprint: None,
+        feedback: Feedback::default(),
+        reading: None,
     })
+}
+
+/// Every member's traffic, layers and reception, for the operators' view.
+fn inspect(state: &mut RouterState) -> crate::ops::RouterView {
+    let now = Instant::now();
+    let mut peers = Vec::with_capacity(state.members.len());
+    for (user, m) in state.members.iter_mut() {
+        let (received, sent) = (state.forwarder.received(*user), m.egress.sent());
+        let reading = TrafficReading::next(m.reading, now, received, sent);
+        m.reading = Some(reading);
+        let reception = m.peer.reception();
+        let mut published: Vec<String> = m.published.values().map(|p| p.key.to_string()).collect();
+        published.sort();
+        peers.push(crate::ops::MediaPeerView {
+            user_id: *user,
+            published,
+            bitrate_in_bps: reading.in_bps,
+            bitrate_out_bps: reading.out_bps,
+            packets_in: received.packets,
+            packets_out: sent.packets,
+            downlink_estimate_bps: m.egress.downlink_estimate(),
+            layers: m
+                .egress
+                .layers()
+                .into_iter()
+                .map(|(k, l)| (k.to_string(), l.map(|l| format!("{l:?}").to_lowercase())))
+                .collect(),
+            loss: reception.loss,
+            jitter_ms: reception.jitter_ms,
+            rtt_ms: reception.rtt_ms,
+            nacks_received: m.feedback.nacks_received,
+            keyframe_requests_received: m.feedback.keyframe_requests_received,
+            keyframe_requests_sent: m.feedback.keyframe_requests_sent,
+        });
+    }
+    peers.sort_by_key(|p| p.user_id);
+    crate::ops::RouterView { actor: Default::default(), recorder: state.recorder.is_some(), peers }
 }
 
 async fn close_member(m: Member) {
@@ -574,10 +661,16 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
         }
         PeerEvent::TrackEnded { track_id } => unpublish(state, user, &track_id).await,
         PeerEvent::KeyframeRequested { track_id } => {
+            if let Some(m) = state.members.get_mut(&user) {
+                m.feedback.keyframe_requests_received += 1;
+            }
             // A subscriber's decoder wants a keyframe of what we send it as `track_id` (the key).
             request_keyframe(state, &track_id, None).await;
         }
         PeerEvent::NackReceived { track_id, sequence_numbers } => {
+            if let Some(m) = state.members.get_mut(&user) {
+                m.feedback.nacks_received += 1;
+            }
             retransmit(state, user, &track_id, &sequence_numbers).await;
         }
         PeerEvent::GatheringComplete => {}
@@ -607,23 +700,28 @@ async fn unpublish(state: &mut RouterState, user: Uuid, track_id: &str) {
 /// dropped but sent when the second is over (once, however many were asked for meanwhile), so
 /// a subscriber arriving just after another still gets its keyframe.
 async fn request_keyframe(state: &mut RouterState, key: &str, layer: Option<Layer>) {
-    let Some((peer, ssrcs)) = state.members.values().find_map(|m| {
+    let Some((publisher, peer, ssrcs)) = state.members.iter().find_map(|(u, m)| {
         let p = m.published.values().find(|p| &*p.key == key)?;
         let ssrcs: Vec<u32> =
             p.ssrcs.iter().filter(|(_, l)| layer.is_none() || **l == layer).map(|(s, _)| *s).collect();
-        Some((m.peer.clone(), ssrcs))
+        Some((*u, m.peer.clone(), ssrcs))
     }) else {
         return;
     };
     let mut throttled = false;
+    let mut sent_any = 0;
     for ssrc in ssrcs {
         match peer.request_keyframe(ssrc).await {
             Ok(sent) => {
                 tracing::debug!(key, ssrc, sent, "keyframe requested");
                 throttled |= !sent;
+                sent_any += u64::from(sent);
             }
             Err(e) => tracing::debug!(key, error = %e, "keyframe request failed"),
         }
+    }
+    if let Some(m) = state.members.get_mut(&publisher) {
+        m.feedback.keyframe_requests_sent += sent_any;
     }
     let deferred: (Arc<str>, Option<Layer>) = (Arc::from(key), layer);
     if throttled && state.deferred_keyframes.insert(deferred.clone()) {

@@ -241,6 +241,11 @@ impl Actor for MeetingActor {
             if let SupervisionEvent::ActorFailed(_, reason) = &event {
                 tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "media router failed; clients will reconnect media");
                 state.services.metrics.actor_restarted(crate::metrics::ActorKind::MediaRouter);
+                state.services.ops.actor_failed(
+                    crate::metrics::ActorKind::MediaRouter,
+                    state.meeting.meeting_id(),
+                    &reason.to_string(),
+                );
                 let shared = SharedEvent::new(EventFrame::unsequenced(
                     state.meeting.meeting_id(),
                     Event::MediaClosed { reason: "the media router restarted".to_owned() },
@@ -391,6 +396,20 @@ impl Actor for MeetingActor {
                 tracing::error!(meeting_id = %state.meeting.meeting_id(), %reason, "recording stopped: capture failed");
                 let outcome = state.meeting.capture_failed(by);
                 perform(&myself, state, outcome.effects).await;
+            }
+            MeetingMsg::Inspect { reply } => {
+                let me = &state.services.node;
+                let view = crate::ops::MeetingView {
+                    meeting_id: state.meeting.meeting_id(),
+                    epoch: state.epoch,
+                    recording: state.meeting.is_recording(),
+                    participants: state.meeting.participants().cloned().collect(),
+                    waiting: state.meeting.waiting_count() as u32,
+                    connections: state.conns.iter().map(|(u, c)| (*u, c.addr(me).node)).collect(),
+                    actor: Default::default(),
+                    media_router: None,
+                };
+                let _ = reply.send((view, state.router.clone()));
             }
             MeetingMsg::CrashMediaRouter => {
                 if let Some(r) = &state.router {

@@ -51,6 +51,8 @@ pub enum MeetingMsg {
     ContinueRecording,
     /// Capture could not start or continue: recording is off again.
     RecordingFailed { by: Uuid, reason: String },
+    /// Operators: the meeting's state, and its media router to ask for the media part.
+    Inspect { reply: RpcReplyPort<(crate::ops::MeetingView, Option<crate::media_router::RouterRef>)> },
 }
 
 impl ractor::Message for MeetingMsg {}

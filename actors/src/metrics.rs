@@ -15,14 +15,14 @@ use opentelemetry::metrics::{Counter, Histogram, Meter, UpDownCounter};
 const JOIN_BOUNDARIES: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// Which actor a supervisor restarted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ActorKind {
     Meeting,
     MediaRouter,
 }
 
 impl ActorKind {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             ActorKind::Meeting => "meeting",
             ActorKind::MediaRouter => "media_router",
@@ -55,6 +55,7 @@ pub struct LiveMetrics {
     failovers: Counter<u64>,
     cluster_messages: Counter<u64>,
     websocket_connections: UpDownCounter<i64>,
+    websockets_open: std::sync::atomic::AtomicI64,
 }
 
 impl LiveMetrics {
@@ -82,6 +83,7 @@ impl LiveMetrics {
                 .i64_up_down_counter("parley.websocket.connections")
                 .with_description("Open client WebSocket connections")
                 .build(),
+            websockets_open: Default::default(),
         };
         // Every fixed series exists from the start (at 0), so a rate or an alert over it works
         // before the first event.
@@ -116,5 +118,11 @@ impl LiveMetrics {
     /// A client WebSocket opened (`+1`) or closed (`-1`).
     pub fn websocket(&self, delta: i64) {
         self.websocket_connections.add(delta, &[]);
+        self.websockets_open.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// WebSocket connections open now (the operators' view reads it).
+    pub fn websockets_open(&self) -> i64 {
+        self.websockets_open.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

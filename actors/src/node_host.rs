@@ -76,6 +76,7 @@ impl Actor for NodeHost {
 async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) -> Body {
     match env.body {
         Body::GetLoad => Body::Load { load: local_load(s) },
+        Body::Inspect => Body::Inspected { view: Box::new(crate::ops::inspect(s).await) },
         Body::Drain => {
             let (moved, remaining) = crate::placement::drain(s, supervisor).await;
             Body::Drained { moved, remaining }

@@ -96,6 +96,7 @@ pub async fn drain(s: &Arc<LiveServices>, supervisor: &SupervisorRef) -> (u32, u
             Ok(MeetingHandle::Remote { node }) => {
                 let _ = supervisor.cast(SupervisorMsg::Release { meeting_id });
                 tracing::info!(%meeting_id, to = %node, "drain: meeting moved");
+                s.ops.event(crate::ops::EventKind::MeetingMoved, Some(meeting_id), format!("drain: moved to {node}"));
                 moved += 1;
             }
             Ok(MeetingHandle::Local(_)) => {}
@@ -109,5 +110,11 @@ pub async fn drain(s: &Arc<LiveServices>, supervisor: &SupervisorRef) -> (u32, u
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    (moved, s.meetings.load().0)
+    let remaining = s.meetings.load().0;
+    s.ops.event(
+        crate::ops::EventKind::NodeDraining,
+        None,
+        format!("{} drained: {moved} meetings moved, {remaining} remaining", s.node),
+    );
+    (moved, remaining)
 }

@@ -11,6 +11,7 @@ use crate::LiveServices;
 use crate::error::LiveError;
 use crate::meeting::{MeetingActor, MeetingArgs, StartRefused};
 use crate::messages::{CrashTarget, MeetingMsg, MeetingRef, SupervisorMsg};
+use crate::ops::EventKind;
 use parley_store::StoreError;
 
 pub struct MeetingSupervisor;
@@ -94,7 +95,14 @@ impl Actor for MeetingSupervisor {
                 if let Some(id) = state.by_actor.remove(&cell.get_id()) {
                     state.meetings.remove(&id);
                     state.services.meetings.remove(id);
-                    tracing::info!(meeting_id = %id, reason = reason.as_deref().unwrap_or("ended"), "meeting actor stopped");
+                    let why = reason.as_deref().unwrap_or("ended");
+                    tracing::info!(meeting_id = %id, reason = why, "meeting actor stopped");
+                    state.services.ops.event(
+                        EventKind::MeetingStopped,
+                        Some(id),
+                        format!("meeting stopped here: {why}"),
+                    );
+                    state.services.ops.forget_meeting(id);
                 }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
@@ -103,6 +111,7 @@ impl Actor for MeetingSupervisor {
                     state.services.meetings.remove(id);
                     tracing::error!(meeting_id = %id, error = %err, "meeting actor failed; restarting it from saved state");
                     state.services.metrics.actor_restarted(crate::metrics::ActorKind::Meeting);
+                    state.services.ops.actor_failed(crate::metrics::ActorKind::Meeting, id, &err.to_string());
                     match spawn_meeting(&myself, state, id, None).await {
                         Ok(_) => {}
                         Err(e) => {
@@ -169,7 +178,15 @@ async fn spawn_meeting(
         participants: participants.clone(),
         media_peers: media_peers.clone(),
     };
+    let takeover = args.takeover_from.clone();
     let (actor, _) = Actor::spawn_linked(None, MeetingActor, args, myself.get_cell()).await?;
+    let ops = &state.services.ops;
+    match takeover {
+        Some(dead) => {
+            ops.event(EventKind::MeetingTakenOver, Some(meeting_id), format!("meeting taken over from {dead}"))
+        }
+        None => ops.event(EventKind::MeetingStarted, Some(meeting_id), "meeting started here"),
+    }
     state.by_actor.insert(actor.get_id(), meeting_id);
     state.meetings.insert(meeting_id, actor.clone());
     state.services.meetings.insert(meeting_id, crate::MeetingEntry { actor: actor.clone(), participants, media_peers });

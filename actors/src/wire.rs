@@ -79,6 +79,9 @@ pub enum Body {
     /// Operator: the receiver takes no new meetings and moves its meetings away. Answer:
     /// `drained`.
     Drain,
+    /// Operators: the receiver's view of itself (meetings, media, actors, events). Answer:
+    /// `inspected`.
+    Inspect,
     // --- casts (one-way, at most once) ---
     /// Events for connections on the receiving node.
     Deliver {
@@ -128,6 +131,9 @@ pub enum Body {
     Drained {
         moved: u32,
         remaining: u32,
+    },
+    Inspected {
+        view: Box<crate::ops::NodeView>,
     },
 }
 
@@ -236,6 +242,43 @@ mod tests {
         round_trip(Body::GetLoad);
         round_trip(Body::Drain);
         round_trip(Body::Drained { moved: 3, remaining: 0 });
+        round_trip(Body::Inspect);
+        let journal = crate::ops::Journal::new("node-a");
+        journal.actor_failed(crate::metrics::ActorKind::Meeting, m, "boom");
+        round_trip(Body::Inspected {
+            view: Box::new(crate::ops::NodeView {
+                node: "node-a".into(),
+                version: "0.1.0".into(),
+                started_at_ms: 1,
+                now_ms: 2,
+                draining: false,
+                lease_held: true,
+                max_meetings: 10,
+                max_participants: 100,
+                vitals: crate::ops::Vitals { cpu_percent: 12.5, memory_bytes: 1 << 20, ..Default::default() },
+                history: vec![],
+                meetings: vec![crate::ops::MeetingView {
+                    meeting_id: m,
+                    epoch: 3,
+                    recording: true,
+                    participants: vec![],
+                    waiting: 1,
+                    connections: [(u, "node-b".to_owned())].into(),
+                    actor: journal.actor(crate::metrics::ActorKind::Meeting, m, "0.7".into()),
+                    media_router: Some(crate::ops::RouterView {
+                        actor: Default::default(),
+                        recorder: false,
+                        peers: vec![crate::ops::MediaPeerView {
+                            user_id: u,
+                            layers: vec![("k".into(), Some("high".into())), ("j".into(), None)],
+                            rtt_ms: Some(3.5),
+                            ..Default::default()
+                        }],
+                    }),
+                }],
+                events: journal.events(),
+            }),
+        });
         round_trip(Body::Deliver {
             meeting_id: m,
             conns: vec![1, 2, 3],

@@ -351,6 +351,15 @@ impl LiveMeeting {
         self.participants.get(&user)
     }
 
+    /// Everyone in the meeting, by user id.
+    pub fn participants(&self) -> impl Iterator<Item = &ParticipantView> {
+        self.participants.values()
+    }
+
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
+    }
+
     pub fn participant_count(&self) -> usize {
         self.participants.len()
     }

@@ -30,6 +30,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
+use crate::reception::{Block, ReceptionQuality, ntp_middle};
 use crate::sdp::RID_URI;
 
 /// Where the keyframe-request forwarder sits in the interceptor chain: after every built-in
@@ -195,21 +196,55 @@ pub(crate) fn is_keyframe_request(packet: &dyn rtcp::Packet) -> bool {
 /// of the latest REMB the remote sent (webrtc-rs has no REMB interceptor); made
 /// [`forwarding_nacks`](Self::forwarding_nacks), it passes NACKs on too (the node answers them
 /// itself, from the publisher's packet cache, instead of the stack's per-connection responder).
+///
+/// Made [`reporting_reception`](Self::reporting_reception), it takes the remote's report
+/// blocks about our streams into a [`ReceptionQuality`] (loss, jitter, round trip).
 #[derive(Default)]
 pub struct KeyframeRequestForwarder {
     downlink_bps: Option<Arc<AtomicU64>>,
     nacks: bool,
+    reception: Option<Arc<ReceptionQuality>>,
+    /// Our streams' clock rates by SSRC (what report-block jitter is counted in).
+    clock_rates: HashMap<u32, u32>,
 }
 
 impl KeyframeRequestForwarder {
     /// A forwarder that also stores each received REMB's bitrate (bits/s) in `cell`.
     pub fn with_downlink_estimate(cell: Arc<AtomicU64>) -> Self {
-        Self { downlink_bps: Some(cell), nacks: false }
+        Self { downlink_bps: Some(cell), ..Self::default() }
     }
 
     /// Passes NACKs on to the application as well.
     pub fn forwarding_nacks(self) -> Self {
         Self { nacks: true, ..self }
+    }
+
+    /// Keeps what the remote reports about receiving our streams in `cell`.
+    pub fn reporting_reception(self, cell: Arc<ReceptionQuality>) -> Self {
+        Self { reception: Some(cell), ..self }
+    }
+
+    fn observe_reports(&self, packets: &[Box<dyn rtcp::Packet>]) {
+        let Some(cell) = &self.reception else { return };
+        for p in packets {
+            let any = p.as_any();
+            let reports = match (any.downcast_ref::<ReceiverReport>(), any.downcast_ref::<SenderReport>()) {
+                (Some(rr), _) => &rr.reports,
+                (None, Some(sr)) => &sr.reports,
+                (None, None) => continue,
+            };
+            let blocks: Vec<Block> = reports
+                .iter()
+                .map(|r| Block {
+                    ssrc: r.ssrc,
+                    fraction_lost: r.fraction_lost,
+                    jitter: r.jitter,
+                    last_sender_report: r.last_sender_report,
+                    delay: r.delay,
+                })
+                .collect();
+            cell.observe(&blocks, &self.clock_rates, ntp_middle(std::time::SystemTime::now()));
+        }
     }
 
     fn forwards(&self, packet: &dyn rtcp::Packet) -> bool {
@@ -218,8 +253,19 @@ impl KeyframeRequestForwarder {
 }
 
 impl PacketFilter for KeyframeRequestForwarder {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        if self.reception.is_some() {
+            self.clock_rates.insert(info.ssrc, info.clock_rate);
+        }
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.clock_rates.remove(&info.ssrc);
+    }
+
     fn read(&mut self, mut msg: TaggedPacket) -> Option<TaggedPacket> {
         if let ChainPacket::Rtcp(packets) = &msg.message.packet {
+            self.observe_reports(packets);
             if let Some(cell) = &self.downlink_bps {
                 for remb in packets.iter().filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
                 {

@@ -53,6 +53,7 @@ pub mod nack_cache;
 pub mod peer;
 pub mod placement;
 pub mod pli;
+pub mod reception;
 pub mod record;
 pub mod rewrite;
 pub mod sdp;

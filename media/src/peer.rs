@@ -547,6 +547,11 @@ impl Peer {
         Arc::clone(&self.shared.downlink_bps)
     }
 
+    /// What the client last reported about receiving our streams (RTCP report blocks).
+    pub fn reception(&self) -> crate::reception::ReceptionFigures {
+        self.shared.reception.read()
+    }
+
     /// Closes the connection and ends every task of this peer; both [`PeerChannels`] receivers
     /// end after a last `StateChanged(Closed)`. Idempotent.
     pub async fn close(&self) -> Result<()> {
@@ -861,7 +866,9 @@ fn stack_parts(config: &PeerConfig, shared: &Arc<PeerShared>) -> Result<(MediaEn
         .with(
             Slot::from(KEYFRAME_FORWARDER_SLOT),
             Filtered::new(
-                KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps)).forwarding_nacks(),
+                KeyframeRequestForwarder::with_downlink_estimate(Arc::clone(&shared.downlink_bps))
+                    .forwarding_nacks()
+                    .reporting_reception(Arc::clone(&shared.reception)),
             ),
         )
         .with(Slot::from(RID_REPORT_FILTER_SLOT), node_send_filters());

@@ -366,6 +366,8 @@ pub(crate) struct PeerShared {
     /// The client's latest receive-bandwidth estimate (REMB) for what we send it, bits/s;
     /// 0 while it has sent none.
     pub(crate) downlink_bps: Arc<AtomicU64>,
+    /// What the client reports about receiving our streams (loss, jitter, round trip).
+    pub(crate) reception: Arc<crate::reception::ReceptionQuality>,
     pub(crate) closed: AtomicBool,
 }
 
@@ -384,6 +386,7 @@ impl PeerShared {
             dropped_rtp: AtomicU64::new(0),
             audio_level_ext_id: AtomicU8::new(0),
             downlink_bps: Arc::new(AtomicU64::new(0)),
+            reception: Arc::default(),
             closed: AtomicBool::new(false),
         });
         (shared, PeerChannels { events: events_rx, rtp: rtp_rx })

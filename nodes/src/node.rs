@@ -153,6 +153,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     let metrics = Arc::new(crate::telemetry::NodeMetrics::new(&settings.node_name)?);
     let live = start_live(&settings, store.clone(), objects.clone(), metrics.live.clone()).await?;
     metrics.observe(&live.services);
+    crate::telemetry::vitals::spawn(live.services.clone());
     let mut state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
     state.fault_injection = settings.fault_injection;
     state.objects = objects;
@@ -205,6 +206,7 @@ async fn start_live(
             node: settings.node_name.clone(),
         }),
         metrics,
+        ops: Arc::new(parley_actors::ops::Journal::new(&settings.node_name)),
     });
     let (supervisor, _) =
         ractor::Actor::spawn(Some(format!("meetings@{}", settings.node_name)), MeetingSupervisor, services.clone())

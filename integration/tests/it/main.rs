@@ -3,8 +3,10 @@
 
 mod bad_input;
 mod browser;
+mod cdp;
 mod cli;
 mod cluster;
+mod dashboard;
 mod database_outage;
 mod errors;
 mod event_replay;

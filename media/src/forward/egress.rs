@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use super::shared::{ALL_LAYERS, Counters, Forward, LOG_TARGET, LayerRates, PacketCache, Upstream, layer_bit, lock};
+use super::shared::{
+    ALL_LAYERS, Counters, Forward, LOG_TARGET, LayerRates, PacketCache, Traffic, TrafficCount, Upstream, layer_bit,
+    lock,
+};
 use crate::codec::MediaKind;
 use crate::layers::{BitrateMeter, Layer, LayerInfo, LayerSelector, PacketAction, split_budget};
 use crate::rewrite::StreamRewriter;
@@ -118,11 +121,34 @@ pub struct Egress {
     estimate: Arc<AtomicU64>,
     /// Fault injection: withhold every Nth video packet sent to this subscriber (0: never).
     drop_every: u32,
+    /// Everything sent to the subscriber, retransmissions included.
+    pub(super) sent_traffic: Traffic,
 }
 
 impl Egress {
     pub(super) fn new(user: Uuid, estimate: Arc<AtomicU64>, drop_every: u32) -> Egress {
-        Egress { user, bindings: Mutex::new(HashMap::new()), estimate, drop_every }
+        Egress { user, bindings: Mutex::new(HashMap::new()), estimate, drop_every, sent_traffic: Traffic::default() }
+    }
+
+    /// What was sent to the subscriber so far.
+    pub fn sent(&self) -> TrafficCount {
+        self.sent_traffic.read()
+    }
+
+    /// The simulcast layer each adaptive video track is forwarded at now (`None`: none yet,
+    /// waiting for a keyframe), by key.
+    pub fn layers(&self) -> Vec<(Arc<str>, Option<Layer>)> {
+        let mut v: Vec<_> = lock(&self.bindings)
+            .iter()
+            .filter_map(|(k, b)| b.selector.as_ref().map(|s| (k.clone(), s.current())))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The subscriber's downlink estimate (REMB), bits/s, 0 while unknown.
+    pub fn downlink_estimate(&self) -> u64 {
+        self.estimate.load(Ordering::Relaxed)
     }
 
     /// Sends `key` on `track` from now on. `tile`: the tile height of a video track (drives
@@ -238,12 +264,14 @@ impl Egress {
         let mut packet = fwd.packet.clone();
         packet.header.sequence_number = rw.sequence_number;
         packet.header.timestamp = rw.timestamp;
+        let payload = packet.payload.len();
         if b.selector.is_none() {
-            b.sent.record(packet.payload.len() + 12, now);
+            b.sent.record(payload + 12, now);
         }
         match out.write(&b.track, packet) {
             Ok(()) => {
                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.sent_traffic.count(payload);
                 b.sent_packets += 1;
                 if b.sent_packets.is_power_of_two() {
                     tracing::debug!(target: LOG_TARGET, key = %fwd.key, subscriber = %self.user, sent = b.sent_packets, seq = rw.sequence_number, "packets forwarded");

@@ -9,7 +9,7 @@ use std::time::Instant;
 use uuid::Uuid;
 
 use super::routes::Routes;
-use super::shared::{ALL_LAYERS, Counters, Forward, Upstream, layer_bit, layer_index, lock};
+use super::shared::{ALL_LAYERS, Counters, Forward, Traffic, Upstream, layer_bit, layer_index, lock};
 use crate::layers::{BitrateMeter, Layer};
 use crate::nack_cache::{self, NackCache};
 use crate::sdp::simulcast_layer;
@@ -24,6 +24,8 @@ pub(super) struct Ingest {
     pub(super) speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
     pub(super) counters: Arc<Counters>,
     pub(super) upstream: Arc<dyn Upstream>,
+    /// Everything the publisher sent us.
+    pub(super) received: Arc<Traffic>,
     /// Bitrate of each simulcast layer, by track.
     pub(super) meters: Mutex<HashMap<Arc<str>, [BitrateMeter; 3]>>,
 }
@@ -31,6 +33,7 @@ pub(super) struct Ingest {
 impl RtpSink for Ingest {
     fn on_rtp(&self, p: IncomingRtp, out: &mut Outbox) {
         let now = Instant::now();
+        self.received.count(p.packet.payload.len());
         if let Some(level) = p.audio_level {
             lock(&self.speaker).observe(self.user, level, now);
         }

@@ -66,8 +66,9 @@ use uuid::Uuid;
 pub use egress::Egress;
 use ingest::Ingest;
 use routes::{Route, Routes, Subscriber};
+pub use shared::TrafficCount;
 pub use shared::Upstream;
-use shared::{ALL_LAYERS, Counters, LOG_TARGET, LayerRates, PacketCache, lock};
+use shared::{ALL_LAYERS, Counters, LOG_TARGET, LayerRates, PacketCache, Traffic, lock};
 use tap::RecordTap;
 pub use tap::{RecordSink, RecordedPacket};
 
@@ -83,6 +84,8 @@ pub struct Forwarder {
     speaker: Arc<Mutex<SpeakerDetector<Uuid>>>,
     counters: Arc<Counters>,
     upstream: Arc<dyn Upstream>,
+    /// What each publisher's ingest received.
+    received: Mutex<HashMap<Uuid, Arc<Traffic>>>,
     /// Fault injection: each egress withholds every Nth video packet (0: never).
     drop_every: u32,
 }
@@ -109,13 +112,17 @@ impl Forwarder {
             speaker: Arc::new(Mutex::new(SpeakerDetector::new())),
             counters: Arc::default(),
             upstream,
+            received: Mutex::default(),
             drop_every: drop_forwarded_every,
         }
     }
 
     /// The ingest of `publisher`'s packets: give it to its peer (`Peer::route_rtp_to`).
     pub fn ingest(&self, publisher: Uuid) -> Arc<dyn RtpSink> {
+        let received = Arc::new(Traffic::default());
+        lock(&self.received).insert(publisher, received.clone());
         Arc::new(Ingest {
+            received,
             user: publisher,
             routes: self.routes.clone(),
             speaker: self.speaker.clone(),
@@ -183,6 +190,12 @@ impl Forwarder {
             }
         }
         lock(&self.speaker).remove(&user);
+        lock(&self.received).remove(&user);
+    }
+
+    /// What `publisher`'s latest ingest received so far.
+    pub fn received(&self, publisher: Uuid) -> TrafficCount {
+        lock(&self.received).get(&publisher).map(|t| t.read()).unwrap_or_default()
     }
 
     /// Changes what `subscriber` (whose egress is `egress`) receives: bindings change at once,
@@ -221,8 +234,12 @@ impl Forwarder {
         }
         let mut sent = 0;
         for packet in resend {
+            let payload = packet.payload.len();
             match track.write_rtp(packet).await {
-                Ok(()) => sent += 1,
+                Ok(()) => {
+                    sent += 1;
+                    egress.sent_traffic.count(payload);
+                }
                 Err(e) => {
                     tracing::debug!(target: LOG_TARGET, %user, track = %key, error = %e, "retransmission not sent");
                     break;

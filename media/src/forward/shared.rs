@@ -3,7 +3,7 @@
 //! owner's [`Upstream`].
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::layers::Layer;
@@ -75,6 +75,33 @@ pub(super) struct Counters {
     /// Packets sent again for a NACK, and NACKed packets no longer cached (or never sent).
     pub(super) retransmitted: AtomicU64,
     pub(super) not_retransmitted: AtomicU64,
+}
+
+/// Packets and bytes one peer moved in one direction, counted on the media path (relaxed
+/// atomics: one add per packet, read by the operators' view).
+#[derive(Default)]
+pub(super) struct Traffic {
+    packets: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Traffic {
+    /// One packet of `payload` bytes (the fixed RTP header is counted on top).
+    pub(super) fn count(&self, payload: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(payload as u64 + 12, Ordering::Relaxed);
+    }
+
+    pub(super) fn read(&self) -> TrafficCount {
+        TrafficCount { packets: self.packets.load(Ordering::Relaxed), bytes: self.bytes.load(Ordering::Relaxed) }
+    }
+}
+
+/// A [`Traffic`] reading: cumulative, so two readings give a rate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCount {
+    pub packets: u64,
+    pub bytes: u64,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

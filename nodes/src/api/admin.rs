@@ -91,7 +91,7 @@ pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json
     let mut nodes = vec![json!({
         "name": me.name,
         "self": true,
-        "status": if m.draining() { "draining" } else if m.lease_held() { "alive" } else { "isolated" },
+        "status": parley_actors::ops::own_status(m).as_str(),
         "connected": true,
         "meetings": meetings_here,
         "participants": participants_here,
@@ -101,19 +101,10 @@ pub async fn cluster(State(app): State<AppState>, caller: Caller) -> Result<Json
     })];
     for p in m.peers() {
         let st = m.peer(&p.name).unwrap_or_default();
-        let status = if m.is_dead(&p.name) {
-            "dead"
-        } else if st.lease.as_ref().is_some_and(|l| l.load.draining) {
-            "draining"
-        } else if st.lease.is_some() && st.connected {
-            "alive"
-        } else {
-            "suspect"
-        };
         nodes.push(json!({
             "name": p.name,
             "self": false,
-            "status": status,
+            "status": parley_actors::ops::peer_status(m, &p.name).as_str(),
             "connected": st.connected,
             "meetings": st.lease.as_ref().map(|l| l.load.meetings),
             "participants": st.lease.as_ref().map(|l| l.load.participants),

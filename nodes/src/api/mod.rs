@@ -5,6 +5,7 @@
 //! same statement/transaction that acts, so it cannot race.
 
 mod admin;
+mod dashboard;
 mod error;
 pub mod extract;
 mod meetings;
@@ -98,10 +99,13 @@ pub fn router(state: AppState) -> Router {
         .route("/analytics/meetings", get(reports::analytics))
         .route("/admin/meetings/{id}/crash", post(admin::crash_meeting))
         .route("/admin/cluster", get(admin::cluster))
+        .route("/admin/overview", get(dashboard::overview))
+        .route("/admin/overview/stream", get(dashboard::stream))
         .route("/admin/nodes/{name}/drain", post(admin::drain));
     Router::new()
         .route("/", get(client_page))
         .route("/j/{id}", get(client_page))
+        .route("/dashboard", get(dashboard::page))
         .route("/healthz", get(healthz))
         .route("/metrics", get(admin::metrics))
         .route("/ws", get(crate::ws::upgrade))
