@@ -263,7 +263,7 @@ impl Actor for MeetingActor {
         state: &mut MeetingState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MeetingMsg::Request { caller, conn, request, reply } if request.is_media() => {
+            MeetingMsg::Request { caller, conn, request, reply, .. } if request.is_media() => {
                 state.last_seen.insert(caller.user_id, Instant::now());
                 let user_id = caller.user_id;
                 if state.meeting.participant(user_id).is_none() {
@@ -300,7 +300,7 @@ impl Actor for MeetingActor {
                     None => deliver(&s, state.conns.values(), &shared),
                 }
             }
-            MeetingMsg::Request { caller, conn, request, reply } => {
+            MeetingMsg::Request { caller, conn, request, seen, reply } => {
                 state.last_seen.insert(caller.user_id, Instant::now());
                 let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
                 let outcome = state.meeting.handle(now_ms(), &caller, &request);
@@ -314,8 +314,17 @@ impl Actor for MeetingActor {
                 } else if state.meeting.participant(caller.user_id).is_some()
                     || state.meeting.is_waiting(caller.user_id)
                 {
-                    // A request from a known user re-attaches their connection (after a restart).
-                    state.conns.entry(caller.user_id).or_insert(conn);
+                    // A request from a known user re-attaches their connection (after a restart,
+                    // or a move whose `Attach` has not come yet): what it missed first, so that
+                    // nothing newer reaches it before the older events it still lacks.
+                    if !state.conns.contains_key(&caller.user_id) {
+                        if let Some(after) = seen {
+                            for frame in replay(state, caller.user_id, after).await {
+                                deliver(&state.services, std::iter::once(&conn), &SharedEvent::new(frame));
+                            }
+                        }
+                        state.conns.insert(caller.user_id, conn);
+                    }
                 }
                 let Outcome { reply: r, effects } = outcome;
                 // Effects first: a reply means the change is delivered, mirrored and stored.

@@ -22,8 +22,16 @@ pub type MeetingRef = ActorRef<MeetingMsg>;
 
 /// Messages to a meeting actor.
 pub enum MeetingMsg {
-    /// A participant's request; the reply goes back on `reply`.
-    Request { caller: Caller, conn: Conn, request: Request, reply: RpcReplyPort<LiveResult<ReplyData>> },
+    /// A participant's request; the reply goes back on `reply`. `seen`: the last event `seq`
+    /// the connection has (a connection this actor does not know yet gets the events after it
+    /// first, as with [`MeetingMsg::Attach`]).
+    Request {
+        caller: Caller,
+        conn: Conn,
+        request: Request,
+        seen: Option<u64>,
+        reply: RpcReplyPort<LiveResult<ReplyData>>,
+    },
     /// A participant's connection closed.
     Disconnected { user_id: Uuid, conn: ConnAddr },
     /// Time to look for expired presence.

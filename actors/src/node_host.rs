@@ -89,13 +89,13 @@ async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) 
             }
             Body::Activated { result: open_here(supervisor, meeting_id, takeover_from).await.map(|_| ()) }
         }
-        Body::Request { meeting_id, caller, conn, request } => {
+        Body::Request { meeting_id, caller, conn, request, seen } => {
             let Some(meeting) = s.meetings.get(meeting_id) else {
                 return Body::Answer {
                     answer: Err(LiveError::new(ErrorCode::Unavailable, "the meeting is not on this node")),
                 };
             };
-            Body::Answer { answer: ask_local(&meeting, caller, Conn::Remote(conn), request).await }
+            Body::Answer { answer: ask_local(&meeting, caller, Conn::Remote(conn), request, seen).await }
         }
         other => {
             tracing::warn!(from = %env.from, body = ?other, "cluster: not a call; ignored");

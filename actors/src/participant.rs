@@ -158,6 +158,10 @@ impl Actor for ParticipantActor {
                 state.reply(&reply);
             }
             ParticipantMsg::Event(shared) => {
+                if state.meeting.as_ref().is_none_or(|(m, _, _)| *m != shared.frame.meeting_id) {
+                    // Not (or no longer) in that meeting: a join that was refused, or a leave.
+                    return Ok(());
+                }
                 if let Some(seq) = shared.frame.seq {
                     if seq <= state.last_seq {
                         return Ok(());
@@ -260,10 +264,13 @@ async fn ask(
     request: Request,
 ) -> LiveResult<(MeetingHandle, Answer)> {
     let s = &state.services;
-    match meeting.call(s, meeting_id, caller, myself, request.clone()).await {
+    // A seated connection says what it has seen: a meeting that does not know it yet (it
+    // moved, and the re-attach has not arrived) sends it what it missed before anything new.
+    let seated = state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id);
+    let seen = seated.then_some(state.last_seq);
+    match meeting.call(s, meeting_id, caller, myself, request.clone(), seen).await {
         Err(LiveError { code: ErrorCode::Unavailable, .. }) => {
             let meeting = locate(s, &state.supervisor, meeting_id).await?;
-            let seated = state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id);
             if seated {
                 meeting.attach(s, meeting_id, state.user_id, myself, Some(state.last_seq));
                 if !request.is_repeatable() {
@@ -272,7 +279,7 @@ async fn ask(
                     return Ok((meeting, fail(ErrorCode::Unavailable, why)));
                 }
             }
-            let answer = meeting.call(s, meeting_id, caller, myself, request).await;
+            let answer = meeting.call(s, meeting_id, caller, myself, request, seen).await;
             Ok((meeting, answer))
         }
         answer => Ok((meeting, answer)),
@@ -301,13 +308,30 @@ async fn enter_with(
     caller: Caller,
     request: Request,
 ) -> Answer {
-    let meeting = locate(&state.services, &state.supervisor, meeting_id).await?;
-    let (meeting, answer) = ask(myself, state, meeting_id, meeting, &caller, request).await?;
-    let answer = answer?;
+    // In the meeting's connections group before asking: an event the meeting sends right after
+    // its reply can overtake that reply between nodes, and must still find this connection
+    // (it waits in the mailbox until the reply is out, then the `seq` check sorts it).
+    let group = connections_group(meeting_id);
+    let was_in = state.meeting.as_ref().is_some_and(|(m, _, _)| *m == meeting_id);
+    ractor::pg::join(group.clone(), vec![myself.get_cell()]);
+    let entered = async {
+        let meeting = locate(&state.services, &state.supervisor, meeting_id).await?;
+        let (meeting, answer) = ask(myself, state, meeting_id, meeting, &caller, request).await?;
+        Ok((meeting, answer?))
+    }
+    .await;
+    let (meeting, answer) = match entered {
+        Ok(ok) => ok,
+        Err(e) => {
+            if !was_in {
+                ractor::pg::leave(group, vec![myself.get_cell()]);
+            }
+            return Err(e);
+        }
+    };
     if let ReplyData::Joined { seq, .. } = &answer {
         state.last_seq = *seq;
     }
-    ractor::pg::join(connections_group(meeting_id), vec![myself.get_cell()]);
     state.meeting = Some((meeting_id, meeting, caller));
     Ok(answer)
 }

@@ -27,10 +27,11 @@ impl MeetingHandle {
         caller: &Caller,
         conn: &ParticipantRef,
         request: Request,
+        seen: Option<u64>,
     ) -> Answer {
         match self {
             MeetingHandle::Local(meeting) => {
-                ask_local(meeting, caller.clone(), Conn::Local(conn.clone()), request).await
+                ask_local(meeting, caller.clone(), Conn::Local(conn.clone()), request, seen).await
             }
             MeetingHandle::Remote { node } => {
                 let body = Body::Request {
@@ -38,6 +39,7 @@ impl MeetingHandle {
                     caller: caller.clone(),
                     conn: ConnAddr { node: s.node.clone(), id: conn.get_id().pid() },
                     request,
+                    seen,
                 };
                 match call_node(s, node, body, MEETING_CALL_TIMEOUT).await? {
                     Body::Answer { answer } => answer,
@@ -77,9 +79,15 @@ impl MeetingHandle {
 
 /// A request to a meeting actor on this node, from a connection here or (through the node host)
 /// on another node. `Unavailable` when the actor is gone or does not answer in time.
-pub async fn ask_local(meeting: &MeetingRef, caller: Caller, conn: Conn, request: Request) -> Answer {
+pub async fn ask_local(
+    meeting: &MeetingRef,
+    caller: Caller,
+    conn: Conn,
+    request: Request,
+    seen: Option<u64>,
+) -> Answer {
     match meeting
-        .call(move |reply| MeetingMsg::Request { caller, conn, request, reply }, Some(MEETING_CALL_TIMEOUT))
+        .call(move |reply| MeetingMsg::Request { caller, conn, request, seen, reply }, Some(MEETING_CALL_TIMEOUT))
         .await
     {
         Ok(CallResult::Success(answer)) => answer,

@@ -73,6 +73,9 @@ pub enum Body {
         caller: Caller,
         conn: ConnAddr,
         request: Request,
+        /// The last event `seq` the connection has (see `MeetingMsg::Request`).
+        #[serde(default)]
+        seen: Option<u64>,
     },
     /// The receiver's current load. Answer: `load`.
     GetLoad,
@@ -238,6 +241,7 @@ mod tests {
             caller,
             conn: conn.clone(),
             request: Request::Chat { text: "hi".into(), to: None },
+            seen: Some(7),
         });
         round_trip(Body::GetLoad);
         round_trip(Body::Drain);
