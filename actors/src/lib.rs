@@ -37,6 +37,7 @@ pub mod presence_repair;
 pub mod recorder;
 pub mod route;
 pub mod supervisor;
+pub mod trace_context;
 pub mod transport;
 pub mod wire;
 pub mod write_queue;

@@ -42,6 +42,7 @@ use parley_media::views::{self, AudioPolicy, MeetingMedia, Publisher, View};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{LiveError, LiveResult, fail};
@@ -56,10 +57,50 @@ type Answer = LiveResult<ReplyData>;
 /// How often the active speaker and every subscriber's simulcast layers are re-decided.
 const SPEAKER_TICK: Duration = Duration::from_millis(200);
 
+/// A media join's trace ends here if no packet reached the peer by then (nobody publishes, or
+/// its connection never came up).
+const MEDIA_JOIN_TRACE_LIMIT: Duration = Duration::from_secs(30);
+
+/// The trace of one peer's media join, from its first offer to the first packet forwarded to
+/// it: the `media.join` span, and the phase it is in as a child span (`media.ice` until ICE
+/// connects, `media.dtls` until the connection is up, `media.first_packet` until a packet goes
+/// out to it). Dropping it ends them.
+struct MediaJoin {
+    started: Instant,
+    /// In the last phase (`media.first_packet`).
+    in_first_packet: bool,
+    phase: tracing::Span,
+    join: tracing::Span,
+}
+
+impl MediaJoin {
+    /// Starts with the ICE phase, as a child of the current span (the offer's).
+    fn start(user: Uuid) -> MediaJoin {
+        let join = tracing::info_span!("media.join", %user);
+        let phase = tracing::info_span!(parent: &join, "media.ice");
+        MediaJoin { started: Instant::now(), in_first_packet: false, phase, join }
+    }
+
+    fn ice_connected(&mut self) {
+        self.phase = tracing::info_span!(parent: &self.join, "media.dtls");
+    }
+
+    fn connected(&mut self) {
+        if self.in_first_packet {
+            return;
+        }
+        self.in_first_packet = true;
+        self.phase = tracing::info_span!(parent: &self.join, "media.first_packet");
+    }
+}
+
 /// Messages to a media router.
 pub enum RouterMsg {
-    /// A participant's media request (`offer`, `answer`, `ice_candidate`, `subscribe`).
-    Request { user_id: Uuid, request: Request, reply: RpcReplyPort<Answer> },
+    /// A participant's media request (`offer`, `answer`, `ice_candidate`, `subscribe`);
+    /// `span`: the caller's, which the router's handling continues.
+    Request { user_id: Uuid, request: Request, reply: RpcReplyPort<Answer>, span: tracing::Span },
+    /// The first packet went out to this participant's peer: its media join is over.
+    FirstForwarded { user_id: Uuid },
     /// A participant left the meeting: close their peer.
     Left { user_id: Uuid },
     /// Something a participant's peer reported (`generation` tells stale peers apart).
@@ -167,6 +208,8 @@ struct Member {
     /// What operators are shown: feedback counts, and the last traffic reading.
     feedback: Feedback,
     reading: Option<TrafficReading>,
+    /// Its media join's trace, until the first packet reaches it.
+    joining: Option<MediaJoin>,
 }
 
 /// RTCP feedback about one member's connection.
@@ -250,6 +293,10 @@ impl Upstream for KeyframeRequests {
     fn keyframe_wanted(&self, key: Arc<str>, layer: Option<Layer>) {
         let _ = self.0.cast(RouterMsg::KeyframeWanted { key, layer });
     }
+
+    fn first_forwarded(&self, subscriber: Uuid) {
+        let _ = self.0.cast(RouterMsg::FirstForwarded { user_id: subscriber });
+    }
 }
 
 fn media_error(e: MediaError) -> LiveError {
@@ -310,9 +357,22 @@ impl Actor for MediaRouterActor {
         state: &mut RouterState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            RouterMsg::Request { user_id, request, reply } => {
-                let answer = request_of(&myself, state, user_id, request).await;
+            RouterMsg::Request { user_id, request, reply, span } => {
+                let span = tracing::info_span!(parent: &span, "media.request", kind = request.kind());
+                let answer = request_of(&myself, state, user_id, request).instrument(span).await;
                 let _ = reply.send(answer);
+            }
+            RouterMsg::FirstForwarded { user_id } => {
+                if let Some(mut join) = state.members.get_mut(&user_id).and_then(|m| m.joining.take()) {
+                    // The connection's state change takes one hop more (its event pump) than
+                    // this: a packet out means DTLS is up, whether or not we heard it yet.
+                    if !join.in_first_packet {
+                        join.connected();
+                    }
+                    let ms = join.started.elapsed().as_millis();
+                    let _in = join.join.enter();
+                    tracing::info!(meeting_id = %state.meeting_id, user = %user_id, ms, "media flowing: first packet forwarded to the peer");
+                }
             }
             RouterMsg::Left { user_id } => {
                 if let Some(m) = state.members.remove(&user_id) {
@@ -333,8 +393,11 @@ impl Actor for MediaRouterActor {
                 request_keyframe(state, &key, layer).await;
             }
             RouterMsg::Tick => {
-                for m in state.members.values() {
+                for m in state.members.values_mut() {
                     m.egress.reselect();
+                    if m.joining.as_ref().is_some_and(|j| j.started.elapsed() > MEDIA_JOIN_TRACE_LIMIT) {
+                        m.joining = None;
+                    }
                 }
                 speaker_tick(state).await;
             }
@@ -479,6 +542,7 @@ async fn offer(
             let Some(m) = state.members.get_mut(&user) else { return fail(ErrorCode::Internal, "member vanished") };
             if is_new {
                 tracing::info!(meeting_id = %state.meeting_id, %user, "media peer connected: offer answered");
+                m.joining = Some(MediaJoin::start(user));
                 // What the others publish: offered once the client has our answer (the reply
                 // reaches it before any event, see module docs).
                 replan(state, user).await;
@@ -530,6 +594,7 @@ async fn new_member(myself: &RouterRef, state: &mut RouterState, user: Uuid) -> 
         fingerprint: None,
         feedback: Feedback::default(),
         reading: None,
+        joining: None,
     })
 }
 
@@ -618,6 +683,16 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                 close_member(m).await;
                 send_to(state, user, Event::MediaClosed { reason: reason.to_owned() });
                 replan_all(state).await;
+            }
+        }
+        PeerEvent::IceConnected => {
+            if let Some(j) = state.members.get_mut(&user).and_then(|m| m.joining.as_mut()) {
+                j.ice_connected();
+            }
+        }
+        PeerEvent::StateChanged(PeerState::Connected) => {
+            if let Some(j) = state.members.get_mut(&user).and_then(|m| m.joining.as_mut()) {
+                j.connected();
             }
         }
         PeerEvent::StateChanged(s) => {

@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parley_core::meeting::{
-    Analytics, Answer, Audience, CHAT_HISTORY, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome, Snapshot,
+    Analytics, Answer, Audience, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome,
+    Snapshot,
 };
 use parley_core::model::RecordingLayout;
 use parley_core::placement::Owner;
 use parley_core::protocol::{
-    Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, Request, decode,
+    Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, ReplyData, Request, decode,
 };
 use parley_presence::{LoggedEvent, PresenceError, PresenceRecord};
 use parley_store::StoreError;
 use parley_store::recordings::Capture;
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::error::LiveError;
+use crate::error::{LiveError, LiveResult};
 use crate::media_router::{MediaRouterActor, RecordStart, RouterArgs, RouterMsg, RouterRef};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, connections_group};
 use crate::presence_repair;
@@ -263,7 +265,7 @@ impl Actor for MeetingActor {
         state: &mut MeetingState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            MeetingMsg::Request { caller, conn, request, reply, .. } if request.is_media() => {
+            MeetingMsg::Request { caller, conn, request, reply, span, .. } if request.is_media() => {
                 state.last_seen.insert(caller.user_id, Instant::now());
                 let user_id = caller.user_id;
                 if state.meeting.participant(user_id).is_none() {
@@ -280,7 +282,7 @@ impl Actor for MeetingActor {
                     // The router answers on `reply` itself: signalling never waits in this mailbox.
                     Ok(r) => {
                         if let Err(ractor::MessagingErr::SendErr(RouterMsg::Request { reply, .. })) =
-                            r.cast(RouterMsg::Request { user_id, request, reply })
+                            r.cast(RouterMsg::Request { user_id, request, reply, span })
                         {
                             let _ = reply.send(Err(LiveError::new(ErrorCode::Unavailable, "the media router stopped")));
                         }
@@ -300,61 +302,9 @@ impl Actor for MeetingActor {
                     None => deliver(&s, state.conns.values(), &shared),
                 }
             }
-            MeetingMsg::Request { caller, conn, request, seen, reply } => {
-                state.last_seen.insert(caller.user_id, Instant::now());
-                let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
-                let outcome = state.meeting.handle(now_ms(), &caller, &request);
-                if is_join && matches!(outcome.reply, Some(Ok(_))) {
-                    let node = state.services.node.clone();
-                    if let Some(old) = state.conns.insert(caller.user_id, conn.clone())
-                        && !old.same(&conn, &node)
-                    {
-                        detach(&state.services, &old, state.meeting.meeting_id(), LeaveReason::Replaced);
-                    }
-                } else if state.meeting.participant(caller.user_id).is_some()
-                    || state.meeting.is_waiting(caller.user_id)
-                {
-                    // A request from a known user re-attaches their connection (after a restart,
-                    // or a move whose `Attach` has not come yet): what it missed first, so that
-                    // nothing newer reaches it before the older events it still lacks.
-                    if !state.conns.contains_key(&caller.user_id) {
-                        if let Some(after) = seen {
-                            for frame in replay(state, caller.user_id, after).await {
-                                deliver(&state.services, std::iter::once(&conn), &SharedEvent::new(frame));
-                            }
-                        }
-                        state.conns.insert(caller.user_id, conn);
-                    }
-                }
-                let Outcome { reply: r, effects } = outcome;
-                // Effects first: a reply means the change is delivered, mirrored and stored.
-                perform(&myself, state, effects).await;
-                if state.fenced {
-                    // Another activation owns the meeting: what this one just did is not the
-                    // meeting's (its log and database refused it), so it is not acknowledged.
-                    let why = "the meeting moved to another node while this was carried out: check, then resend";
-                    let _ = reply.send(Err(LiveError::unavailable(why)));
-                    return Ok(());
-                }
-                let answer = match r {
-                    Some(Ok(Answer::Reply(data))) => Ok(data),
-                    Some(Ok(Answer::Entered(entered))) => {
-                        let after = match request {
-                            Request::Resume { last_seq, .. } => last_seq,
-                            _ => None,
-                        };
-                        let missed = match after {
-                            Some(after) => replay(state, caller.user_id, after).await,
-                            None => Vec::new(),
-                        };
-                        let s = &state.services;
-                        let token = s.resume.issue(state.meeting.meeting_id(), caller.user_id);
-                        Ok(entered.joined(media_node(s), token, state.seq.last(), missed))
-                    }
-                    Some(Err(refused)) => Err(LiveError::from(refused)),
-                    None => Err(LiveError::new(ErrorCode::Internal, "no reply")),
-                };
-                let _ = reply.send(answer);
+            MeetingMsg::Request { caller, conn, request, seen, reply, span } => {
+                let span = tracing::info_span!(parent: &span, "meeting.request", kind = request.kind(), meeting_id = %state.meeting.meeting_id());
+                request_of(&myself, state, caller, conn, request, seen, reply).instrument(span).await;
             }
             MeetingMsg::Disconnected { user_id, conn } => {
                 if state.conns.get(&user_id).is_some_and(|c| c.addr(&state.services.node) == conn) {
@@ -907,4 +857,69 @@ async fn stop_capture(state: &mut MeetingState) {
     if let Err(e) = ractor::call_t!(router, |reply| RouterMsg::Record { start: None, reply }, 10_000) {
         tracing::warn!(meeting_id = %state.meeting.meeting_id(), error = %e, "media router did not stop the recording");
     }
+}
+
+/// A participant's request to the meeting's state machine: decided, its effects performed in
+/// order, then answered on `reply`.
+async fn request_of(
+    myself: &ActorRef<MeetingMsg>,
+    state: &mut MeetingState,
+    caller: Caller,
+    conn: Conn,
+    request: Request,
+    seen: Option<u64>,
+    reply: RpcReplyPort<LiveResult<ReplyData>>,
+) {
+    state.last_seen.insert(caller.user_id, Instant::now());
+    let is_join = matches!(request, Request::Join { .. } | Request::Resume { .. });
+    let outcome = state.meeting.handle(now_ms(), &caller, &request);
+    if is_join && matches!(outcome.reply, Some(Ok(_))) {
+        let node = state.services.node.clone();
+        if let Some(old) = state.conns.insert(caller.user_id, conn.clone())
+            && !old.same(&conn, &node)
+        {
+            detach(&state.services, &old, state.meeting.meeting_id(), LeaveReason::Replaced);
+        }
+    } else if state.meeting.participant(caller.user_id).is_some() || state.meeting.is_waiting(caller.user_id) {
+        // A request from a known user re-attaches their connection (after a restart,
+        // or a move whose `Attach` has not come yet): what it missed first, so that
+        // nothing newer reaches it before the older events it still lacks.
+        if !state.conns.contains_key(&caller.user_id) {
+            if let Some(after) = seen {
+                for frame in replay(state, caller.user_id, after).await {
+                    deliver(&state.services, std::iter::once(&conn), &SharedEvent::new(frame));
+                }
+            }
+            state.conns.insert(caller.user_id, conn);
+        }
+    }
+    let Outcome { reply: r, effects } = outcome;
+    // Effects first: a reply means the change is delivered, mirrored and stored.
+    perform(myself, state, effects).await;
+    if state.fenced {
+        // Another activation owns the meeting: what this one just did is not the
+        // meeting's (its log and database refused it), so it is not acknowledged.
+        let why = "the meeting moved to another node while this was carried out: check, then resend";
+        let _ = reply.send(Err(LiveError::unavailable(why)));
+        return;
+    }
+    let answer = match r {
+        Some(Ok(Answer::Reply(data))) => Ok(data),
+        Some(Ok(Answer::Entered(entered))) => {
+            let after = match request {
+                Request::Resume { last_seq, .. } => last_seq,
+                _ => None,
+            };
+            let missed = match after {
+                Some(after) => replay(state, caller.user_id, after).await,
+                None => Vec::new(),
+            };
+            let s = &state.services;
+            let token = s.resume.issue(state.meeting.meeting_id(), caller.user_id);
+            Ok(entered.joined(media_node(s), token, state.seq.last(), missed))
+        }
+        Some(Err(refused)) => Err(LiveError::from(refused)),
+        None => Err(LiveError::new(ErrorCode::Internal, "no reply")),
+    };
+    let _ = reply.send(answer);
 }

@@ -31,6 +31,8 @@ pub enum MeetingMsg {
         request: Request,
         seen: Option<u64>,
         reply: RpcReplyPort<LiveResult<ReplyData>>,
+        /// The caller's span: the meeting's handling is its child (one trace per request).
+        span: tracing::Span,
     },
     /// A participant's connection closed.
     Disconnected { user_id: Uuid, conn: ConnAddr },

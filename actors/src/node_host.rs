@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use parley_core::protocol::{ErrorCode, EventFrame};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::LiveServices;
@@ -54,6 +55,8 @@ impl Actor for NodeHost {
         match msg {
             NodeHostMsg::Cast(env) => {
                 state.services.metrics.cluster_message(false, false);
+                let span = received_span(&env, false);
+                let _in = span.enter();
                 cast(state, env)
             }
             NodeHostMsg::Call(env, port) => {
@@ -61,16 +64,40 @@ impl Actor for NodeHost {
                 let s = state.services.clone();
                 let supervisor = state.supervisor.clone();
                 let from = env.from.clone();
-                tokio::spawn(async move {
-                    let body = call(&s, &supervisor, env).await;
-                    if port.send(Envelope::new(&s.node, body)).is_err() {
-                        tracing::debug!(%from, "cluster: caller gave up before the answer");
+                let span = received_span(&env, true);
+                tokio::spawn(
+                    async move {
+                        let body = call(&s, &supervisor, env).await;
+                        if port.send(Envelope::new(&s.node, body)).is_err() {
+                            tracing::debug!(%from, "cluster: caller gave up before the answer");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
         }
         Ok(())
     }
+}
+
+/// The span of a message from another node: a child of the sender's span when the envelope
+/// carries its trace context (W3C, `trace_context`), else nothing traced.
+fn received_span(env: &Envelope, call: bool) -> tracing::Span {
+    if env.trace.is_empty() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "cluster.receive",
+        from = %env.from,
+        body = env.body.kind(),
+        call,
+        trace_id = tracing::field::Empty
+    );
+    crate::trace_context::adopt(&span, &env.trace);
+    if let Some(id) = crate::trace_context::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    span
 }
 
 async fn call(s: &Arc<LiveServices>, supervisor: &SupervisorRef, env: Envelope) -> Body {

@@ -5,13 +5,15 @@
 //! actor talks to it through a bounded channel of [`Outbound`] items.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parley_core::join::{JoinDecision, JoinMode};
 use parley_core::meeting::Caller;
 use parley_core::protocol::{DecodeError, Encoding, ErrorCode, Reply, ReplyData, Request, decode_request, encode};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::mpsc;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::LiveServices;
@@ -22,6 +24,9 @@ use crate::route::locate;
 
 /// Consecutive rate-limited frames after which the connection is closed.
 const MAX_RATE_VIOLATIONS: u32 = 500;
+
+/// How long after its join a connection's media signalling is traced as part of the join.
+const MEDIA_JOIN_TRACE_WINDOW: Duration = Duration::from_secs(60);
 
 pub struct ParticipantArgs {
     pub user_id: Uuid,
@@ -47,6 +52,9 @@ pub struct ParticipantState {
     /// The `seq` of the last meeting event sent to the client: an event at or below it is a
     /// repeat (a replay overlapping live delivery, an old owner's straggler) and is dropped.
     last_seq: u64,
+    /// The trace of the join that seated this connection, and when: its media signalling in
+    /// the next [`MEDIA_JOIN_TRACE_WINDOW`] belongs to it (one trace from `join` to media).
+    join_trace: Option<(opentelemetry::Context, Instant)>,
 }
 
 /// A token bucket: `burst` tokens, refilled at `per_sec`.
@@ -118,6 +126,7 @@ impl Actor for ParticipantActor {
             bucket,
             violations: 0,
             last_seq: 0,
+            join_trace: None,
         })
     }
 
@@ -150,7 +159,12 @@ impl Actor for ParticipantActor {
                         return Ok(());
                     }
                 };
-                let answer = handle_request(&myself, state, request).await;
+                let span = request_span(state, &request);
+                let enters = matches!(request, Request::Join { .. } | Request::Start { .. } | Request::Resume { .. });
+                let answer = handle_request(&myself, state, request).instrument(span.clone()).await;
+                if enters && matches!(answer, Ok(ReplyData::Joined { .. })) {
+                    state.join_trace = crate::trace_context::trace_id(&span).map(|_| (span.context(), Instant::now()));
+                }
                 let reply = match answer {
                     Ok(data) => Reply::ok(id, data),
                     Err(LiveError { code, message }) => Reply::err(Some(id), code, message),
@@ -194,6 +208,32 @@ impl Actor for ParticipantActor {
         }
         Ok(())
     }
+}
+
+/// The span of one request from the client: a trace of its own (`trace_id` recorded for the
+/// log lines under it), except media signalling soon after a join, which continues the join's.
+/// Heartbeats are not traced.
+fn request_span(state: &ParticipantState, request: &Request) -> tracing::Span {
+    if matches!(request, Request::Heartbeat) {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        parent: None,
+        "ws.request",
+        kind = request.kind(),
+        user = %state.user_id,
+        trace_id = tracing::field::Empty
+    );
+    if request.is_media()
+        && let Some((join, at)) = &state.join_trace
+        && at.elapsed() < MEDIA_JOIN_TRACE_WINDOW
+    {
+        let _ = span.set_parent(join.clone());
+    }
+    if let Some(id) = crate::trace_context::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    span
 }
 
 async fn handle_request(myself: &ParticipantRef, state: &mut ParticipantState, request: Request) -> Answer {

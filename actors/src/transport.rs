@@ -86,8 +86,9 @@ pub async fn ask_local(
     request: Request,
     seen: Option<u64>,
 ) -> Answer {
+    let span = tracing::Span::current();
     match meeting
-        .call(move |reply| MeetingMsg::Request { caller, conn, request, seen, reply }, Some(MEETING_CALL_TIMEOUT))
+        .call(move |reply| MeetingMsg::Request { caller, conn, request, seen, reply, span }, Some(MEETING_CALL_TIMEOUT))
         .await
     {
         Ok(CallResult::Success(answer)) => answer,
@@ -101,7 +102,7 @@ pub async fn call_node(s: &LiveServices, node: &str, body: Body, timeout: Durati
     let Some(host) = s.membership.host(node) else {
         return fail(ErrorCode::Unavailable, format!("node {node} is not reachable"));
     };
-    let env = Envelope::new(&s.node, body);
+    let env = Envelope::traced(&s.node, body);
     s.metrics.cluster_message(true, true);
     match host.call(move |port| NodeHostMsg::Call(env, port), Some(timeout)).await {
         Ok(CallResult::Success(reply)) => Ok(reply.body),
@@ -115,7 +116,7 @@ pub fn cast_node(s: &LiveServices, node: &str, body: Body) {
     match s.membership.host(node) {
         Some(host) => {
             s.metrics.cluster_message(true, false);
-            if let Err(e) = host.cast(NodeHostMsg::Cast(Envelope::new(&s.node, body))) {
+            if let Err(e) = host.cast(NodeHostMsg::Cast(Envelope::traced(&s.node, body))) {
                 tracing::debug!(%node, error = %e, "cluster: message to a departed node dropped");
             }
         }

@@ -48,6 +48,11 @@ impl Envelope {
         Envelope { v: WIRE_VERSION, from: from.to_owned(), trace: BTreeMap::new(), body }
     }
 
+    /// An envelope that carries the current span's trace context (see `trace_context`).
+    pub fn traced(from: &str, body: Body) -> Envelope {
+        Envelope { trace: crate::trace_context::current(), ..Envelope::new(from, body) }
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         encode(self, Encoding::MessagePack)
     }
@@ -140,6 +145,29 @@ pub enum Body {
     },
 }
 
+impl Body {
+    /// The body's `kind` tag (what traces and logs call it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Body::Activate { .. } => "activate",
+            Body::Request { .. } => "request",
+            Body::GetLoad => "get_load",
+            Body::Drain => "drain",
+            Body::Inspect => "inspect",
+            Body::Deliver { .. } => "deliver",
+            Body::Detached { .. } => "detached",
+            Body::Disconnected { .. } => "disconnected",
+            Body::Attach { .. } => "attach",
+            Body::Moved { .. } => "moved",
+            Body::Answer { .. } => "answer",
+            Body::Activated { .. } => "activated",
+            Body::Load { .. } => "load",
+            Body::Drained { .. } => "drained",
+            Body::Inspected { .. } => "inspected",
+        }
+    }
+}
+
 /// Messages to a node's `NodeHost`: the only actor advertised to peers.
 #[derive(Debug)]
 pub enum NodeHostMsg {
@@ -227,6 +255,8 @@ mod tests {
     fn round_trip(body: Body) {
         let env = Envelope::new("node-a", body);
         assert_eq!(Envelope::from_bytes(&env.to_bytes()).unwrap(), env);
+        let tagged = serde_json::to_value(&env.body).unwrap();
+        assert_eq!(tagged["kind"], env.body.kind(), "kind() names the tag");
     }
 
     #[test]

@@ -261,6 +261,47 @@ pub struct IceServer {
 }
 
 impl Request {
+    /// The request's `type` (what logs, traces and metrics call it).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Auth { .. } => REQUEST_TYPES[0],
+            Request::Start { .. } => REQUEST_TYPES[1],
+            Request::Join { .. } => REQUEST_TYPES[2],
+            Request::Resume { .. } => REQUEST_TYPES[3],
+            Request::Leave => REQUEST_TYPES[4],
+            Request::Heartbeat => REQUEST_TYPES[5],
+            Request::Admit { .. } => REQUEST_TYPES[6],
+            Request::AdmitAll => REQUEST_TYPES[7],
+            Request::Deny { .. } => REQUEST_TYPES[8],
+            Request::Mute { .. } => REQUEST_TYPES[9],
+            Request::MuteParticipant { .. } => REQUEST_TYPES[10],
+            Request::MuteAll => REQUEST_TYPES[11],
+            Request::AskUnmute { .. } => REQUEST_TYPES[12],
+            Request::Video { .. } => REQUEST_TYPES[13],
+            Request::RaiseHand => REQUEST_TYPES[14],
+            Request::LowerHand { .. } => REQUEST_TYPES[15],
+            Request::Chat { .. } => REQUEST_TYPES[16],
+            Request::SetChat { .. } => REQUEST_TYPES[17],
+            Request::ScreenShareStart => REQUEST_TYPES[18],
+            Request::ScreenShareStop => REQUEST_TYPES[19],
+            Request::SetRole { .. } => REQUEST_TYPES[20],
+            Request::Remove { .. } => REQUEST_TYPES[21],
+            Request::Lock { .. } => REQUEST_TYPES[22],
+            Request::Recording { .. } => REQUEST_TYPES[23],
+            Request::EndMeeting => REQUEST_TYPES[24],
+            Request::BreakoutsCreate { .. } => REQUEST_TYPES[25],
+            Request::BreakoutsOpen => REQUEST_TYPES[26],
+            Request::BreakoutsClose => REQUEST_TYPES[27],
+            Request::BreakoutJoin { .. } => REQUEST_TYPES[28],
+            Request::BreakoutReturn => REQUEST_TYPES[29],
+            Request::BreakoutsBroadcast { .. } => REQUEST_TYPES[30],
+            Request::Offer { .. } => REQUEST_TYPES[31],
+            Request::Answer { .. } => REQUEST_TYPES[32],
+            Request::IceCandidate { .. } => REQUEST_TYPES[33],
+            Request::Subscribe { .. } => REQUEST_TYPES[34],
+        }
+    }
+
     /// Whether the media router (not the meeting's state machine) handles this request.
     pub fn is_media(&self) -> bool {
         matches!(
@@ -1039,6 +1080,7 @@ mod tests {
         for (i, r) in all.into_iter().enumerate() {
             let mut v = serde_json::to_value(&r).unwrap();
             assert_eq!(v["type"], REQUEST_TYPES[i], "REQUEST_TYPES is in declaration order");
+            assert_eq!(r.kind(), REQUEST_TYPES[i], "kind() names the `type`");
             v["id"] = json!(i);
             for enc in [Encoding::Json, Encoding::MessagePack] {
                 let frame = match enc {

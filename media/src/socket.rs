@@ -43,7 +43,7 @@ use rtc::media_stream::MediaStreamTrackId;
 use rtc::peer_connection::RTCPeerConnection;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
-use rtc::peer_connection::state::RTCIceGatheringState;
+use rtc::peer_connection::state::{RTCIceConnectionState, RTCIceGatheringState};
 use rtc::rtp;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 use rtc::sansio::Protocol;
@@ -590,6 +590,9 @@ impl PeerSlot {
                 },
                 RTCPeerConnectionEvent::OnIceGatheringStateChangeEvent(RTCIceGatheringState::Complete) => {
                     self.shared.emit(PeerEvent::GatheringComplete);
+                }
+                RTCPeerConnectionEvent::OnIceConnectionStateChangeEvent(RTCIceConnectionState::Connected) => {
+                    self.shared.emit(PeerEvent::IceConnected);
                 }
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     self.shared.emit(PeerEvent::StateChanged(PeerState::from_rtc(state)));

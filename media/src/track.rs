@@ -71,6 +71,9 @@ pub enum PeerEvent {
     LocalCandidate(IceCandidate),
     /// All local candidates have been emitted.
     GatheringComplete,
+    /// ICE found a working candidate pair (DTLS starts now; `StateChanged(Connected)` follows
+    /// once it is up). Once per connection.
+    IceConnected,
     /// The connection state changed.
     StateChanged(PeerState),
     /// A published stream sent its first packet (one per simulcast layer, each with its RID).

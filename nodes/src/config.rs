@@ -148,6 +148,19 @@ pub struct TelemetrySection {
     /// A token Prometheus presents (`Authorization: Bearer <token>`) to read `GET /metrics`
     /// without an operator token. Absent: only operator tokens may read it.
     pub scrape_token: Option<String>,
+    /// Where traces go: an OpenTelemetry collector's OTLP/HTTP base URL (`http://host:4318`;
+    /// spans are posted to `<url>/v1/traces` as protobuf). Absent: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Log lines as `text` (default) or `json` (one object per line).
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Resolved `[telemetry]`.
@@ -155,6 +168,11 @@ pub struct TelemetrySection {
 pub struct TelemetrySettings {
     /// `[telemetry] scrape_token`, or `PARLEY_METRICS_TOKEN` (which wins).
     pub scrape_token: Option<String>,
+    /// The OTLP/HTTP traces URL (`<otlp_endpoint>/v1/traces`), from `PARLEY_OTLP_ENDPOINT`
+    /// over `[telemetry] otlp_endpoint`; `None`: traces off.
+    pub otlp_traces_url: Option<String>,
+    /// `PARLEY_LOG_FORMAT` over `[telemetry] log_format`.
+    pub log_format: LogFormat,
 }
 
 /// The `[recording]` section: where recordings go and how they are processed.
@@ -659,7 +677,30 @@ fn resolve_telemetry(t: &TelemetrySection, env: &dyn Env) -> Result<TelemetrySet
             token.len()
         )));
     }
-    Ok(TelemetrySettings { scrape_token })
+    let endpoint = env.var("PARLEY_OTLP_ENDPOINT").or_else(|| t.otlp_endpoint.clone()).filter(|s| !s.trim().is_empty());
+    let otlp_traces_url = endpoint.map(|e| otlp_traces_url(e.trim())).transpose()?;
+    let log_format = match env.var("PARLEY_LOG_FORMAT").or_else(|| t.log_format.clone()).as_deref() {
+        None | Some("text") => LogFormat::Text,
+        Some("json") => LogFormat::Json,
+        Some(other) => {
+            return Err(ConfigError::BadTelemetry(format!("log_format `{other}`: want `text` or `json`")));
+        }
+    };
+    Ok(TelemetrySettings { scrape_token, otlp_traces_url, log_format })
+}
+
+/// The traces URL of an OTLP/HTTP collector at `endpoint` (its base URL, as
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` means it): `<endpoint>/v1/traces`.
+fn otlp_traces_url(endpoint: &str) -> Result<String, ConfigError> {
+    let rest = endpoint.strip_prefix("http://").or_else(|| endpoint.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') && !endpoint.contains(char::is_whitespace) => {
+            Ok(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
+        }
+        _ => Err(ConfigError::BadTelemetry(format!(
+            "otlp_endpoint `{endpoint}`: want the collector's http:// or https:// base URL, e.g. http://127.0.0.1:4318"
+        ))),
+    }
 }
 
 /// The cluster TLS files: each from `PARLEY_CLUSTER_TLS_{CA,CERT,KEY}`, else `[cluster.tls]`;
@@ -758,6 +799,32 @@ mod tests {
             Some("from-the-environment-wins")
         );
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_METRICS_TOKEN", "short")]);
+        assert!(matches!(Settings::resolve(&f, None, &env), Err(ConfigError::BadTelemetry(_))));
+    }
+
+    #[test]
+    fn traces_are_off_unless_an_otlp_endpoint_is_given_and_the_environment_wins() {
+        let none: HashMap<&str, &str> = HashMap::new();
+        let t = Settings::resolve(&file(), None, &none).unwrap().telemetry;
+        assert_eq!((t.otlp_traces_url, t.log_format), (None, LogFormat::Text));
+        let mut f = file();
+        f.telemetry.otlp_endpoint = Some("http://collector:4318/".to_owned());
+        f.telemetry.log_format = Some("json".to_owned());
+        let t = Settings::resolve(&f, None, &none).unwrap().telemetry;
+        assert_eq!(t.otlp_traces_url.as_deref(), Some("http://collector:4318/v1/traces"));
+        assert_eq!(t.log_format, LogFormat::Json);
+        let env = HashMap::<&str, &str>::from([
+            ("PARLEY_OTLP_ENDPOINT", "https://otel.example:4318"),
+            ("PARLEY_LOG_FORMAT", "text"),
+        ]);
+        let t = Settings::resolve(&f, None, &env).unwrap().telemetry;
+        assert_eq!(t.otlp_traces_url.as_deref(), Some("https://otel.example:4318/v1/traces"));
+        assert_eq!(t.log_format, LogFormat::Text);
+        for bad in ["collector:4318", "http://", "ftp://x", "http://a b"] {
+            let env = HashMap::<&str, &str>::from([("PARLEY_OTLP_ENDPOINT", bad)]);
+            assert!(matches!(Settings::resolve(&f, None, &env), Err(ConfigError::BadTelemetry(_))), "{bad}");
+        }
+        let env = HashMap::<&str, &str>::from([("PARLEY_LOG_FORMAT", "xml")]);
         assert!(matches!(Settings::resolve(&f, None, &env), Err(ConfigError::BadTelemetry(_))));
     }
 

@@ -87,7 +87,17 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A load test prints its own progress; only the libraries' errors besides.
-    node::init_logging(if matches!(cli.command, Command::Loadtest { .. }) { "error" } else { node::NODE_LOG });
+    let default = if matches!(cli.command, Command::Loadtest { .. }) { "error" } else { node::NODE_LOG };
+    // A node's log format and traces come from its settings (read again, with errors
+    // reported, by `run`); the trace exporter is built before the runtime, as it must be.
+    let telemetry = node_telemetry(&cli);
+    let traces = match node::init_logging(default, telemetry.as_ref().map(|(t, n)| (t, n.as_str()))) {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("parley: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -95,13 +105,26 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("parley: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    drop(runtime);
+    if let Some(traces) = traces {
+        traces.shutdown();
     }
+    code
+}
+
+/// For `parley node`: its telemetry settings and name, when its configuration resolves.
+fn node_telemetry(cli: &Cli) -> Option<(config::TelemetrySettings, String)> {
+    let Command::Node { name } = &cli.command else { return None };
+    let (_, file) = config::load_file(cli.config.as_deref(), &config::ProcessEnv).ok()?;
+    let settings = config::Settings::resolve(&file, name.as_deref(), &config::ProcessEnv).ok()?;
+    Some((settings.telemetry, settings.node_name))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

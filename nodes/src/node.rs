@@ -19,28 +19,49 @@ use parley_presence::Presence;
 
 use crate::api::{self, AppState, Live};
 use crate::auth::TokenKeys;
-use crate::config::{Settings, redact_url};
+use crate::config::{LogFormat, Settings, redact_url};
+use crate::telemetry::traces::Traces;
 
 /// Logs to stderr; `PARLEY_LOG` (or `RUST_LOG`) sets the filter, default `info`.
 /// The log filter of a node: our lifecycle lines, the libraries' warnings (the WebRTC stack
 /// logs every signalling step at info).
 pub const NODE_LOG: &str = "info,sqlx=warn,sea_orm_migration=warn,tower_http=warn,webrtc=warn,rtc=warn";
 
-/// Logs to stderr with `PARLEY_LOG` or `RUST_LOG`, else `default`.
-pub fn init_logging(default: &str) {
+/// Logs to stderr with `PARLEY_LOG` or `RUST_LOG`, else `default`; with a node's telemetry
+/// settings, in its log format and with its spans exported over OTLP when an endpoint is set
+/// (the returned pipeline is shut down at exit, outside the async runtime).
+pub fn init_logging(
+    default: &str,
+    telemetry: Option<(&crate::config::TelemetrySettings, &str)>,
+) -> anyhow::Result<Option<Traces>> {
     let filter = std::env::var("PARLEY_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .unwrap_or_else(|| default.to_owned());
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let json = telemetry.is_some_and(|(t, _)| t.log_format == LogFormat::Json);
+    let text = (!json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    });
+    let json = json.then(|| tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).with_target(false));
+    let (traces, otel) = match telemetry.and_then(|(t, node)| Some((t.otlp_traces_url.as_deref()?, node))) {
+        Some((url, node)) => {
+            let (traces, tracer) =
+                Traces::start(url, node).with_context(|| format!("cannot export traces to {url}"))?;
+            (Some(traces), Some(tracing_opentelemetry::layer().with_tracer(tracer)))
+        }
+        None => (None, None),
+    };
     let _ = tracing_subscriber::registry()
         .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with(crate::log_filter::QuietStack)
-        .with(fmt)
+        .with(text)
+        .with(json)
+        .with(otel)
         .try_init();
+    Ok(traces)
 }
 
 /// Connects to the database, creating the SQLite data directory when needed.

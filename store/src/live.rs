@@ -43,6 +43,7 @@ impl Store {
     /// Marks a scheduled meeting active on `node` (or re-activates an already active one there,
     /// after a restart or a failover), incrementing its owner epoch. Ended/cancelled meetings
     /// cannot start.
+    #[tracing::instrument(name = "db.start_meeting", skip_all)]
     pub async fn start_meeting(&self, id: Uuid, node: &str) -> Result<LiveMeetingInfo, StoreError> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
@@ -111,6 +112,7 @@ impl Store {
     /// Puts an ended meeting back to `scheduled`, so that its next start restarts it (a
     /// moderator restarting it before its scheduled end: `parley_core::join` decides that).
     /// Returns whether it was ended; a meeting in any other status is left as it is.
+    #[tracing::instrument(name = "db.reopen_meeting", skip_all)]
     pub async fn reopen_meeting(&self, id: Uuid) -> Result<bool, StoreError> {
         let res = meeting::Entity::update_many()
             .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Scheduled.as_str()))
@@ -144,6 +146,7 @@ impl Store {
     }
 
     /// The owner node and epoch of an active meeting (`None` if it is not active).
+    #[tracing::instrument(name = "db.meeting_owner", skip_all)]
     pub async fn meeting_owner(&self, id: Uuid) -> Result<Option<(String, i64)>, StoreError> {
         let m = meeting::Entity::find_by_id(id)
             .filter(meeting::Column::Status.eq(MeetingStatus::Active.as_str()))
@@ -170,6 +173,7 @@ impl Store {
 
     /// Ends a live meeting: status, end time, real duration and the analytics row, in one
     /// transaction, by the owner holding `epoch`. Idempotent: a second call changes nothing.
+    #[tracing::instrument(name = "db.end_meeting", skip_all)]
     pub async fn end_meeting(&self, id: Uuid, epoch: i64, analytics: &Analytics) -> Result<(), StoreError> {
         let now = Utc::now();
         let txn = self.db.begin().await?;
@@ -219,6 +223,7 @@ impl Store {
 
     /// Keeps one chat message, written by the owner holding `epoch`. Idempotent per
     /// `(meeting, seq)`: a retry after a lost commit acknowledgement stores it once.
+    #[tracing::instrument(name = "db.insert_chat", skip_all)]
     pub async fn insert_chat(&self, meeting_id: Uuid, epoch: i64, m: &ChatMessage) -> Result<(), StoreError> {
         let txn = self.db.begin().await?;
         Self::check_epoch(&txn, meeting_id, epoch).await?;
@@ -245,6 +250,7 @@ impl Store {
     }
 
     /// The last `limit` chat messages of a meeting, oldest first.
+    #[tracing::instrument(name = "db.chat_history", skip_all)]
     pub async fn chat_history(&self, meeting_id: Uuid, limit: u64) -> Result<Vec<ChatMessage>, StoreError> {
         let mut rows = meeting_chat_message::Entity::find()
             .filter(meeting_chat_message::Column::MeetingId.eq(meeting_id))
@@ -269,6 +275,7 @@ impl Store {
 
     /// Records a role given during the meeting (inviting the user if they were not invited),
     /// written by the owner holding `epoch`.
+    #[tracing::instrument(name = "db.set_participant_role", skip_all)]
     pub async fn set_participant_role(
         &self,
         meeting_id: Uuid,

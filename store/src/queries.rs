@@ -182,6 +182,7 @@ impl Store {
     }
 
     /// QUERY 2: the facts of a join decision, or `None` if the meeting does not exist.
+    #[tracing::instrument(name = "db.join_facts", skip_all)]
     pub async fn join_facts(&self, meeting_id: Uuid, user_id: Uuid) -> Result<Option<JoinCheckFacts>, StoreError> {
         let Some(r) = join_facts_select(meeting_id, user_id).into_model::<JoinRow>().one(&self.db).await? else {
             return Ok(None);

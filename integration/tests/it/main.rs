@@ -20,6 +20,7 @@ mod recording;
 mod recording_failover;
 mod recording_queue;
 mod recurring;
+mod traces;
 mod users;
 mod ws_abuse;
 

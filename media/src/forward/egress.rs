@@ -2,7 +2,7 @@
 //! it receives, how its numbers are rewritten, and where the packets go.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -123,11 +123,20 @@ pub struct Egress {
     drop_every: u32,
     /// Everything sent to the subscriber, retransmissions included.
     pub(super) sent_traffic: Traffic,
+    /// A packet went out already (the owner heard of the first, `Upstream::first_forwarded`).
+    started: AtomicBool,
 }
 
 impl Egress {
     pub(super) fn new(user: Uuid, estimate: Arc<AtomicU64>, drop_every: u32) -> Egress {
-        Egress { user, bindings: Mutex::new(HashMap::new()), estimate, drop_every, sent_traffic: Traffic::default() }
+        Egress {
+            user,
+            bindings: Mutex::new(HashMap::new()),
+            estimate,
+            drop_every,
+            sent_traffic: Traffic::default(),
+            started: AtomicBool::new(false),
+        }
     }
 
     /// What was sent to the subscriber so far.
@@ -272,6 +281,9 @@ impl Egress {
             Ok(()) => {
                 counters.forwarded.fetch_add(1, Ordering::Relaxed);
                 self.sent_traffic.count(payload);
+                if !self.started.load(Ordering::Relaxed) && !self.started.swap(true, Ordering::Relaxed) {
+                    upstream.first_forwarded(self.user);
+                }
                 b.sent_packets += 1;
                 if b.sent_packets.is_power_of_two() {
                     tracing::debug!(target: LOG_TARGET, key = %fwd.key, subscriber = %self.user, sent = b.sent_packets, seq = rw.sequence_number, "packets forwarded");

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use uuid::Uuid;
+
 use crate::layers::Layer;
 use crate::nack_cache::NackCache;
 use crate::track::RtpPacket;
@@ -19,6 +21,12 @@ pub trait Upstream: Send + Sync + 'static {
     /// A subscriber's egress waits for a keyframe of `key` at `layer` (`None`: not simulcast)
     /// to switch layers: ask the publisher. Asked again every 500 ms while it waits.
     fn keyframe_wanted(&self, key: Arc<str>, layer: Option<Layer>);
+
+    /// The first packet of any track went out to `subscriber` (once per egress): the end of
+    /// its media join. Called on the receive path: a message, never a wait.
+    fn first_forwarded(&self, subscriber: Uuid) {
+        let _ = subscriber;
+    }
 }
 
 /// One received packet on its way to the subscribers of its track.

@@ -42,13 +42,17 @@ impl SocketLink for Link {
     }
 }
 
-/// Keyframe requests the forwarder asked for.
+/// Keyframe requests the forwarder asked for, and the subscribers it said got their first packet.
 #[derive(Default)]
-struct Asks(Mutex<Vec<(Arc<str>, Option<Layer>)>>);
+struct Asks(Mutex<Vec<(Arc<str>, Option<Layer>)>>, Mutex<Vec<Uuid>>);
 
 impl Upstream for Asks {
     fn keyframe_wanted(&self, key: Arc<str>, layer: Option<Layer>) {
         self.0.lock().unwrap().push((key, layer));
+    }
+
+    fn first_forwarded(&self, subscriber: Uuid) {
+        self.1.lock().unwrap().push(subscriber);
     }
 }
 
@@ -174,9 +178,15 @@ fn audio_and_plain_video_reach_every_subscriber_stamped_and_numbered_on() {
     let s = setup(0);
     s.forwarder.publish(s.publisher, Arc::from("mic"), Arc::from("p:microphone"), Codec::Opus);
     s.forwarder.publish(s.publisher, Arc::from("cam"), Arc::from("p:camera"), Codec::Vp8);
-    let (_, _a) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xA1, None, vec![]);
-    let (_, _b) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xB1, None, vec![]);
-    let (_, _c) = s.subscriber("cam", "p:camera", Codec::Vp8, 0xC1, Some(360), vec![]);
+    let (a, _a) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xA1, None, vec![]);
+    let (b, _b) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xB1, None, vec![]);
+    let (c, _c) = s.subscriber("cam", "p:camera", Codec::Vp8, 0xC1, Some(360), vec![]);
+    let firsts = || {
+        let mut f = s.asks.1.lock().unwrap().clone();
+        f.sort_unstable();
+        f
+    };
+    assert!(firsts().is_empty(), "nothing sent yet");
 
     for i in 0..5u16 {
         let out = s.send(incoming("mic", 0x1111, None, 100 + i, 960 * u32::from(i), Bytes::from_static(b"opus")));
@@ -191,8 +201,14 @@ fn audio_and_plain_video_reach_every_subscriber_stamped_and_numbered_on() {
             assert!(!p.header.extension && p.header.extensions.is_empty() && p.header.csrc.is_empty());
         }
     }
+    let mut want = vec![a, b];
+    want.sort_unstable();
+    assert_eq!(firsts(), want, "each audio subscriber's first packet is told once, not five times");
     // Video without simulcast is forwarded whole, keyframe or not.
     let out = s.send(incoming("cam", 0x2222, None, 7, 90, vp8(false, 1)));
+    want.push(c);
+    want.sort_unstable();
+    assert_eq!(firsts(), want);
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].0.as_str(), out[0].1.header.ssrc, out[0].1.header.payload_type), ("p:camera", 0xC1, PT_VP8));
     assert_eq!(s.forwarder.stats(), ForwardStats { forwarded: 11, ..Default::default() });

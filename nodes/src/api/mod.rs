@@ -115,8 +115,38 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(close_after_unread_body))
         .layer(CatchPanicLayer::custom(|_| ApiError::internal("handler panicked").into_response()))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(http_span).on_response(
+            |res: &axum::http::Response<_>, _: std::time::Duration, span: &tracing::Span| {
+                span.record("status", res.status().as_u16());
+            },
+        ))
         .with_state(state)
+}
+
+/// The span of one HTTP request (`http.request`, by route template): a child of the caller's
+/// trace when it sends W3C `traceparent`/`tracestate` headers. Health checks and scrapes are
+/// not traced.
+fn http_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str());
+    if matches!(route, "/healthz" | "/metrics") {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "http.request",
+        method = %req.method(),
+        route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    let carried: parley_actors::trace_context::TraceContext = ["traceparent", "tracestate"]
+        .into_iter()
+        .filter_map(|k| Some((k.to_owned(), req.headers().get(k)?.to_str().ok()?.to_owned())))
+        .collect();
+    parley_actors::trace_context::adopt(&span, &carried);
+    if let Some(id) = parley_actors::trace_context::trace_id(&span) {
+        span.record("trace_id", id);
+    }
+    span
 }
 
 /// The browser client (one static page, compiled in): `GET /`, and `GET /j/{meeting_id}` (the
