@@ -65,12 +65,22 @@ const MEDIA_JOIN_TRACE_LIMIT: Duration = Duration::from_secs(30);
 /// it: the `media.join` span, and the phase it is in as a child span (`media.ice` until ICE
 /// connects, `media.dtls` until the connection is up, `media.first_packet` until a packet goes
 /// out to it). Dropping it ends them.
+///
+/// A phase ends when the router hears of it. ICE and DTLS reach it through the peer's event
+/// pump, the first packet directly, so the packet can come first: the phases still open then
+/// end with it (zero-length), as a packet out means both are done.
 struct MediaJoin {
     started: Instant,
-    /// In the last phase (`media.first_packet`).
-    in_first_packet: bool,
+    at: JoinPhase,
     phase: tracing::Span,
     join: tracing::Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum JoinPhase {
+    Ice,
+    Dtls,
+    FirstPacket,
 }
 
 impl MediaJoin {
@@ -78,19 +88,19 @@ impl MediaJoin {
     fn start(user: Uuid) -> MediaJoin {
         let join = tracing::info_span!("media.join", %user);
         let phase = tracing::info_span!(parent: &join, "media.ice");
-        MediaJoin { started: Instant::now(), in_first_packet: false, phase, join }
+        MediaJoin { started: Instant::now(), at: JoinPhase::Ice, phase, join }
     }
 
-    fn ice_connected(&mut self) {
-        self.phase = tracing::info_span!(parent: &self.join, "media.dtls");
-    }
-
-    fn connected(&mut self) {
-        if self.in_first_packet {
-            return;
+    /// Moves on to `next` (through the phases in between); never back.
+    fn reach(&mut self, next: JoinPhase) {
+        while self.at < next {
+            (self.at, self.phase) = match self.at {
+                JoinPhase::Ice => (JoinPhase::Dtls, tracing::info_span!(parent: &self.join, "media.dtls")),
+                JoinPhase::Dtls | JoinPhase::FirstPacket => {
+                    (JoinPhase::FirstPacket, tracing::info_span!(parent: &self.join, "media.first_packet"))
+                }
+            };
         }
-        self.in_first_packet = true;
-        self.phase = tracing::info_span!(parent: &self.join, "media.first_packet");
     }
 }
 
@@ -364,11 +374,7 @@ impl Actor for MediaRouterActor {
             }
             RouterMsg::FirstForwarded { user_id } => {
                 if let Some(mut join) = state.members.get_mut(&user_id).and_then(|m| m.joining.take()) {
-                    // The connection's state change takes one hop more (its event pump) than
-                    // this: a packet out means DTLS is up, whether or not we heard it yet.
-                    if !join.in_first_packet {
-                        join.connected();
-                    }
+                    join.reach(JoinPhase::FirstPacket);
                     let ms = join.started.elapsed().as_millis();
                     let _in = join.join.enter();
                     tracing::info!(meeting_id = %state.meeting_id, user = %user_id, ms, "media flowing: first packet forwarded to the peer");
@@ -687,12 +693,12 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
         }
         PeerEvent::IceConnected => {
             if let Some(j) = state.members.get_mut(&user).and_then(|m| m.joining.as_mut()) {
-                j.ice_connected();
+                j.reach(JoinPhase::Dtls);
             }
         }
         PeerEvent::StateChanged(PeerState::Connected) => {
             if let Some(j) = state.members.get_mut(&user).and_then(|m| m.joining.as_mut()) {
-                j.connected();
+                j.reach(JoinPhase::FirstPacket);
             }
         }
         PeerEvent::StateChanged(s) => {
@@ -1069,5 +1075,24 @@ fn recorder_tracks_gone(state: &RouterState, user: Uuid, track_id: Option<&str>)
         None => {
             let _ = r.actor.cast(RecorderMsg::PublisherGone { publisher: user });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_media_join_moves_forward_through_every_phase_and_never_back() {
+        let mut j = MediaJoin::start(Uuid::new_v4());
+        assert_eq!(j.at, JoinPhase::Ice);
+        j.reach(JoinPhase::FirstPacket);
+        assert_eq!(j.at, JoinPhase::FirstPacket, "a packet before the events: the phases between end with it");
+        j.reach(JoinPhase::Dtls);
+        assert_eq!(j.at, JoinPhase::FirstPacket, "a late event does not go back");
+        let mut j = MediaJoin::start(Uuid::new_v4());
+        j.reach(JoinPhase::Dtls);
+        j.reach(JoinPhase::Dtls);
+        assert_eq!(j.at, JoinPhase::Dtls);
     }
 }

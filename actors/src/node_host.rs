@@ -94,9 +94,7 @@ fn received_span(env: &Envelope, call: bool) -> tracing::Span {
         trace_id = tracing::field::Empty
     );
     crate::trace_context::adopt(&span, &env.trace);
-    if let Some(id) = crate::trace_context::trace_id(&span) {
-        span.record("trace_id", id);
-    }
+    crate::trace_context::record_trace_id(&span);
     span
 }
 

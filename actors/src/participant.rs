@@ -230,9 +230,7 @@ fn request_span(state: &ParticipantState, request: &Request) -> tracing::Span {
     {
         let _ = span.set_parent(join.clone());
     }
-    if let Some(id) = crate::trace_context::trace_id(&span) {
-        span.record("trace_id", id);
-    }
+    crate::trace_context::record_trace_id(&span);
     span
 }
 

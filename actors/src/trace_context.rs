@@ -66,6 +66,14 @@ pub fn adopt(span: &tracing::Span, trace: &TraceContext) {
     }
 }
 
+/// Records `span`'s trace id in its `trace_id` field (declared empty), so the log lines under
+/// it carry it; nothing when it is not traced.
+pub fn record_trace_id(span: &tracing::Span) {
+    if let Some(id) = trace_id(span) {
+        span.record("trace_id", id);
+    }
+}
+
 /// The trace id of `span` as 32 hex digits, `None` when it is not traced: what log lines carry.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
     let cx = span.context();

@@ -131,6 +131,14 @@ async fn one_cross_node_join_is_one_trace_from_the_websocket_frame_to_the_first_
         trace.iter().any(|s| s.name == "media.first_packet")
     })
     .await;
+    // Each node sends its finished spans every 500 ms, on its own: a child on b may arrive
+    // before its parent on a. Wait until every parent has come (or the time is up).
+    let settled = || async {
+        let trace = join_trace(&spans.lock().unwrap(), &a, &user);
+        let ids: std::collections::HashSet<&[u8]> = trace.iter().map(|s| s.span_id.as_slice()).collect();
+        trace.iter().all(|s| s.parent.is_empty() || ids.contains(s.parent.as_slice()))
+    };
+    eventually(Duration::from_secs(10), settled).await;
     let all = spans.lock().unwrap().clone();
     let trace = join_trace(&all, &a, &user);
     let names: Vec<(String, String)> = trace.iter().map(|s| (s.node.clone(), s.name.clone())).collect();

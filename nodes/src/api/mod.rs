@@ -143,9 +143,7 @@ fn http_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
         .filter_map(|k| Some((k.to_owned(), req.headers().get(k)?.to_str().ok()?.to_owned())))
         .collect();
     parley_actors::trace_context::adopt(&span, &carried);
-    if let Some(id) = parley_actors::trace_context::trace_id(&span) {
-        span.record("trace_id", id);
-    }
+    parley_actors::trace_context::record_trace_id(&span);
     span
 }
 
