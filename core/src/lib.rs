@@ -25,3 +25,9 @@ pub mod recording;
 pub mod recurrence;
 pub mod throttle;
 pub mod validate;
+
+/// The `tracing` target of the event an I/O adapter emits, inside its call's span, when the
+/// call failed at the server it talks to (the database, Redis): connection lost, timeout, a
+/// query the server rejected. Not for answers ("not found", a broken domain rule). The node
+/// counts these per call (`parley_db_call_errors_total`, `parley_presence_call_errors_total`).
+pub const CALL_FAILED: &str = "parley::call_failed";

@@ -238,6 +238,14 @@ impl TestNode {
         self.token("it-operator", true)
     }
 
+    /// The node's `GET /metrics` text, read with an operator token.
+    pub async fn metrics(&self) -> String {
+        let resp = self.http.get(format!("{}/metrics", self.base)).bearer_auth(self.admin_token()).send().await;
+        let resp = resp.expect("GET /metrics");
+        assert!(resp.status().is_success(), "GET /metrics: {}", resp.status());
+        resp.text().await.expect("metrics text")
+    }
+
     /// Registers a user through the API; returns its id and a token for it.
     pub async fn user(&self, email: &str, name: &str) -> (Uuid, String) {
         let (status, body) = self
@@ -911,5 +919,31 @@ impl TestPki {
             ("PARLEY_CLUSTER_TLS_CERT", p("member.pem")),
             ("PARLEY_CLUSTER_TLS_KEY", p("member.key")),
         ]
+    }
+}
+
+/// The sum of every sample of `metric` in Prometheus text whose labels include all of
+/// `labels` (0 when none does).
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (name, rest) = series.split_once('{').unwrap_or((series, ""));
+            (name == metric && labels.iter().all(|(k, v)| rest.contains(&format!("{k}=\"{v}\""))))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod metric_tests {
+    #[test]
+    fn metric_sum_adds_the_matching_series_only() {
+        let text = "# HELP x_total X\nx_total{op=\"a\",backend=\"redis\"} 2\nx_total{op=\"b\",backend=\"redis\"} 3\nx_total{op=\"a\",backend=\"in-process\"} 7\nx_total_other 9\nplain 4\n";
+        assert_eq!(super::metric_sum(text, "x_total", &[("backend", "redis")]), 5.0);
+        assert_eq!(super::metric_sum(text, "x_total", &[]), 12.0);
+        assert_eq!(super::metric_sum(text, "x_total", &[("op", "c")]), 0.0);
+        assert_eq!(super::metric_sum(text, "plain", &[]), 4.0);
     }
 }

@@ -8,7 +8,7 @@ use anyhow::Context;
 use parley_store::Store;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use parley_presence::Presence;
 use crate::api::{self, AppState, Live};
 use crate::auth::TokenKeys;
 use crate::config::{LogFormat, Settings, redact_url};
+use crate::telemetry::calls::{CallTimings, NODE_CALLS};
 use crate::telemetry::traces::Traces;
 
 /// Logs to stderr; `PARLEY_LOG` (or `RUST_LOG`) sets the filter, default `info`.
@@ -54,12 +55,15 @@ pub fn init_logging(
         }
         None => (None, None),
     };
+    // The log filter applies to what is logged and traced; the call metrics see their spans
+    // whatever it says.
+    let env = || EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::registry()
-        .with(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info")))
         .with(crate::log_filter::QuietStack)
-        .with(text)
-        .with(json)
-        .with(otel)
+        .with(text.map(|l| l.with_filter(env())))
+        .with(json.map(|l| l.with_filter(env())))
+        .with(otel.map(|l| l.with_filter(env())))
+        .with(CallTimings::new(&NODE_CALLS).with_filter(CallTimings::interest()))
         .try_init();
     Ok(traces)
 }
@@ -175,10 +179,10 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     let live = start_live(&settings, store.clone(), objects.clone(), metrics.live.clone()).await?;
     metrics.observe(&live.services);
     crate::telemetry::vitals::spawn(live.services.clone());
-    let mut state = AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live);
+    let mut state =
+        AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live, metrics.clone());
     state.fault_injection = settings.fault_injection;
     state.objects = objects;
-    state.metrics = Some(metrics.clone());
     state.scrape_token = settings.telemetry.scrape_token.as_deref().map(Arc::from);
     if settings.fault_injection {
         tracing::warn!("fault injection enabled: POST /api/admin/meetings/{{id}}/crash is live");

@@ -153,6 +153,10 @@ impl Presence {
     /// Fails fast while the breaker is open; opens it when a call reports Redis unavailable.
     /// (Called with the finished result: the breaker only skips calls made while it is open.)
     fn guard<T>(&self, result: Result<T, PresenceError>) -> Result<T, PresenceError> {
+        if let Err(e) = &result {
+            // Inside a `presence.*` span this marks the call failed for the node's call metrics.
+            tracing::debug!(target: parley_core::CALL_FAILED, error = %e, "presence call failed");
+        }
         if let Err(PresenceError::Unavailable(_)) = &result {
             let until = unix_ms() + BREAKER_OPEN.as_millis() as i64;
             self.open_until_ms.store(until, std::sync::atomic::Ordering::Relaxed);
@@ -168,6 +172,7 @@ impl Presence {
 
     fn fail_fast(&self) -> Result<(), PresenceError> {
         if self.tripped() {
+            tracing::debug!(target: parley_core::CALL_FAILED, "presence call refused: Redis failed moments ago");
             return Err(PresenceError::Unavailable("Redis failed moments ago; not retried yet".into()));
         }
         Ok(())
@@ -187,7 +192,7 @@ impl Presence {
     }
 
     /// Adds or refreshes a participant (also their heartbeat: the TTL starts again).
-    #[tracing::instrument(name = "presence.upsert", skip_all)]
+    #[tracing::instrument(name = "presence.upsert", skip_all, fields(backend = self.kind()))]
     pub async fn upsert(&self, meeting: Uuid, rec: &PresenceRecord, now_ms: i64) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => {
@@ -202,7 +207,7 @@ impl Presence {
     }
 
     /// Removes a participant.
-    #[tracing::instrument(name = "presence.remove", skip_all)]
+    #[tracing::instrument(name = "presence.remove", skip_all, fields(backend = self.kind()))]
     pub async fn remove(&self, meeting: Uuid, user: Uuid) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => {
@@ -217,7 +222,7 @@ impl Presence {
     }
 
     /// Replaces the waiting room with `list` (in order).
-    #[tracing::instrument(name = "presence.set_waiting", skip_all)]
+    #[tracing::instrument(name = "presence.set_waiting", skip_all, fields(backend = self.kind()))]
     pub async fn set_waiting(&self, meeting: Uuid, list: &[WaitingView]) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => {
@@ -259,7 +264,7 @@ impl Presence {
     /// Claims the meeting for `owner` (compare-and-set): succeeds when the key holds `expected`
     /// (`None`: absent) or already names `owner.node` (a restarted actor re-claiming its own
     /// meeting). Returns whether the claim took.
-    #[tracing::instrument(name = "presence.claim_owner", skip_all)]
+    #[tracing::instrument(name = "presence.claim_owner", skip_all, fields(backend = self.kind()))]
     pub async fn claim_owner(
         &self,
         meeting: Uuid,
@@ -276,7 +281,7 @@ impl Presence {
     }
 
     /// The meeting's owner, if claimed (an unreadable value counts as none).
-    #[tracing::instrument(name = "presence.owner", skip_all)]
+    #[tracing::instrument(name = "presence.owner", skip_all, fields(backend = self.kind()))]
     pub async fn owner(&self, meeting: Uuid) -> Result<Option<Owner>, PresenceError> {
         Ok(self.media_server(meeting).await?.as_deref().and_then(Owner::parse))
     }
@@ -304,7 +309,7 @@ impl Presence {
     }
 
     /// The node carrying the meeting, if live.
-    #[tracing::instrument(name = "presence.media_server", skip_all)]
+    #[tracing::instrument(name = "presence.media_server", skip_all, fields(backend = self.kind()))]
     pub async fn media_server(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.media_server(meeting)),
@@ -350,7 +355,7 @@ impl Presence {
     }
 
     /// Every participant record still alive (their hash exists), for rehydration.
-    #[tracing::instrument(name = "presence.records", skip_all)]
+    #[tracing::instrument(name = "presence.records", skip_all, fields(backend = self.kind()))]
     pub async fn records(&self, meeting: Uuid) -> Result<Vec<PresenceRecord>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.records(meeting)),
@@ -362,7 +367,7 @@ impl Presence {
     }
 
     /// Stores the meeting's durable flags (opaque JSON).
-    #[tracing::instrument(name = "presence.set_flags", skip_all)]
+    #[tracing::instrument(name = "presence.set_flags", skip_all, fields(backend = self.kind()))]
     pub async fn set_flags(&self, meeting: Uuid, json: &str) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => {
@@ -377,7 +382,7 @@ impl Presence {
     }
 
     /// The meeting's durable flags, if stored.
-    #[tracing::instrument(name = "presence.flags", skip_all)]
+    #[tracing::instrument(name = "presence.flags", skip_all, fields(backend = self.kind()))]
     pub async fn flags(&self, meeting: Uuid) -> Result<Option<String>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.flags(meeting)),
@@ -403,7 +408,7 @@ impl Presence {
     /// round trip). `seq` must be above every number logged before: a number at or below the
     /// log's top is refused ([`PresenceError::Corrupt`]), which is how an old owner that has
     /// not noticed its takeover is kept out of the new owner's log.
-    #[tracing::instrument(name = "presence.log_event", skip_all)]
+    #[tracing::instrument(name = "presence.log_event", skip_all, fields(backend = self.kind()))]
     pub async fn log_event(&self, meeting: Uuid, event: &LoggedEvent) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => l.log_event(meeting, event),
@@ -415,7 +420,7 @@ impl Presence {
     }
 
     /// The logged events numbered above `after`, oldest first (at most [`REPLAY_MAX`]).
-    #[tracing::instrument(name = "presence.events_after", skip_all)]
+    #[tracing::instrument(name = "presence.events_after", skip_all, fields(backend = self.kind()))]
     pub async fn events_after(&self, meeting: Uuid, after: u64) -> Result<Vec<LoggedEvent>, PresenceError> {
         match &self.inner {
             Inner::Local(l) => Ok(l.events_after(meeting, after)),
@@ -427,7 +432,7 @@ impl Presence {
     }
 
     /// Deletes every key of the meeting (it ended).
-    #[tracing::instrument(name = "presence.clear", skip_all)]
+    #[tracing::instrument(name = "presence.clear", skip_all, fields(backend = self.kind()))]
     pub async fn clear(&self, meeting: Uuid, users: &[Uuid]) -> Result<(), PresenceError> {
         match &self.inner {
             Inner::Local(l) => {

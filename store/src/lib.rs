@@ -84,6 +84,8 @@ impl From<DbErr> for StoreError {
             }
             _ => {}
         }
+        // Inside a `db.*` span this marks the call failed for the node's call metrics.
+        tracing::debug!(target: parley_core::CALL_FAILED, error = %e, "database call failed");
         match e {
             DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e),
             DbErr::Exec(ref r) | DbErr::Query(ref r) if is_connection_error(&r.to_string()) => {

@@ -413,6 +413,14 @@ async fn a_redis_outage_and_restart_lose_nobody() {
         .env("PARLEY_SWEEP_INTERVAL_MS", "250");
     let node = TestNode::start_with(opts).await;
     let InProgress { m, mut host, mut guest, guest_id, .. } = in_progress(&node, "Outage").await;
+    let redis_errors =
+        |text: &str| parley_integration::metric_sum(text, "parley_presence_call_errors_total", &[("backend", "redis")]);
+    let before = node.metrics().await;
+    let redis_calls = |text: &str| {
+        parley_integration::metric_sum(text, "parley_presence_call_duration_seconds_count", &[("backend", "redis")])
+    };
+    assert!(redis_calls(&before) > 0.0, "Redis calls are timed:\n{before}");
+    assert_eq!(redis_errors(&before), 0.0, "no Redis error yet:\n{before}");
 
     // Redis goes away: the meeting goes on (events, replies, chat kept in PostgreSQL).
     redis_server.stop();
@@ -425,6 +433,9 @@ async fn a_redis_outage_and_restart_lose_nobody() {
         ok(&guest.request(json!({"type": "heartbeat"})).await);
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+
+    let during = node.metrics().await;
+    assert!(redis_errors(&during) > 0.0, "the failed Redis calls are counted:\n{during}");
 
     // Redis comes back empty: presence is repaired, nobody was evicted.
     redis_server.start();
@@ -472,6 +483,9 @@ async fn a_postgres_outage_keeps_live_meetings_running() {
     // A join needs the database (meeting status, password): a clear, retryable error.
     let r = late.request(json!({"type": "join", "meeting_id": m})).await;
     assert_eq!(err_code(&r), "unavailable", "{r}");
+    let text = node.metrics().await;
+    let failed = parley_integration::metric_sum(&text, "parley_db_call_errors_total", &[("op", "join_facts")]);
+    assert!(failed >= 1.0, "the join's failed database call is counted:\n{text}");
 
     pg.start();
     let mut joined = false;

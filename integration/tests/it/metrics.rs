@@ -157,6 +157,18 @@ async fn prometheus_scrapes_every_node_and_sees_the_participants_of_the_meetings
         prom.by_node("sum by (node) (parley_cluster_messages_total{direction=\"out\"})").await.unwrap_or_default();
     assert!(cluster_out.get(&c.names[2]).is_some_and(|n| *n > 0.0), "c talks to the owners: {cluster_out:?}");
 
+    // So are the calls to PostgreSQL and Redis the joins made, timed per operation.
+    let db = prom.by_node("sum by (node) (parley_db_call_duration_seconds_count{op=\"join_facts\"})").await;
+    let db = db.unwrap_or_default();
+    assert_eq!(db.values().sum::<f64>(), 5.0, "one join_facts per join, on its connection node: {db:?}");
+    let redis = prom
+        .by_node("sum by (node) (parley_presence_call_duration_seconds_count{backend=\"redis\",op=\"upsert\"})")
+        .await
+        .unwrap_or_default();
+    assert!(redis.values().sum::<f64>() >= 5.0, "every participant written to Redis by its owner: {redis:?}");
+    let errors = prom.by_node("sum by (node) (parley_db_call_errors_total)").await.unwrap_or_default();
+    assert!(errors.values().all(|n| *n == 0.0), "no database call failed: {errors:?}");
+
     // Leaving is seen as well.
     for p in [seated.pop(), seated.pop()].into_iter().flatten() {
         p.leave().await;

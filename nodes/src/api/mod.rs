@@ -49,8 +49,8 @@ pub struct AppState {
     pub fault_injection: bool,
     /// Where recordings are stored (`None`: recording is off on this node).
     pub objects: Option<Arc<dyn parley_recording::object_store::ObjectStore>>,
-    /// What `GET /metrics` renders (`None`: no metrics, 404).
-    pub metrics: Option<Arc<crate::telemetry::NodeMetrics>>,
+    /// What `GET /metrics` renders.
+    pub metrics: Arc<crate::telemetry::NodeMetrics>,
     /// The token Prometheus may read `/metrics` with besides an operator token.
     pub scrape_token: Option<Arc<str>>,
 }
@@ -63,7 +63,14 @@ pub struct Live {
 }
 
 impl AppState {
-    pub fn new(store: Store, tokens: TokenKeys, public_url: &str, node_name: &str, live: Live) -> AppState {
+    pub fn new(
+        store: Store,
+        tokens: TokenKeys,
+        public_url: &str,
+        node_name: &str,
+        live: Live,
+        metrics: Arc<crate::telemetry::NodeMetrics>,
+    ) -> AppState {
         AppState {
             store,
             tokens: Arc::new(tokens),
@@ -73,7 +80,7 @@ impl AppState {
             live,
             fault_injection: false,
             objects: None,
-            metrics: None,
+            metrics,
             scrape_token: None,
         }
     }

@@ -59,6 +59,9 @@ impl NodeMetrics {
         let provider = SdkMeterProvider::builder().with_reader(exporter).with_resource(resource).build();
         let meter = provider.meter("parley");
         let live = Arc::new(LiveMetrics::new(&meter));
+        if !super::calls::NODE_CALLS.bind(&meter) {
+            tracing::debug!("database and presence call metrics already go to another node of this process");
+        }
         Ok(NodeMetrics { provider, registry, meter, live })
     }
 

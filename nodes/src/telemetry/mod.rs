@@ -2,6 +2,7 @@
 //! OpenTelemetry instruments), traces over OTLP (`traces`), and the vitals the supervisor
 //! dashboard shows.
 
+pub mod calls;
 pub mod metrics;
 mod process;
 pub mod traces;
