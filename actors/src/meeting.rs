@@ -303,7 +303,13 @@ impl Actor for MeetingActor {
                 }
             }
             MeetingMsg::Request { caller, conn, request, seen, reply, span } => {
-                let span = tracing::info_span!(parent: &span, "meeting.request", kind = request.kind(), meeting_id = %state.meeting.meeting_id());
+                // An untraced request (a heartbeat) opens no span of its own here either.
+                let span = match span.is_none() {
+                    true => tracing::Span::none(),
+                    false => {
+                        tracing::info_span!(parent: &span, "meeting.request", kind = request.kind(), meeting_id = %state.meeting.meeting_id())
+                    }
+                };
                 request_of(&myself, state, caller, conn, request, seen, reply).instrument(span).await;
             }
             MeetingMsg::Disconnected { user_id, conn } => {

@@ -5,7 +5,11 @@
 //! 2. chat fan-out latency to `--fanout` participants of one meeting (send → each receipt);
 //! 3. heartbeat throughput (each heartbeat = one Redis pipeline SADD+HSET+PEXPIRE behind two
 //!    actor hops) next to `redis-benchmark -t set` against the same Redis in the same run;
-//! 4. `--connections` concurrent participants over `--meetings` meetings: node RSS per participant.
+//! 4. `--connections` concurrent participants over `--meetings` meetings: node RSS per participant;
+//! 5. telemetry overhead: the node's CPU seconds for one fixed workload (joins, heartbeats, chat
+//!    fan-out) on a node with telemetry off and one with it on (traces exported over OTLP to a
+//!    collector in this process, `/metrics` scraped every second), rounds alternating between
+//!    them (`--overhead-rounds`), as a ratio. `--overhead-only 1` runs only this part.
 //!
 //! Needs PARLEY_BIN (release binary), PARLEY_TEST_PG_URL, PARLEY_TEST_REDIS_URL (scripts set them)
 //! and a raised open-file limit (`ulimit -n`).
@@ -15,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
-use parley_integration::{Backend, NodeOptions, TestNode, redis_url};
+use parley_bench::TelemetryOverhead;
+use parley_integration::{Backend, NodeOptions, TestNode, otlp, redis_url};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
@@ -32,10 +37,31 @@ struct Args {
     connections: usize,
     meetings: usize,
     heartbeat_secs: u64,
+    overhead_rounds: usize,
+    overhead_people: usize,
+    overhead_heartbeats: usize,
+    overhead_only: bool,
+    /// How often the node with telemetry on is scraped (ms; 0: never).
+    overhead_scrape_ms: u64,
+    /// Whether that node exports traces.
+    overhead_traces: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
-    let mut a = Args { joins: 300, fanout: 1000, chats: 20, connections: 10_000, meetings: 100, heartbeat_secs: 5 };
+    let mut a = Args {
+        joins: 300,
+        fanout: 1000,
+        chats: 20,
+        connections: 10_000,
+        meetings: 100,
+        heartbeat_secs: 5,
+        overhead_rounds: 5,
+        overhead_people: 200,
+        overhead_heartbeats: 4_000,
+        overhead_only: false,
+        overhead_scrape_ms: 1000,
+        overhead_traces: true,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let v: usize = it.next().with_context(|| format!("{flag} needs a value"))?.parse()?;
@@ -46,6 +72,12 @@ fn parse_args() -> anyhow::Result<Args> {
             "--connections" => a.connections = v,
             "--meetings" => a.meetings = v,
             "--heartbeat-secs" => a.heartbeat_secs = v as u64,
+            "--overhead-rounds" => a.overhead_rounds = v.max(1),
+            "--overhead-people" => a.overhead_people = v.max(1),
+            "--overhead-heartbeats" => a.overhead_heartbeats = v,
+            "--overhead-only" => a.overhead_only = v != 0,
+            "--overhead-scrape-ms" => a.overhead_scrape_ms = v as u64,
+            "--overhead-traces" => a.overhead_traces = v != 0,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -171,15 +203,199 @@ fn redis_set_rate() -> anyhow::Result<f64> {
         .with_context(|| format!("cannot parse redis-benchmark output: {text}"))
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> anyhow::Result<()> {
-    let a = parse_args()?;
-    let opts = NodeOptions::new(Backend::Postgres)
+/// When a heartbeat loop stops.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    Time(Instant),
+    Count(u64),
+}
+
+/// Heartbeats on a joined participant's socket, 8 in flight, each reply answered with the next
+/// one, until `until`; returns the socket and the heartbeats acknowledged.
+async fn heartbeats(ws: Ws, until: Until) -> (Option<Ws>, u64) {
+    let (mut sink, mut stream) = ws.split();
+    let more = |sent: u64| match until {
+        Until::Time(t) => Instant::now() < t,
+        Until::Count(n) => sent < n,
+    };
+    let (mut sent, mut done) = (0u64, 0u64);
+    while sent < 8 && more(sent) {
+        sent += 1;
+        let _ = sink.send(Message::Text(json!({"id": 10_000 + sent, "type": "heartbeat"}).to_string().into())).await;
+    }
+    loop {
+        if let Until::Count(n) = until
+            && done >= n
+        {
+            break;
+        }
+        if let Until::Time(t) = until
+            && Instant::now() >= t
+        {
+            break;
+        }
+        match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("\"reply_to\"") => {
+                if !t.as_str().contains("\"ok\":true") {
+                    eprintln!("heartbeat failed: {}", t.as_str());
+                    break;
+                }
+                done += 1;
+                if more(sent) {
+                    sent += 1;
+                    let _ = sink
+                        .send(Message::Text(json!({"id": 10_000 + sent, "type": "heartbeat"}).to_string().into()))
+                        .await;
+                }
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => break,
+        }
+    }
+    (sink.reunite(stream).ok(), done)
+}
+
+/// A release node on PostgreSQL + Redis with rate limits out of the way.
+fn live_node() -> NodeOptions {
+    NodeOptions::new(Backend::Postgres)
         .with_redis()
         .env("PARLEY_RATE_BURST", "1000000")
         .env("PARLEY_RATE_PER_SEC", "1000000")
-        .env("PARLEY_LOG", "warn");
-    let node = TestNode::start_with(opts).await;
+        .env("PARLEY_LOG", "warn")
+}
+
+/// One fixed workload on `node`: `people` join a new meeting one after another; 50 of them
+/// send `heartbeats` heartbeats between them (8 in flight each); the host sends `chats` chats
+/// that every participant receives. Returns the node's CPU seconds over it, counted until 1 s
+/// after the last receipt so the traces of its end are exported inside the window too.
+async fn overhead_round(node: &TestNode, people: usize, heartbeats_total: usize, chats: usize) -> anyhow::Result<f64> {
+    let secret = node.secret.clone();
+    let host = users(node, 1, "oh").await[0];
+    let crowd = users(node, people, "oc").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_before = node.cpu_seconds();
+    let (meeting, mut host_ws) = live_meeting(node, host, &secret).await?;
+    let mut members = Vec::with_capacity(people);
+    for u in &crowd {
+        let mut ws = connect(node, &token(&secret, *u)).await?;
+        let r = request(&mut ws, 1, json!({"type": "join", "meeting_id": meeting})).await?;
+        anyhow::ensure!(r["ok"] == true, "join: {r}");
+        members.push(ws);
+    }
+    let senders = members.len().min(50);
+    let each = (heartbeats_total / senders) as u64;
+    let tasks: Vec<_> = members.drain(..senders).map(|ws| tokio::spawn(heartbeats(ws, Until::Count(each)))).collect();
+    let mut acknowledged = 0;
+    for t in tasks {
+        let (ws, done) = t.await?;
+        acknowledged += done;
+        members.extend(ws);
+    }
+    anyhow::ensure!(
+        acknowledged == each * senders as u64,
+        "{acknowledged} of {} heartbeats acknowledged",
+        each * senders as u64
+    );
+    let readers: Vec<_> = members
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let mut seen = 0;
+                while seen < chats {
+                    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+                        Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("\"event\":\"chat\"") => seen += 1,
+                        Ok(Some(Ok(_))) => {}
+                        _ => break,
+                    }
+                }
+                (ws, seen)
+            })
+        })
+        .collect();
+    for i in 0..chats {
+        let r = request(&mut host_ws, 100 + i as u64, json!({"type": "chat", "text": format!("overhead {i}")})).await?;
+        anyhow::ensure!(r["ok"] == true, "chat: {r}");
+    }
+    let mut sockets = Vec::with_capacity(people);
+    let mut received = 0;
+    for r in readers {
+        let (ws, seen) = r.await?;
+        received += seen;
+        sockets.push(ws);
+    }
+    anyhow::ensure!(received == chats * people, "{received} of {} chat deliveries", chats * people);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let cpu = node.cpu_seconds() - cpu_before;
+    let r = request(&mut host_ws, 9_999, json!({"type": "end_meeting"})).await?;
+    anyhow::ensure!(r["ok"] == true, "end_meeting: {r}");
+    drop((sockets, host_ws));
+    // The node lets everyone go before the next round is measured.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(cpu)
+}
+
+/// Part 5: the same workload on a node with telemetry off and one with it on, alternating.
+async fn telemetry_overhead(a: &Args) -> anyhow::Result<()> {
+    let (collector, spans) = otlp::counting_collector().await;
+    let off = TestNode::start_with(live_node()).await;
+    let on = match a.overhead_traces {
+        true => TestNode::start_with(live_node().env("PARLEY_OTLP_ENDPOINT", collector.as_str())).await,
+        false => TestNode::start_with(live_node()).await,
+    };
+    let scraper =
+        (a.overhead_scrape_ms > 0).then(|| on.scrape_metrics_every(Duration::from_millis(a.overhead_scrape_ms)));
+    let scrapes = || scraper.as_ref().map_or(0, |s| s.scrapes());
+    let (people, hb, chats) = (a.overhead_people, a.overhead_heartbeats, a.chats);
+    println!("telemetry overhead: warm-up round on each node");
+    overhead_round(&off, people, hb, chats).await?;
+    overhead_round(&on, people, hb, chats).await?;
+    let (mut cpu_off, mut cpu_on) = (Vec::new(), Vec::new());
+    for round in 1..=a.overhead_rounds {
+        cpu_off.push(overhead_round(&off, people, hb, chats).await?);
+        cpu_on.push(overhead_round(&on, people, hb, chats).await?);
+        println!(
+            "telemetry overhead round {round}/{}: off {:.2} CPU s, on {:.2} CPU s",
+            a.overhead_rounds,
+            cpu_off[round - 1],
+            cpu_on[round - 1]
+        );
+    }
+    let traced = spans.load(std::sync::atomic::Ordering::Relaxed);
+    anyhow::ensure!(
+        (traced > 0) == a.overhead_traces && (scrapes() > 0) == (a.overhead_scrape_ms > 0),
+        "telemetry was not as asked: {traced} spans, {} scrapes",
+        scrapes()
+    );
+    let overhead =
+        TelemetryOverhead { unit: "node CPU s".into(), off: cpu_off, on: cpu_on, spans: traced, scrapes: scrapes() };
+    println!("\n## bench-live — telemetry overhead (node CPU seconds for one fixed workload)");
+    println!(
+        "workload per round: {people} joins, {hb} heartbeats (50 connections × 8 in flight; heartbeats are not traced), {chats} chats to {people}"
+    );
+    let on_means = format!(
+        "{}, {}",
+        if a.overhead_traces { "every request traced to OTLP" } else { "no traces" },
+        match a.overhead_scrape_ms {
+            0 => "not scraped".to_owned(),
+            ms => format!("/metrics scraped every {ms} ms"),
+        }
+    );
+    println!("{}", overhead.table(&on_means));
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let a = parse_args()?;
+    if !a.overhead_only {
+        load(&a).await?;
+    }
+    telemetry_overhead(&a).await
+}
+
+/// Parts 1–4 on one node.
+async fn load(a: &Args) -> anyhow::Result<()> {
+    let node = TestNode::start_with(live_node()).await;
     let secret = node.secret.clone();
     println!("node up at {} (pid {}), RSS {} MiB", node.base, node.pid(), rss_kib(node.pid()) / 1024);
 
@@ -269,42 +485,11 @@ async fn main() -> anyhow::Result<()> {
 
     // 3. Heartbeat throughput: 50 connections, each with 8 heartbeats in flight.
     let hb_conns: Vec<Ws> = streams.into_iter().take(50).collect();
-    let deadline = Instant::now() + Duration::from_secs(a.heartbeat_secs);
-    let mut tasks = Vec::new();
-    for ws in hb_conns {
-        tasks.push(tokio::spawn(async move {
-            let (mut sink, mut stream) = ws.split();
-            let mut sent = 0u64;
-            let mut done = 0u64;
-            for _ in 0..8 {
-                sent += 1;
-                let _ = sink
-                    .send(Message::Text(json!({"id": 10_000 + sent, "type": "heartbeat"}).to_string().into()))
-                    .await;
-            }
-            while Instant::now() < deadline {
-                match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
-                    Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("\"reply_to\"") => {
-                        if !t.as_str().contains("\"ok\":true") {
-                            eprintln!("heartbeat failed: {}", t.as_str());
-                            break;
-                        }
-                        done += 1;
-                        sent += 1;
-                        let _ = sink
-                            .send(Message::Text(json!({"id": 10_000 + sent, "type": "heartbeat"}).to_string().into()))
-                            .await;
-                    }
-                    Ok(Some(Ok(_))) => {}
-                    _ => break,
-                }
-            }
-            done
-        }));
-    }
+    let until = Until::Time(Instant::now() + Duration::from_secs(a.heartbeat_secs));
+    let tasks: Vec<_> = hb_conns.into_iter().map(|ws| tokio::spawn(heartbeats(ws, until))).collect();
     let mut heartbeats = 0u64;
     for t in tasks {
-        heartbeats += t.await.unwrap_or(0);
+        heartbeats += t.await.map(|(_, done)| done).unwrap_or(0);
     }
     let hb_rate = heartbeats as f64 / a.heartbeat_secs as f64;
     let set_rate = redis_set_rate()?;

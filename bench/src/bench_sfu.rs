@@ -10,33 +10,24 @@
 //!   packets' time in the node itself (datagram read → forwarded copy sent, from the node's
 //!   histogram: SFU-added latency apart from the clients);
 //! - baseline, same run: a raw UDP forwarder (one socket in, `fan_out` sends per packet, no
-//!   SRTP, no RTP handling) at full speed on one thread: packets out per second per core.
+//!   SRTP, no RTP handling) at full speed on one thread: packets out per second per core;
+//! - telemetry overhead, same run: 1 → 50 on a node with telemetry off and one with it on,
+//!   `BENCH_SFU_OVERHEAD_ROUNDS` (5) rounds alternating, node CPU per forwarded packet as a ratio.
 //!
 //! Needs PARLEY_BIN (release binary; the script sets it). The load tester shares the machine's
 //! cores with the node: on a 2-core machine the numbers are a floor.
 
 use std::net::UdpSocket;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use parley_integration::{Backend, NodeOptions, TestNode};
+use parley_bench::TelemetryOverhead;
+use parley_integration::{Backend, NodeOptions, TestNode, cpu_seconds, otlp};
 use parley_loadtest::{LoadTest, Rates, Summary};
 use parley_media::latency::LatencySnapshot;
 use reqwest::Method;
-
-/// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
-const TICKS: f64 = 100.0;
-
-/// CPU seconds (user + system) of a process or thread, from its `stat` file.
-fn cpu_seconds(stat_path: &str) -> f64 {
-    let Ok(s) = std::fs::read_to_string(stat_path) else { return 0.0 };
-    // Fields after the `(comm)`: state is field 3; utime 14, stime 15 (1-based).
-    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / TICKS
-}
 
 struct Row {
     name: String,
@@ -199,6 +190,33 @@ async fn main() -> anyhow::Result<()> {
     );
     drop(per_peer);
 
+    // Telemetry overhead: the same 1 → 50 on a node with telemetry off and one with it on
+    // (traces to an OTLP collector in this process, `/metrics` scraped every second), rounds
+    // alternating between them.
+    let (collector, spans) = otlp::counting_collector().await;
+    let off = sfu_node(&[("PARLEY_MEDIA_PORT", "0")]).await;
+    let on = sfu_node(&[("PARLEY_MEDIA_PORT", "0"), ("PARLEY_OTLP_ENDPOINT", collector.as_str())]).await;
+    let scraper = on.scrape_metrics_every(Duration::from_secs(1));
+    let rounds: usize = std::env::var("BENCH_SFU_OVERHEAD_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let (mut cost_off, mut cost_on) = (Vec::new(), Vec::new());
+    for round in 1..=rounds.max(1) {
+        for (node, costs, label) in [(&off, &mut cost_off, "off"), (&on, &mut cost_on, "on")] {
+            let row =
+                scenario(node, &format!("1 → 50, telemetry {label}, round {round}"), 1, 50, secs, Rates::default())
+                    .await?;
+            costs.push(row.cores / row.summary.packets_out_per_s.max(1.0) * 1e6);
+        }
+    }
+    anyhow::ensure!(spans.load(Ordering::Relaxed) > 0 && scraper.scrapes() > 0, "telemetry was not on");
+    let overhead = TelemetryOverhead {
+        unit: "node CPU µs per packet out".into(),
+        off: cost_off,
+        on: cost_on,
+        spans: spans.load(Ordering::Relaxed),
+        scrapes: scraper.scrapes(),
+    };
+    drop((off, on, scraper));
+
     eprintln!("bench-sfu: raw UDP forwarder baseline");
     let (raw_per_s, raw_per_core) = raw_udp_forwarder(50, 5)?;
 
@@ -240,6 +258,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| baseline: raw UDP forwarder, 1 → 50, one thread | {raw_per_s:.0} | 1 thread | {raw_per_core:.0} | 1× | — | — | — | — |"
     );
+    println!();
+    println!(
+        "Telemetry overhead: 1 → 50, {secs} s per round; node CPU µs per forwarded packet (CPU seconds over the window / packets out)"
+    );
+    println!();
+    println!("{}", overhead.table("traces to OTLP, /metrics scraped every 1 s"));
     for r in &rows {
         println!("{}: {}", r.name, serde_json::to_string(&r.summary)?);
     }

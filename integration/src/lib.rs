@@ -11,6 +11,8 @@
 //! `PARLEY_TEST_PG_URL`, an admin URL of a PostgreSQL server where test databases are created
 //! (`make test` sets both; default `postgres://postgres@127.0.0.1:5432/postgres`).
 
+pub mod otlp;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -345,6 +347,33 @@ impl TestNode {
         self.child.id()
     }
 
+    /// CPU seconds (user + system) the node process has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
+
+    /// Reads `GET /metrics` every `every`, as a Prometheus server would, until the returned
+    /// scraper is dropped.
+    pub fn scrape_metrics_every(&self, every: Duration) -> MetricsScraper {
+        let (http, url, token) = (self.http.clone(), format!("{}/metrics", self.base), self.admin_token());
+        let scrapes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = scrapes.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let ok = match http.get(&url).bearer_auth(&token).send().await {
+                    Ok(resp) if resp.status().is_success() => resp.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+        MetricsScraper { task, scrapes }
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -566,6 +595,39 @@ impl Drop for ThrowawayPostgres {
         let _ = self.as_postgres(&["pg_ctl", "-D", data.to_str().unwrap_or_default(), "-m", "immediate", "stop"]);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A background `GET /metrics` loop ([`TestNode::scrape_metrics_every`]); stops when dropped.
+pub struct MetricsScraper {
+    task: tokio::task::JoinHandle<()>,
+    scrapes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl MetricsScraper {
+    /// Successful scrapes so far.
+    pub fn scrapes(&self) -> u64 {
+        self.scrapes.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for MetricsScraper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Clock ticks per second of /proc times (USER_HZ; 100 on Linux).
+const CLOCK_TICKS: f64 = 100.0;
+
+/// CPU seconds (user + system) of a process or thread, from its `stat` file
+/// (`/proc/<pid>/stat`, `/proc/thread-self/stat`); 0 when unreadable.
+pub fn cpu_seconds(stat_path: &str) -> f64 {
+    let Ok(s) = std::fs::read_to_string(stat_path) else { return 0.0 };
+    // Fields after the `(comm)`: state is field 3; utime 14, stime 15 (1-based).
+    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / CLOCK_TICKS
 }
 
 /// A port that is free for both TCP and UDP on 127.0.0.1, for a node to bind later.

@@ -9,7 +9,6 @@ use parley_store::Store;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::{Layer as _, SubscriberExt};
-use tracing_subscriber::util::SubscriberInitExt;
 
 use std::sync::Arc;
 
@@ -21,7 +20,7 @@ use crate::api::{self, AppState, Live};
 use crate::auth::TokenKeys;
 use crate::config::{LogFormat, Settings, redact_url};
 use crate::telemetry::calls::{CallTimings, NODE_CALLS};
-use crate::telemetry::traces::Traces;
+use crate::telemetry::traces::{TracedFilter, Traces};
 
 /// Logs to stderr; `PARLEY_LOG` (or `RUST_LOG`) sets the filter, default `info`.
 /// The log filter of a node: our lifecycle lines, the libraries' warnings (the WebRTC stack
@@ -51,21 +50,46 @@ pub fn init_logging(
         Some((url, node)) => {
             let (traces, tracer) =
                 Traces::start(url, node).with_context(|| format!("cannot export traces to {url}"))?;
-            (Some(traces), Some(tracing_opentelemetry::layer().with_tracer(tracer)))
+            // Spans carry their names, fields and timing; not each one's source location,
+            // thread or busy/idle split, and entering one does not switch the OpenTelemetry
+            // context (Parley reads a span's context only to put it in an envelope): each of
+            // those costs every span, or every poll of an instrumented future.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_location(false)
+                .with_threads(false)
+                .with_tracked_inactivity(false)
+                .with_context_activation(false);
+            (Some(traces), Some(layer))
         }
         None => (None, None),
     };
-    // The log filter applies to what is logged and traced; the call metrics see their spans
-    // whatever it says.
+    // The log filter says what is logged. Traces keep the default's spans whatever it says (a
+    // node logging only warnings still traces its requests), and the call metrics see their
+    // spans whatever either says.
     let env = || EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::registry()
+    let traced = EnvFilter::try_new(default).unwrap_or_else(|_| EnvFilter::new("info"));
+    let log_crate = log_crate_level(&env(), &traced);
+    let registry = tracing_subscriber::registry()
         .with(crate::log_filter::QuietStack)
         .with(text.map(|l| l.with_filter(env())))
         .with(json.map(|l| l.with_filter(env())))
-        .with(otel.map(|l| l.with_filter(env())))
-        .with(CallTimings::new(&NODE_CALLS).with_filter(CallTimings::interest()))
-        .try_init();
+        .with(otel.map(|l| l.with_filter(TracedFilter::new(traced))))
+        .with(CallTimings::new(&NODE_CALLS).with_filter(CallTimings::interest()));
+    if tracing::subscriber::set_global_default(registry).is_ok() {
+        let _ = tracing_log::LogTracer::builder().with_max_level(log_crate).init();
+    }
     Ok(traces)
+}
+
+/// The most verbose level the `log` crate's records (the WebRTC stack's, per packet) are
+/// produced at: what the log or the traces keep, not the subscriber's overall hint. The call
+/// metrics' filter wants `DEBUG` events of one target, which would otherwise have every
+/// `log::debug!` in the stack build a record, only for every filter to drop it.
+fn log_crate_level(log: &EnvFilter, traced: &EnvFilter) -> tracing_log::log::LevelFilter {
+    use tracing_log::AsLog as _;
+    let most = |f: &EnvFilter| f.max_level_hint().unwrap_or(tracing::level_filters::LevelFilter::TRACE);
+    most(log).max(most(traced)).as_log()
 }
 
 /// Connects to the database, creating the SQLite data directory when needed.
@@ -259,5 +283,20 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_log::log::LevelFilter;
+
+    #[test]
+    fn the_log_crate_produces_records_only_as_verbose_as_the_log_or_the_traces_keep() {
+        let f = |s: &str| EnvFilter::new(s);
+        assert_eq!(log_crate_level(&f(NODE_LOG), &f(NODE_LOG)), LevelFilter::Info);
+        assert_eq!(log_crate_level(&f("warn"), &f(NODE_LOG)), LevelFilter::Info, "traces keep info");
+        assert_eq!(log_crate_level(&f("info,webrtc=debug"), &f(NODE_LOG)), LevelFilter::Debug);
+        assert_eq!(log_crate_level(&f("error"), &f("error")), LevelFilter::Error);
     }
 }

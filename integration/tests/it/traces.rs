@@ -4,87 +4,19 @@
 //! on b a child of a's across the cluster hop (the envelope's W3C context), and the media join
 //! on b through the first packet forwarded to the guest.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode as HttpStatus;
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use parley_integration::otlp::{self, ReceivedSpan};
 use parley_integration::{TestCluster, eventually};
 use parley_loadtest::{Api, Participant, Publish, Rates};
-use prost::Message;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
 use crate::{id_of, in_hours, meeting_body};
 
-/// One span as received.
-#[derive(Debug, Clone)]
-struct Got {
-    /// `service.instance.id` of its resource: the node.
-    node: String,
-    name: String,
-    trace_id: Vec<u8>,
-    span_id: Vec<u8>,
-    parent: Vec<u8>,
-    attributes: BTreeMap<String, String>,
-}
-
-fn text(v: &Option<AnyValue>) -> String {
-    match v.as_ref().and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn attrs(kvs: &[KeyValue]) -> BTreeMap<String, String> {
-    kvs.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect()
-}
-
-type Spans = Arc<Mutex<Vec<Got>>>;
-
-/// `POST /v1/traces`: an OTLP/HTTP collector that keeps every span.
-async fn receive(State(spans): State<Spans>, body: Bytes) -> (HttpStatus, Vec<u8>) {
-    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
-        return (HttpStatus::BAD_REQUEST, Vec::new());
-    };
-    let mut got = Vec::new();
-    for rs in request.resource_spans {
-        let resource = attrs(&rs.resource.map(|r| r.attributes).unwrap_or_default());
-        let node = resource.get("service.instance.id").cloned().unwrap_or_default();
-        for ss in rs.scope_spans {
-            for s in ss.spans {
-                got.push(Got {
-                    node: node.clone(),
-                    name: s.name,
-                    trace_id: s.trace_id,
-                    span_id: s.span_id,
-                    parent: s.parent_span_id,
-                    attributes: attrs(&s.attributes),
-                });
-            }
-        }
-    }
-    spans.lock().unwrap().extend(got);
-    (HttpStatus::OK, ExportTraceServiceResponse::default().encode_to_vec())
-}
-
-async fn collector() -> (String, Spans) {
-    let spans: Spans = Arc::default();
-    let app = axum::Router::new().route("/v1/traces", axum::routing::post(receive)).with_state(spans.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, spans)
-}
-
 /// The spans of the trace whose root is the `join` request of `user` on `node`.
-fn join_trace(spans: &[Got], node: &str, user: &str) -> Vec<Got> {
+fn join_trace(spans: &[ReceivedSpan], node: &str, user: &str) -> Vec<ReceivedSpan> {
     let Some(root) = spans.iter().find(|s| {
         s.name == "ws.request"
             && s.node == node
@@ -99,8 +31,9 @@ fn join_trace(spans: &[Got], node: &str, user: &str) -> Vec<Got> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_cross_node_join_is_one_trace_from_the_websocket_frame_to_the_first_forwarded_packet() {
-    let (url, spans) = collector().await;
-    let c = TestCluster::start(2, 0, &[("PARLEY_OTLP_ENDPOINT", url.as_str())]).await;
+    let (url, spans) = otlp::collector().await;
+    // The nodes log only warnings: what is traced does not depend on the log filter.
+    let c = TestCluster::start(2, 0, &[("PARLEY_OTLP_ENDPOINT", url.as_str()), ("PARLEY_LOG", "warn")]).await;
     let (a, b) = (c.names[0].clone(), c.names[1].clone());
     let secret = c.secret();
     let api: Vec<Api> = c.nodes.iter().map(|n| Api::new(&n.base, secret.as_bytes())).collect();
@@ -157,7 +90,7 @@ async fn one_cross_node_join_is_one_trace_from_the_websocket_frame_to_the_first_
         assert_eq!(on(&b, phase).min(1), 1, "{phase} on b: {names:?}");
     }
     // Parent-linked across the hop: a span on b whose parent is a span on a.
-    let by_id: HashMap<&[u8], &Got> = trace.iter().map(|s| (s.span_id.as_slice(), s)).collect();
+    let by_id: HashMap<&[u8], &ReceivedSpan> = trace.iter().map(|s| (s.span_id.as_slice(), s)).collect();
     let crossing = trace
         .iter()
         .filter(|s| s.node == b && s.name == "cluster.receive")

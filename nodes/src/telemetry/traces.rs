@@ -11,6 +11,14 @@
 
 use std::time::Duration;
 
+use tracing::level_filters::LevelFilter;
+use tracing::span::{Attributes, Id, Record};
+use tracing::subscriber::Interest;
+use tracing::{Metadata, Subscriber};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::{Context, Filter};
+use tracing_subscriber::registry::LookupSpan;
+
 use opentelemetry::KeyValue;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -19,6 +27,60 @@ use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer
 
 /// How often finished spans are sent (at most this late in the collector).
 const EXPORT_EVERY: Duration = Duration::from_millis(500);
+
+/// The trace layer's filter: the node's default log filter, except that a database or Redis
+/// call made outside any span (a heartbeat's presence refresh, a lease renewal) is not offered
+/// to the trace layer at all. Such a call could only start a trace, which the
+/// [`EntrySampler`] would refuse after the layer had built the span; its call metrics come
+/// from their own layer either way.
+pub struct TracedFilter {
+    env: EnvFilter,
+}
+
+impl TracedFilter {
+    pub fn new(env: EnvFilter) -> TracedFilter {
+        TracedFilter { env }
+    }
+
+    fn is_call(meta: &Metadata<'_>) -> bool {
+        meta.is_span() && (meta.name().starts_with("db.") || meta.name().starts_with("presence."))
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Filter<S> for TracedFilter {
+    fn enabled(&self, meta: &Metadata<'_>, cx: &Context<'_, S>) -> bool {
+        Filter::<S>::enabled(&self.env, meta, cx) && (!TracedFilter::is_call(meta) || cx.lookup_current().is_some())
+    }
+
+    fn callsite_enabled(&self, meta: &'static Metadata<'static>) -> Interest {
+        let interest = Filter::<S>::callsite_enabled(&self.env, meta);
+        if TracedFilter::is_call(meta) && !interest.is_never() { Interest::sometimes() } else { interest }
+    }
+
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        Filter::<S>::max_level_hint(&self.env)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, cx: Context<'_, S>) {
+        Filter::<S>::on_new_span(&self.env, attrs, id, cx)
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, cx: Context<'_, S>) {
+        Filter::<S>::on_record(&self.env, id, values, cx)
+    }
+
+    fn on_enter(&self, id: &Id, cx: Context<'_, S>) {
+        Filter::<S>::on_enter(&self.env, id, cx)
+    }
+
+    fn on_exit(&self, id: &Id, cx: Context<'_, S>) {
+        Filter::<S>::on_exit(&self.env, id, cx)
+    }
+
+    fn on_close(&self, id: Id, cx: Context<'_, S>) {
+        Filter::<S>::on_close(&self.env, id, cx)
+    }
+}
 
 /// A node's trace pipeline; [`Traces::shutdown`] sends what is still queued.
 pub struct Traces {
