@@ -362,6 +362,11 @@ impl Actor for MeetingActor {
                 let outcome = state.meeting.capture_failed(by);
                 perform(&myself, state, outcome.effects).await;
             }
+            MeetingMsg::RecordingReady { recording_id, duration_seconds } => {
+                tracing::info!(meeting_id = %state.meeting.meeting_id(), %recording_id, "recording ready: moderators told");
+                let outcome = state.meeting.recording_ready(recording_id, duration_seconds);
+                perform(&myself, state, outcome.effects).await;
+            }
             MeetingMsg::Inspect { reply } => {
                 let me = &state.services.node;
                 let view = crate::ops::MeetingView {

@@ -61,6 +61,9 @@ pub enum MeetingMsg {
     ContinueRecording,
     /// Capture could not start or continue: recording is off again.
     RecordingFailed { by: Uuid, reason: String },
+    /// The pipeline (on any node) finished one of this meeting's recordings: tell the
+    /// moderators connected.
+    RecordingReady { recording_id: Uuid, duration_seconds: i64 },
     /// Operators: the meeting's state, and its media router to ask for the media part.
     Inspect { reply: RpcReplyPort<(crate::ops::MeetingView, Option<crate::media_router::RouterRef>)> },
 }

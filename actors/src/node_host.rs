@@ -178,6 +178,11 @@ fn cast(state: &NodeHostState, env: Envelope) {
                 let _ = c.send_message(ParticipantMsg::Reattach { meeting_id, meeting: handle.clone() });
             }
         }
+        Body::RecordingReady { meeting_id, recording_id, duration_seconds } => {
+            if let Some(m) = s.meetings.get(meeting_id) {
+                let _ = m.cast(MeetingMsg::RecordingReady { recording_id, duration_seconds });
+            }
+        }
         other => tracing::warn!(from = %env.from, body = ?other, "cluster: not a one-way message; ignored"),
     }
 }

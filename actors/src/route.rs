@@ -1,6 +1,6 @@
 //! Finding a meeting's actor, wherever it runs: [`locate`] reads the owner (Redis, else the
 //! database), uses it when alive, takes the meeting over when its owner is dead, and places it
-//! when nobody carries it (placement.rs).
+//! when nobody carries it (placement.rs). [`recording_ready`] only tells a running meeting.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +11,10 @@ use uuid::Uuid;
 
 use crate::LiveServices;
 use crate::error::{LiveError, LiveResult, fail};
-use crate::messages::{MeetingHandle, SupervisorRef};
+use crate::messages::{MeetingHandle, MeetingMsg, SupervisorRef};
 use crate::placement::{open_here, place};
+use crate::transport::cast_node;
+use crate::wire::Body;
 
 /// Finds the meeting's actor, wherever it runs; places and starts it when nobody carries it,
 /// and takes it over when its owner is dead. Retries briefly while ownership is changing hands.
@@ -61,5 +63,36 @@ async fn try_locate(s: &Arc<LiveServices>, supervisor: &SupervisorRef, meeting_i
         Some(o) if s.membership.host(&o.node).is_some() => Ok(MeetingHandle::Remote { node: o.node }),
         Some(o) => fail(ErrorCode::Unavailable, format!("the meeting's node {} is not reachable yet", o.node)),
         None => place(s, supervisor, meeting_id, None).await,
+    }
+}
+
+/// Tells a meeting's actor, wherever it runs, that one of its recordings is ready (its
+/// moderators connected get `recording_ready`). A meeting running nowhere (it ended) is told
+/// nothing and is not started for it. Returns where the news went: `None` when nowhere.
+pub async fn recording_ready(
+    s: &LiveServices,
+    meeting_id: Uuid,
+    recording_id: Uuid,
+    duration_seconds: i64,
+) -> Option<String> {
+    if let Some(m) = s.meetings.get(meeting_id) {
+        return m.cast(MeetingMsg::RecordingReady { recording_id, duration_seconds }).ok().map(|_| s.node.clone());
+    }
+    if s.membership.is_standalone() {
+        return None;
+    }
+    let owner = match s.presence.media_server(meeting_id).await {
+        Ok(Some(raw)) => Owner::parse(&raw).map(|o| o.node),
+        // Running meetings keep their owner in Redis; the database is the fallback when Redis is
+        // unreadable from here.
+        Ok(None) => None,
+        Err(_) => s.store.meeting_owner(meeting_id).await.ok().flatten().map(|(node, _)| node),
+    };
+    match owner {
+        Some(node) if node != s.node && s.membership.host(&node).is_some() => {
+            cast_node(s, &node, Body::RecordingReady { meeting_id, recording_id, duration_seconds });
+            Some(node)
+        }
+        _ => None,
     }
 }

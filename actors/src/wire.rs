@@ -126,6 +126,12 @@ pub enum Body {
         #[serde(default)]
         epoch: i64,
     },
+    /// A recording of a meeting the receiver runs is ready (the pipeline ran on the sender).
+    RecordingReady {
+        meeting_id: Uuid,
+        recording_id: Uuid,
+        duration_seconds: i64,
+    },
     // --- answers ---
     Answer {
         answer: Answer,
@@ -159,6 +165,7 @@ impl Body {
             Body::Disconnected { .. } => "disconnected",
             Body::Attach { .. } => "attach",
             Body::Moved { .. } => "moved",
+            Body::RecordingReady { .. } => "recording_ready",
             Body::Answer { .. } => "answer",
             Body::Activated { .. } => "activated",
             Body::Load { .. } => "load",

@@ -317,6 +317,21 @@ impl LiveMeeting {
         }
     }
 
+    /// The pipeline finished a recording of this meeting: its hosts and co-hosts in the meeting
+    /// are told; nobody is once it has ended.
+    pub fn recording_ready(&self, recording_id: Uuid, duration_seconds: i64) -> Outcome {
+        if self.ended {
+            return Outcome::default();
+        }
+        Outcome {
+            reply: None,
+            effects: vec![Effect::Broadcast {
+                scope: Scope::Moderators,
+                event: Event::RecordingReady { recording_id, duration_seconds },
+            }],
+        }
+    }
+
     /// The flags to mirror so a restart can restore them.
     pub fn flags(&self) -> DurableFlags {
         DurableFlags {

@@ -214,11 +214,15 @@ pub struct MeetingSettings {
     pub video_on_entry: bool,
     /// Who may share their screen.
     pub screen_share: ScreenSharePolicy,
+    /// The meeting's other participants (invited, or who joined) may watch its recordings; the
+    /// host and co-hosts always may.
+    pub share_recordings: bool,
 }
 
 impl Default for MeetingSettings {
     /// What a production conferencing user expects from a new meeting: a waiting room, recording
-    /// allowed, microphones open, cameras on, only hosts share screens.
+    /// allowed, microphones open, cameras on, only hosts share screens, recordings for the
+    /// hosts only.
     fn default() -> Self {
         MeetingSettings {
             waiting_room: true,
@@ -226,6 +230,7 @@ impl Default for MeetingSettings {
             mute_on_entry: false,
             video_on_entry: true,
             screen_share: ScreenSharePolicy::HostOnly,
+            share_recordings: false,
         }
     }
 }
@@ -239,6 +244,7 @@ pub struct MeetingSettingsPatch {
     pub mute_on_entry: Option<bool>,
     pub video_on_entry: Option<bool>,
     pub screen_share: Option<ScreenSharePolicy>,
+    pub share_recordings: Option<bool>,
 }
 
 impl MeetingSettingsPatch {
@@ -258,6 +264,9 @@ impl MeetingSettingsPatch {
         }
         if let Some(v) = self.screen_share {
             s.screen_share = v;
+        }
+        if let Some(v) = self.share_recordings {
+            s.share_recordings = v;
         }
     }
 }

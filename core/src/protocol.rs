@@ -818,6 +818,12 @@ pub enum Event {
     RecordingStopped {
         by: Uuid,
     },
+    /// To the hosts and co-hosts connected: a recording of this meeting was processed and can
+    /// be watched (`GET /api/recordings/{recording_id}`).
+    RecordingReady {
+        recording_id: Uuid,
+        duration_seconds: i64,
+    },
     BreakoutsCreated {
         breakouts: BreakoutsView,
     },

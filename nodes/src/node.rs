@@ -197,11 +197,14 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
     // A node bound to port 0 (tests) advertises the port it really got.
     let public_url =
         if settings.public_url.ends_with(":0") { format!("http://{addr}") } else { settings.public_url.clone() };
-    let recording = crate::recording::start(&settings, &store).await?;
+    let mut recording = crate::recording::start(&settings, &store).await?;
     let objects = recording.as_ref().map(|r| r.objects.clone());
     let metrics = Arc::new(crate::telemetry::NodeMetrics::new(&settings.node_name)?);
     let live = start_live(&settings, store.clone(), objects.clone(), metrics.live.clone()).await?;
     metrics.observe(&live.services);
+    if let Some(r) = recording.as_mut() {
+        r.start_workers(Arc::new(crate::recording::TellModerators(live.services.clone())));
+    }
     crate::telemetry::vitals::spawn(live.services.clone());
     let mut state =
         AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live, metrics.clone());

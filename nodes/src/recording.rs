@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use parley_recording::object_store::{LocalStore, ObjectStore, S3Config, S3Store};
-use parley_recording::pipeline::{Pipeline, PipelineConfig};
+use parley_recording::pipeline::{Pipeline, PipelineConfig, ReadyListener};
 use parley_recording::transcript::{FasterWhisper, Transcriber};
 use parley_store::Store;
 
@@ -17,6 +17,37 @@ use crate::config::{Settings, TranscriptSetting};
 /// What the rest of the node gets.
 pub struct Recording {
     pub objects: Arc<dyn ObjectStore>,
+    /// This node's workers, started by [`Recording::start_workers`] once the live side can
+    /// hear that a recording is ready (`None`: `[recording] workers = 0`).
+    workers: Option<(Store, PipelineConfig)>,
+}
+
+impl Recording {
+    /// Starts this node's processing workers; `listener` hears each recording they finish.
+    pub fn start_workers(&mut self, listener: Arc<dyn ReadyListener>) {
+        match self.workers.take() {
+            Some((store, cfg)) => {
+                Pipeline::new(store, self.objects.clone(), cfg, Some(listener)).spawn();
+            }
+            None => tracing::info!("recording workers: none on this node (other nodes process recordings)"),
+        }
+    }
+}
+
+/// Tells a finished recording's meeting, wherever it runs, so its moderators connected get
+/// `recording_ready`.
+pub struct TellModerators(pub Arc<parley_actors::LiveServices>);
+
+impl ReadyListener for TellModerators {
+    fn ready(&self, meeting_id: uuid::Uuid, recording_id: uuid::Uuid, duration_seconds: i64) {
+        let s = self.0.clone();
+        tokio::spawn(async move {
+            match parley_actors::route::recording_ready(&s, meeting_id, recording_id, duration_seconds).await {
+                Some(node) => tracing::debug!(%meeting_id, %recording_id, %node, "recording ready: meeting told"),
+                None => tracing::debug!(%meeting_id, %recording_id, "recording ready: the meeting runs nowhere now"),
+            }
+        });
+    }
 }
 
 /// Sets recording up, or `None` when `[recording] enabled = false`.
@@ -57,13 +88,8 @@ pub async fn start(settings: &Settings, store: &Store) -> anyhow::Result<Option<
         keep_tracks: r.keep_tracks,
         transcriber,
     };
-    if r.workers > 0 {
-        Pipeline::new(store.clone(), objects.clone(), cfg).spawn();
-    } else {
-        tracing::info!("recording workers: none on this node (other nodes process recordings)");
-    }
     tracing::info!(store = %objects.describe(), layout = %r.layout, "recording ready");
-    Ok(Some(Recording { objects }))
+    Ok(Some(Recording { objects, workers: (r.workers > 0).then(|| (store.clone(), cfg)) }))
 }
 
 /// The speech-to-text engine: faster-whisper when configured, or (`auto`) when its Python has

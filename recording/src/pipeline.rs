@@ -15,7 +15,8 @@
 //!    through the one [`ObjectStore`]; the raw chunks are deleted once the job is stored.
 //!
 //! Finishing is one transaction (the row `ready` with every URL and size, the outbox message),
-//! and only for the lease's holder: a job is done exactly once even when a worker was presumed
+//! then the [`ReadyListener`] hears of it (the node tells the meeting's hosts, if it still
+//! runs), and only for the lease's holder: a job is done exactly once even when a worker was presumed
 //! dead while it still ran. A failure retries with backoff when it may pass (object storage or
 //! the database unreachable), and fails the recording with the reason when it will not (ffmpeg
 //! refusing the input, nothing captured).
@@ -55,6 +56,12 @@ pub struct PipelineConfig {
     pub keep_tracks: bool,
     /// Speech to text (`None`: no transcript).
     pub transcriber: Option<Arc<dyn Transcriber>>,
+}
+
+/// Hears that a recording is ready, once it is stored (the node tells the meeting's
+/// moderators connected). Called on the worker's task: it must not wait.
+pub trait ReadyListener: Send + Sync {
+    fn ready(&self, meeting_id: Uuid, recording_id: Uuid, duration_seconds: i64);
 }
 
 /// Why a job did not finish.
@@ -142,11 +149,17 @@ pub struct Pipeline {
     store: Store,
     objects: Arc<dyn ObjectStore>,
     cfg: PipelineConfig,
+    listener: Option<Arc<dyn ReadyListener>>,
 }
 
 impl Pipeline {
-    pub fn new(store: Store, objects: Arc<dyn ObjectStore>, cfg: PipelineConfig) -> Arc<Pipeline> {
-        Arc::new(Pipeline { store, objects, cfg })
+    pub fn new(
+        store: Store,
+        objects: Arc<dyn ObjectStore>,
+        cfg: PipelineConfig,
+        listener: Option<Arc<dyn ReadyListener>>,
+    ) -> Arc<Pipeline> {
+        Arc::new(Pipeline { store, objects, cfg, listener })
     }
 
     /// Starts the workers; they run until the process ends.
@@ -198,6 +211,9 @@ impl Pipeline {
                         mp4_bytes = out.mp4_size_bytes,
                         "recording ready (outbox: recording_ready)"
                     );
+                    if let Some(l) = &self.listener {
+                        l.ready(job.meeting_id, job.recording_id, out.duration_seconds);
+                    }
                     // The raw chunks are replaced by what was just stored.
                     if let Ok(r) = self.store.recording(job.recording_id).await {
                         let parts: Vec<i32> = r.parts.iter().map(|p| p.part).collect();

@@ -23,6 +23,8 @@ pub struct Model {
     pub video_on_entry: bool,
     /// `parley_core::model::ScreenSharePolicy`.
     pub screen_share: String,
+    /// Participants other than the moderators may watch the recordings.
+    pub share_recordings: bool,
     /// `parley_core::model::MeetingStatus`.
     pub status: String,
     pub started_at: Option<DateTimeUtc>,

@@ -93,6 +93,7 @@ impl TryFrom<meeting::Model> for Meeting {
                 mute_on_entry: m.mute_on_entry,
                 video_on_entry: m.video_on_entry,
                 screen_share: m.screen_share.parse().map_err(corrupt)?,
+                share_recordings: m.share_recordings,
             },
             has_password: m.password_hash.is_some(),
             title: m.title,
@@ -529,6 +530,7 @@ fn set_settings(am: &mut meeting::ActiveModel, s: &MeetingSettings) {
     am.mute_on_entry = Set(s.mute_on_entry);
     am.video_on_entry = Set(s.video_on_entry);
     am.screen_share = Set(s.screen_share.as_str().to_owned());
+    am.share_recordings = Set(s.share_recordings);
 }
 
 fn participant_row(

@@ -505,6 +505,23 @@ fn recording_stops_when_its_host_leaves_without_a_co_host_and_not_otherwise() {
 }
 
 #[test]
+fn a_ready_recording_is_told_to_the_moderators_until_the_meeting_ends() {
+    let mut w = world(recording_settings());
+    let h = w.host.clone();
+    let rid = Uuid::new_v4();
+    let fx = w.m.recording_ready(rid, 12).effects;
+    assert_eq!(
+        fx,
+        vec![Effect::Broadcast {
+            scope: Scope::Moderators,
+            event: Event::RecordingReady { recording_id: rid, duration_seconds: 12 }
+        }]
+    );
+    w.ok(&h, Request::EndMeeting);
+    assert!(w.m.recording_ready(rid, 12).effects.is_empty(), "an ended meeting tells nobody");
+}
+
+#[test]
 fn ending_the_meeting_stops_the_recording_before_the_end() {
     let mut w = world(recording_settings());
     let h = w.host.clone();

@@ -14,7 +14,7 @@ async fn healthz_is_ok_once_ready() {
     let (status, v) = node.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((status, v["status"].as_str()), (StatusCode::OK, Some("ok")));
     assert!(
-        node.log().contains("migration [10/10]"),
+        node.log().contains("migration [11/11]"),
         "the node migrated its fresh database and said so:\n{}",
         node.log()
     );

@@ -101,7 +101,26 @@ pub(crate) async fn download(
 async fn record_and_check(node: &TestNode, api: &Api) -> (Value, String) {
     let host = api.create_user("Hannah Host").await.unwrap();
     let guest = api.create_user("Gus Guest").await.unwrap();
-    let meeting = api.create_meeting(host, "recorded").await.unwrap();
+    // Ivy is invited and never joins: recordings are hers to watch once the host shares them.
+    let ivy_email = format!("ivy-{}@example.test", Uuid::new_v4().simple());
+    let admin = api.token("it-admin", true);
+    let (status, ivy) = node
+        .call(Method::POST, "/api/users", Some(&admin), Some(json!({"email": ivy_email, "display_name": "Ivy"})))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ivy}");
+    let ivy_token = api.token(ivy["user_id"].as_str().expect("an id"), false);
+    let (status, m) = node
+        .call(
+            Method::POST,
+            "/api/meetings",
+            Some(&api.token(&host.to_string(), false)),
+            Some(json!({"title": "recorded", "meeting_type": "instant", "duration_minutes": 60,
+                        "settings": {"waiting_room": false},
+                        "participants": [{"email": ivy_email, "role": "attendee"}]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{m}");
+    let meeting: Uuid = m["meeting_id"].as_str().unwrap().parse().unwrap();
     let mut h = Participant::join(api, meeting, host, true).await.unwrap();
     let mut g = Participant::join(api, meeting, guest, false).await.unwrap();
     h.connect_media(real("host")).await.unwrap();
@@ -123,6 +142,17 @@ async fn record_and_check(node: &TestNode, api: &Api) -> (Value, String) {
     let done = wait_processed(node, &token, &id, Duration::from_secs(180)).await;
     assert_eq!(done["status"], "ready", "{done}\n--- log ---\n{}", node.log());
     assert_eq!(done["progress"], 100);
+    // The host, still connected, is told it is ready; the guest (no moderator) is not.
+    let told = |p: &Participant| {
+        p.events().iter().any(|e| e["event"] == "recording_ready" && e["recording_id"] == id.as_str())
+    };
+    assert!(
+        parley_integration::eventually(Duration::from_secs(10), || async { told(&h) }).await,
+        "the host gets recording_ready; it got {:?}\n--- log ---\n{}",
+        h.events().iter().map(|e| e["event"].clone()).collect::<Vec<_>>(),
+        node.log()
+    );
+    assert!(!told(&g), "only moderators are told");
 
     let names: Vec<&str> = done["artifacts"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
     assert!(names.contains(&"recording.mp4") && names.contains(&"thumbnail.jpg"), "{names:?}");
@@ -176,6 +206,32 @@ async fn record_and_check(node: &TestNode, api: &Api) -> (Value, String) {
     let got = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(&guest_token), None).await;
     assert_error(&got, StatusCode::NOT_FOUND, "not_found");
     let got = node.call(Method::GET, &format!("/api/recordings/{id}/recording.mp4"), Some(&guest_token), None).await;
+    assert_error(&got, StatusCode::NOT_FOUND, "not_found");
+    // Ivy is invited, but the meeting does not share its recordings yet.
+    let got = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(&ivy_token), None).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+    let got = node.call(Method::GET, &format!("/api/meetings/{meeting}/recordings"), Some(&ivy_token), None).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+    // Once it does, she may watch (and seek) but not delete.
+    let (status, v) = node
+        .call(
+            Method::PATCH,
+            &format!("/api/meetings/{meeting}"),
+            Some(&token),
+            Some(json!({"settings": {"share_recordings": true}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["settings"]["share_recordings"], true, "{v}");
+    let (status, v) =
+        node.call(Method::GET, &format!("/api/meetings/{meeting}/recordings"), Some(&ivy_token), None).await;
+    assert_eq!((status, v["recordings"][0]["recording_id"].as_str()), (StatusCode::OK, Some(id.as_str())), "{v}");
+    let r = http.get(&url).bearer_auth(&ivy_token).header("Range", "bytes=0-9").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(&r.bytes().await.unwrap()[..], &std::fs::read(&mp4).unwrap()[..10]);
+    let got = node.call(Method::DELETE, &format!("/api/recordings/{id}"), Some(&ivy_token), None).await;
+    assert_error(&got, StatusCode::FORBIDDEN, "forbidden");
+    let got = node.call(Method::GET, &format!("/api/recordings/{id}"), Some(&guest_token), None).await;
     assert_error(&got, StatusCode::NOT_FOUND, "not_found");
     // The outbox has the "ready" message, once.
     let ready = node
@@ -449,16 +505,17 @@ async fn the_transcript_has_each_speakers_words_under_their_name() {
         vtt.lines().filter(|l| l.starts_with(&format!("<v {label}>"))).flat_map(words).collect()
     };
     let (hannah, gus) = (said("Hannah Host"), said("Gus Guest"));
-    // The tiny.en model hears espeak's "brown" as "round" and "seven" as "San Juan": the
-    // words below it gets right every time.
-    for w in ["quick", "fox", "lazy", "dog"] {
-        assert!(hannah.iter().any(|x| x == w), "Hannah said {w:?}:\n{vtt}");
-        assert!(!gus.iter().any(|x| x == w), "not Gus:\n{vtt}");
-    }
-    for w in ["please", "yellow", "bicycles"] {
-        assert!(gus.iter().any(|x| x == w), "Gus said {w:?}:\n{vtt}");
-        assert!(!hannah.iter().any(|x| x == w), "not Hannah:\n{vtt}");
-    }
+    // The tiny.en model mishears some of espeak's words ("brown" as "round", "seven" as "San
+    // Juan", once "fox jumps" as "foc-stump"), and which ones varies with the audio's
+    // packetisation: each speaker must have most of their own distinctive words, and none of
+    // the other's — the attribution is what this test is about.
+    let spoken = |heard: &[String], own: &[&str]| own.iter().filter(|w| heard.iter().any(|x| x == *w)).count();
+    let hannah_words = ["quick", "fox", "lazy", "dog"];
+    let gus_words = ["please", "send", "yellow", "bicycles"];
+    assert!(spoken(&hannah, &hannah_words) >= 3, "Hannah said most of {hannah_words:?}:\n{vtt}");
+    assert!(spoken(&gus, &gus_words) >= 3, "Gus said most of {gus_words:?}:\n{vtt}");
+    assert_eq!(spoken(&gus, &hannah_words), 0, "none of Hannah's words under Gus:\n{vtt}");
+    assert_eq!(spoken(&hannah, &gus_words), 0, "none of Gus's words under Hannah:\n{vtt}");
 }
 
 /// A TCP forwarder to `target` that can be cut (connections refused, open ones dropped) and

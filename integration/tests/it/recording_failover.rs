@@ -106,6 +106,11 @@ async fn the_owner_killed_mid_recording_leaves_one_mp4_with_the_parts_before_and
     let id = rec["recording_id"].as_str().expect("a recording").to_owned();
     let done = wait_processed(survivor, &host_token, &id, Duration::from_secs(240)).await;
     assert_eq!(done["status"], "ready", "{done}\n{}", logs(&c));
+    // The host (connected through a) hears it is ready from the meeting's new owner, whichever
+    // node's worker processed it.
+    let told =
+        || async { h.events().iter().any(|e| e["event"] == "recording_ready" && e["recording_id"] == id.as_str()) };
+    assert!(eventually(Duration::from_secs(10), told).await, "the host gets recording_ready\n{}", logs(&c));
 
     // Two parts: the dead node's and the new owner's.
     let parts = done["parts"].as_array().expect("parts");

@@ -2,8 +2,9 @@
 //! artifact's bytes (streamed through the node from object storage, with HTTP ranges so a
 //! browser can seek), and deletion (objects, then rows).
 //!
-//! Who may: the host and co-hosts of the meeting (invited or made co-host during it), and
-//! operators.
+//! Who may: the host and co-hosts of the meeting (invited or made co-host during it) and
+//! operators see and delete them; its other invitees watch them (list, details, bytes) when the
+//! meeting's settings have `share_recordings`.
 
 use axum::Json;
 use axum::body::Body;
@@ -21,17 +22,34 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, Caller, parse_id};
 
-/// 403 unless the caller hosts or co-hosts `meeting_id` (or is an operator).
-async fn may_manage(app: &AppState, caller: &Caller, meeting_id: Uuid) -> Result<(), ApiError> {
+/// What a caller wants to do with a meeting's recordings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// List them, read one, download its artifacts.
+    Watch,
+    /// Delete them.
+    Manage,
+}
+
+/// 403 unless the caller may do `need` with `meeting_id`'s recordings (see the module's
+/// summary); 404 for a meeting the caller is not invited to.
+async fn allowed(app: &AppState, caller: &Caller, meeting_id: Uuid, need: Access) -> Result<(), ApiError> {
     if caller.admin {
         return Ok(());
     }
     let user = caller.user_id()?;
     let details = app.store.meeting(meeting_id).await?.ok_or_else(|| ApiError::not_found("meeting not found"))?;
-    match details.role_of(user) {
-        Some(role) if role.is_moderator() => Ok(()),
-        Some(_) => Err(ApiError::forbidden("only the host and co-hosts may see this meeting's recordings")),
-        None => Err(ApiError::not_found("meeting not found")),
+    let shared = details.meeting.settings.share_recordings;
+    match (details.role_of(user), need) {
+        (Some(role), _) if role.is_moderator() => Ok(()),
+        (Some(_), Access::Watch) if shared => Ok(()),
+        (Some(_), Access::Watch) => {
+            Err(ApiError::forbidden("this meeting's recordings are shared with its host and co-hosts only"))
+        }
+        (Some(_), Access::Manage) => {
+            Err(ApiError::forbidden("only the host and co-hosts may delete this meeting's recordings"))
+        }
+        (None, _) => Err(ApiError::not_found("meeting not found")),
     }
 }
 
@@ -70,15 +88,15 @@ pub async fn of_meeting(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
     let id = parse_id(&id, "meeting")?;
-    may_manage(&app, &caller, id).await?;
+    allowed(&app, &caller, id, Access::Watch).await?;
     let list = app.store.recordings_of_meeting(id).await?;
     Ok(Json(json!({ "recordings": list.iter().map(view).collect::<Vec<_>>() })))
 }
 
-async fn load(app: &AppState, caller: &Caller, id: &str) -> Result<Recording, ApiError> {
+async fn load(app: &AppState, caller: &Caller, id: &str, need: Access) -> Result<Recording, ApiError> {
     let id = parse_id(id, "recording")?;
     let r = app.store.recording(id).await?;
-    may_manage(app, caller, r.meeting_id).await?;
+    allowed(app, caller, r.meeting_id, need).await?;
     Ok(r)
 }
 
@@ -88,7 +106,7 @@ pub async fn get(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let r = load(&app, &caller, &id).await?;
+    let r = load(&app, &caller, &id, Access::Watch).await?;
     Ok(Json(view(&r)))
 }
 
@@ -99,7 +117,7 @@ pub async fn artifact(
     ApiPath((id, name)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let r = load(&app, &caller, &id).await?;
+    let r = load(&app, &caller, &id, Access::Watch).await?;
     let objects = app.objects.clone().ok_or_else(|| ApiError::not_found("this node has no recording storage"))?;
     if r.status != ProcessingStatus::Ready {
         return Err(ApiError::new(StatusCode::CONFLICT, "not_ready", format!("the recording is {}", r.status)));
@@ -218,7 +236,7 @@ pub async fn delete(
     caller: Caller,
     ApiPath(id): ApiPath<String>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let r = load(&app, &caller, &id).await?;
+    let r = load(&app, &caller, &id, Access::Manage).await?;
     if r.status == ProcessingStatus::Recording {
         return Err(ApiError::new(StatusCode::CONFLICT, "conflict", "stop the recording before deleting it"));
     }
