@@ -304,11 +304,10 @@ impl Actor for MeetingActor {
             }
             MeetingMsg::Request { caller, conn, request, seen, reply, span } => {
                 // An untraced request (a heartbeat) opens no span of its own here either.
-                let span = match span.is_none() {
-                    true => tracing::Span::none(),
-                    false => {
-                        tracing::info_span!(parent: &span, "meeting.request", kind = request.kind(), meeting_id = %state.meeting.meeting_id())
-                    }
+                let span = if span.is_none() {
+                    tracing::Span::none()
+                } else {
+                    tracing::info_span!(parent: &span, "meeting.request", kind = request.kind(), meeting_id = %state.meeting.meeting_id())
                 };
                 request_of(&myself, state, caller, conn, request, seen, reply).instrument(span).await;
             }

@@ -40,6 +40,22 @@ async fn try_locate(s: &Arc<LiveServices>, supervisor: &SupervisorRef, meeting_i
     if s.membership.is_standalone() {
         return open_here(supervisor, meeting_id, None).await;
     }
+    let (raw, owner) = owner_of(s, meeting_id).await?;
+    match owner {
+        Some(o) if o.node == me => open_here(supervisor, meeting_id, raw).await,
+        Some(o) if s.membership.is_dead(&o.node) => {
+            tracing::warn!(%meeting_id, dead = %o.node, "meeting's node is dead: taking the meeting over");
+            place(s, supervisor, meeting_id, raw).await
+        }
+        Some(o) if s.membership.host(&o.node).is_some() => Ok(MeetingHandle::Remote { node: o.node }),
+        Some(o) => fail(ErrorCode::Unavailable, format!("the meeting's node {} is not reachable yet", o.node)),
+        None => place(s, supervisor, meeting_id, None).await,
+    }
+}
+
+/// Who owns the meeting: Redis's value (also returned raw, for a takeover's compare-and-set),
+/// else the database's record.
+async fn owner_of(s: &LiveServices, meeting_id: Uuid) -> LiveResult<(Option<String>, Option<Owner>)> {
     let raw = match s.presence.media_server(meeting_id).await {
         Ok(raw) => raw,
         Err(e) => {
@@ -54,16 +70,7 @@ async fn try_locate(s: &Arc<LiveServices>, supervisor: &SupervisorRef, meeting_i
         // Redis may have lost the key (restart): the database remembers the owner.
         None => s.store.meeting_owner(meeting_id).await?.map(|(node, epoch)| Owner { node, epoch }),
     };
-    match owner {
-        Some(o) if o.node == me => open_here(supervisor, meeting_id, raw).await,
-        Some(o) if s.membership.is_dead(&o.node) => {
-            tracing::warn!(%meeting_id, dead = %o.node, "meeting's node is dead: taking the meeting over");
-            place(s, supervisor, meeting_id, raw).await
-        }
-        Some(o) if s.membership.host(&o.node).is_some() => Ok(MeetingHandle::Remote { node: o.node }),
-        Some(o) => fail(ErrorCode::Unavailable, format!("the meeting's node {} is not reachable yet", o.node)),
-        None => place(s, supervisor, meeting_id, None).await,
-    }
+    Ok((raw, owner))
 }
 
 /// Tells a meeting's actor, wherever it runs, that one of its recordings is ready (its
@@ -81,17 +88,11 @@ pub async fn recording_ready(
     if s.membership.is_standalone() {
         return None;
     }
-    let owner = match s.presence.media_server(meeting_id).await {
-        Ok(Some(raw)) => Owner::parse(&raw).map(|o| o.node),
-        // Running meetings keep their owner in Redis; the database is the fallback when Redis is
-        // unreadable from here.
-        Ok(None) => None,
-        Err(_) => s.store.meeting_owner(meeting_id).await.ok().flatten().map(|(node, _)| node),
-    };
-    match owner {
-        Some(node) if node != s.node && s.membership.host(&node).is_some() => {
-            cast_node(s, &node, Body::RecordingReady { meeting_id, recording_id, duration_seconds });
-            Some(node)
+    // An owner whose node no longer runs the meeting (it ended there) drops the news.
+    match owner_of(s, meeting_id).await.ok().and_then(|(_, owner)| owner) {
+        Some(o) if o.node != s.node && s.membership.host(&o.node).is_some() => {
+            cast_node(s, &o.node, Body::RecordingReady { meeting_id, recording_id, duration_seconds });
+            Some(o.node)
         }
         _ => None,
     }

@@ -223,17 +223,8 @@ async fn heartbeats(ws: Ws, until: Until) -> (Option<Ws>, u64) {
         sent += 1;
         let _ = sink.send(Message::Text(json!({"id": 10_000 + sent, "type": "heartbeat"}).to_string().into())).await;
     }
-    loop {
-        if let Until::Count(n) = until
-            && done >= n
-        {
-            break;
-        }
-        if let Until::Time(t) = until
-            && Instant::now() >= t
-        {
-            break;
-        }
+    // Replies still count after the last send: stop when the acknowledged ones reach the limit.
+    while more(done) {
         match tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
             Ok(Some(Ok(Message::Text(t)))) if t.as_str().contains("\"reply_to\"") => {
                 if !t.as_str().contains("\"ok\":true") {
@@ -338,10 +329,9 @@ async fn overhead_round(node: &TestNode, people: usize, heartbeats_total: usize,
 async fn telemetry_overhead(a: &Args) -> anyhow::Result<()> {
     let (collector, spans) = otlp::counting_collector().await;
     let off = TestNode::start_with(live_node()).await;
-    let on = match a.overhead_traces {
-        true => TestNode::start_with(live_node().env("PARLEY_OTLP_ENDPOINT", collector.as_str())).await,
-        false => TestNode::start_with(live_node()).await,
-    };
+    let on_opts =
+        if a.overhead_traces { live_node().env("PARLEY_OTLP_ENDPOINT", collector.as_str()) } else { live_node() };
+    let on = TestNode::start_with(on_opts).await;
     let scraper =
         (a.overhead_scrape_ms > 0).then(|| on.scrape_metrics_every(Duration::from_millis(a.overhead_scrape_ms)));
     let scrapes = || scraper.as_ref().map_or(0, |s| s.scrapes());

@@ -20,22 +20,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use parley_integration::{Backend, NodeOptions, TestNode};
+use parley_integration::{Backend, NodeOptions, TestNode, cpu_seconds};
 use parley_loadtest::{LoadTest, Summary};
 use parley_recording::compose::{self, ComposeSpec, ComposeTrack, Layout, TrackKind};
 use parley_recording::thumbnail;
 use parley_recording::transcript::{FasterWhisper, SpeakerAudio, Transcriber, webvtt};
 use uuid::Uuid;
-
-const TICKS: f64 = 100.0;
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let Some(rest) = s.rsplit_once(')').map(|(_, r)| r) else { return 0.0 };
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / TICKS
-}
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
@@ -45,11 +35,11 @@ fn arg(name: &str, default: u64) -> u64 {
 /// One load-test run; returns its summary and the node's CPU seconds over the measured window.
 async fn measured(node: &TestNode, test: LoadTest) -> anyhow::Result<(Summary, f64)> {
     let marks: Mutex<Vec<f64>> = Mutex::new(Vec::new());
-    let pid = node.pid();
+    let stat = format!("/proc/{}/stat", node.pid());
     let summary = parley_loadtest::run::run_observed(
         &test,
         |l| eprintln!("  {l}"),
-        |_| marks.lock().unwrap_or_else(|e| e.into_inner()).push(cpu_seconds(pid)),
+        |_| marks.lock().unwrap_or_else(|e| e.into_inner()).push(cpu_seconds(&stat)),
     )
     .await?;
     let m = marks.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -124,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     ));
 
     eprintln!("bench-recording: {meetings} recorded meetings at once");
-    let cpu0 = cpu_seconds(node.pid());
+    let cpu0 = node.cpu_seconds();
     let t0 = Instant::now();
     let runs = futures_util::future::join_all((0..meetings).map(|_| {
         let t = LoadTest { record: Some(Duration::from_secs(secs)), ..test(&node, secs) };
@@ -132,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     }))
     .await;
     let wall = t0.elapsed().as_secs_f64();
-    let cores = (cpu_seconds(node.pid()) - cpu0) / wall;
+    let cores = (node.cpu_seconds() - cpu0) / wall;
     let mut worst_loss: f64 = 0.0;
     let mut ready = 0;
     let mut failed = Vec::new();
