@@ -4,6 +4,10 @@
 //! `ParticipantActor`: text frames are JSON, binary frames MessagePack. Frames up to
 //! [`MAX_MESSAGE_BYTES`] reach the actor (which answers over-limit ones with `frame_too_large`);
 //! larger ones, invalid UTF-8 text or protocol violations close the socket with a reason.
+//!
+//! A message over the limit is still read to its end (up to [`READ_LIMIT_BYTES`]) before the
+//! close: a socket closed with unread bytes in its receive buffer sends a TCP reset, and the
+//! client, usually still writing, would see "connection reset" instead of the 1009 and its reason.
 
 use std::sync::Arc;
 
@@ -25,6 +29,8 @@ use crate::api::{ApiError, AppState};
 
 /// Largest WebSocket message read at all (bigger ones close the connection, code 1009).
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// Largest message read to its end before the close (beyond it the socket is dropped mid-message).
+pub const READ_LIMIT_BYTES: usize = 4 * MAX_MESSAGE_BYTES;
 /// Initial read and write buffer of each connection.
 pub const IO_BUFFER_BYTES: usize = 4 * 1024;
 /// Frames queued for a client before it counts as too slow and is closed.
@@ -78,8 +84,8 @@ pub async fn upgrade(
         // on a WebSocket, and query strings end up in access logs).
         None => None,
     };
-    ws.max_message_size(MAX_MESSAGE_BYTES)
-        .max_frame_size(MAX_MESSAGE_BYTES)
+    ws.max_message_size(READ_LIMIT_BYTES)
+        .max_frame_size(READ_LIMIT_BYTES)
         // Small per-connection buffers (tungstenite's default is 128 KiB each way): they grow
         // for a large message and most traffic is a few hundred bytes.
         .read_buffer_size(IO_BUFFER_BYTES)
@@ -96,8 +102,10 @@ pub async fn upgrade(
 async fn authenticate_first_frame(mut socket: WebSocket, app: AppState) {
     let first = tokio::time::timeout(AUTH_TIMEOUT, socket.recv()).await;
     let (data, encoding) = match first {
-        Ok(Some(Ok(Message::Text(t)))) => (t.as_bytes().to_vec(), Encoding::Json),
-        Ok(Some(Ok(Message::Binary(b)))) => (b.to_vec(), Encoding::MessagePack),
+        Ok(Some(Ok(Message::Text(t)))) if t.len() <= MAX_MESSAGE_BYTES => (t.as_bytes().to_vec(), Encoding::Json),
+        Ok(Some(Ok(Message::Binary(b)))) if b.len() <= MAX_MESSAGE_BYTES => (b.to_vec(), Encoding::MessagePack),
+        Ok(Some(Ok(Message::Text(t)))) => return close_too_big(socket, t.len()).await,
+        Ok(Some(Ok(Message::Binary(b)))) => return close_too_big(socket, b.len()).await,
         Err(_) => return refuse(socket, None, Encoding::Json, "no auth frame within 10 s").await,
         _ => return,
     };
@@ -134,6 +142,16 @@ async fn refuse(mut socket: WebSocket, id: Option<u64>, encoding: Encoding, why:
     let _ = socket.send(frame).await;
     let reason: String = why.chars().take(100).collect();
     let _ = socket.send(Message::Close(Some(CloseFrame { code: CLOSE_UNAUTHORIZED, reason: reason.into() }))).await;
+}
+
+/// The close of a message over [`MAX_MESSAGE_BYTES`]: code 1009 and the sizes.
+fn too_big(len: usize) -> (u16, String) {
+    (1009, format!("message too big: {len} bytes, the limit is {MAX_MESSAGE_BYTES}"))
+}
+
+async fn close_too_big(mut socket: WebSocket, len: usize) {
+    let (code, reason) = too_big(len);
+    let _ = socket.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
 }
 
 async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_name: String) {
@@ -178,6 +196,16 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
     loop {
         tokio::select! {
             msg = stream.next() => match msg {
+                Some(Ok(Message::Text(text))) if text.len() > MAX_MESSAGE_BYTES => {
+                    let (code, reason) = too_big(text.len());
+                    let _ = tx.try_send(Outbound::Close { code, reason });
+                    break;
+                }
+                Some(Ok(Message::Binary(bytes))) if bytes.len() > MAX_MESSAGE_BYTES => {
+                    let (code, reason) = too_big(bytes.len());
+                    let _ = tx.try_send(Outbound::Close { code, reason });
+                    break;
+                }
                 Some(Ok(Message::Text(text))) => {
                     let _ = actor.cast(ParticipantMsg::Frame { data: text.as_bytes().to_vec(), encoding: Encoding::Json });
                 }

@@ -70,6 +70,10 @@ def main():
         language=args.language,
         beam_size=args.beam_size,
         condition_on_previous_text=False,
+        # A participant's track is silent while others speak; Whisper invents words on long
+        # silences ("Thank you.", "Please subscribe."), which would put words in the mouth of
+        # someone who said nothing. Silero voice-activity detection skips them.
+        vad_filter=True,
     )
     out = []
     for s in segments:
