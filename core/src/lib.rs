@@ -13,11 +13,14 @@
 //! - [`password`], [`throttle`]: argon2 meeting passwords and password-guess throttling.
 //! - [`validate`]: field validation of user input (emails, titles, durations, time zones).
 //! - [`recording`]: object keys, capture manifests and the plan that joins a recording's parts.
+//! - [`notice`]: what the notification outbox tells one person (invitations, updates,
+//!   cancellations, reminders, recording notices) and the iCalendar `RRULE` of a series.
 //! - [`protocol`]: the WebSocket protocol's requests, replies and events, JSON and MessagePack.
 
 pub mod join;
 pub mod meeting;
 pub mod model;
+pub mod notice;
 pub mod password;
 pub mod placement;
 pub mod protocol;

@@ -12,6 +12,7 @@
 //! (`make test` sets both; default `postgres://postgres@127.0.0.1:5432/postgres`).
 
 pub mod otlp;
+pub mod smtp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

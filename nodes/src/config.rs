@@ -41,6 +41,8 @@ pub enum ConfigError {
     BadRecording(String),
     #[error("invalid telemetry setting: {0}")]
     BadTelemetry(String),
+    #[error("invalid notify setting: {0}")]
+    BadNotify(String),
     #[error("cannot create or read the secret file {path}: {source}")]
     SecretFile { path: PathBuf, source: std::io::Error },
 }
@@ -139,6 +141,101 @@ pub struct ConfigFile {
     pub recording: RecordingSection,
     #[serde(default)]
     pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub notify: NotifySection,
+}
+
+/// The `[notify]` section: delivering the notification outbox (invitations, updates,
+/// cancellations, recording notices).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySection {
+    /// Deliver the outbox from this node at all (default true; every node may: they share it).
+    pub enabled: Option<bool>,
+    /// Concurrent deliveries on this node (default 2).
+    pub workers: Option<usize>,
+    /// How often an idle worker looks for due messages, in milliseconds (default 1000).
+    pub poll_ms: Option<u64>,
+    /// The first retry's wait after a failed delivery, in milliseconds (default 30000; each
+    /// next one waits 4× longer, at most 10 minutes).
+    pub retry_base_ms: Option<u64>,
+    /// Email through an SMTP server (`[notify.smtp]`); absent: each message is written as an
+    /// `.eml` file into `<data_dir>/outbox/`.
+    pub smtp: Option<SmtpSection>,
+}
+
+/// `[notify.smtp]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSection {
+    /// `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465`, or `smtp://host:25` (plain).
+    pub url: Option<String>,
+    /// The sender, e.g. `Parley <meetings@example.com>`.
+    pub from: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Where email goes.
+#[derive(Clone, PartialEq, Eq)]
+pub enum MailSetting {
+    /// Through an SMTP server.
+    Smtp { url: String, username: Option<String>, password: Option<String> },
+    /// As `.eml` files into this directory.
+    EmlDir(PathBuf),
+}
+
+impl std::fmt::Debug for MailSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailSetting::Smtp { url, username, .. } => f
+                .debug_struct("Smtp")
+                .field("url", &redact_url(url))
+                .field("username", username)
+                .finish_non_exhaustive(),
+            MailSetting::EmlDir(d) => f.debug_tuple("EmlDir").field(d).finish(),
+        }
+    }
+}
+
+/// Resolved `[notify]`.
+#[derive(Debug, Clone)]
+pub struct NotifySettings {
+    pub enabled: bool,
+    pub workers: usize,
+    pub poll: std::time::Duration,
+    pub retry_base: std::time::Duration,
+    pub mail: MailSetting,
+    pub from: String,
+}
+
+fn resolve_notify(file: &NotifySection, data_dir: &Path, env: &dyn Env) -> Result<NotifySettings, ConfigError> {
+    let bad = |m: String| ConfigError::BadNotify(m);
+    let enabled =
+        env_or(env, "PARLEY_NOTIFY_ENABLED", "true or false", file.enabled).map_err(|e| bad(e.to_string()))?;
+    let workers =
+        env_or(env, "PARLEY_NOTIFY_WORKERS", "a whole number", file.workers).map_err(|e| bad(e.to_string()))?;
+    let poll_ms =
+        env_or(env, "PARLEY_NOTIFY_POLL_MS", "a whole number", file.poll_ms).map_err(|e| bad(e.to_string()))?;
+    let retry_ms = env_or(env, "PARLEY_NOTIFY_RETRY_BASE_MS", "a whole number", file.retry_base_ms)
+        .map_err(|e| bad(e.to_string()))?;
+    let smtp = file.smtp.clone().unwrap_or_default();
+    let mail = match env.var("PARLEY_SMTP_URL").or(smtp.url) {
+        Some(url) => MailSetting::Smtp {
+            url,
+            username: env.var("PARLEY_SMTP_USERNAME").or(smtp.username),
+            password: env.var("PARLEY_SMTP_PASSWORD").or(smtp.password),
+        },
+        None => MailSetting::EmlDir(data_dir.join("outbox")),
+    };
+    Ok(NotifySettings {
+        enabled: enabled.unwrap_or(true),
+        workers: workers.unwrap_or(2),
+        poll: std::time::Duration::from_millis(poll_ms.unwrap_or(1000).max(10)),
+        retry_base: std::time::Duration::from_millis(retry_ms.unwrap_or(30_000).max(10)),
+        mail,
+        from: env.var("PARLEY_SMTP_FROM").or(smtp.from).unwrap_or_else(|| "Parley <parley@localhost>".into()),
+    })
 }
 
 /// The `[telemetry]` section: what the node tells operators.
@@ -391,6 +488,8 @@ pub struct Settings {
     /// Recording storage and processing.
     pub recording: RecordingSettings,
     pub telemetry: TelemetrySettings,
+    /// Delivering the notification outbox.
+    pub notify: NotifySettings,
 }
 
 impl std::fmt::Debug for Settings {
@@ -634,6 +733,7 @@ impl Settings {
         let cluster_tls = resolve_tls(c.tls.as_ref(), node_name.as_deref().unwrap_or("standalone"), env)?;
         let media = resolve_media(&file.media, entry, http_addr, env)?;
         let recording = resolve_recording(&file.recording, env)?;
+        let notify = resolve_notify(&file.notify, &data_dir, env)?;
         Ok(Settings {
             cluster_name: c.name.clone().unwrap_or_else(|| "parley".to_owned()),
             cookie: env.var("PARLEY_COOKIE").or_else(|| c.cookie.clone()),
@@ -661,6 +761,7 @@ impl Settings {
                 .unwrap_or(false),
             media,
             recording,
+            notify,
             telemetry: resolve_telemetry(&file.telemetry, env)?,
         })
     }
@@ -855,9 +956,42 @@ mod tests {
         assert_eq!(s.http_addr.to_string(), DEFAULT_HTTP_ADDR);
         assert!(s.database_url.starts_with("sqlite://") && s.database_url.ends_with("parley.db"));
         assert!(s.redis_url.is_none());
+        assert_eq!(s.notify.mail, MailSetting::EmlDir(dir.join("outbox")), "no mail server: .eml files");
         let again = Settings::resolve(&ConfigFile::default(), None, &env).unwrap();
         assert_eq!(s.secret, again.secret, "the generated secret is reused");
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn smtp_comes_from_the_file_or_the_environment_and_its_password_is_not_printed() {
+        let file: ConfigFile = toml::from_str(
+            r#"
+            [cluster]
+            secret = "0123456789abcdef0123"
+            [notify]
+            workers = 3
+            retry_base_ms = 500
+            [notify.smtp]
+            url = "smtp://mail.example.com:587?tls=required"
+            from = "Meetings <m@example.com>"
+            username = "parley"
+            password = "hunter22"
+            "#,
+        )
+        .unwrap();
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_NOTIFY_POLL_MS", "250")]);
+        let n = Settings::resolve(&file, None, &env).unwrap().notify;
+        assert_eq!((n.workers, n.poll.as_millis(), n.retry_base.as_millis()), (3, 250, 500));
+        assert_eq!(n.from, "Meetings <m@example.com>");
+        let MailSetting::Smtp { url, username, password } = &n.mail else { panic!("{:?}", n.mail) };
+        assert_eq!((url.as_str(), username.as_deref()), ("smtp://mail.example.com:587?tls=required", Some("parley")));
+        assert_eq!(password.as_deref(), Some("hunter22"));
+        assert!(!format!("{n:?}").contains("hunter22"));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_SMTP_URL", "smtp://127.0.0.1:2525")]);
+        let n = Settings::resolve(&file, None, &env).unwrap().notify;
+        assert!(matches!(&n.mail, MailSetting::Smtp { url, .. } if url == "smtp://127.0.0.1:2525"));
+        let env: HashMap<&str, &str> = HashMap::from([("PARLEY_NOTIFY_WORKERS", "many")]);
+        assert!(matches!(Settings::resolve(&file, None, &env), Err(ConfigError::BadNotify(_))));
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod cluster_tls;
 mod config;
 mod log_filter;
 mod node;
+mod notify;
 mod recording;
 mod telemetry;
 mod ws;

@@ -206,6 +206,7 @@ pub async fn run(settings: Settings, config_path: Option<PathBuf>) -> anyhow::Re
         r.start_workers(Arc::new(crate::recording::TellModerators(live.services.clone())));
     }
     crate::telemetry::vitals::spawn(live.services.clone());
+    crate::notify::start(&settings, &store, &public_url)?;
     let mut state =
         AppState::new(store, TokenKeys::new(&settings.secret), &public_url, &settings.node_name, live, metrics.clone());
     state.fault_injection = settings.fault_injection;

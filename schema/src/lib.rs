@@ -14,7 +14,7 @@
 //! - `recurring_series` + `recurring_occurrences`: a series and the meeting row of each occurrence.
 //! - `meeting_recordings`: the recording pipeline's status and outputs; `recording_parts` its
 //!   capture segments (one per owner node); `recording_jobs` the durable processing queue.
-//! - `notifications`: the outbox of messages to deliver (a recording is ready).
+//! - `notifications`: the outbox: one message to one recipient per row, with its delivery state.
 //! - `meeting_analytics`: one row per ended meeting.
 //! - `meeting_chat_messages`: chat of live meetings, so a restarted meeting keeps its history.
 

@@ -38,6 +38,8 @@ pub struct Model {
     pub series_id: Option<Uuid>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The iCalendar `SEQUENCE` of the last calendar message about this meeting.
+    pub ics_sequence: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,5 +1,6 @@
-//! `notifications`: the outbox. A change that should tell someone (a recording is ready) leaves
-//! a row here in its own transaction; delivery (email, webhooks) reads it.
+//! `notifications`: the outbox. A change that should tell someone (an invitation, a move, a
+//! cancellation, a recording that is ready) leaves one row per recipient here in the change's
+//! own transaction; delivery workers on any node claim, send and close them.
 
 use sea_orm::entity::prelude::*;
 
@@ -8,15 +9,29 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    /// What happened, e.g. `recording_ready`, `recording_failed`.
+    /// `parley_core::notice::NoticeKind`, e.g. `invitation`, `recording_ready`.
     pub kind: String,
     pub meeting_id: Uuid,
     pub recording_id: Option<Uuid>,
-    /// JSON.
+    /// JSON: a `parley_core::notice::Notice`.
     pub payload: String,
-    /// `pending` until delivered.
+    /// `pending` until delivered (`sent`) or given up (`failed`).
     pub status: String,
     pub created_at: DateTimeUtc,
+    /// The email address the message goes to.
+    pub recipient: String,
+    /// Unique: the same message is never queued twice; receivers drop duplicates by it.
+    pub idempotency_key: String,
+    /// Delivery attempts so far.
+    pub attempts: i32,
+    /// Not before (backoff after a failed attempt); `None`: at once.
+    pub run_after: Option<DateTimeUtc>,
+    /// The worker holding the message while it sends it, and until when.
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTimeUtc>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    pub sent_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -23,6 +23,8 @@ pub struct Model {
     /// Local wall-clock start time of every occurrence, `HH:MM:SS`.
     pub local_start_time: String,
     pub created_at: DateTimeUtc,
+    /// The iCalendar `SEQUENCE` of the last calendar message about the whole series.
+    pub ics_sequence: i32,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,12 +10,15 @@
 //! - [`queries`]: the seed's three queries — upcoming meetings, join check, per-day analytics.
 //! - [`live`]: what live meetings write — start, chat, role changes, end with analytics.
 //! - [`recordings`]: recordings, their capture parts and the durable processing queue.
+//! - [`notifications`]: the outbox — messages written with the change that causes them, then
+//!   claimed, delivered and closed by workers on any node.
 //!
 //! The same code runs on PostgreSQL and on SQLite (the embedded default). The one place where
 //! SQL differs by engine (a timestamp's UTC date) is marked.
 
 pub mod live;
 pub mod meetings;
+pub mod notifications;
 pub mod queries;
 pub mod recordings;
 pub mod users;

@@ -4,12 +4,15 @@
 //! occurrence, the pending users for unknown invitee emails, every participant row and every
 //! occurrence row either all commit or none do. Invitees are validated inside the transaction,
 //! in order, so an invalid one half-way down the list rolls back the pending users already
-//! created for the ones before it.
+//! created for the ones before it. The invitations go into the notification outbox in the same
+//! transaction (see [`crate::notifications`]), as do the updates and cancellations that later
+//! changes send: a change nobody is told about cannot commit, nor a message about one that did not.
 
 use std::collections::HashSet;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use parley_core::model::{InviteStatus, MeetingSettings, MeetingSettingsPatch, MeetingStatus, MeetingType, Role};
+use parley_core::notice::{self, CalendarMethod, NoticeKind};
 use parley_core::recurrence::{RecurrenceRule, SeriesEnd};
 use parley_core::validate;
 use parley_schema::{meeting, meeting_participant, recurring_occurrence, recurring_series, user};
@@ -22,6 +25,7 @@ use sea_orm::{
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::notifications::{EventScope, event_notices};
 use crate::users::{corrupt, find_or_invite};
 use crate::{Store, StoreError};
 
@@ -254,6 +258,17 @@ impl Store {
         }
         let first_id = first_id.ok_or_else(|| StoreError::Rule("the meeting has no occurrence".into()))?;
         let first = details(&txn, first_id).await?.ok_or(StoreError::NotFound("meeting"))?;
+        let first_row =
+            meeting::Entity::find_by_id(first_id).one(&txn).await?.ok_or(StoreError::NotFound("meeting"))?;
+        let scope = match (&new.series, series_id) {
+            (Some(plan), Some(series_id)) => EventScope::Series {
+                series_id,
+                rrule: Some(notice::rrule(&plan.rule, &plan.occurrences)),
+                exdates: Vec::new(),
+            },
+            _ => EventScope::Meeting,
+        };
+        event_notices(&txn, NoticeKind::Invitation, CalendarMethod::Request, &first_row, scope, 0, now).await?;
         txn.commit().await?;
         Ok(CreatedMeeting { first, occurrences })
     }
@@ -264,7 +279,8 @@ impl Store {
     }
 
     /// Applies a host's change. Moving an occurrence marks it as an exception of its series;
-    /// moving any meeting moves its participants' denormalised `scheduled_time` with it.
+    /// moving any meeting moves its participants' denormalised `scheduled_time` with it. A
+    /// change a calendar shows (title, time, duration, zone) sends every invitee an update.
     pub async fn update_meeting(
         &self,
         id: Uuid,
@@ -291,6 +307,11 @@ impl Store {
         let mut settings = Meeting::try_from(m.clone())?.settings;
         patch.settings.apply(&mut settings);
         let series_id = m.series_id;
+        let calendar_changed = moved.is_some()
+            || patch.title.as_ref().is_some_and(|t| *t != m.title)
+            || patch.duration_minutes.is_some_and(|d| d != m.duration_minutes)
+            || patch.timezone.as_ref().is_some_and(|tz| *tz != m.timezone);
+        let old_sequence = m.ics_sequence;
         let mut am = m.into_active_model();
         if let Some(t) = patch.title {
             am.title = Set(t);
@@ -308,8 +329,12 @@ impl Store {
             am.password_hash = Set(p);
         }
         set_settings(&mut am, &settings);
-        am.updated_at = Set(Utc::now());
-        am.update(&txn).await?;
+        let now = Utc::now();
+        am.updated_at = Set(now);
+        if calendar_changed && series_id.is_none() {
+            am.ics_sequence = Set(old_sequence + 1);
+        }
+        let updated = am.update(&txn).await?;
         if let Some(t) = moved {
             meeting_participant::Entity::update_many()
                 .col_expr(meeting_participant::Column::ScheduledTime, Expr::value(t))
@@ -320,13 +345,18 @@ impl Store {
                 mark_exception(&txn, id).await?;
             }
         }
+        if calendar_changed {
+            let (scope, sequence) = calendar_scope(&txn, &updated).await?;
+            event_notices(&txn, NoticeKind::Update, CalendarMethod::Request, &updated, scope, sequence, now).await?;
+        }
         let d = details(&txn, id).await?.ok_or(StoreError::NotFound("meeting"))?;
         txn.commit().await?;
         Ok(d)
     }
 
     /// Cancels a meeting that has not started (idempotent). Cancelling an occurrence marks it
-    /// as an exception and leaves the rest of its series alone.
+    /// as an exception and leaves the rest of its series alone. Invitees are sent a
+    /// cancellation (of that one occurrence, for a series).
     pub async fn cancel_meeting(&self, id: Uuid, caller: Uuid) -> Result<MeetingDetails, StoreError> {
         let txn = self.db.begin().await?;
         let m = host_owned(&txn, id, caller).await?;
@@ -335,13 +365,20 @@ impl Store {
             MeetingStatus::Cancelled => {}
             MeetingStatus::Scheduled => {
                 let series_id = m.series_id;
-                let mut am = m.into_active_model();
+                let now = Utc::now();
+                let mut am = m.clone().into_active_model();
                 am.status = Set(MeetingStatus::Cancelled.as_str().to_owned());
-                am.updated_at = Set(Utc::now());
-                am.update(&txn).await?;
+                am.updated_at = Set(now);
+                if series_id.is_none() {
+                    am.ics_sequence = Set(m.ics_sequence + 1);
+                }
+                let updated = am.update(&txn).await?;
                 if series_id.is_some() {
                     mark_exception(&txn, id).await?;
                 }
+                let (scope, sequence) = calendar_scope(&txn, &updated).await?;
+                event_notices(&txn, NoticeKind::Cancellation, CalendarMethod::Cancel, &updated, scope, sequence, now)
+                    .await?;
             }
             MeetingStatus::Active => return Err(StoreError::Rule("the meeting is live; end it instead".into())),
             MeetingStatus::Ended => return Err(StoreError::Rule("the meeting has already ended".into())),
@@ -388,19 +425,33 @@ impl Store {
         })
     }
 
-    /// Cancels every occurrence of a series that has not started yet. Returns how many.
+    /// Cancels every occurrence of a series that has not started yet. Returns how many. If any
+    /// was, invitees are sent one cancellation of the whole series.
     pub async fn cancel_series(&self, id: Uuid, caller: Uuid) -> Result<u64, StoreError> {
-        let s = recurring_series::Entity::find_by_id(id).one(&self.db).await?.ok_or(StoreError::NotFound("series"))?;
+        let txn = self.db.begin().await?;
+        let s = recurring_series::Entity::find_by_id(id).one(&txn).await?.ok_or(StoreError::NotFound("series"))?;
         if s.host_user_id != caller {
             return Err(StoreError::Forbidden("only the host may cancel a series"));
         }
+        let now = Utc::now();
         let res = meeting::Entity::update_many()
             .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Cancelled.as_str()))
-            .col_expr(meeting::Column::UpdatedAt, Expr::value(Utc::now()))
+            .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
             .filter(meeting::Column::SeriesId.eq(id))
             .filter(meeting::Column::Status.eq(MeetingStatus::Scheduled.as_str()))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        let first = meeting::Entity::find()
+            .filter(meeting::Column::SeriesId.eq(id))
+            .order_by_asc(meeting::Column::ScheduledTime)
+            .one(&txn)
+            .await?;
+        if let (true, Some(first)) = (res.rows_affected > 0, first) {
+            let sequence = bump_series_sequence(&txn, &s).await?;
+            let scope = EventScope::Series { series_id: id, rrule: None, exdates: Vec::new() };
+            event_notices(&txn, NoticeKind::Cancellation, CalendarMethod::Cancel, &first, scope, sequence, now).await?;
+        }
+        txn.commit().await?;
         Ok(res.rows_affected)
     }
 }
@@ -412,6 +463,34 @@ async fn host_owned(db: &impl ConnectionTrait, id: Uuid, caller: Uuid) -> Result
         return Err(StoreError::Forbidden("only the host may change this meeting"));
     }
     Ok(m)
+}
+
+/// Which calendar event a change to `m` is about, and its new `SEQUENCE`: the meeting itself
+/// (its sequence was already bumped on the row), or — for an occurrence — that instance of its
+/// series (bumping the series' sequence, which every message about the series shares).
+async fn calendar_scope(txn: &impl ConnectionTrait, m: &meeting::Model) -> Result<(EventScope, i32), StoreError> {
+    let Some(series_id) = m.series_id else {
+        return Ok((EventScope::Meeting, m.ics_sequence));
+    };
+    let s = recurring_series::Entity::find_by_id(series_id).one(txn).await?.ok_or(StoreError::NotFound("series"))?;
+    let original = recurring_occurrence::Entity::find()
+        .filter(recurring_occurrence::Column::MeetingId.eq(m.id))
+        .one(txn)
+        .await?
+        .map(|o| o.occurrence_time)
+        .ok_or(StoreError::NotFound("occurrence"))?;
+    let sequence = bump_series_sequence(txn, &s).await?;
+    Ok((EventScope::Occurrence { series_id, original }, sequence))
+}
+
+async fn bump_series_sequence(txn: &impl ConnectionTrait, s: &recurring_series::Model) -> Result<i32, StoreError> {
+    let next = s.ics_sequence + 1;
+    recurring_series::Entity::update_many()
+        .col_expr(recurring_series::Column::IcsSequence, Expr::value(next))
+        .filter(recurring_series::Column::Id.eq(s.id))
+        .exec(txn)
+        .await?;
+    Ok(next)
 }
 
 async fn mark_exception(db: &impl ConnectionTrait, meeting_id: Uuid) -> Result<(), StoreError> {
@@ -487,6 +566,7 @@ async fn insert_series(
         timezone: Set(new.timezone.clone()),
         local_start_time: Set(local_start),
         created_at: Set(now),
+        ics_sequence: Set(0),
     }
     .insert(txn)
     .await?;
@@ -515,6 +595,7 @@ fn meeting_active_model(
         actual_duration_seconds: Set(None),
         assigned_node: Set(None),
         owner_epoch: Set(0),
+        ics_sequence: Set(0),
         series_id: Set(series_id),
         created_at: Set(now),
         updated_at: Set(now),

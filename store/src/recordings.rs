@@ -14,6 +14,7 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use parley_core::model::{ProcessingStatus, RecordingLayout};
+use parley_core::notice::{NoticeKind, RecordingFacts};
 use parley_schema::{meeting_recording, notification, recording_job, recording_part};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
@@ -21,6 +22,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::notifications::recording_notices;
 use crate::users::corrupt;
 use crate::{Store, StoreError};
 
@@ -442,13 +444,12 @@ impl Store {
             .filter(meeting_recording::Column::Id.eq(job.recording_id))
             .exec(&txn)
             .await?;
-        let payload = serde_json::json!({
-            "recording_id": job.recording_id,
-            "meeting_id": job.meeting_id,
-            "mp4_url": out.mp4_url,
-            "duration_seconds": out.duration_seconds,
-        });
-        outbox(&txn, "recording_ready", job, payload, now).await?;
+        let facts = RecordingFacts {
+            recording_id: job.recording_id,
+            duration_seconds: Some(out.duration_seconds),
+            error: None,
+        };
+        recording_notices(&txn, NoticeKind::RecordingReady, job.meeting_id, facts, now).await?;
         txn.commit().await?;
         Ok(true)
     }
@@ -489,12 +490,12 @@ impl Store {
             .exec(&txn)
             .await?;
         if give_up {
-            let payload = serde_json::json!({
-                "recording_id": job.recording_id,
-                "meeting_id": job.meeting_id,
-                "error": reason,
-            });
-            outbox(&txn, "recording_failed", job, payload, now).await?;
+            let facts = RecordingFacts {
+                recording_id: job.recording_id,
+                duration_seconds: None,
+                error: Some(reason.to_owned()),
+            };
+            recording_notices(&txn, NoticeKind::RecordingFailed, job.meeting_id, facts, now).await?;
         }
         txn.commit().await?;
         Ok(if give_up { RetryOutcome::GaveUp } else { RetryOutcome::Retrying(run_after) })
@@ -576,27 +577,6 @@ impl Store {
             .map(|n| (n.kind, n.payload))
             .collect())
     }
-}
-
-async fn outbox(
-    txn: &sea_orm::DatabaseTransaction,
-    kind: &str,
-    job: &ClaimedJob,
-    payload: serde_json::Value,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    notification::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        kind: Set(kind.to_owned()),
-        meeting_id: Set(job.meeting_id),
-        recording_id: Set(Some(job.recording_id)),
-        payload: Set(payload.to_string()),
-        status: Set("pending".into()),
-        created_at: Set(now),
-    }
-    .insert(txn)
-    .await?;
-    Ok(())
 }
 
 fn to_recording(r: meeting_recording::Model, parts: Vec<recording_part::Model>) -> Result<Recording, StoreError> {

@@ -15,6 +15,7 @@ mod live;
 mod media;
 mod meetings;
 mod metrics;
+mod notifications;
 mod queries;
 mod recording;
 mod recording_failover;

@@ -241,6 +241,23 @@ async fn record_and_check(node: &TestNode, api: &Api) -> (Value, String) {
         ))
         .await;
     assert_eq!(ready, 1);
+    // …delivered to the host (no SMTP server here: as an .eml file in the data directory).
+    let dir = node.data_dir.path().join("outbox");
+    let ready_mail = || {
+        let files: Vec<std::path::PathBuf> =
+            std::fs::read_dir(&dir).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default();
+        parley_integration::smtp::ics_dump(&files)
+            .into_iter()
+            .find(|m| m.subject.as_deref().is_some_and(|s| s.starts_with("Your recording is ready")))
+    };
+    assert!(
+        parley_integration::eventually(Duration::from_secs(10), || async { ready_mail().is_some() }).await,
+        "no recording-ready email in {}",
+        dir.display()
+    );
+    let mail = ready_mail().unwrap();
+    assert_eq!(mail.to.len(), 1, "{mail:?}");
+    assert!(mail.text.as_deref().unwrap_or_default().contains(&id), "{mail:?}");
     (done, token)
 }
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod error;
 pub mod extract;
 mod meetings;
+mod notifications;
 mod recordings;
 mod reports;
 mod users;
@@ -104,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/recordings/{id}/{*artifact}", get(recordings::artifact))
         .route("/series/{id}", get(meetings::get_series).delete(meetings::cancel_series))
         .route("/analytics/meetings", get(reports::analytics))
+        .route("/notifications", get(notifications::of_meeting))
         .route("/admin/meetings/{id}/crash", post(admin::crash_meeting))
         .route("/admin/cluster", get(admin::cluster))
         .route("/admin/overview", get(dashboard::overview))
