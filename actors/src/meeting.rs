@@ -557,6 +557,13 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
             }
             Effect::PersistChat(message) => persist(myself, state, Write::Chat(message)).await,
             Effect::PersistRole { user_id, role } => persist(myself, state, Write::Role { user_id, role }).await,
+            Effect::PersistAttendance(a) => {
+                // Only worth a database round trip when a webhook wants it.
+                if s.store.wants_attendance() {
+                    let w = Write::Attendance { id: Uuid::now_v7(), at: chrono::Utc::now(), attendance: a };
+                    persist(myself, state, w).await;
+                }
+            }
             Effect::Detach { user_id, reason } => {
                 if let Some(c) = state.conns.remove(&user_id) {
                     detach(&s, &c, meeting_id, reason);
@@ -657,12 +664,15 @@ async fn store_end(
     }
 }
 
-/// One write, fenced by `epoch`. Chat inserts are idempotent and role updates absolute, so a
-/// write that timed out after committing is safe to repeat.
+/// One write, fenced by `epoch`. Chat inserts and attendance events are idempotent and role
+/// updates absolute, so a write that timed out after committing is safe to repeat.
 async fn write(s: Arc<LiveServices>, meeting_id: Uuid, epoch: i64, w: Write) -> Result<(), StoreError> {
     match w {
         Write::Chat(m) => s.store.insert_chat(meeting_id, epoch, &m).await,
         Write::Role { user_id, role } => s.store.set_participant_role(meeting_id, epoch, user_id, role).await,
+        Write::Attendance { id, at, attendance } => {
+            s.store.record_attendance(meeting_id, epoch, id, at, &attendance).await
+        }
     }
 }
 

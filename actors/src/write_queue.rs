@@ -1,4 +1,5 @@
-//! A live meeting's database writes (chat messages, role changes), stored in the order they
+//! A live meeting's database writes (chat messages, role changes, who joined and left — for
+//! the webhooks), stored in the order they
 //! happened. Normally a write is stored before the meeting replies; while the database is away
 //! the writes wait here, oldest first, and are retried after a backoff, so an outage costs the
 //! meeting at most one [`WRITE_TIMEOUT`] per retry, not one per write.
@@ -11,6 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
+use parley_core::meeting::Attendance;
 use parley_core::model::Role;
 use parley_core::protocol::ChatMessage;
 use parley_store::StoreError;
@@ -29,7 +31,17 @@ pub const RETRY_WRITES_MAX: Duration = Duration::from_secs(8);
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     Chat(ChatMessage),
-    Role { user_id: Uuid, role: Role },
+    Role {
+        user_id: Uuid,
+        role: Role,
+    },
+    /// `id` names the webhook event, so a repeated write (after a timeout that did commit)
+    /// queues it once.
+    Attendance {
+        id: Uuid,
+        at: chrono::DateTime<chrono::Utc>,
+        attendance: Attendance,
+    },
 }
 
 /// How a [`WriteQueue::flush`] ended.
@@ -187,7 +199,7 @@ mod tests {
     fn seq(w: &Write) -> u64 {
         match w {
             Write::Chat(m) => m.seq,
-            Write::Role { .. } => 0,
+            Write::Role { .. } | Write::Attendance { .. } => 0,
         }
     }
 

@@ -117,6 +117,16 @@ impl Entered {
     }
 }
 
+/// A participant's entry into or exit from a meeting, as webhooks report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attendance {
+    pub user_id: Uuid,
+    pub display_name: String,
+    pub role: Role,
+    /// `None`: joined; else why they left.
+    pub left: Option<LeaveReason>,
+}
+
 /// Something the actor must do after a step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
@@ -134,6 +144,9 @@ pub enum Effect {
     PersistChat(ChatMessage),
     /// Keep a role change so a restarted meeting keeps it.
     PersistRole { user_id: Uuid, role: Role },
+    /// Someone entered or left the meeting (not its waiting room): the store tells the
+    /// webhooks that subscribe, in this order.
+    PersistAttendance(Attendance),
     /// This user is out of the meeting (removed, denied, ended…): detach their connection.
     Detach { user_id: Uuid, reason: LeaveReason },
     /// Capture of the meeting's recording starts (`on`, started by `by`) or stops: the meeting
@@ -459,8 +472,11 @@ impl LiveMeeting {
         self.stats.distinct.insert(p.user_id);
         self.participants.insert(p.user_id, p.clone());
         self.stats.peak = self.stats.peak.max(self.participants.len() as u32);
+        let attendance =
+            Attendance { user_id: p.user_id, display_name: p.display_name.clone(), role: p.role, left: None };
         vec![
             Effect::PresenceUpsert(p.clone()),
+            Effect::PersistAttendance(attendance),
             Effect::Broadcast {
                 scope: Scope::EveryoneExcept(p.user_id),
                 event: Event::ParticipantJoined { participant: p },
@@ -498,12 +514,16 @@ impl LiveMeeting {
             });
             return fx;
         }
-        if !self.participants.contains_key(&user) {
-            return fx;
-        }
+        let Some(gone) = self.participants.get(&user).cloned() else { return fx };
         self.count_changed(now);
         self.participants.remove(&user);
         fx.push(Effect::PresenceRemove(user));
+        fx.push(Effect::PersistAttendance(Attendance {
+            user_id: user,
+            display_name: gone.display_name,
+            role: gone.role,
+            left: Some(reason),
+        }));
         if self.sharer == Some(user) {
             self.sharer = None;
             fx.push(Effect::Broadcast { scope: Scope::Everyone, event: Event::ScreenShareStopped { user_id: user } });

@@ -217,12 +217,18 @@ pub struct MeetingSettings {
     /// The meeting's other participants (invited, or who joined) may watch its recordings; the
     /// host and co-hosts always may.
     pub share_recordings: bool,
+    /// Minutes before the start at which every invitee is reminded (0: no reminder; at most
+    /// [`MAX_REMINDER_MINUTES`]).
+    pub reminder_minutes: u16,
 }
+
+/// The longest lead time of a reminder: one week.
+pub const MAX_REMINDER_MINUTES: u16 = 7 * 24 * 60;
 
 impl Default for MeetingSettings {
     /// What a production conferencing user expects from a new meeting: a waiting room, recording
     /// allowed, microphones open, cameras on, only hosts share screens, recordings for the
-    /// hosts only.
+    /// hosts only, a reminder ten minutes before the start.
     fn default() -> Self {
         MeetingSettings {
             waiting_room: true,
@@ -231,6 +237,7 @@ impl Default for MeetingSettings {
             video_on_entry: true,
             screen_share: ScreenSharePolicy::HostOnly,
             share_recordings: false,
+            reminder_minutes: 10,
         }
     }
 }
@@ -245,6 +252,7 @@ pub struct MeetingSettingsPatch {
     pub video_on_entry: Option<bool>,
     pub screen_share: Option<ScreenSharePolicy>,
     pub share_recordings: Option<bool>,
+    pub reminder_minutes: Option<u16>,
 }
 
 impl MeetingSettingsPatch {
@@ -267,6 +275,9 @@ impl MeetingSettingsPatch {
         }
         if let Some(v) = self.share_recordings {
             s.share_recordings = v;
+        }
+        if let Some(v) = self.reminder_minutes {
+            s.reminder_minutes = v;
         }
     }
 }

@@ -142,6 +142,96 @@ pub struct Notice {
     pub recording: Option<RecordingFacts>,
 }
 
+/// What a webhook event reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum WebhookKind {
+    #[serde(rename = "meeting.started")]
+    MeetingStarted,
+    #[serde(rename = "meeting.ended")]
+    MeetingEnded,
+    #[serde(rename = "participant.joined")]
+    ParticipantJoined,
+    #[serde(rename = "participant.left")]
+    ParticipantLeft,
+    #[serde(rename = "recording.ready")]
+    RecordingReady,
+}
+
+impl WebhookKind {
+    pub const ALL: [WebhookKind; 5] = [
+        WebhookKind::MeetingStarted,
+        WebhookKind::MeetingEnded,
+        WebhookKind::ParticipantJoined,
+        WebhookKind::ParticipantLeft,
+        WebhookKind::RecordingReady,
+    ];
+
+    /// The name receivers see (`"event"` in the body, `X-Parley-Event`) and `events` lists.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookKind::MeetingStarted => "meeting.started",
+            WebhookKind::MeetingEnded => "meeting.ended",
+            WebhookKind::ParticipantJoined => "participant.joined",
+            WebhookKind::ParticipantLeft => "participant.left",
+            WebhookKind::RecordingReady => "recording.ready",
+        }
+    }
+}
+
+impl fmt::Display for WebhookKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for WebhookKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        WebhookKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
+            let known: Vec<&str> = WebhookKind::ALL.iter().map(|k| k.as_str()).collect();
+            format!("unknown webhook event `{s}` (known: {})", known.join(", "))
+        })
+    }
+}
+
+/// The meeting a webhook event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookMeeting {
+    pub id: Uuid,
+    pub title: String,
+}
+
+/// The participant a `participant.*` event is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookParticipant {
+    pub user_id: Uuid,
+    pub display_name: String,
+    /// `parley_core::model::Role`, e.g. `host`, `attendee`.
+    pub role: String,
+    /// Why they left (`participant.left`): `left`, `removed`, `timeout`, `meeting_ended`…
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One webhook event: the JSON body every subscribed endpoint receives, stored once and sent
+/// byte for byte the same on every attempt (the signature covers exactly these bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookEvent {
+    /// Unique per event: receivers drop a repeated delivery by it.
+    pub id: Uuid,
+    pub event: WebhookKind,
+    /// When it happened.
+    pub created_at: DateTime<Utc>,
+    pub meeting: WebhookMeeting,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<WebhookParticipant>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<RecordingFacts>,
+    /// How long the meeting ran (`meeting.ended`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+}
+
 /// The iCalendar `RRULE` value of a series whose expansion gave `occurrences` (in order).
 ///
 /// Mirrors [`RecurrenceRule::expand`]: weeks start on Monday (`WKST=MO`), a monthly series skips
@@ -204,6 +294,16 @@ mod tests {
         let rule = RecurrenceRule::new(Frequency::Daily, Some(2), &[], Some(until), None).unwrap();
         let occ = [at(1, 17), at(3, 17), at(5, 17), at(7, 17), at(9, 17)];
         assert_eq!(rrule(&rule, &occ), "FREQ=DAILY;INTERVAL=2;UNTIL=20270309T170000Z;WKST=MO");
+    }
+
+    #[test]
+    fn webhook_kinds_parse_and_serialise_as_their_dotted_names() {
+        for k in WebhookKind::ALL {
+            assert_eq!(k.as_str().parse::<WebhookKind>().unwrap(), k);
+            assert_eq!(serde_json::to_value(k).unwrap(), serde_json::json!(k.as_str()));
+        }
+        let err = "meeting.exploded".parse::<WebhookKind>().unwrap_err();
+        assert!(err.contains("meeting.started"), "{err}");
     }
 
     #[test]

@@ -75,6 +75,15 @@ pub fn duration_minutes(field: &str, minutes: i64) -> Result<i32, FieldError> {
     Ok(minutes as i32)
 }
 
+/// A reminder's lead time in minutes, 0 (none) ..= one week.
+pub fn reminder_minutes(field: &str, minutes: u16) -> Result<u16, FieldError> {
+    if minutes > crate::model::MAX_REMINDER_MINUTES {
+        let max = crate::model::MAX_REMINDER_MINUTES;
+        return Err(FieldError::new(field, format!("must be between 0 (no reminder) and {max} minutes")));
+    }
+    Ok(minutes)
+}
+
 /// An IANA time zone name such as `America/Los_Angeles`.
 pub fn timezone(field: &str, raw: &str) -> Result<Tz, FieldError> {
     raw.parse::<Tz>().map_err(|_| FieldError::new(field, format!("`{raw}` is not an IANA time zone")))
@@ -132,6 +141,9 @@ mod tests {
         assert!(duration_minutes("d", 0).is_err());
         assert!(duration_minutes("d", 1441).is_err());
         assert_eq!(duration_minutes("d", 30).unwrap(), 30);
+        assert_eq!(reminder_minutes("r", 0).unwrap(), 0);
+        assert_eq!(reminder_minutes("r", 10_080).unwrap(), 10_080);
+        assert!(reminder_minutes("r", 10_081).is_err());
         assert!(timezone("tz", "Mars/Olympus").is_err());
         assert!(timezone("tz", "America/Los_Angeles").is_ok());
         assert!(password("p", "").is_err());

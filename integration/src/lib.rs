@@ -13,6 +13,7 @@
 
 pub mod otlp;
 pub mod smtp;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -101,11 +102,19 @@ pub struct NodeOptions {
     pub env: Vec<(String, String)>,
     /// A cluster member: the configuration file's text and this node's name in it.
     pub member: Option<(String, String)>,
+    /// A single node's configuration file (default: empty).
+    pub config: String,
 }
 
 impl NodeOptions {
     pub fn new(backend: Backend) -> NodeOptions {
-        NodeOptions { backend, database_url: None, env: Vec::new(), member: None }
+        NodeOptions { backend, database_url: None, env: Vec::new(), member: None, config: String::new() }
+    }
+
+    /// Gives a single node this configuration file.
+    pub fn config(mut self, text: impl Into<String>) -> NodeOptions {
+        self.config = text.into();
+        self
     }
 
     /// Adds an environment variable.
@@ -165,7 +174,7 @@ impl TestNode {
             (None, Backend::Sqlite) => (None, format!("sqlite://{}", data_dir.path().join("parley.db").display())),
         };
         let empty_config = data_dir.path().join("empty.toml");
-        std::fs::write(&empty_config, "").expect("write config");
+        std::fs::write(&empty_config, &opts.config).expect("write config");
         let mut cmd = Command::new(parley_bin());
         match &opts.member {
             None => {

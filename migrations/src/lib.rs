@@ -19,6 +19,7 @@ mod m20261125_000009_meeting_owner_epoch;
 mod m20261203_000010_recording_pipeline;
 mod m20261206_000011_share_recordings;
 mod m20261207_000012_notification_outbox;
+mod m20261207_000013_reminders_and_webhooks;
 
 /// Applies Parley's schema. `parley migrate` and `parley node` run it.
 pub struct Migrator;
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000010_recording_pipeline::Migration),
             Box::new(m20261206_000011_share_recordings::Migration),
             Box::new(m20261207_000012_notification_outbox::Migration),
+            Box::new(m20261207_000013_reminders_and_webhooks::Migration),
         ]
     }
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use parley_core::notice::WebhookKind;
 use serde::Deserialize;
 
 /// The file read when `--config` / `PARLEY_CONFIG` are not given (if it exists).
@@ -159,9 +160,72 @@ pub struct NotifySection {
     /// The first retry's wait after a failed delivery, in milliseconds (default 30000; each
     /// next one waits 4× longer, at most 10 minutes).
     pub retry_base_ms: Option<u64>,
+    /// How often this node looks for reminders that are due, in milliseconds (default 30000).
+    /// Every node looks; each reminder is queued once.
+    pub reminder_scan_ms: Option<u64>,
     /// Email through an SMTP server (`[notify.smtp]`); absent: each message is written as an
     /// `.eml` file into `<data_dir>/outbox/`.
     pub smtp: Option<SmtpSection>,
+    /// Endpoints that receive signed webhook events (`[[notify.webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSection>,
+}
+
+/// One `[[notify.webhooks]]` entry.
+#[derive(Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    /// `https://…` (or `http://…`) receiving the POSTs.
+    pub url: String,
+    /// The HMAC-SHA256 key the requests are signed with (at least 16 characters).
+    pub secret: String,
+    /// Which events, by name (`meeting.started`, `meeting.ended`, `participant.joined`,
+    /// `participant.left`, `recording.ready`); absent: all of them.
+    pub events: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for WebhookSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSection").field("url", &self.url).field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
+/// A resolved webhook endpoint.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Webhook {
+    pub url: String,
+    pub secret: String,
+    pub events: Vec<WebhookKind>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook").field("url", &self.url).field("events", &self.events).finish_non_exhaustive()
+    }
+}
+
+/// The shortest webhook secret accepted.
+pub const MIN_WEBHOOK_SECRET: usize = 16;
+
+fn resolve_webhook(w: &WebhookSection, seen: &mut Vec<String>) -> Result<Webhook, String> {
+    let url = w.url.trim();
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) || url.chars().any(char::is_whitespace) {
+        return Err(format!("webhook url `{url}` must be http:// or https:// with a host"));
+    }
+    if seen.iter().any(|u| u == url) {
+        return Err(format!("webhook url `{url}` is listed twice"));
+    }
+    seen.push(url.to_owned());
+    if w.secret.chars().count() < MIN_WEBHOOK_SECRET {
+        return Err(format!("the secret of webhook `{url}` must have at least {MIN_WEBHOOK_SECRET} characters"));
+    }
+    let events = match &w.events {
+        None => WebhookKind::ALL.to_vec(),
+        Some(list) if list.is_empty() => return Err(format!("webhook `{url}` lists no events")),
+        Some(list) => list.iter().map(|e| e.parse::<WebhookKind>()).collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(Webhook { url: url.to_owned(), secret: w.secret.clone(), events })
 }
 
 /// `[notify.smtp]`.
@@ -207,6 +271,8 @@ pub struct NotifySettings {
     pub retry_base: std::time::Duration,
     pub mail: MailSetting,
     pub from: String,
+    pub reminder_scan: std::time::Duration,
+    pub webhooks: Vec<Webhook>,
 }
 
 fn resolve_notify(file: &NotifySection, data_dir: &Path, env: &dyn Env) -> Result<NotifySettings, ConfigError> {
@@ -219,6 +285,11 @@ fn resolve_notify(file: &NotifySection, data_dir: &Path, env: &dyn Env) -> Resul
         env_or(env, "PARLEY_NOTIFY_POLL_MS", "a whole number", file.poll_ms).map_err(|e| bad(e.to_string()))?;
     let retry_ms = env_or(env, "PARLEY_NOTIFY_RETRY_BASE_MS", "a whole number", file.retry_base_ms)
         .map_err(|e| bad(e.to_string()))?;
+    let scan_ms = env_or(env, "PARLEY_NOTIFY_REMINDER_SCAN_MS", "a whole number", file.reminder_scan_ms)
+        .map_err(|e| bad(e.to_string()))?;
+    let mut seen = Vec::new();
+    let webhooks =
+        file.webhooks.iter().map(|w| resolve_webhook(w, &mut seen)).collect::<Result<Vec<_>, _>>().map_err(bad)?;
     let smtp = file.smtp.clone().unwrap_or_default();
     let mail = match env.var("PARLEY_SMTP_URL").or(smtp.url) {
         Some(url) => MailSetting::Smtp {
@@ -235,6 +306,8 @@ fn resolve_notify(file: &NotifySection, data_dir: &Path, env: &dyn Env) -> Resul
         retry_base: std::time::Duration::from_millis(retry_ms.unwrap_or(30_000).max(10)),
         mail,
         from: env.var("PARLEY_SMTP_FROM").or(smtp.from).unwrap_or_else(|| "Parley <parley@localhost>".into()),
+        reminder_scan: std::time::Duration::from_millis(scan_ms.unwrap_or(30_000).max(50)),
+        webhooks,
     })
 }
 
@@ -992,6 +1065,46 @@ mod tests {
         assert!(matches!(&n.mail, MailSetting::Smtp { url, .. } if url == "smtp://127.0.0.1:2525"));
         let env: HashMap<&str, &str> = HashMap::from([("PARLEY_NOTIFY_WORKERS", "many")]);
         assert!(matches!(Settings::resolve(&file, None, &env), Err(ConfigError::BadNotify(_))));
+    }
+
+    fn webhooks_of(toml_text: &str) -> Result<Vec<Webhook>, ConfigError> {
+        let text = format!("[cluster]\nsecret = \"0123456789abcdef0123\"\n{toml_text}");
+        let file: ConfigFile = toml::from_str(&text).unwrap();
+        Settings::resolve(&file, None, &HashMap::<&str, &str>::new()).map(|s| s.notify.webhooks)
+    }
+
+    #[test]
+    fn webhooks_list_their_events_or_get_all_and_their_secrets_are_not_printed() {
+        let hooks = webhooks_of(
+            r#"
+            [[notify.webhooks]]
+            url = "https://hooks.example.com/parley"
+            secret = "a-long-enough-secret"
+            events = ["participant.joined", "recording.ready"]
+            [[notify.webhooks]]
+            url = "http://127.0.0.1:9000/in"
+            secret = "another-long-secret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(hooks.len(), 2);
+        assert_eq!(hooks[0].events, vec![WebhookKind::ParticipantJoined, WebhookKind::RecordingReady]);
+        assert_eq!(hooks[1].events, WebhookKind::ALL.to_vec());
+        assert!(!format!("{hooks:?}").contains("a-long-enough-secret"));
+        assert_eq!(webhooks_of("").unwrap(), Vec::new());
+        for bad in [
+            "url = \"ftp://x/y\"\nsecret = \"a-long-enough-secret\"",
+            "url = \"https://\"\nsecret = \"a-long-enough-secret\"",
+            "url = \"https://x/y\"\nsecret = \"short\"",
+            "url = \"https://x/y\"\nsecret = \"a-long-enough-secret\"\nevents = [\"meeting.exploded\"]",
+            "url = \"https://x/y\"\nsecret = \"a-long-enough-secret\"\nevents = []",
+        ] {
+            let r = webhooks_of(&format!("[[notify.webhooks]]\n{bad}"));
+            assert!(matches!(r, Err(ConfigError::BadNotify(_))), "{bad}: {r:?}");
+        }
+        let twice = "[[notify.webhooks]]\nurl = \"https://x/y\"\nsecret = \"a-long-enough-secret\"\n";
+        let r = webhooks_of(&format!("{twice}{twice}"));
+        assert!(matches!(&r, Err(ConfigError::BadNotify(m)) if m.contains("twice")), "{r:?}");
     }
 
     #[test]

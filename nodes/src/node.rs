@@ -98,9 +98,16 @@ async fn connect(settings: &Settings) -> anyhow::Result<Store> {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("cannot create data directory {}", settings.data_dir.display()))?;
     }
-    Store::connect(&settings.database_url)
+    let store = Store::connect(&settings.database_url)
         .await
-        .with_context(|| format!("cannot connect to the database at {}", redact_url(&settings.database_url)))
+        .with_context(|| format!("cannot connect to the database at {}", redact_url(&settings.database_url)))?;
+    let routes = settings
+        .notify
+        .webhooks
+        .iter()
+        .map(|w| parley_store::notifications::WebhookRoute { url: w.url.clone(), events: w.events.clone() })
+        .collect();
+    Ok(store.with_webhooks(routes))
 }
 
 /// Applies pending migrations, printing one line per step.

@@ -1,4 +1,4 @@
-//! Notices to email.
+//! Notices to email, and events to webhooks.
 //!
 //! The store writes a [`parley_core::notice::Notice`] into the notification outbox in the same
 //! transaction as the change that causes it. This crate turns one notice into one email and
@@ -13,16 +13,21 @@
 //!   `.eml` files into a directory (development and tests); [`SendError`] says whether a failure
 //!   is permanent (an SMTP 5xx) or worth retrying.
 //!
+//! - [`webhook`]: [`WebhookClient`] POSTs an event, signed with HMAC-SHA256 over
+//!   `<timestamp>.<body>`; [`webhook::verify`] is what a receiver runs.
+//!
 //! Nothing here reads the database or loops: the delivery loop (claiming outbox rows, retrying
 //! with back-off, marking rows sent or failed) lives in the node.
 
 pub mod email;
 pub mod ical;
 pub mod transport;
+pub mod webhook;
 
 pub use email::{ComposeError, Composer, IdempotencyKeyHeader};
 pub use ical::{IcalError, render as render_ical};
 pub use transport::{SendError, Transport};
+pub use webhook::WebhookClient;
 
 /// The longest sanitised key kept, so a `Message-ID` stays a reasonable header and a file name
 /// stays within file-system limits.

@@ -40,6 +40,10 @@ pub struct Model {
     pub updated_at: DateTimeUtc,
     /// The iCalendar `SEQUENCE` of the last calendar message about this meeting.
     pub ics_sequence: i32,
+    /// Minutes before the start at which invitees are reminded (0: never).
+    pub reminder_minutes: i32,
+    /// When the reminders are due; `None` once queued (or with no reminder).
+    pub remind_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -9,16 +9,19 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
-    /// `parley_core::notice::NoticeKind`, e.g. `invitation`, `recording_ready`.
+    /// `email` or `webhook`.
+    pub channel: String,
+    /// `parley_core::notice::NoticeKind` (`invitation`, `recording_ready`…) for email,
+    /// `parley_core::notice::WebhookKind` (`participant.joined`…) for a webhook.
     pub kind: String,
     pub meeting_id: Uuid,
     pub recording_id: Option<Uuid>,
-    /// JSON: a `parley_core::notice::Notice`.
+    /// JSON: a `parley_core::notice::Notice` (email) or the `WebhookEvent` body (webhook).
     pub payload: String,
     /// `pending` until delivered (`sent`) or given up (`failed`).
     pub status: String,
     pub created_at: DateTimeUtc,
-    /// The email address the message goes to.
+    /// The email address or webhook URL the message goes to.
     pub recipient: String,
     /// Unique: the same message is never queued twice; receivers drop duplicates by it.
     pub idempotency_key: String,

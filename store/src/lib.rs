@@ -128,6 +128,15 @@ pub struct MigrationStep {
     pub elapsed: Duration,
 }
 
+/// What one attempt to claim a queued row (a recording job, a notification) found.
+pub(crate) enum Claim<T> {
+    Got(T),
+    /// Nothing is due.
+    Nothing,
+    /// Another worker took the row first.
+    Lost,
+}
+
 /// A handle to the relational store. Cheap to clone (a pool inside). Not `Debug`: the URL may
 /// carry a password.
 #[derive(Clone)]
@@ -135,6 +144,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The URL connected to; the migration lock opens one more connection with it.
     url: String,
+    /// Where webhook events are queued for (none: no event is written).
+    webhooks: std::sync::Arc<[notifications::WebhookRoute]>,
 }
 
 impl Store {
@@ -160,12 +171,40 @@ impl Store {
             db.execute_unprepared("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;")
                 .await?;
         }
-        Ok(Store { db, url })
+        Ok(Store { db, url, webhooks: std::sync::Arc::from(Vec::new()) })
+    }
+
+    /// This store, queueing webhook events for `routes` (the nodes' `[[notify.webhooks]]`).
+    pub fn with_webhooks(mut self, routes: Vec<notifications::WebhookRoute>) -> Store {
+        self.webhooks = std::sync::Arc::from(routes);
+        self
     }
 
     /// The underlying connection, for adapters that build their own queries.
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
+    }
+
+    /// Runs one claim `attempt` until it claims a row or finds none due. On SQLite (no row
+    /// locks) another worker may win the compare-and-set, or commit between our read and our
+    /// write (then SQLite refuses the write as "locked"): a few tries, then `None` until the
+    /// caller's next poll. PostgreSQL's `SKIP LOCKED` makes a lost race rare there.
+    pub(crate) async fn retry_claim<T, F, Fut>(&self, mut attempt: F) -> Result<Option<T>, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Claim<T>, StoreError>>,
+    {
+        for n in 0..8u64 {
+            match attempt().await {
+                Ok(Claim::Got(row)) => return Ok(Some(row)),
+                Ok(Claim::Nothing) => return Ok(None),
+                Ok(Claim::Lost) => {}
+                Err(e) if self.backend() == DbBackend::Sqlite && e.to_string().contains("locked") => {}
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(Duration::from_millis(5 + n * 10)).await;
+        }
+        Ok(None)
     }
 
     /// Which engine this store talks to.

@@ -13,7 +13,9 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::meetings::Meeting;
+use crate::notifications::{webhook_event, webhook_events};
 use crate::{Store, StoreError};
+use parley_core::notice::WebhookKind;
 
 /// What a meeting actor needs to run a meeting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +72,8 @@ impl Store {
                     txn.rollback().await?;
                     return Box::pin(self.start_meeting(id, node)).await;
                 }
+                let event = webhook_event(WebhookKind::MeetingStarted, Uuid::now_v7(), &m, now);
+                webhook_events(&txn, &self.webhooks, &event, None).await?;
                 now
             }
             MeetingStatus::Active => {
@@ -159,7 +163,11 @@ impl Store {
     /// The row stays share-locked until the caller's transaction ends, so a takeover (which
     /// bumps the epoch with an UPDATE) waits for this write or makes it fail — never both.
     /// (SQLite has no row locks; there a single node writes anyway.)
-    async fn check_epoch<C: sea_orm::ConnectionTrait>(c: &C, id: Uuid, epoch: i64) -> Result<(), StoreError> {
+    pub(crate) async fn check_epoch<C: sea_orm::ConnectionTrait>(
+        c: &C,
+        id: Uuid,
+        epoch: i64,
+    ) -> Result<(), StoreError> {
         let current = meeting::Entity::find_by_id(id)
             .select_only()
             .column(meeting::Column::OwnerEpoch)
@@ -195,6 +203,9 @@ impl Store {
             .filter(meeting::Column::OwnerEpoch.eq(epoch))
             .exec(&txn)
             .await?;
+        let mut event = webhook_event(WebhookKind::MeetingEnded, Uuid::now_v7(), &m, now);
+        event.duration_seconds = Some(duration);
+        webhook_events(&txn, &self.webhooks, &event, None).await?;
         meeting_analytics::Entity::insert(meeting_analytics::ActiveModel {
             meeting_id: Set(id),
             total_participants: Set(analytics.total_participants as i32),

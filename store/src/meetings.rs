@@ -19,13 +19,13 @@ use parley_schema::{meeting, meeting_participant, recurring_occurrence, recurrin
 use sea_orm::sea_query::Expr;
 
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Set, TransactionTrait,
 };
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::notifications::{EventScope, event_notices};
+use crate::notifications::{EventScope, drop_pending_reminders, event_notices};
 use crate::users::{corrupt, find_or_invite};
 use crate::{Store, StoreError};
 
@@ -98,6 +98,7 @@ impl TryFrom<meeting::Model> for Meeting {
                 video_on_entry: m.video_on_entry,
                 screen_share: m.screen_share.parse().map_err(corrupt)?,
                 share_recordings: m.share_recordings,
+                reminder_minutes: u16::try_from(m.reminder_minutes).map_err(corrupt)?,
             },
             has_password: m.password_hash.is_some(),
             title: m.title,
@@ -305,7 +306,11 @@ impl Store {
             return Err(StoreError::Rule("the meeting would end after the year 9999".into()));
         }
         let mut settings = Meeting::try_from(m.clone())?.settings;
+        let old_lead = settings.reminder_minutes;
         patch.settings.apply(&mut settings);
+        // Moved, or a new lead time: the reminders are planned again (a meeting already
+        // reminded for this start is not reminded twice: see `reminder_notices`).
+        let replan = moved.is_some() || settings.reminder_minutes != old_lead;
         let series_id = m.series_id;
         let calendar_changed = moved.is_some()
             || patch.title.as_ref().is_some_and(|t| *t != m.title)
@@ -329,12 +334,18 @@ impl Store {
             am.password_hash = Set(p);
         }
         set_settings(&mut am, &settings);
+        if replan {
+            am.remind_at = Set(remind_at(start, &settings));
+        }
         let now = Utc::now();
         am.updated_at = Set(now);
         if calendar_changed && series_id.is_none() {
             am.ics_sequence = Set(old_sequence + 1);
         }
         let updated = am.update(&txn).await?;
+        if moved.is_some() {
+            drop_pending_reminders(&txn, vec![id], "the meeting moved; it is reminded of its new time").await?;
+        }
         if let Some(t) = moved {
             meeting_participant::Entity::update_many()
                 .col_expr(meeting_participant::Column::ScheduledTime, Expr::value(t))
@@ -368,6 +379,7 @@ impl Store {
                 let now = Utc::now();
                 let mut am = m.clone().into_active_model();
                 am.status = Set(MeetingStatus::Cancelled.as_str().to_owned());
+                am.remind_at = Set(None);
                 am.updated_at = Set(now);
                 if series_id.is_none() {
                     am.ics_sequence = Set(m.ics_sequence + 1);
@@ -376,6 +388,7 @@ impl Store {
                 if series_id.is_some() {
                     mark_exception(&txn, id).await?;
                 }
+                drop_pending_reminders(&txn, vec![id], "the meeting was cancelled").await?;
                 let (scope, sequence) = calendar_scope(&txn, &updated).await?;
                 event_notices(&txn, NoticeKind::Cancellation, CalendarMethod::Cancel, &updated, scope, sequence, now)
                     .await?;
@@ -434,8 +447,18 @@ impl Store {
             return Err(StoreError::Forbidden("only the host may cancel a series"));
         }
         let now = Utc::now();
+        let cancelled: Vec<Uuid> = meeting::Entity::find()
+            .select_only()
+            .column(meeting::Column::Id)
+            .filter(meeting::Column::SeriesId.eq(id))
+            .filter(meeting::Column::Status.eq(MeetingStatus::Scheduled.as_str()))
+            .into_tuple()
+            .all(&txn)
+            .await?;
+        drop_pending_reminders(&txn, cancelled, "the meeting was cancelled").await?;
         let res = meeting::Entity::update_many()
             .col_expr(meeting::Column::Status, Expr::value(MeetingStatus::Cancelled.as_str()))
+            .col_expr(meeting::Column::RemindAt, Expr::value(Option::<DateTime<Utc>>::None))
             .col_expr(meeting::Column::UpdatedAt, Expr::value(now))
             .filter(meeting::Column::SeriesId.eq(id))
             .filter(meeting::Column::Status.eq(MeetingStatus::Scheduled.as_str()))
@@ -599,6 +622,7 @@ fn meeting_active_model(
         series_id: Set(series_id),
         created_at: Set(now),
         updated_at: Set(now),
+        remind_at: Set(remind_at(at, &new.settings)),
         ..Default::default()
     };
     set_settings(&mut am, &new.settings);
@@ -612,6 +636,12 @@ fn set_settings(am: &mut meeting::ActiveModel, s: &MeetingSettings) {
     am.video_on_entry = Set(s.video_on_entry);
     am.screen_share = Set(s.screen_share.as_str().to_owned());
     am.share_recordings = Set(s.share_recordings);
+    am.reminder_minutes = Set(i32::from(s.reminder_minutes));
+}
+
+/// When the reminders of a meeting starting at `start` are due (`None`: it has none).
+fn remind_at(start: DateTime<Utc>, s: &MeetingSettings) -> Option<DateTime<Utc>> {
+    (s.reminder_minutes > 0).then(|| start - chrono::Duration::minutes(i64::from(s.reminder_minutes)))
 }
 
 fn participant_row(

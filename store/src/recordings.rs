@@ -14,17 +14,17 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use parley_core::model::{ProcessingStatus, RecordingLayout};
-use parley_core::notice::{NoticeKind, RecordingFacts};
-use parley_schema::{meeting_recording, notification, recording_job, recording_part};
+use parley_core::notice::{NoticeKind, RecordingFacts, WebhookKind};
+use parley_schema::{meeting, meeting_recording, notification, recording_job, recording_part};
 use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use uuid::Uuid;
 
-use crate::notifications::recording_notices;
+use crate::notifications::{recording_notices, webhook_event, webhook_events};
 use crate::users::corrupt;
-use crate::{Store, StoreError};
+use crate::{Claim, Store, StoreError};
 
 /// One recording as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,13 +95,6 @@ pub struct RecordingOutputs {
     pub transcript_url: Option<String>,
     /// JSON for the API.
     pub artifacts: String,
-}
-
-enum Claim {
-    Got(ClaimedJob),
-    Nothing,
-    /// Another worker took it first.
-    Lost,
 }
 
 /// What happened to a failed attempt.
@@ -287,22 +280,10 @@ impl Store {
     /// backoff is over, or a running one whose lease expired (its worker died). `None`: no work.
     pub async fn claim_job(&self, owner: &str, lease: std::time::Duration) -> Result<Option<ClaimedJob>, StoreError> {
         let lease = chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::seconds(60));
-        // A few tries: on SQLite (no row locks) another worker may win the compare-and-set, or
-        // commit between our read and our write (then SQLite refuses the write as "locked").
-        for attempt in 0..8u64 {
-            match self.try_claim(owner, lease).await {
-                Ok(Claim::Got(job)) => return Ok(Some(job)),
-                Ok(Claim::Nothing) => return Ok(None),
-                Ok(Claim::Lost) => {}
-                Err(e) if self.backend() == sea_orm::DbBackend::Sqlite && e.to_string().contains("locked") => {}
-                Err(e) => return Err(e),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(5 + attempt * 10)).await;
-        }
-        Ok(None)
+        self.retry_claim(|| self.try_claim(owner, lease)).await
     }
 
-    async fn try_claim(&self, owner: &str, lease: chrono::Duration) -> Result<Claim, StoreError> {
+    async fn try_claim(&self, owner: &str, lease: chrono::Duration) -> Result<Claim<ClaimedJob>, StoreError> {
         {
             let now = Utc::now();
             let claimable = Condition::any()
@@ -449,7 +430,12 @@ impl Store {
             duration_seconds: Some(out.duration_seconds),
             error: None,
         };
-        recording_notices(&txn, NoticeKind::RecordingReady, job.meeting_id, facts, now).await?;
+        recording_notices(&txn, NoticeKind::RecordingReady, job.meeting_id, facts.clone(), now).await?;
+        if let Some(m) = meeting::Entity::find_by_id(job.meeting_id).one(&txn).await? {
+            let mut event = webhook_event(WebhookKind::RecordingReady, Uuid::now_v7(), &m, now);
+            event.recording = Some(facts);
+            webhook_events(&txn, &self.webhooks, &event, Some(job.recording_id)).await?;
+        }
         txn.commit().await?;
         Ok(true)
     }

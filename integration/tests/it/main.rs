@@ -23,6 +23,7 @@ mod recording_queue;
 mod recurring;
 mod traces;
 mod users;
+mod webhooks;
 mod ws_abuse;
 
 use chrono::{DateTime, Utc};

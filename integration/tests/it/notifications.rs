@@ -359,3 +359,89 @@ async fn without_smtp_messages_are_eml_files() {
     let (_, list) = outbox(&node, &host, m).await;
     assert_eq!(list["notifications"][0]["status"], "sent", "{list}");
 }
+
+/// Reminders with a short lead time on three nodes, each scanning every 200 ms: one reminder
+/// per person per meeting, none for a cancelled meeting, and a moved meeting reminded of its
+/// new time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_out_once_across_a_three_node_cluster() {
+    let sink = SmtpSink::start().await;
+    let env = [
+        ("PARLEY_SMTP_URL", sink.url()),
+        ("PARLEY_SMTP_FROM", "Parley <meetings@parley.test>".to_owned()),
+        ("PARLEY_NOTIFY_POLL_MS", "100".to_owned()),
+        ("PARLEY_NOTIFY_RETRY_BASE_MS", "200".to_owned()),
+        ("PARLEY_NOTIFY_REMINDER_SCAN_MS", "200".to_owned()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = parley_integration::TestCluster::start(3, 0, &env).await;
+    let node = &c.nodes[0];
+    let (_, host) = node.user("host@example.com", "Hannah Host").await;
+    // Whole seconds: the lead time is one minute, so each is due within seconds.
+    let soon = |secs: i64| DateTime::from_timestamp(Utc::now().timestamp() + secs, 0).unwrap();
+    let invitees = json!([{"email": "alice@example.com"}, {"email": "bob@example.com"}]);
+    let with_reminder = |title: &str, at: DateTime<Utc>| {
+        let mut b = meeting_body(title, at);
+        b["participants"] = invitees.clone();
+        b["settings"] = json!({"reminder_minutes": 1});
+        b
+    };
+    let due = id_of(&create_meeting(node, &host, with_reminder("Due soon", soon(64))).await, "meeting_id");
+    let cancelled = id_of(&create_meeting(node, &host, with_reminder("Called off", soon(64))).await, "meeting_id");
+    let (status, _) = node.call(Method::DELETE, &format!("/api/meetings/{cancelled}"), Some(&host), None).await;
+    assert_eq!(status, StatusCode::OK);
+    let later = id_of(&create_meeting(node, &host, with_reminder("Moved up", in_hours(3))).await, "meeting_id");
+    let new_start = soon(66);
+    let (status, _) = node
+        .call(
+            Method::PATCH,
+            &format!("/api/meetings/{later}"),
+            Some(&host),
+            Some(json!({"scheduled_time": new_start.to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    // A meeting without reminders, due as soon as the others.
+    let mut quiet = with_reminder("No reminder", soon(64));
+    quiet["settings"] = json!({"reminder_minutes": 0});
+    let quiet = id_of(&create_meeting(node, &host, quiet).await, "meeting_id");
+
+    let reminders = |mails: Vec<Mail>| -> Vec<Mail> {
+        mails.into_iter().filter(|m| m.subject.as_deref().is_some_and(|s| s.starts_with("Reminder:"))).collect()
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while reminders(sink.mails()).len() < 6 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Every node keeps scanning: nothing more may come.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = reminders(sink.mails());
+    assert_eq!(got.len(), 6, "{got:#?}\n{}", c.nodes[1].log());
+    for (title, people) in [("Due soon", 3), ("Moved up", 3)] {
+        let of: Vec<&Mail> = got.iter().filter(|m| m.subject.as_deref().is_some_and(|s| s.contains(title))).collect();
+        assert_eq!(of.len(), people, "{title}: {got:#?}");
+        for who in ["host@example.com", "alice@example.com", "bob@example.com"] {
+            assert_eq!(mails_to(&of.iter().map(|m| (*m).clone()).collect::<Vec<_>>(), who).len(), 1, "{title} → {who}");
+        }
+    }
+    let (_, list) = outbox(node, &host, later).await;
+    let keys: Vec<&str> = list["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "reminder")
+        .map(|n| n["idempotency_key"].as_str().unwrap())
+        .collect();
+    let stamp = new_start.format("%Y%m%dT%H%M%SZ").to_string();
+    assert_eq!(keys.len(), 3, "{list}");
+    assert!(keys.iter().all(|k| k.contains(&stamp)), "reminded of the new start {stamp}: {keys:?}");
+    for m in [cancelled, quiet] {
+        let (_, list) = outbox(node, &host, m).await;
+        let n = list["notifications"].as_array().unwrap().iter().filter(|n| n["kind"] == "reminder").count();
+        assert_eq!(n, 0, "{list}");
+    }
+    let (_, list) = outbox(node, &host, due).await;
+    let sent =
+        list["notifications"].as_array().unwrap().iter().filter(|n| n["kind"] == "reminder" && n["status"] == "sent");
+    assert_eq!(sent.count(), 3, "{list}");
+}

@@ -93,6 +93,9 @@ pub async fn create(
     let host = caller.user_id()?;
     let title = validate::text("title", &req.title, validate::MAX_TITLE_CHARS)?;
     let duration = validate::duration_minutes("duration_minutes", req.duration_minutes)?;
+    if let Some(s) = &req.settings {
+        validate::reminder_minutes("settings.reminder_minutes", s.reminder_minutes)?;
+    }
     let tz_name = req.timezone.unwrap_or_else(|| "UTC".to_owned());
     let tz = validate::timezone("timezone", &tz_name)?;
     let meeting_type = req.meeting_type.unwrap_or(if req.recurrence.is_some() {
@@ -210,6 +213,9 @@ pub async fn update(
 ) -> Result<Json<MeetingReply<MeetingDetails>>, ApiError> {
     let id = parse_id(&id, "meeting")?;
     let user = caller.user_id()?;
+    if let Some(m) = req.settings.reminder_minutes {
+        validate::reminder_minutes("settings.reminder_minutes", m)?;
+    }
     if let Some(t) = req.scheduled_time {
         storable("scheduled_time", t, req.duration_minutes.unwrap_or(0).clamp(0, 24 * 60) as i32)?;
         if t < Utc::now() - PAST_TOLERANCE {
