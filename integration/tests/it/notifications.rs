@@ -445,3 +445,63 @@ async fn reminders_go_out_once_across_a_three_node_cluster() {
         list["notifications"].as_array().unwrap().iter().filter(|n| n["kind"] == "reminder" && n["status"] == "sent");
     assert_eq!(sent.count(), 3, "{list}");
 }
+
+/// A row nobody can read (a payload that is not a notice, a channel nobody knows) is failed at
+/// once with the reason, and the messages behind it are still delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_rows_fail_with_the_reason_and_hold_nothing_up() {
+    let sink = SmtpSink::start().await;
+    let node = TestNode::start_with(smtp_node(Backend::Postgres, &sink.url()).env("PARLEY_NOTIFY_WORKERS", "0")).await;
+    let (_, host) = node.user("host@example.com", "Hannah Host").await;
+    let mut body = meeting_body("Sturdy", in_hours(5));
+    body["participants"] = json!([{"email": "alice@example.com"}]);
+    let m = id_of(&create_meeting(&node, &host, body).await, "meeting_id");
+    // Written before the invitation would be claimed: the oldest rows come first.
+    for (key, payload) in [("it-bad-json", "not json at all"), ("it-bad-shape", r#"{"kind": "invitation"}"#)] {
+        node.exec(&format!(
+            "INSERT INTO notifications (id, channel, kind, meeting_id, payload, status, created_at, recipient, \
+             idempotency_key, attempts) VALUES (gen_random_uuid(), 'email', 'invitation', '{m}', '{payload}', \
+             'pending', now() - interval '1 hour', 'x@example.com', '{key}', 0)"
+        ))
+        .await;
+    }
+    // Now a node that delivers.
+    let mut opts = smtp_node(Backend::Postgres, &sink.url());
+    opts.database_url = Some(node.database_url.clone());
+    let deliverer = TestNode::start_with(opts).await;
+    let mails = sink.wait_for(1, WAIT).await;
+    assert_eq!(mails.len(), 1, "{mails:#?}");
+    assert_eq!(mails[0].subject.as_deref(), Some("Invitation: Sturdy"));
+    let (_, list) = outbox(&node, &host, m).await;
+    let rows = list["notifications"].as_array().unwrap();
+    for key in ["it-bad-json", "it-bad-shape"] {
+        let r = rows.iter().find(|r| r["idempotency_key"] == key).unwrap_or_else(|| panic!("{key}: {list}"));
+        assert_eq!((r["status"].as_str(), r["attempts"].as_i64()), (Some("failed"), Some(1)), "{r}");
+        assert!(r["last_error"].as_str().unwrap_or_default().contains("unreadable payload"), "{r}");
+    }
+    drop(deliverer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_lead_time_out_of_range_is_refused() {
+    let sink = SmtpSink::start().await;
+    let node = TestNode::start_with(smtp_node(Backend::Sqlite, &sink.url())).await;
+    let (_, host) = node.user("host@example.com", "Hannah Host").await;
+    let mut body = meeting_body("Too early", in_hours(5));
+    body["settings"] = json!({"reminder_minutes": 10_081});
+    let got = node.call(Method::POST, "/api/meetings", Some(&host), Some(body)).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    assert!(got.1["error"]["message"].as_str().unwrap().contains("reminder_minutes"), "{}", got.1);
+    let mut body = meeting_body("Fine", in_hours(5));
+    body["settings"] = json!({"reminder_minutes": 30});
+    let created = create_meeting(&node, &host, body).await;
+    assert_eq!(created["settings"]["reminder_minutes"], 30, "{created}");
+    let m = id_of(&created, "meeting_id");
+    let path = format!("/api/meetings/{m}");
+    let got =
+        node.call(Method::PATCH, &path, Some(&host), Some(json!({"settings": {"reminder_minutes": 99_999}}))).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "invalid_field");
+    let (status, after) = node.call(Method::GET, &path, Some(&host), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(after["settings"]["reminder_minutes"], 30, "the refused change lost nothing: {after}");
+}
