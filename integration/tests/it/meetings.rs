@@ -36,7 +36,7 @@ async fn create_and_read_a_meeting(backend: Backend) {
     assert_eq!(m["host_display_name"], "Hannah Host");
     assert_eq!(
         m["settings"],
-        json!({"waiting_room": true, "recording_allowed": true, "mute_on_entry": true, "video_on_entry": true, "screen_share": "all", "share_recordings": false})
+        json!({"waiting_room": true, "recording_allowed": true, "mute_on_entry": true, "video_on_entry": true, "screen_share": "all", "share_recordings": false, "reminder_minutes": 10})
     );
     let roles: Vec<(&str, &str, &str)> = m["participants"]
         .as_array()
