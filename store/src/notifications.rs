@@ -243,11 +243,7 @@ async fn reminder_notices(
         }
         let notice = notice_about(NoticeKind::Reminder, m, person, &host, None, None);
         let key = format!("reminder:{}:{start}:{}", m.id, person.email);
-        queued += insert_row(
-            txn,
-            row(CHANNEL_EMAIL, notice.kind.as_str(), m.id, None, person.email.clone(), &notice, key, now)?,
-        )
-        .await?;
+        queued += insert_row(txn, email_row(&notice, None, key, now)?).await?;
     }
     Ok(queued)
 }
@@ -371,18 +367,19 @@ async fn enqueue(
     idempotency_key: String,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let r = row(
-        CHANNEL_EMAIL,
-        notice.kind.as_str(),
-        notice.meeting_id,
-        recording_id,
-        notice.to.email.clone(),
-        notice,
-        idempotency_key,
-        now,
-    )?;
-    r.insert(txn).await?;
+    email_row(notice, recording_id, idempotency_key, now)?.insert(txn).await?;
     Ok(())
+}
+
+/// The outbox row of an email notice to its addressee.
+fn email_row(
+    notice: &Notice,
+    recording_id: Option<Uuid>,
+    idempotency_key: String,
+    now: DateTime<Utc>,
+) -> Result<notification::ActiveModel, StoreError> {
+    let to = notice.to.email.clone();
+    row(CHANNEL_EMAIL, notice.kind.as_str(), notice.meeting_id, recording_id, to, notice, idempotency_key, now)
 }
 
 /// What a claimed row asks to deliver.
