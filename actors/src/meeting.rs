@@ -11,7 +11,6 @@ use parley_core::meeting::{
     Analytics, Answer, Audience, CHAT_HISTORY, Caller, DurableFlags, Effect, LiveMeeting, MeetingConfig, Outcome,
     Snapshot,
 };
-use parley_core::model::RecordingLayout;
 use parley_core::placement::Owner;
 use parley_core::protocol::{
     Encoding, ErrorCode, Event, EventFrame, EventSeq, LeaveReason, MediaNode, ReplyData, Request, decode,
@@ -821,13 +820,13 @@ async fn router(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) -> Resu
 /// Starts capture of a new recording by `by` (the core just turned recording on).
 async fn start_capture(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState, by: Uuid) -> Result<(), String> {
     let s = state.services.clone();
-    if s.recording.is_none() {
+    let Some(layout) = s.recording.as_ref().map(|r| r.layout) else {
         return Err("recording is not configured on this node".into());
-    }
+    };
     let meeting_id = state.meeting.meeting_id();
     let capture = s
         .store
-        .start_recording(meeting_id, by, RecordingLayout::Speaker, &s.node)
+        .start_recording(meeting_id, by, layout, &s.node)
         .await
         .map_err(|e| format!("the recording could not be created: {e}"))?;
     begin_capture(myself, state, capture).await

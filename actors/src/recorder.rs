@@ -59,6 +59,8 @@ pub struct RecordingServices {
     pub objects: Arc<dyn ObjectStore>,
     pub store: Store,
     pub node: String,
+    /// How this node composes the recordings it starts (`[recording] layout`).
+    pub layout: parley_core::model::RecordingLayout,
 }
 
 /// Where a recorder asks for keyframes (its router).

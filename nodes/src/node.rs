@@ -264,6 +264,7 @@ async fn start_live(
             objects,
             store: store.clone(),
             node: settings.node_name.clone(),
+            layout: settings.recording.layout,
         }),
         metrics,
         ops: Arc::new(parley_actors::ops::Journal::new(&settings.node_name)),

@@ -102,10 +102,17 @@ pub(crate) struct Chromium {
 
 impl Chromium {
     pub(crate) fn launch() -> Chromium {
+        Chromium::launch_with(&[])
+    }
+
+    /// With more command-line flags (e.g. `--use-file-for-fake-audio-capture=<wav>`: what this
+    /// browser's fake microphone plays, looped).
+    pub(crate) fn launch_with(extra: &[String]) -> Chromium {
         let path = chromium_path();
         let profile = tempfile::tempdir().expect("profile dir");
         let mut child = Command::new(&path)
             .args(FLAGS)
+            .args(extra)
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg("about:blank")
             .stdin(Stdio::null())

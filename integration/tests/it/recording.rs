@@ -482,7 +482,7 @@ fn speaking(dir: &Path, name: &str, sentence: &str) -> Publish {
 }
 
 /// Words of a text, lower case, without punctuation.
-fn words(s: &str) -> Vec<String> {
+pub(crate) fn words(s: &str) -> Vec<String> {
     s.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect()
 }
 
