@@ -130,10 +130,47 @@ pub enum RouterMsg {
     Record { start: Option<RecordStart>, reply: RpcReplyPort<Result<(), String>> },
     /// Participants' display names (the recording's tile and transcript labels).
     Labels(HashMap<Uuid, String>),
+    /// What the meeting's state lets one participant's media do now (sent on every change of
+    /// their view): a muted microphone and a camera turned off are held at the ingest, and a
+    /// breakout room sees and hears only its own members.
+    Rights { user_id: Uuid, rights: MediaRights },
     /// The recorder needs a keyframe of this published track.
     RecorderKeyframe { publisher: Uuid, track_id: Arc<str> },
     /// Fault injection (drills, tests): panic, as a bug would.
     Crash,
+}
+
+/// What the meeting lets one participant's media do (from their `ParticipantView`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MediaRights {
+    /// Breakout room (`None`: the main room).
+    pub room: Option<u32>,
+    /// Their microphone reaches others (not muted).
+    pub audio: bool,
+    /// Their camera reaches others (video on).
+    pub video: bool,
+}
+
+impl Default for MediaRights {
+    /// Before the meeting says anything: the main room, nothing held.
+    fn default() -> Self {
+        MediaRights { room: None, audio: true, video: true }
+    }
+}
+
+impl MediaRights {
+    pub fn of(view: &parley_core::protocol::ParticipantView) -> MediaRights {
+        MediaRights { room: view.room, audio: !view.audio_muted, video: view.video_on }
+    }
+
+    /// Whether a track of `source` is held under these rights.
+    fn holds(self, source: MediaSource) -> bool {
+        match source {
+            MediaSource::Microphone => !self.audio,
+            MediaSource::Camera => !self.video,
+            MediaSource::Screen => false,
+        }
+    }
 }
 
 /// What a recorder starts with.
@@ -294,6 +331,8 @@ pub struct RouterState {
     deferred_keyframes: std::collections::HashSet<(Arc<str>, Option<Layer>)>,
     recording: Option<RecordingServices>,
     recorder: Option<ActiveRecorder>,
+    /// What the meeting lets each participant's media do (`RouterMsg::Rights`).
+    rights: HashMap<Uuid, MediaRights>,
 }
 
 /// What the forwarder asks of the router from the receive path: a message, never a wait.
@@ -342,6 +381,7 @@ impl Actor for MediaRouterActor {
             deferred_keyframes: Default::default(),
             recording: args.recording,
             recorder: None,
+            rights: HashMap::new(),
         })
     }
 
@@ -432,6 +472,21 @@ impl Actor for MediaRouterActor {
             RouterMsg::Labels(labels) => {
                 if let Some(r) = &state.recorder {
                     let _ = r.actor.cast(RecorderMsg::Labels(labels));
+                }
+            }
+            RouterMsg::Rights { user_id, rights } => {
+                let before = state.rights.insert(user_id, rights).unwrap_or_default();
+                if before == rights {
+                    return Ok(());
+                }
+                let tracks: Vec<Arc<str>> =
+                    state.members.get(&user_id).map(|m| m.published.keys().cloned().collect()).unwrap_or_default();
+                for track_id in tracks {
+                    apply_hold(state, user_id, &track_id).await;
+                }
+                if before.room != rights.room {
+                    tracing::info!(meeting_id = %state.meeting_id, user = %user_id, room = ?rights.room, "media follows to another room");
+                    replan_all(state).await;
                 }
             }
             RouterMsg::RecorderKeyframe { publisher, track_id } => {
@@ -729,6 +784,7 @@ async fn peer_event(state: &mut RouterState, user: Uuid, event: PeerEvent) {
                 tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, ?codec, "publishing");
                 let source = p.source;
                 state.forwarder.publish(user, track_id.clone(), key, codec);
+                apply_hold(state, user, &track_id).await;
                 record_track(state, user, track_id, source, codec);
                 replan_all(state).await;
             } else {
@@ -780,6 +836,20 @@ async fn unpublish(state: &mut RouterState, user: Uuid, track_id: &str) {
 /// The peer allows one request per stream per second; a request inside that second is not
 /// dropped but sent when the second is over (once, however many were asked for meanwhile), so
 /// a subscriber arriving just after another still gets its keyframe.
+/// Holds or releases `user`'s published `track_id` as their rights say; a camera released
+/// asks its publisher for a keyframe, so its viewers can decode again at once.
+async fn apply_hold(state: &mut RouterState, user: Uuid, track_id: &Arc<str>) {
+    let Some(p) = state.members.get(&user).and_then(|m| m.published.get(track_id)) else { return };
+    let (key, source, kind) = (p.key.clone(), p.source, p.codec.kind());
+    let held = state.rights.get(&user).copied().unwrap_or_default().holds(source);
+    if state.forwarder.hold(user, track_id, held) {
+        tracing::info!(meeting_id = %state.meeting_id, %user, track = %key, held, "track held by the meeting's state");
+        if !held && kind == MediaKind::Video {
+            request_keyframe(state, &key, None).await;
+        }
+    }
+}
+
 async fn request_keyframe(state: &mut RouterState, key: &str, layer: Option<Layer>) {
     let Some((publisher, peer, ssrcs)) = state.members.iter().find_map(|(u, m)| {
         let p = m.published.values().find(|p| &*p.key == key)?;
@@ -853,6 +923,7 @@ fn meeting_media(state: &RouterState) -> MeetingMedia {
         }
         media.publishers.push(Publisher {
             participant: u.to_string(),
+            room: state.rights.get(u).and_then(|r| r.room),
             camera: key_of(MediaSource::Camera),
             microphone: key_of(MediaSource::Microphone),
             screen,

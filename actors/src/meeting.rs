@@ -23,7 +23,7 @@ use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::error::{LiveError, LiveResult};
-use crate::media_router::{MediaRouterActor, RecordStart, RouterArgs, RouterMsg, RouterRef};
+use crate::media_router::{MediaRights, MediaRouterActor, RecordStart, RouterArgs, RouterMsg, RouterRef};
 use crate::messages::{Conn, MeetingHandle, MeetingMsg, ParticipantMsg, SharedEvent, connections_group};
 use crate::presence_repair;
 use crate::transport::cast_node;
@@ -528,10 +528,11 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
                 deliver(&s, audience.iter().filter_map(|u| state.conns.get(u)), &shared);
             }
             Effect::PresenceUpsert(view) => {
-                if state.meeting.is_recording()
-                    && let Some(r) = &state.router
-                {
-                    let _ = r.cast(RouterMsg::Labels(state.meeting.display_names().into_iter().collect()));
+                if let Some(r) = &state.router {
+                    let _ = r.cast(RouterMsg::Rights { user_id: view.user_id, rights: MediaRights::of(&view) });
+                    if state.meeting.is_recording() {
+                        let _ = r.cast(RouterMsg::Labels(state.meeting.display_names().into_iter().collect()));
+                    }
                 }
                 let addr = state.conns.get(&view.user_id).map(|c| c.addr(&s.node));
                 let connection_id = addr.as_ref().map(|a| a.id.to_string()).unwrap_or_default();
@@ -813,6 +814,10 @@ async fn router(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState) -> Resu
         recording: state.services.recording.clone(),
     };
     let (r, _) = Actor::spawn_linked(None, MediaRouterActor, args, myself.get_cell()).await?;
+    // What everyone's media may do so far; every later change follows (PresenceUpsert).
+    for view in state.meeting.participants() {
+        let _ = r.cast(RouterMsg::Rights { user_id: view.user_id, rights: MediaRights::of(view) });
+    }
     state.router = Some(r.clone());
     Ok(r)
 }

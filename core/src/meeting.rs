@@ -492,6 +492,7 @@ impl LiveMeeting {
             audio_muted: self.cfg.settings.mute_on_entry && !role.is_moderator(),
             video_on: self.cfg.settings.video_on_entry,
             hand_raised: false,
+            hand_raised_at: None,
             screen_sharing: false,
             joined_at: now,
             room: None,
@@ -702,15 +703,32 @@ impl LiveMeeting {
             }
             Request::Video { on } => {
                 let on = *on;
-                let fx = self.update(user, Event::VideoChanged { user_id: user, on }, |p| {
+                let fx = self.update(user, Event::VideoChanged { user_id: user, on, by: None }, |p| {
                     p.video_on = on;
                     true
                 });
                 Outcome::reply(ReplyData::Done, fx)
             }
+            Request::StopVideo { user_id } => {
+                if !moderator {
+                    return need_moderator();
+                }
+                if let Err((code, why)) = self.target_check(&me, *user_id) {
+                    return Outcome::error(code, why);
+                }
+                let target = *user_id;
+                let fx = self.update(target, Event::VideoChanged { user_id: target, on: false, by: Some(user) }, |p| {
+                    std::mem::replace(&mut p.video_on, false)
+                });
+                Outcome::reply(ReplyData::Done, fx)
+            }
             Request::RaiseHand => {
-                let fx = self.update(user, Event::HandRaised { user_id: user }, |p| {
-                    !std::mem::replace(&mut p.hand_raised, true)
+                let fx = self.update(user, Event::HandRaised { user_id: user, at: now }, |p| {
+                    let was = std::mem::replace(&mut p.hand_raised, true);
+                    if !was {
+                        p.hand_raised_at = Some(now);
+                    }
+                    !was
                 });
                 Outcome::reply(ReplyData::Done, fx)
             }
@@ -724,6 +742,7 @@ impl LiveMeeting {
                 }
                 let by = (target != user).then_some(user);
                 let fx = self.update(target, Event::HandLowered { user_id: target, by }, |p| {
+                    p.hand_raised_at = None;
                     std::mem::replace(&mut p.hand_raised, false)
                 });
                 Outcome::reply(ReplyData::Done, fx)

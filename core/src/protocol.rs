@@ -191,6 +191,11 @@ pub enum Request {
         #[serde(default)]
         audio: Option<u32>,
     },
+    /// Moderator: turn one participant's camera off (never on: only they can). Last, as it
+    /// came last (`REQUEST_TYPES` is in declaration order).
+    StopVideo {
+        user_id: Uuid,
+    },
 }
 
 fn default_page_size() -> u32 {
@@ -299,6 +304,7 @@ impl Request {
             Request::Answer { .. } => REQUEST_TYPES[32],
             Request::IceCandidate { .. } => REQUEST_TYPES[33],
             Request::Subscribe { .. } => REQUEST_TYPES[34],
+            Request::StopVideo { .. } => REQUEST_TYPES[35],
         }
     }
 
@@ -354,6 +360,7 @@ pub const REQUEST_TYPES: &[&str] = &[
     "answer",
     "ice_candidate",
     "subscribe",
+    "stop_video",
 ];
 
 /// Machine-readable error codes of replies (and of close reasons).
@@ -677,6 +684,9 @@ pub struct ParticipantView {
     pub audio_muted: bool,
     pub video_on: bool,
     pub hand_raised: bool,
+    /// When the hand went up (Unix ms), while it is up: the order moderators take hands in.
+    #[serde(default)]
+    pub hand_raised_at: Option<i64>,
     pub screen_sharing: bool,
     /// Unix milliseconds.
     pub joined_at: i64,
@@ -780,9 +790,13 @@ pub enum Event {
     VideoChanged {
         user_id: Uuid,
         on: bool,
+        /// The moderator who turned it off (`stop_video`); `None` when the participant did.
+        by: Option<Uuid>,
     },
     HandRaised {
         user_id: Uuid,
+        /// Unix ms (the participant's `hand_raised_at`).
+        at: i64,
     },
     HandLowered {
         user_id: Uuid,
@@ -1081,6 +1095,7 @@ mod tests {
                 },
             },
             Request::Subscribe { view: ViewKind::Speaker, page: 0, page_size: 25, audio: Some(3) },
+            Request::StopVideo { user_id: u },
         ];
         assert_eq!(all.len(), REQUEST_TYPES.len());
         for (i, r) in all.into_iter().enumerate() {

@@ -3,6 +3,8 @@
 //! the view the subscriber asked for.
 //!
 //! - Nobody receives their own tracks.
+//! - Breakout rooms: a subscriber receives only the participants in its own room (the main
+//!   room is a room too), screen shares and active speakers included.
 //! - A screen share (FLOW 4) takes the stage in every view, full size; cameras shrink to a strip
 //!   of thumbnails (gallery) or to the speaker's thumbnail (speaker view).
 //! - Gallery: one page of the other participants' cameras in meeting order; the tile shrinks as
@@ -35,6 +37,8 @@ pub struct MeetingMedia {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publisher {
     pub participant: String,
+    /// Its breakout room (`None`: the main room).
+    pub room: Option<u32>,
     pub camera: Option<String>,
     pub microphone: Option<String>,
     pub screen: Option<String>,
@@ -95,7 +99,9 @@ pub enum ViewError {
 
 /// The plan of `subscriber` in `meeting` for `view`.
 pub fn plan(meeting: &MeetingMedia, subscriber: &str, view: View, audio: AudioPolicy) -> Result<Plan, ViewError> {
-    let others: Vec<&Publisher> = meeting.publishers.iter().filter(|p| p.participant != subscriber).collect();
+    let room = meeting.publishers.iter().find(|p| p.participant == subscriber).and_then(|p| p.room);
+    let others: Vec<&Publisher> =
+        meeting.publishers.iter().filter(|p| p.participant != subscriber && p.room == room).collect();
     let screen = meeting
         .screen_sharer
         .as_deref()
@@ -169,6 +175,7 @@ mod tests {
     fn publisher(name: &str) -> Publisher {
         Publisher {
             participant: name.to_owned(),
+            room: None,
             camera: Some(format!("{name}/cam")),
             microphone: Some(format!("{name}/mic")),
             screen: None,
@@ -261,6 +268,29 @@ mod tests {
         assert_eq!(two.audio, vec!["p3/mic", "p4/mic"]);
         let none = plan(&m, "p0", View::Speaker, AudioPolicy::Loudest(0)).unwrap();
         assert!(none.audio.is_empty());
+    }
+
+    #[test]
+    fn a_breakout_room_sees_and_hears_only_its_own_members() {
+        let mut m = meeting(5);
+        for (i, room) in [None, Some(1), Some(1), Some(2), None].into_iter().enumerate() {
+            m.publishers[i].room = room;
+        }
+        m.speakers = vec!["p3".into(), "p1".into(), "p4".into()];
+        m.screen_sharer = Some("p2".into());
+        m.publishers[2].screen = Some("p2/screen".into());
+        let main = plan(&m, "p0", View::Gallery { page: 0, page_size: 25 }, AudioPolicy::Everyone).unwrap();
+        assert_eq!(cams(&main), ["p4/cam"], "the main room: p4 only; p2's screen is in room 1");
+        assert_eq!(main.audio, ["p4/mic"]);
+        let room1 = plan(&m, "p1", View::Speaker, AudioPolicy::Everyone).unwrap();
+        assert_eq!(
+            room1.video,
+            vec![("p2/screen".to_owned(), TileSize::Full), ("p2/cam".to_owned(), TileSize::Thumbnail)],
+            "room 1's share; the loudest (p3, in room 2) is not room 1's speaker"
+        );
+        assert_eq!(room1.audio, ["p2/mic"]);
+        let alone = plan(&m, "p3", View::Gallery { page: 0, page_size: 25 }, AudioPolicy::Everyone).unwrap();
+        assert_eq!(alone, Plan::default(), "alone in room 2");
     }
 
     #[test]

@@ -463,6 +463,7 @@ pub fn record_fields(rec: &PresenceRecord, now_ms: i64) -> Vec<(&'static str, St
         ("video", v.video_on.to_string()),
         ("screen_share", v.screen_sharing.to_string()),
         ("hand", v.hand_raised.to_string()),
+        ("hand_at", v.hand_raised_at.map(|t| t.to_string()).unwrap_or_default()),
         ("room", v.room.map(|r| r.to_string()).unwrap_or_default()),
         ("joined_at", v.joined_at.to_string()),
         ("last_heartbeat", now_ms.to_string()),
@@ -486,6 +487,8 @@ pub fn record_from_fields(
             audio_muted: !flag("audio")?,
             video_on: flag("video")?,
             hand_raised: flag("hand")?,
+            // Absent in records written before it existed.
+            hand_raised_at: f.get("hand_at").and_then(|t| t.parse().ok()),
             screen_sharing: flag("screen_share")?,
             joined_at: get("joined_at")?.parse().map_err(|_| PresenceError::Corrupt("joined_at".into()))?,
             room: if room.is_empty() {
@@ -513,6 +516,7 @@ mod tests {
                 audio_muted: true,
                 video_on: false,
                 hand_raised: true,
+                hand_raised_at: Some(4),
                 screen_sharing: false,
                 joined_at: 5,
                 room: Some(2),

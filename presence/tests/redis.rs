@@ -32,6 +32,7 @@ fn rec(user: Uuid, muted: bool) -> PresenceRecord {
             audio_muted: muted,
             video_on: true,
             hand_raised: false,
+            hand_raised_at: None,
             screen_sharing: false,
             joined_at: 1_700_000_000_000,
             room: None,

@@ -545,3 +545,30 @@ fn who_started_the_recording_survives_a_restart() {
     let old = json.replace(&format!(",\"recording_by\":\"{}\"", h.user_id), "");
     assert_eq!(serde_json::from_str::<DurableFlags>(&old).unwrap().recording_by, None);
 }
+
+#[test]
+fn a_moderator_stops_a_camera_and_hands_keep_the_order_they_went_up_in() {
+    let mut w = world(open_settings());
+    let (a, b) = (w.joined("A", None), w.joined("B", None));
+    let h = w.host.clone();
+    let fx = w.ok(&h, Request::StopVideo { user_id: a.user_id });
+    assert!(events(&fx).contains(&&Event::VideoChanged { user_id: a.user_id, on: false, by: Some(h.user_id) }));
+    assert!(!w.m.participant(a.user_id).unwrap().video_on);
+    assert!(w.ok(&h, Request::StopVideo { user_id: a.user_id }).is_empty(), "already off: nothing to tell");
+    assert_eq!(w.code(&b, Request::StopVideo { user_id: a.user_id }), ErrorCode::Forbidden, "not a moderator");
+    let co = w.joined("Co", Some(Role::CoHost));
+    assert_eq!(w.code(&co, Request::StopVideo { user_id: h.user_id }), ErrorCode::Forbidden, "not the host's");
+    // Only the participant turns it back on.
+    let fx = w.ok(&a, Request::Video { on: true });
+    assert!(events(&fx).contains(&&Event::VideoChanged { user_id: a.user_id, on: true, by: None }));
+
+    let t = |w: &mut World, who: &Caller, at: i64, r: Request| w.m.handle(at, who, &r);
+    t(&mut w, &b, T0 + 5_000, Request::RaiseHand);
+    t(&mut w, &a, T0 + 7_000, Request::RaiseHand);
+    let at = |w: &World, c: &Caller| w.m.participant(c.user_id).unwrap().hand_raised_at;
+    assert_eq!((at(&w, &b), at(&w, &a)), (Some(T0 + 5_000), Some(T0 + 7_000)), "B first, then A");
+    let again = t(&mut w, &b, T0 + 9_000, Request::RaiseHand);
+    assert!(again.effects.is_empty() && at(&w, &b) == Some(T0 + 5_000), "raising again keeps one's place");
+    t(&mut w, &b, T0 + 10_000, Request::LowerHand { user_id: None });
+    assert_eq!(at(&w, &b), None);
+}

@@ -33,6 +33,18 @@ pub(crate) async fn save_screenshot(page: &Page, name: &str) {
     println!("screenshot of the {} page: {}", page.label, path.display());
 }
 
+/// Saves a page's screenshot at the window's 1280×800 and again at a 390×844 phone viewport
+/// (`<name>-desktop.png`, `<name>-phone.png`).
+pub(crate) async fn save_screenshots(page: &Page, name: &str) {
+    save_screenshot(page, &format!("{name}-desktop.png")).await;
+    let phone = json!({"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": true});
+    page.call("Emulation.setDeviceMetricsOverride", phone).await.expect("phone viewport");
+    // One frame for the layout to follow.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    save_screenshot(page, &format!("{name}-phone.png")).await;
+    page.call("Emulation.clearDeviceMetricsOverride", json!({})).await.expect("desktop viewport");
+}
+
 pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

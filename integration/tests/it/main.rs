@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod browser;
+mod browser_host;
 mod browser_recording;
 mod cdp;
 mod cli;

@@ -760,3 +760,66 @@ async fn a_publisher_offering_only_h264_is_forwarded_as_h264_and_its_layers_swit
     assert_eq!(mic.as_deref(), Some("audio/opus"));
     assert!(node.log().contains("codec=H264"), "the node logs the codec it forwards:\n{}", node.log());
 }
+
+/// The meeting's state is enforced on the media, whatever the clients send: a muted
+/// microphone and a camera a moderator stopped reach nobody (the publishers here keep sending
+/// regardless), and breakout rooms see and hear only their own members until they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_stopped_video_and_breakout_rooms_are_enforced_on_the_media() {
+    let (node, api) = media_node().await;
+    let (meeting, users) = meeting_with(&api, 3).await;
+    let host = connected(&api, meeting, users[0], true, Publish::CAMERA_AND_MIC).await;
+    let a = connected(&api, meeting, users[1], false, Publish::CAMERA_AND_MIC).await;
+    let b = connected(&api, meeting, users[2], false, Publish::CAMERA_AND_MIC).await;
+    let media = [host.publish(Rates::default()), a.publish(Rates::default()), b.publish(Rates::default())];
+    let all: Vec<String> = users.iter().flat_map(|u| [stream(*u, "camera"), stream(*u, "microphone")]).collect();
+    let everyone_else = |me: Uuid| all.iter().filter(move |k| !k.starts_with(&me.to_string())).cloned();
+    for (p, me) in [(&host, users[0]), (&a, users[1]), (&b, users[2])] {
+        let want: Vec<String> = everyone_else(me).collect();
+        assert!(
+            p.wait_received(WAIT, |r| want.iter().all(|k| r.streams.contains_key(k))).await,
+            "everyone gets everyone else: {:?}",
+            counts(p)
+        );
+    }
+    let got = |d: &BTreeMap<String, u64>, u: Uuid, source: &str| d.get(&stream(u, source)).copied().unwrap_or(0);
+
+    // The host mutes A and stops A's camera; A's client goes on sending both.
+    host.signal.ok(json!({"type": "mute_participant", "user_id": users[1]})).await.expect("mute A");
+    host.signal.ok(json!({"type": "stop_video", "user_id": users[1]})).await.expect("stop A's video");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = deltas(&b, Duration::from_millis(1500)).await;
+    assert_eq!(got(&d, users[1], "microphone") + got(&d, users[1], "camera"), 0, "A's media is held: {d:?}");
+    assert!(got(&d, users[0], "microphone") > 20 && got(&d, users[0], "camera") > 20, "the host's is not: {d:?}");
+    media[1].measure();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (video, audio) = media[1].sent();
+    assert!(video > 0 && audio > 0, "A kept sending all along: {video} video, {audio} audio packets");
+    // A unmutes and turns the camera on again: both flow once more.
+    a.signal.ok(json!({"type": "mute", "muted": false})).await.expect("A unmutes");
+    a.signal.ok(json!({"type": "video", "on": true})).await.expect("A's camera on");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let d = deltas(&b, Duration::from_millis(1500)).await;
+    assert!(got(&d, users[1], "microphone") > 20 && got(&d, users[1], "camera") > 20, "released: {d:?}");
+
+    // Breakout rooms: A and B in room 1, the host stays in the main room.
+    let assignments = json!({users[1].to_string(): 1, users[2].to_string(): 1});
+    host.signal.ok(json!({"type": "breakouts_create", "assignments": assignments})).await.expect("create");
+    // Opening moves everyone assigned into their room.
+    host.signal.ok(json!({"type": "breakouts_open"})).await.expect("open");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let da = deltas(&a, Duration::from_millis(1500)).await;
+    assert!(got(&da, users[2], "microphone") > 20 && got(&da, users[2], "camera") > 20, "A gets B in room 1: {da:?}");
+    assert_eq!(got(&da, users[0], "microphone") + got(&da, users[0], "camera"), 0, "not the main room: {da:?}");
+    let dh = deltas(&host, Duration::from_millis(1500)).await;
+    assert_eq!(dh.values().sum::<u64>(), 0, "the main room is alone: {dh:?}");
+    assert!(node.log().contains("media follows to another room"), "{}", node.log());
+
+    // Closing brings everyone back: the host gets A and B again.
+    host.signal.ok(json!({"type": "breakouts_close"})).await.expect("close");
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let dh = deltas(&host, Duration::from_millis(1500)).await;
+    for u in &users[1..] {
+        assert!(got(&dh, *u, "microphone") > 20 && got(&dh, *u, "camera") > 20, "back in the main room: {dh:?}");
+    }
+}

@@ -34,16 +34,22 @@ impl RtpSink for Ingest {
     fn on_rtp(&self, p: IncomingRtp, out: &mut Outbox) {
         let now = Instant::now();
         self.received.count(p.packet.payload.len());
-        if let Some(level) = p.audio_level {
-            lock(&self.speaker).observe(self.user, level, now);
-        }
         let route = {
             let r = self.routes.read().unwrap_or_else(|p| p.into_inner());
             r.by_track.get(&(self.user, p.track_id.clone())).map(|r| {
-                (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone(), r.record.clone())
+                let fields = (r.key.clone(), r.codec, r.subscribers.clone(), r.rates.clone(), r.cache.clone());
+                (fields, r.record.clone(), r.held)
             })
         };
-        let Some((key, codec, subscribers, rates, cache, record)) = route else { return };
+        // A held track (muted, camera off by the meeting's state) stops here: it reaches no
+        // one, is not recorded, and a muted microphone does not make its owner the speaker.
+        if route.as_ref().is_some_and(|(_, _, held)| *held) {
+            return;
+        }
+        if let Some(level) = p.audio_level {
+            lock(&self.speaker).observe(self.user, level, now);
+        }
+        let Some(((key, codec, subscribers, rates, cache), record, _)) = route else { return };
         let layer = simulcast_layer(p.rid.as_deref());
         if let Some(layer) = layer {
             let mut meters = lock(&self.meters);

@@ -143,8 +143,15 @@ impl Forwarder {
     /// empty packet cache. Replaces any route of that track.
     pub fn publish(&self, publisher: Uuid, track_id: Arc<str>, key: Arc<str>, codec: Codec) {
         let cache = (codec.kind() == MediaKind::Video).then(Arc::default);
-        let route =
-            Route { key, codec, subscribers: Arc::from(Vec::new()), rates: Arc::default(), cache, record: None };
+        let route = Route {
+            key,
+            codec,
+            subscribers: Arc::from(Vec::new()),
+            rates: Arc::default(),
+            cache,
+            record: None,
+            held: false,
+        };
         self.routes.write().unwrap_or_else(|p| p.into_inner()).by_track.insert((publisher, track_id), route);
     }
 
@@ -166,6 +173,20 @@ impl Forwarder {
             None => {
                 tracing::debug!(target: LOG_TARGET, %publisher, track = track_id, "not recorded: the track is not published")
             }
+        }
+    }
+
+    /// Holds (`true`) or releases `publisher`'s track `track_id`: while held, its packets are
+    /// dropped on arrival. Returns whether that changed anything (false for a track with no
+    /// route: a route published again starts released, so call it again then).
+    pub fn hold(&self, publisher: Uuid, track_id: &str, held: bool) -> bool {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        match routes.by_track.get_mut(&(publisher, Arc::from(track_id))) {
+            Some(route) if route.held != held => {
+                route.held = held;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -31,6 +31,9 @@ pub(super) struct Route {
     /// The recording tap, while the track is recorded (`Forwarder::record`); a new route
     /// (publish again) starts without one.
     pub(super) record: Option<Arc<RecordTap>>,
+    /// Held by the meeting (a muted microphone, a camera turned off): its packets go nowhere —
+    /// no subscriber, no recording, no audio level — until it is released.
+    pub(super) held: bool,
 }
 
 /// One subscriber of a route.

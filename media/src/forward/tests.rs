@@ -511,3 +511,32 @@ fn a_recorded_simulcast_track_passes_one_layer_and_switches_at_its_keyframe() {
     assert_eq!(ssrcs(sink.taken()), [0xC, 0xC], "one SSRC at a time");
     assert!(s.asks.taken().is_empty());
 }
+
+#[test]
+fn a_held_track_reaches_no_subscriber_no_recording_and_no_speaker_detector_until_released() {
+    let s = setup(0);
+    let sink = Arc::new(Recorded::default());
+    s.forwarder.publish(s.publisher, Arc::from("mic"), Arc::from("p:microphone"), Codec::Opus);
+    s.forwarder.record(s.publisher, "mic", sink.clone());
+    let (_a, _egress) = s.subscriber("mic", "p:microphone", Codec::Opus, 0xA1, None, vec![]);
+    assert!(!s.forwarder.hold(s.publisher, "nothing", true), "no such route: nothing held");
+    assert!(s.forwarder.hold(s.publisher, "mic", true), "held");
+    assert!(!s.forwarder.hold(s.publisher, "mic", true), "already held");
+    let start = Instant::now();
+    for i in 0..20u16 {
+        let mut p = incoming("mic", 0x1111, None, i, 960 * u32::from(i), Bytes::from_static(b"opus"));
+        p.audio_level = Some(5);
+        assert!(s.send(p).is_empty(), "a muted microphone reaches nobody");
+    }
+    assert!(sink.taken().is_empty(), "and is not recorded");
+    let now = Instant::now().max(start + Duration::from_millis(1));
+    assert!(s.forwarder.speaker_tick(now).is_none(), "nor does it make its owner the speaker");
+    assert_eq!(s.forwarder.received(s.publisher).packets, 20, "what arrived is still counted");
+
+    assert!(s.forwarder.hold(s.publisher, "mic", false), "released");
+    let out = s.send(incoming("mic", 0x1111, None, 20, 960 * 20, Bytes::from_static(b"opus")));
+    assert_eq!(out.len(), 1, "released: forwarded again");
+    assert_eq!(sink.taken().len(), 1, "and recorded");
+    s.forwarder.publish(s.publisher, Arc::from("mic"), Arc::from("p:microphone"), Codec::Opus);
+    assert!(s.forwarder.hold(s.publisher, "mic", true), "a route published again starts released");
+}

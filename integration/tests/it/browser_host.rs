@@ -1,0 +1,234 @@
+//! Running a meeting from the browser client (`nodes/static/index.html`): three Chromium pages
+//! and a fourth that is turned away. The host admits a waiting guest from the alert, promotes
+//! them to co-host, who admits the next; hands go up and the host sees their order; the host
+//! mutes a participant (their page shows it, and their microphone stops reaching the others:
+//! the node holds it), stops their video, removes them (their page says who), locks the meeting
+//! (a fourth page is refused with the reason shown) and ends it for everyone. A participant
+//! named like markup is shown as text. Screenshots of each state at 1280×800 and 390×844.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use parley_integration::{Backend, NodeOptions, TestNode};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::cdp::{Cdp, Chromium, Page, save_screenshots, tail};
+use crate::{create_meeting, id_of};
+
+/// A display name that would run script if a page inserted it as HTML.
+const MARKUP_NAME: &str = "<img src=x onerror=alert(1)>";
+
+struct Meeting {
+    node: TestNode,
+    cdp: Arc<Cdp>,
+    chromium: Chromium,
+    id: Uuid,
+}
+
+impl Meeting {
+    /// A page joining as the holder of `token`, named `name`.
+    async fn open(&self, token: &str, name: &str, label: &'static str) -> Page {
+        let name: String = name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() { char::from(b).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        let url = format!("{}/?meeting={}&token={token}&name={name}&autojoin=1", self.node.base, self.id);
+        Page::open(&self.cdp, &url, label).await
+    }
+
+    async fn report(&self, pages: &[&Page]) -> String {
+        let mut out = String::new();
+        for p in pages {
+            let state = p.eval("window.parley.state()").await.map(|v| v.to_string()).unwrap_or_else(|e| e);
+            let status = p.eval("document.getElementById('status').textContent").await.unwrap_or_default();
+            let toasts = p.eval("document.getElementById('toasts').textContent").await.unwrap_or_default();
+            out += &format!(
+                "--- {} ---\nstate: {state}\nstatus: {status}\ntoasts: {toasts}\nconsole:\n{}\n",
+                p.label,
+                self.cdp.console_of(&p.session).join("\n")
+            );
+        }
+        let stderr = self.chromium.stderr.lock().map(|l| l.join("\n")).unwrap_or_default();
+        out + &format!("--- chromium ---\n{}\n--- node ---\n{}", tail(&stderr, 20), tail(&self.node.log(), 80))
+    }
+
+    /// Waits (bounded) until `expression` holds on `page`; fails with every page's state.
+    async fn expect(&self, page: &Page, expression: &str, what: &str, all: &[&Page]) {
+        if !page.wait_for(expression, Duration::from_secs(15)).await {
+            panic!("{what}: `{expression}` on the {} page\n{}", page.label, self.report(all).await);
+        }
+    }
+}
+
+/// Clicks the button whose accessible name is `label` (what a screen reader announces).
+fn click(label: &str) -> String {
+    format!(
+        "(() => {{ const b = [...document.querySelectorAll('button')].find(b => b.getAttribute('aria-label') === {label:?}); \
+         if (!b) throw new Error('no button labelled ' + {label:?}); b.click(); return true; }})()"
+    )
+}
+
+async fn packets_of(page: &Page, track: &str) -> f64 {
+    page.eval(&format!("window.parley.packetsOf('{track}')")).await.ok().and_then(|v| v.as_f64()).unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_runs_a_whole_meeting_from_the_page() {
+    let chromium = Chromium::launch();
+    let node = TestNode::start_with(NodeOptions::new(Backend::Sqlite)).await;
+    let (_, host_token) = node.user("host@example.com", "Hannah Host").await;
+    let (gus, gus_token) = node.user("gus@example.com", "Gus Guest").await;
+    let (ada, ada_token) = node.user("ada@example.com", "Ada").await;
+    let (_, zed_token) = node.user("zed@example.com", "Zed Late").await;
+    let id = id_of(
+        &create_meeting(
+            &node,
+            &host_token,
+            json!({"title": "Run from the page", "meeting_type": "instant", "duration_minutes": 30,
+                   "settings": {"waiting_room": true}}),
+        )
+        .await,
+        "meeting_id",
+    );
+    let cdp = Arc::new(Cdp::connect(&chromium.ws_url).await);
+    let m = Meeting { node, cdp, chromium, id };
+
+    let host = m.open(&host_token, "Hannah Host", "host").await;
+    m.expect(&host, "window.parley.state().joined", "the host's page joins", &[&host]).await;
+
+    // Gus waits on a waiting screen; the host is alerted (a toast and a chime) and admits him.
+    let gus_page = m.open(&gus_token, "Gus Guest", "gus").await;
+    let all = [&host, &gus_page];
+    m.expect(&gus_page, "!document.getElementById('waiting-screen').hidden", "Gus sees the waiting screen", &all).await;
+    m.expect(
+        &host,
+        "document.getElementById('toasts').textContent.includes('Gus Guest is waiting') && window.parley.state().chimes >= 1",
+        "the host is alerted",
+        &all,
+    )
+    .await;
+    save_screenshots(&host, "host-waiting-alert").await;
+    save_screenshots(&gus_page, "guest-waiting-screen").await;
+    host.eval(&click("Admit Gus Guest")).await.expect("admit");
+    m.expect(&gus_page, "window.parley.state().joined", "Gus is in", &all).await;
+
+    // The host promotes Gus, who then admits Ada (named like markup) from his own alert.
+    host.eval(&click("Make Gus Guest a co-host")).await.expect("promote");
+    m.expect(&gus_page, "window.parley.state().moderator", "Gus is a co-host", &all).await;
+    let ada_page = m.open(&ada_token, MARKUP_NAME, "ada").await;
+    let all = [&host, &gus_page, &ada_page];
+    m.expect(
+        &gus_page,
+        &format!("window.parley.state().waiting.includes('{ada}')"),
+        "the co-host sees Ada waiting",
+        &all,
+    )
+    .await;
+    gus_page.eval(&click(&format!("Admit {MARKUP_NAME}"))).await.expect("the co-host admits");
+    m.expect(&ada_page, "window.parley.state().joined", "Ada is in", &all).await;
+    let ada_name = format!("document.querySelector('#people li[data-user=\"{ada}\"] .name').textContent");
+    m.expect(&host, &format!("{ada_name} === {MARKUP_NAME:?}"), "Ada's name shows as text", &all).await;
+    assert_eq!(
+        host.eval("document.querySelectorAll('#people img').length").await.expect("img count"),
+        json!(0),
+        "no element made of a name"
+    );
+
+    // Hands: Ada first, then Gus; the host sees them in that order.
+    ada_page.eval("document.getElementById('hand').click()").await.expect("Ada raises");
+    m.expect(&host, &format!("window.parley.state().hands[0] === '{ada}'"), "Ada's hand", &all).await;
+    gus_page.eval("document.getElementById('hand').click()").await.expect("Gus raises");
+    m.expect(
+        &host,
+        &format!("JSON.stringify(window.parley.state().hands) === '[\"{ada}\",\"{gus}\"]'"),
+        "the host sees Ada's hand before Gus's",
+        &all,
+    )
+    .await;
+    let flag = |user: Uuid| format!("document.querySelector('#people li[data-user=\"{user}\"]').dataset.hand");
+    assert_eq!(host.eval(&flag(ada)).await.unwrap(), json!("1"));
+    assert_eq!(host.eval(&flag(gus)).await.unwrap(), json!("2"));
+    save_screenshots(&host, "host-hands-in-order").await;
+
+    // Mute: Ada's microphone reaches the host until the host mutes her, then stops (the node
+    // holds a muted microphone, whatever her page does), and her page shows her muted.
+    let mic = format!("{ada}:microphone");
+    let mut before = 0.0;
+    for _ in 0..100 {
+        before = packets_of(&host, &mic).await;
+        if before > 20.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(before > 20.0, "Ada's microphone reaches the host: {before} packets\n{}", m.report(&all).await);
+    host.eval(&click(&format!("Mute {MARKUP_NAME}"))).await.expect("mute Ada");
+    m.expect(&ada_page, "document.getElementById('mute').textContent === 'Unmute'", "Ada's page shows her muted", &all)
+        .await;
+    m.expect(
+        &gus_page,
+        &format!("document.querySelector('#people li[data-user=\"{ada}\"] .flags').textContent.includes('muted')"),
+        "the others see her muted",
+        &all,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let muted_at = packets_of(&host, &mic).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let later = packets_of(&host, &mic).await;
+    assert_eq!(later, muted_at, "no packet of a muted microphone reaches anyone\n{}", m.node.log());
+    assert!(m.node.log().contains("track held by the meeting's state"), "{}", tail(&m.node.log(), 40));
+    save_screenshots(&ada_page, "participant-muted-by-host").await;
+
+    // Stop video: her camera goes off on her page too.
+    host.eval(&click(&format!("Stop {MARKUP_NAME}'s video"))).await.expect("stop video");
+    m.expect(&ada_page, "document.getElementById('video').textContent === 'Start video'", "Ada's camera is off", &all)
+        .await;
+
+    // Remove: her page says who removed her.
+    host.eval(&click(&format!("Remove {MARKUP_NAME} from the meeting"))).await.expect("remove");
+    m.expect(
+        &ada_page,
+        "document.getElementById('status').textContent === 'Hannah Host removed you from the meeting.' \
+         && document.getElementById('toasts').textContent.includes('removed you')",
+        "Ada's page says why",
+        &all,
+    )
+    .await;
+    save_screenshots(&ada_page, "participant-removed").await;
+
+    // Lock: everyone sees it; a fourth page is refused with the reason on screen.
+    host.eval("document.getElementById('lock').click()").await.expect("lock");
+    m.expect(&gus_page, "!document.getElementById('locked').hidden", "Gus sees the meeting locked", &all).await;
+    let zed = m.open(&zed_token, "Zed Late", "zed").await;
+    let all = [&host, &gus_page, &ada_page, &zed];
+    m.expect(
+        &zed,
+        "document.getElementById('toasts').textContent.toLowerCase().includes('locked') && !window.parley.state().joined",
+        "the fourth page is refused, and says why",
+        &all,
+    )
+    .await;
+    save_screenshots(&zed, "late-joiner-refused-locked").await;
+    save_screenshots(&host, "host-locked").await;
+
+    // End for all (two clicks: no modal dialog).
+    host.eval("document.getElementById('end').click()").await.expect("arm end");
+    host.eval("document.getElementById('end').click()").await.expect("end");
+    m.expect(
+        &gus_page,
+        "document.getElementById('status').textContent === 'The host ended the meeting for everyone.'",
+        "Gus's page says the host ended it",
+        &all,
+    )
+    .await;
+    save_screenshots(&gus_page, "meeting-ended").await;
+
+    // No page ever opened a dialog (the markup name ran nothing).
+    for p in all {
+        let dialogs: Vec<String> =
+            m.cdp.console_of(&p.session).into_iter().filter(|l| l.starts_with("dialog")).collect();
+        assert!(dialogs.is_empty(), "the {} page opened {dialogs:?}", p.label);
+    }
+}
