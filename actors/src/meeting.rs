@@ -310,11 +310,17 @@ impl Actor for MeetingActor {
                 };
                 request_of(&myself, state, caller, conn, request, seen, reply).instrument(span).await;
             }
-            MeetingMsg::Disconnected { user_id, conn } => {
+            MeetingMsg::Disconnected { user_id, conn, lost } => {
                 if state.conns.get(&user_id).is_some_and(|c| c.addr(&state.services.node) == conn) {
                     state.conns.remove(&user_id);
-                    let outcome = state.meeting.disconnected(now_ms(), user_id, LeaveReason::Disconnected);
-                    perform(&myself, state, outcome.effects).await;
+                    if lost {
+                        // The network dropped, not the person: the seat stays for a `resume`
+                        // until its presence times out (the sweep), as after a node's death.
+                        tracing::info!(meeting_id = %state.meeting.meeting_id(), user = %user_id, "connection lost; the seat is kept for a resume until its presence times out");
+                    } else {
+                        let outcome = state.meeting.disconnected(now_ms(), user_id, LeaveReason::Disconnected);
+                        perform(&myself, state, outcome.effects).await;
+                    }
                 }
             }
             MeetingMsg::Sweep => sweep(&myself, state).await,
@@ -513,9 +519,11 @@ async fn perform_effects(myself: &ActorRef<MeetingMsg>, state: &mut MeetingState
     for effect in effects {
         match effect {
             Effect::Send { to, mut event } => {
-                // The admitted user learns where to send media, as a joiner does from `joined`.
-                if let Event::Admitted { meeting: Some(_), media, .. } = &mut event {
+                // The admitted user learns where to send media and gets its seat's resume
+                // token, as a joiner does from `joined`.
+                if let Event::Admitted { meeting: Some(_), media, resume_token, user_id } = &mut event {
                     *media = Some(media_node(&s));
+                    *resume_token = Some(s.resume.issue(meeting_id, *user_id));
                 }
                 let shared = announce(state, Audience::User { user_id: to }, event).await;
                 if let Some(c) = state.conns.get(&to) {

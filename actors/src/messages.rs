@@ -34,8 +34,8 @@ pub enum MeetingMsg {
         /// The caller's span: the meeting's handling is its child (one trace per request).
         span: tracing::Span,
     },
-    /// A participant's connection closed.
-    Disconnected { user_id: Uuid, conn: ConnAddr },
+    /// A participant's connection closed (`lost`: without a closing handshake).
+    Disconnected { user_id: Uuid, conn: ConnAddr, lost: bool },
     /// Time to look for expired presence.
     Sweep,
     /// The grace period that started at generation `generation` is over.
@@ -97,8 +97,9 @@ pub enum ParticipantMsg {
     Event(Arc<SharedEvent>),
     /// The meeting let go of this connection (removed, denied, ended, replaced, timed out).
     Detached { meeting_id: Uuid, reason: LeaveReason },
-    /// The socket closed.
-    SocketClosed,
+    /// The socket closed; `lost`: without a closing handshake (the network dropped, the
+    /// client vanished), so its seat is kept for a `resume` until its presence times out.
+    SocketClosed { lost: bool },
     /// The meeting's actor restarted or moved: here is the way to it now.
     Reattach { meeting_id: Uuid, meeting: MeetingHandle },
     /// Fault injection (drills, tests): panic, as a bug would.

@@ -147,9 +147,9 @@ fn cast(state: &NodeHostState, env: Envelope) {
                 let _ = c.send_message(ParticipantMsg::Detached { meeting_id, reason });
             }
         }
-        Body::Disconnected { meeting_id, user_id, conn } => {
+        Body::Disconnected { meeting_id, user_id, conn, lost } => {
             if let Some(m) = s.meetings.get(meeting_id) {
-                let _ = m.cast(MeetingMsg::Disconnected { user_id, conn });
+                let _ = m.cast(MeetingMsg::Disconnected { user_id, conn, lost });
             }
         }
         Body::Attach { meeting_id, user_id, conn, after } => {

@@ -199,9 +199,9 @@ impl Actor for ParticipantActor {
                     tracing::debug!(user = %state.user_id, %meeting_id, ?reason, "detached from meeting");
                 }
             }
-            ParticipantMsg::SocketClosed => {
+            ParticipantMsg::SocketClosed { lost } => {
                 if let Some((meeting_id, meeting, _)) = state.meeting.take() {
-                    meeting.disconnected(&state.services, meeting_id, state.user_id, &myself);
+                    meeting.disconnected(&state.services, meeting_id, state.user_id, &myself, lost);
                 }
                 myself.stop(Some("socket closed".to_owned()));
             }

@@ -49,15 +49,16 @@ impl MeetingHandle {
         }
     }
 
-    /// Tells the meeting this connection closed.
-    pub fn disconnected(&self, s: &LiveServices, meeting_id: Uuid, user_id: Uuid, conn: &ParticipantRef) {
+    /// Tells the meeting this connection closed (`lost`: without a closing handshake).
+    pub fn disconnected(&self, s: &LiveServices, meeting_id: Uuid, user_id: Uuid, conn: &ParticipantRef, lost: bool) {
         match self {
             MeetingHandle::Local(m) => {
-                let _ = m.cast(MeetingMsg::Disconnected { user_id, conn: Conn::Local(conn.clone()).addr(&s.node) });
+                let conn = Conn::Local(conn.clone()).addr(&s.node);
+                let _ = m.cast(MeetingMsg::Disconnected { user_id, conn, lost });
             }
             MeetingHandle::Remote { node } => {
                 let conn = ConnAddr { node: s.node.clone(), id: conn.get_id().pid() };
-                cast_node(s, node, Body::Disconnected { meeting_id, user_id, conn });
+                cast_node(s, node, Body::Disconnected { meeting_id, user_id, conn, lost });
             }
         }
     }

@@ -103,11 +103,13 @@ pub enum Body {
         conn: u64,
         reason: LeaveReason,
     },
-    /// A connection on the sender closed.
+    /// A connection on the sender closed (`lost`: without a closing handshake).
     Disconnected {
         meeting_id: Uuid,
         user_id: Uuid,
         conn: ConnAddr,
+        #[serde(default)]
+        lost: bool,
     },
     /// A connection on the sender (re-)attaches to the meeting after it moved; with `after`,
     /// it first gets the events it missed since that `seq`.
@@ -330,7 +332,7 @@ mod tests {
             },
         });
         round_trip(Body::Detached { meeting_id: m, conn: 7, reason: LeaveReason::Removed });
-        round_trip(Body::Disconnected { meeting_id: m, user_id: u, conn: conn.clone() });
+        round_trip(Body::Disconnected { meeting_id: m, user_id: u, conn: conn.clone(), lost: true });
         round_trip(Body::Attach { meeting_id: m, user_id: u, conn, after: Some(3_000_000_017) });
         round_trip(Body::Moved { meeting_id: m, owner: "node-c".into(), epoch: 7 });
         round_trip(Body::Answer { answer: Ok(ReplyData::Done) });

@@ -7,7 +7,7 @@
 //! 2. **Concurrent recorded meetings**: `--meetings N` meetings of 4 publishers, all recorded at
 //!    once: the forwarding loss of each (packets expected vs received by the load tester) and
 //!    whether every recording reaches `ready` (goal: 20 meetings, 0 loss, on 2 cores).
-//! 3. **Pipeline speed**: a `--minutes M` (default 10) two-person recording's per-track files
+//! 3. **Pipeline speed** (skipped with `--minutes 0`): a `--minutes M` (default 10) two-person recording's per-track files
 //!    (ffmpeg-made VP8 + espeak-ng speech as Opus), through the same steps a worker runs —
 //!    compose, thumbnail, transcript (faster-whisper tiny.en) — as × real time (goal > 1).
 //!
@@ -16,12 +16,12 @@
 //! node: on a 2-core machine the figures are a floor.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use parley_integration::{Backend, NodeOptions, TestNode, cpu_seconds};
-use parley_loadtest::{LoadTest, Summary};
+use parley_loadtest::{LoadTest, RealMedia, Summary};
 use parley_recording::compose::{self, ComposeSpec, ComposeTrack, Layout, TrackKind};
 use parley_recording::thumbnail;
 use parley_recording::transcript::{FasterWhisper, SpeakerAudio, Transcriber, webvtt};
@@ -50,7 +50,7 @@ async fn measured(node: &TestNode, test: LoadTest) -> anyhow::Result<(Summary, f
     Ok((summary, cpu))
 }
 
-fn test(node: &TestNode, secs: u64) -> LoadTest {
+fn test(node: &TestNode, secs: u64, media: &[Arc<RealMedia>]) -> LoadTest {
     LoadTest {
         url: node.base.clone(),
         secret: node.secret.as_bytes().to_vec(),
@@ -58,6 +58,7 @@ fn test(node: &TestNode, secs: u64) -> LoadTest {
         subscribers: 0,
         duration: Duration::from_secs(secs),
         real_media: true,
+        real_sources: Some(media.to_vec()),
         ..Default::default()
     }
 }
@@ -93,18 +94,22 @@ fn tracks(dir: &Path, name: &str, secs: u64, hue: u32, sentence: &str) -> anyhow
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let secs = arg("--seconds", 15);
-    let meetings = arg("--meetings", 4) as usize;
+    let meetings = arg("--meetings", 20) as usize;
     let minutes = arg("--minutes", 10);
     let node = TestNode::start_with(
         NodeOptions::new(Backend::Sqlite).env("PARLEY_RECORDING_TRANSCRIPT", "off").env("PARLEY_LOG", "warn"),
     )
     .await;
     let mut lines = Vec::new();
+    // One encoding of the publishers' media for every run (not one ffmpeg per run, which at
+    // 20 meetings would be the heaviest load on the machine).
+    eprintln!("bench-recording: encoding the publishers' real media once");
+    let media = parley_loadtest::run::encode_real_media(4).await?;
 
     eprintln!("bench-recording: 4 publishers, forwarding only, {secs} s");
-    let (plain, plain_cpu) = measured(&node, test(&node, secs)).await?;
+    let (plain, plain_cpu) = measured(&node, test(&node, secs, &media)).await?;
     eprintln!("bench-recording: the same, recorded");
-    let recorded_test = LoadTest { record: Some(Duration::from_secs(secs)), ..test(&node, secs) };
+    let recorded_test = LoadTest { record: Some(Duration::from_secs(secs)), ..test(&node, secs, &media) };
     let (rec, rec_cpu) = measured(&node, recorded_test).await?;
     let ratio = if plain_cpu > 0.0 { rec_cpu / plain_cpu } else { f64::NAN };
     let ready = rec.recording.as_ref().map(|r| r.status.clone()).unwrap_or_default();
@@ -117,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let cpu0 = node.cpu_seconds();
     let t0 = Instant::now();
     let runs = futures_util::future::join_all((0..meetings).map(|_| {
-        let t = LoadTest { record: Some(Duration::from_secs(secs)), ..test(&node, secs) };
+        let t = LoadTest { record: Some(Duration::from_secs(secs)), ..test(&node, secs, &media) };
         async move { parley_loadtest::run::run(&t, |_| {}).await }
     }))
     .await;
@@ -142,6 +147,9 @@ async fn main() -> anyhow::Result<()> {
         if failed.is_empty() { String::new() } else { format!(", {} runs failed: {}", failed.len(), failed.join("; ")) }
     ));
     drop(node);
+    if minutes == 0 {
+        return print_table(lines);
+    }
 
     eprintln!("bench-recording: a {minutes}-minute two-person recording through compose, thumbnail, transcript");
     let dir = tempfile::tempdir()?;
@@ -194,6 +202,10 @@ async fn main() -> anyhow::Result<()> {
         len_f / total
     ));
 
+    print_table(lines)
+}
+
+fn print_table(lines: Vec<String>) -> anyhow::Result<()> {
     println!("| scenario | measured | with | result |");
     println!("|---|---|---|---|");
     for l in lines {

@@ -1035,11 +1035,16 @@ impl LiveMeeting {
         fx.extend(self.add_participant(now, p));
         fx.push(Effect::Send {
             to: user,
-            event: Event::Admitted { user_id: user, meeting: Some(Box::new(self.snapshot(user))), media: None },
+            event: Event::Admitted {
+                user_id: user,
+                meeting: Some(Box::new(self.snapshot(user))),
+                media: None,
+                resume_token: None,
+            },
         });
         fx.push(Effect::Broadcast {
             scope: Scope::EveryoneExcept(user),
-            event: Event::Admitted { user_id: user, meeting: None, media: None },
+            event: Event::Admitted { user_id: user, meeting: None, media: None, resume_token: None },
         });
         Some(fx)
     }

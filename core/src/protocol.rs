@@ -773,6 +773,9 @@ pub enum Event {
         meeting: Option<Box<MeetingSnapshot>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         media: Option<MediaNode>,
+        /// To the admitted user: proof of the seat for `resume`, as `joined` gives.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume_token: Option<String>,
     },
     /// To the refused user.
     Denied {

@@ -57,6 +57,9 @@ pub struct LoadTest {
     /// Publishers send real media even without recording (a benchmark's unrecorded baseline
     /// for the same media).
     pub real_media: bool,
+    /// Real media encoded beforehand (`encode_real_media`), used instead of encoding it for
+    /// this run: many runs at once share one encoding instead of each running ffmpeg.
+    pub real_sources: Option<Vec<Arc<RealMedia>>>,
 }
 
 impl Default for LoadTest {
@@ -71,6 +74,7 @@ impl Default for LoadTest {
             record: None,
             record_timeout: RECORD_TIMEOUT,
             real_media: false,
+            real_sources: None,
         }
     }
 }
@@ -160,11 +164,13 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     if total < 2 || t.publishers == 0 {
         return Err(LoadError::Media("need at least one publisher and two participants".to_owned()));
     }
-    let real = if t.record.is_some() || t.real_media {
-        progress("encoding real media with ffmpeg");
-        Some(generate_real(t.publishers.min(REAL_VARIANTS)).await?)
-    } else {
-        None
+    let real = match (&t.real_sources, t.record.is_some() || t.real_media) {
+        (Some(sources), _) if !sources.is_empty() => Some(sources.clone()),
+        (_, true) => {
+            progress("encoding real media with ffmpeg");
+            Some(encode_real_media(t.publishers).await?)
+        }
+        _ => None,
     };
     progress(&format!("creating {total} users and a meeting on {}", t.url));
     let users = in_batches((0..total).collect(), |i| {
@@ -360,9 +366,10 @@ pub async fn run_observed(t: &LoadTest, progress: impl Fn(&str), window: impl Fn
     })
 }
 
-/// `n` distinct real-media sources, encoded concurrently.
-async fn generate_real(n: usize) -> Result<Vec<Arc<RealMedia>>, LoadError> {
-    let jobs = (0..n.max(1)).map(|i| {
+/// Real-media sources for `publishers` publishers (at most a few distinct ones, reused in
+/// turn), encoded concurrently with ffmpeg.
+pub async fn encode_real_media(publishers: usize) -> Result<Vec<Arc<RealMedia>>, LoadError> {
+    let jobs = (0..publishers.clamp(1, REAL_VARIANTS)).map(|i| {
         tokio::task::spawn_blocking(move || {
             RealMedia::generate(REAL_SECONDS, REAL_SIZE.0, REAL_SIZE.1, &format!("publisher {i}"))
         })

@@ -193,6 +193,8 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
     let metrics = Arc::clone(&app.live.services.metrics);
     metrics.websocket(1);
     let mut writer_done = false;
+    // The client vanished without a closing handshake (the stream ended, or was reset).
+    let mut lost = false;
     loop {
         tokio::select! {
             msg = stream.next() => match msg {
@@ -213,7 +215,15 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
                     let _ = actor.cast(ParticipantMsg::Frame { data: bytes.to_vec(), encoding: Encoding::MessagePack });
                 }
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
+                Some(Ok(Message::Close(_))) => break,
+                None => {
+                    lost = true;
+                    break;
+                }
+                Some(Err(e)) if is_lost(&e) => {
+                    lost = true;
+                    break;
+                }
                 Some(Err(e)) => {
                     // Oversized message, invalid UTF-8, protocol violation: say why, then close.
                     let text = e.to_string();
@@ -237,11 +247,21 @@ async fn connection(socket: WebSocket, app: AppState, user_id: Uuid, display_nam
             }
         }
     }
-    let _ = actor.cast(ParticipantMsg::SocketClosed);
+    let _ = actor.cast(ParticipantMsg::SocketClosed { lost });
     metrics.websocket(-1);
     drop(tx);
     if !writer_done {
         // Let the writer flush what is queued (a close frame with its reason, typically).
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), writer).await;
     }
+}
+
+/// Whether a read error means the connection went away (reset, ended without a closing
+/// handshake) rather than that the client broke the protocol.
+fn is_lost(e: &axum::Error) -> bool {
+    let text = e.to_string();
+    text.contains("without closing handshake")
+        || text.contains("reset")
+        || text.contains("broken pipe")
+        || text.contains("os error")
 }

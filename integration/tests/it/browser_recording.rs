@@ -168,6 +168,28 @@ async fn a_meeting_recorded_from_the_page_has_both_cameras_and_each_speakers_wor
         download(&node, &host_token, &id, name, &file).await;
     }
 
+    // The host's page lists the recording and plays it, seekable, with the transcript as
+    // captions.
+    host.page.eval("document.getElementById('recordings-refresh').click()").await.expect("refresh");
+    let play = "document.querySelector('#recordings li button')";
+    assert!(holds(&host.page, &format!("!!{play}")).await, "the host's page lists it ready\n{}", report().await);
+    host.page.eval(&format!("{play}.click()")).await.expect("play");
+    let player = "document.getElementById('player')";
+    assert!(
+        holds(&host.page, &format!("{player}.readyState >= 1 && {player}.duration > 10")).await,
+        "the player loads the MP4\n{}",
+        report().await
+    );
+    host.page.eval(&format!("{player}.currentTime = 5")).await.expect("seek");
+    assert!(holds(&host.page, &format!("{player}.currentTime >= 5 && !{player}.seeking")).await, "it seeks");
+    assert!(
+        holds(&host.page, &format!("{player}.textTracks.length === 1 && {player}.textTracks[0].mode !== 'disabled'"))
+            .await,
+        "with the transcript as captions\n{}",
+        report().await
+    );
+    save_screenshot(&host.page, "browser-recording-player.png").await;
+
     // Each page's own microphone is transcribed under that participant's name.
     let vtt = std::fs::read_to_string(artifacts.join("transcript.vtt")).unwrap();
     assert!(vtt.starts_with("WEBVTT"), "{vtt}");
