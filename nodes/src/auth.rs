@@ -24,6 +24,10 @@ pub struct Claims {
     /// Operator rights.
     #[serde(default)]
     pub adm: bool,
+    /// A guest token (`POST /api/meetings/{id}/guest`): it joins meetings over the WebSocket;
+    /// the REST API refuses it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gst: bool,
     pub iat: u64,
     pub exp: u64,
     pub iss: String,
@@ -57,8 +61,24 @@ impl TokenKeys {
 
     /// Mints a token for `sub` valid for `ttl_secs`.
     pub fn mint(&self, sub: &str, admin: bool, ttl_secs: u64) -> String {
+        self.sign(sub, admin, false, ttl_secs)
+    }
+
+    /// Mints a guest token for `sub` (see [`Claims::gst`]) valid for `ttl_secs`.
+    pub fn mint_guest(&self, sub: &str, ttl_secs: u64) -> String {
+        self.sign(sub, false, true, ttl_secs)
+    }
+
+    fn sign(&self, sub: &str, admin: bool, guest: bool, ttl_secs: u64) -> String {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let claims = Claims { sub: sub.to_owned(), adm: admin, iat: now, exp: now + ttl_secs, iss: ISSUER.to_owned() };
+        let claims = Claims {
+            sub: sub.to_owned(),
+            adm: admin,
+            gst: guest,
+            iat: now,
+            exp: now + ttl_secs,
+            iss: ISSUER.to_owned(),
+        };
         // Encoding HS256 claims of plain strings and integers cannot fail.
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
     }
@@ -161,7 +181,8 @@ mod tests {
     fn expired_tokens_are_refused() {
         let k = TokenKeys::new(b"0123456789abcdef-test");
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        let claims = Claims { sub: "u".into(), adm: false, iat: now - 3600, exp: now - 600, iss: ISSUER.into() };
+        let claims =
+            Claims { sub: "u".into(), adm: false, gst: false, iat: now - 3600, exp: now - 600, iss: ISSUER.into() };
         let t = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
             &claims,

@@ -314,6 +314,13 @@ async fn a_page_cut_off_for_five_seconds_reconnects_and_decodes_video_again() {
     .await;
     m.expect(&gus_page, decoding, "and decodes video again on a new peer connection", &all).await;
     m.expect(
+        &gus_page,
+        "document.getElementById('quality').dataset.level === 'good'",
+        "the connection shows good on loopback",
+        &all,
+    )
+    .await;
+    m.expect(
         &host,
         &format!("window.parley.framesDecodedOf('{gus}:camera').then(n => n > 0)"),
         "the host sees Gus again",
@@ -492,4 +499,77 @@ async fn breakout_rooms_move_pages_and_their_media_and_bring_everyone_back() {
         m.expect(page, &sees(other), "everyone sees everyone again", &all).await;
     }
     save_screenshots(&host, "breakouts-closed").await;
+}
+
+/// The join link alone: a guest opens `/j/{id}`, gives a name and is in (the page asks the
+/// node for a guest token; nobody minted one by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_joins_from_the_link_with_a_name_only() {
+    let chromium = Chromium::launch();
+    let node = TestNode::start_with(NodeOptions::new(Backend::Sqlite)).await;
+    let (_, host_token) = node.user("host@example.com", "Hannah Host").await;
+    let id = id_of(
+        &create_meeting(
+            &node,
+            &host_token,
+            json!({"title": "Link only", "meeting_type": "instant", "duration_minutes": 30,
+                   "settings": {"waiting_room": false}}),
+        )
+        .await,
+        "meeting_id",
+    );
+    let cdp = Arc::new(Cdp::connect(&chromium.ws_url).await);
+    let m = Meeting { node, cdp, chromium, id };
+    let host = m.open(&host_token, "Hannah Host", "host").await;
+    m.expect(&host, "window.parley.state().joined", "the host's page joins", &[&host]).await;
+    let link = format!("{}/j/{id}", m.node.base);
+    let guest = Page::open(&m.cdp, &link, "guest").await;
+    let all = [&host, &guest];
+    m.expect(
+        &guest,
+        &format!("document.getElementById('meeting-id').value === '{id}'"),
+        "the link fills the meeting",
+        &all,
+    )
+    .await;
+    // Before joining: a preview of the camera, and the devices to choose from.
+    guest.gesture("document.getElementById('preview-start').click()").await.expect("preview");
+    m.expect(
+        &guest,
+        "document.getElementById('preview').videoWidth > 0 && document.getElementById('cam-select').options.length >= 1 \
+         && document.getElementById('mic-select').options.length >= 1",
+        "the preview shows the camera and lists the devices",
+        &all,
+    )
+    .await;
+    save_screenshots(&guest, "pre-join-preview").await;
+    // No name: the page says what it needs and asks nothing of the node.
+    guest.eval("document.getElementById('join-button').click()").await.expect("join without a name");
+    m.expect(
+        &guest,
+        "document.getElementById('toasts').textContent.includes('give your name')",
+        "asks for a name",
+        &all,
+    )
+    .await;
+    guest
+        .eval("document.getElementById('display-name').value = 'Gwen Guest'; document.getElementById('join-button').click()")
+        .await
+        .expect("join as a guest");
+    m.expect(&guest, "window.parley.state().joined", "the guest is in", &all).await;
+    m.expect(
+        &guest,
+        "document.getElementById('preview').hidden && document.querySelector('.tile.local video').videoWidth > 0",
+        "the previewed camera is the one in the meeting",
+        &all,
+    )
+    .await;
+    m.expect(
+        &host,
+        "[...document.querySelectorAll('#people .name')].some(n => n.textContent === 'Gwen Guest')",
+        "the host sees the guest by name",
+        &all,
+    )
+    .await;
+    save_screenshots(&guest, "guest-from-the-link").await;
 }

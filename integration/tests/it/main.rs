@@ -12,6 +12,7 @@ mod dashboard;
 mod database_outage;
 mod errors;
 mod event_replay;
+mod guests;
 mod hardening;
 mod live;
 mod media;

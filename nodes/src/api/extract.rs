@@ -148,6 +148,7 @@ impl Caller {
     /// The caller a signed token names; 401 when it is expired or not ours.
     pub fn from_token(app: &AppState, token: &str) -> Result<Caller, ApiError> {
         match app.tokens.verify(token) {
+            Ok(c) if c.gst => Err(ApiError::forbidden("a guest token joins meetings (WebSocket) and nothing else")),
             Ok(c) => Ok(Caller { subject: c.sub, admin: c.adm }),
             Err(TokenError::Expired) => Err(ApiError::unauthorized("token expired")),
             Err(TokenError::Invalid(_)) => Err(ApiError::unauthorized("invalid token")),

@@ -8,6 +8,7 @@ mod admin;
 mod dashboard;
 mod error;
 pub mod extract;
+mod guests;
 mod meetings;
 mod notifications;
 mod recordings;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub metrics: Arc<crate::telemetry::NodeMetrics>,
     /// The token Prometheus may read `/metrics` with besides an operator token.
     pub scrape_token: Option<Arc<str>>,
+    /// Paces guest identities (`POST /api/meetings/{id}/guest`).
+    pub guests: Arc<guests::GuestLimiter>,
 }
 
 /// Handles to the live-meeting actors.
@@ -83,6 +86,7 @@ impl AppState {
             objects: None,
             metrics,
             scrape_token: None,
+            guests: Arc::default(),
         }
     }
 
@@ -100,6 +104,7 @@ pub fn router(state: AppState) -> Router {
         .route("/meetings/upcoming", get(reports::upcoming))
         .route("/meetings/{id}", get(meetings::get).patch(meetings::update).delete(meetings::cancel))
         .route("/meetings/{id}/join-check", post(meetings::join_check))
+        .route("/meetings/{id}/guest", post(guests::create))
         .route("/meetings/{id}/recordings", get(recordings::of_meeting))
         .route("/recordings/{id}", get(recordings::get).delete(recordings::delete))
         .route("/recordings/{id}/{*artifact}", get(recordings::artifact))
