@@ -1422,7 +1422,7 @@ fn template(ty: &str, m: Uuid, u: Uuid) -> Option<Value> {
         "resume" => json!({"meeting_id": m, "resume_token": "r"}),
         "leave" | "heartbeat" | "admit_all" | "mute_all" | "raise_hand" | "lower_hand" | "screen_share_start"
         | "screen_share_stop" | "end_meeting" | "breakouts_open" | "breakouts_close" | "breakout_return" => json!({}),
-        "admit" | "deny" | "mute_participant" | "ask_unmute" | "remove" => json!({ "user_id": u }),
+        "admit" | "deny" | "mute_participant" | "stop_video" | "ask_unmute" | "remove" => json!({ "user_id": u }),
         "mute" => json!({"muted": true}),
         "video" => json!({"on": true}),
         "chat" | "breakouts_broadcast" => json!({"text": "hi"}),
@@ -1474,7 +1474,9 @@ fn fields(ty: &str) -> &'static [(&'static str, Kind, bool)] {
         "resume" => {
             &[("meeting_id", Kind::Uuid, true), ("resume_token", Kind::Str, true), ("last_seq", Kind::U64, false)]
         }
-        "admit" | "deny" | "mute_participant" | "ask_unmute" | "remove" => &[("user_id", Kind::Uuid, true)],
+        "admit" | "deny" | "mute_participant" | "stop_video" | "ask_unmute" | "remove" => {
+            &[("user_id", Kind::Uuid, true)]
+        }
         "mute" => &[("muted", Kind::Bool, true)],
         "video" | "recording" => &[("on", Kind::Bool, true)],
         "set_chat" => &[("enabled", Kind::Bool, true)],
@@ -1852,6 +1854,7 @@ fn ws_cases(g: &mut Gen, types: &BTreeSet<String>, m: Uuid, other_meeting: Uuid,
             ("admit_all", json!({})),
             ("deny", json!({ "user_id": u })),
             ("mute_participant", json!({ "user_id": h })),
+            ("stop_video", json!({ "user_id": h })),
             ("mute_all", json!({})),
             ("ask_unmute", json!({ "user_id": h })),
             ("lower_hand", json!({ "user_id": h })),
@@ -1903,6 +1906,7 @@ fn ws_cases(g: &mut Gen, types: &BTreeSet<String>, m: Uuid, other_meeting: Uuid,
             ("admit a stranger", "admit", json!({ "user_id": u }), Answer::Err("user_not_found")),
             ("deny a stranger", "deny", json!({ "user_id": u }), Answer::Err("user_not_found")),
             ("mute a stranger", "mute_participant", json!({ "user_id": u }), Answer::Err("user_not_found")),
+            ("stop a stranger's video", "stop_video", json!({ "user_id": u }), Answer::Err("user_not_found")),
             ("ask a stranger to unmute", "ask_unmute", json!({ "user_id": u }), Answer::Err("user_not_found")),
             ("lower a stranger's hand", "lower_hand", json!({ "user_id": u }), Answer::Err("user_not_found")),
             ("remove a stranger", "remove", json!({ "user_id": u }), Answer::Err("user_not_found")),
